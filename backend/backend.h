@@ -1,0 +1,86 @@
+/* backend: the one interface between model code and the hardware. A backend
+ * is a table of function pointers over device buffers (ggml's design): the
+ * CPU fills one in backend/cpu, CUDA another. Model code calls be_* and never
+ * knows which backend runs. All float activations are float32 [rows][cols],
+ * row-major; weights keep their file dtype. */
+#ifndef INFERD_BACKEND_H
+#define INFERD_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+/* A weight matrix on the device: [rows][cols], rows = output features. */
+typedef struct be_weight {
+    const void *data;
+    inferd_dtype dtype;       /* F32, F16 or BF16 */
+    int64_t rows, cols;
+} be_weight;
+
+/* Per-step attention layout, shared by every layer of one forward pass.
+ * Tokens of a step are grouped by sequence; sequence s owns rows
+ * [q_start[s], q_start[s+1]) and after this step holds ctx_len[s] tokens of
+ * KV (cached prefix + new rows), stored in the blocks of its block table. */
+typedef struct be_attn_layout {
+    int n_seqs;
+    const int32_t *q_start;       /* [n_seqs + 1] */
+    const int32_t *ctx_len;       /* [n_seqs] */
+    const int32_t *block_table;   /* [n_seqs][max_blocks] */
+    int max_blocks;
+    int block_size;
+    const int32_t *slot;          /* [n_tokens] KV slot = block * block_size + offset */
+    const int32_t *pos;           /* [n_tokens] absolute positions */
+    int n_tokens;
+} be_attn_layout;
+
+/* Rotary embedding for one model: neox style (rotate_half), applied to the
+ * first rot_dim dims of each head. inv_freq[rot_dim / 2] already carries the
+ * scaling (linear, llama3, yarn); mscale multiplies cos and sin (yarn). */
+typedef struct be_rope {
+    const float *inv_freq;
+    int rot_dim;
+    float mscale;
+} be_rope;
+
+typedef struct be_backend be_backend;
+
+typedef struct be_vtable {
+    const char *name;
+    void (*free)(be_backend *b);
+    void *(*alloc)(be_backend *b, size_t bytes);       /* zeroed; NULL on failure */
+    void (*dealloc)(be_backend *b, void *p);
+    /* Makes a file-resident tensor usable as a weight (CPU: zero copy). */
+    int (*weight)(be_backend *b, const void *host, inferd_dtype dt, int64_t rows,
+                  int64_t cols, be_weight *out, inferd_error *e);
+    void (*embed)(be_backend *b, const be_weight *table, const int32_t *ids, int n,
+                  float *out /* [n][cols] */);
+    void (*rmsnorm)(be_backend *b, const float *x, const be_weight *w, float eps,
+                    int rows, int cols, float *out);
+    void (*matmul)(be_backend *b, const float *x /* [n][w.cols] */, const be_weight *w,
+                   const be_weight *bias /* NULL or [1][w.rows] */, int n,
+                   float *y /* [n][w.rows] */);
+    void (*rope)(be_backend *b, float *x /* [n][heads][head_dim] */, int n, int heads,
+                 int head_dim, const be_rope *r, const int32_t *pos);
+    void (*kv_store)(be_backend *b, const float *k, const float *v, int n, int kv_dim,
+                     const int32_t *slot, float *k_cache, float *v_cache);
+    void (*attention)(be_backend *b, const float *q /* [n][heads][hd] */,
+                      const float *k_cache, const float *v_cache, int heads,
+                      int kv_heads, int head_dim, float scale,
+                      const be_attn_layout *l, float *out /* [n][heads][hd] */);
+    void (*silu_mul)(be_backend *b, const float *gate, const float *up, size_t n,
+                     float *out);
+    void (*add)(be_backend *b, float *x, const float *y, size_t n); /* x += y */
+    void (*gather_rows)(be_backend *b, const float *x, int cols, const int32_t *rows,
+                        int n, float *out);
+} be_vtable;
+
+struct be_backend {
+    const be_vtable *vt;
+};
+
+/* Backends. be_cpu_new: n_threads 0 = all cores. */
+be_backend *be_cpu_new(int n_threads, inferd_error *e);
+void be_free(be_backend *b);
+
+#endif

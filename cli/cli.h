@@ -1,0 +1,12 @@
+/* cli: the inferd command line. Each subcommand lives in its own file and
+ * takes the arguments after its name; it returns the process exit status. */
+#ifndef INFERD_CLI_H
+#define INFERD_CLI_H
+
+int cli_generate(int argc, char **argv);
+
+/* Shared helpers for subcommands. */
+int cli_parse_int(const char *flag, const char *s, long min, long max, long *out);
+int cli_parse_double(const char *flag, const char *s, double *out);
+
+#endif

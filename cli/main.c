@@ -1,0 +1,74 @@
+/* inferd: one binary, many subcommands (serve, run, generate, tokenize, ...). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+#include "cli/cli.h"
+
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} command;
+
+/* One line per subcommand; keep the order of the --help listing. */
+static const command commands[] = {
+    {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "inferd — a large-language-model inference server with the OpenAI API\n\n"
+        "usage: inferd COMMAND [ARGS...]\n\n"
+        "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nRun `inferd COMMAND --help` for the flags of one command.\n");
+}
+
+int cli_parse_int(const char *flag, const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        fprintf(stderr, "inferd: %s expects an integer in [%ld, %ld], got '%s'\n",
+                flag, min, max, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *flag, const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end) {
+        fprintf(stderr, "inferd: %s expects a number, got '%s'\n", flag, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "inferd: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,104 @@
+/* engine: continuous batching over a paged KV cache. One engine thread loops
+ * schedule -> step -> sample -> emit while requests are live. HTTP threads
+ * submit requests and read each request's events; they never touch the KV
+ * cache or the model. The engine never sees text, HTTP or JSON. */
+#ifndef INFERD_ENGINE_H
+#define INFERD_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "model/model.h"
+
+typedef struct eng_engine eng_engine;
+typedef struct eng_request eng_request;
+
+typedef struct eng_config {
+    int block_size;              /* tokens per KV block, 16 */
+    size_t kv_cache_bytes;       /* pool size; the engine derives the block count */
+    int max_num_seqs;            /* running at most (default 256) */
+    int max_num_batched_tokens;  /* token budget per step (default 2048) */
+    int max_model_len;           /* prompt + output at most; 0 = model's max */
+    int enable_prefix_caching;   /* default 1 */
+    uint64_t seed;               /* engine seed for requests without one */
+} eng_config;
+void eng_config_defaults(eng_config *c);
+
+#define ENG_MAX_TOP_LOGPROBS 20
+#define ENG_MAX_STOP_IDS 32
+
+typedef struct eng_sampling {
+    float temperature;           /* 0 = greedy */
+    float top_p;                 /* 1 = off */
+    int top_k;                   /* 0 or -1 = off */
+    float min_p;                 /* 0 = off */
+    float repetition_penalty;    /* 1 = off; over prompt and output tokens */
+    float presence_penalty;      /* 0 = off; over output tokens */
+    float frequency_penalty;     /* 0 = off; over output tokens */
+    int n_logit_bias;
+    const int32_t *logit_bias_ids;  /* copied at submit */
+    const float *logit_bias_vals;
+    int has_seed;
+    uint64_t seed;
+    int max_tokens;              /* > 0 */
+    int min_tokens;              /* eos/stop ids suppressed before this many */
+    int ignore_eos;
+    int n_stop_ids;
+    int32_t stop_ids[ENG_MAX_STOP_IDS]; /* in addition to the model's eos ids */
+    int logprobs;                /* return the sampled token's logprob */
+    int top_logprobs;            /* 0..ENG_MAX_TOP_LOGPROBS alternatives */
+} eng_sampling;
+void eng_sampling_defaults(eng_sampling *s);
+
+typedef enum eng_finish {
+    ENG_RUNNING = 0,
+    ENG_FINISH_LENGTH,     /* max_tokens or max_model_len reached */
+    ENG_FINISH_STOP,       /* eos or a stop id */
+    ENG_FINISH_ABORT,      /* cancelled */
+} eng_finish;
+
+/* One generated token. logprobs are natural-log softmax of the model's
+ * logits (before temperature and penalties, as vLLM reports them). */
+typedef struct eng_event {
+    int32_t token;
+    float logprob;
+    int n_top;
+    int32_t top_ids[ENG_MAX_TOP_LOGPROBS];
+    float top_logprobs[ENG_MAX_TOP_LOGPROBS];
+    eng_finish finish;          /* set on the last event of the request */
+    int num_cached_tokens;      /* prompt tokens served from the prefix cache */
+} eng_event;
+
+/* Creates the engine over a loaded model and starts its thread. The model
+ * stays owned by the caller and must outlive the engine. */
+int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids,
+               int n_eos, eng_engine **out, inferd_error *e);
+/* Finishes (aborts) everything live, joins the thread, frees the KV pool. */
+void eng_destroy(eng_engine *g);
+
+/* Queues a request. Fails (NULL, message in e) when the prompt is empty,
+ * prompt + max_tokens exceeds max_model_len, or a token id is out of range. */
+eng_request *eng_submit(eng_engine *g, const int32_t *prompt, int n_prompt,
+                        const eng_sampling *s, inferd_error *e);
+/* Waits up to timeout_ms (-1 = forever) for the next token. Returns 1 with
+ * an event, 0 on timeout, -1 when the request has finished and every event
+ * was read. */
+int eng_next(eng_request *r, eng_event *ev, int timeout_ms);
+/* Asks the engine to stop the request (client gone, stop string matched);
+ * its KV blocks are freed at the next step. */
+void eng_cancel(eng_request *r);
+/* Releases the caller's handle; cancels the request if still live. */
+void eng_release(eng_request *r);
+
+typedef struct eng_stats {
+    int running, waiting;
+    int kv_blocks_total, kv_blocks_used;
+    uint64_t prefix_queries, prefix_hits;  /* in tokens */
+    uint64_t prompt_tokens, generation_tokens;
+    uint64_t preemptions;
+} eng_stats;
+void eng_get_stats(eng_engine *g, eng_stats *s);
+int eng_max_model_len(const eng_engine *g);
+
+#endif

@@ -1,0 +1,52 @@
+/* model: decoder architectures (Llama, Mistral, Qwen2, Qwen3) written as a
+ * sequence of backend ops over a paged KV cache. The model executes the batch
+ * it is given; it never decides who runs (that is the engine's job). */
+#ifndef INFERD_MODEL_H
+#define INFERD_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "loader/loader.h"
+
+typedef struct mdl_model mdl_model;
+
+typedef struct mdl_options {
+    const char *device;   /* "cpu" (default) or "cuda" */
+    int n_threads;        /* CPU threads, 0 = all cores */
+} mdl_options;
+
+/* Loads config.json and the safetensors weights of DIR. */
+int mdl_load(const char *dir, const mdl_options *opt, mdl_model **out,
+             inferd_error *e);
+void mdl_free(mdl_model *m);
+const ld_config *mdl_config(const mdl_model *m);
+
+/* Bytes of KV cache one block of block_size tokens takes (all layers). */
+size_t mdl_kv_block_bytes(const mdl_model *m, int block_size);
+/* Allocates the paged KV pool: n_blocks blocks of block_size tokens. */
+int mdl_kv_init(mdl_model *m, int n_blocks, int block_size, inferd_error *e);
+
+/* One forward step over a batch of sequences. Rows of sequence s are
+ * [q_start[s], q_start[s+1]); their KV goes to the given slots, attention
+ * covers ctx_len[s] tokens through the block table. Logits are produced for
+ * the rows listed in logit_rows, in that order. */
+typedef struct mdl_batch {
+    int n_tokens;
+    const int32_t *tokens;      /* [n_tokens] */
+    const int32_t *pos;         /* [n_tokens] */
+    const int32_t *slot;        /* [n_tokens] */
+    int n_seqs;
+    const int32_t *q_start;     /* [n_seqs + 1] */
+    const int32_t *ctx_len;     /* [n_seqs] */
+    const int32_t *block_table; /* [n_seqs][max_blocks] */
+    int max_blocks;
+    int n_logits;
+    const int32_t *logit_rows;  /* [n_logits] */
+} mdl_batch;
+
+/* logits: [n_logits][vocab_size] float32, host memory. */
+int mdl_forward(mdl_model *m, const mdl_batch *b, float *logits, inferd_error *e);
+
+#endif

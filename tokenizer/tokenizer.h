@@ -1,0 +1,42 @@
+/* tokenizer: loads a Hugging Face tokenizer.json (+ tokenizer_config.json)
+ * and encodes / decodes exactly as the Rust `tokenizers` library does. */
+#ifndef INFERD_TOKENIZER_H
+#define INFERD_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+typedef struct tok_tokenizer tok_tokenizer;
+
+/* DIR holds tokenizer.json and optionally tokenizer_config.json. A loaded
+ * tokenizer is immutable and may be used from many threads at once. */
+int tok_load(const char *dir, tok_tokenizer **out, inferd_error *e);
+void tok_free(tok_tokenizer *t);
+
+/* Encodes UTF-8 text. add_special: apply the post-processor (BOS/EOS, CLS/SEP
+ * ...) as `encode(text, add_special_tokens=True)` does. *ids is malloc'd. */
+int tok_encode(const tok_tokenizer *t, const char *text, size_t len,
+               int add_special, int32_t **ids, size_t *n_ids, inferd_error *e);
+/* Decodes ids as `decode(ids, skip_special_tokens=skip)`. *text is malloc'd
+ * and NUL-terminated. Unknown ids are an error. */
+int tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n_ids,
+               int skip_special, char **text, size_t *len, inferd_error *e);
+
+int tok_vocab_size(const tok_tokenizer *t);    /* largest id + 1, added included */
+int32_t tok_token_to_id(const tok_tokenizer *t, const char *token); /* -1 if none */
+const char *tok_id_to_token(const tok_tokenizer *t, int32_t id);     /* NULL if none */
+int tok_is_special(const tok_tokenizer *t, int32_t id);
+
+/* Incremental detokenizer for streaming: push ids one at a time; each push
+ * appends exactly the new text to *out (possibly nothing), never half a UTF-8
+ * character, and the concatenation of all pushes (plus tok_stream_flush)
+ * equals tok_decode of all ids. */
+typedef struct tok_stream tok_stream;
+tok_stream *tok_stream_new(const tok_tokenizer *t, int skip_special);
+int tok_stream_push(tok_stream *s, int32_t id, strbuf *out, inferd_error *e);
+int tok_stream_flush(tok_stream *s, strbuf *out, inferd_error *e);
+void tok_stream_free(tok_stream *s);
+
+#endif
