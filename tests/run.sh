@@ -43,4 +43,5 @@ done
 echo
 [ $fail -gt 0 ] && printf 'failed: %s\n' "${failed[@]}"
 echo "$pass passed, $fail failed"
+[ $pass -gt 0 ] || { echo "no test ran: the suite is empty or the filter matched nothing"; exit 1; }
 [ $fail -eq 0 ]

@@ -1,0 +1,331 @@
+/* backend/cpu: the reference backend. float32 compute on bf16/f16/f32
+ * weights, OpenMP threads, AVX2/FMA. Every output element is one dot product
+ * whose summation order depends only on the reduction length — never on the
+ * batch size or the thread count — so a sequence's logits are the same
+ * whatever else is in the batch (greedy output is batch-invariant). */
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+
+typedef struct cpu_backend {
+    be_backend base;
+    int n_threads;
+} cpu_backend;
+
+/* Output rows converted to float32 together: 16 rows of a 4096-wide matrix
+ * are 256 KiB, which stays in L2 while every input row streams past. */
+#define ROW_TILE 16
+
+static void cpu_free(be_backend *b) { free(b); }
+
+static void *cpu_alloc(be_backend *b, size_t bytes)
+{
+    (void)b;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64))
+        return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void cpu_dealloc(be_backend *b, void *p)
+{
+    (void)b;
+    free(p);
+}
+
+static int cpu_weight(be_backend *b, const void *host, inferd_dtype dt, int64_t rows,
+                      int64_t cols, be_weight *out, inferd_error *e)
+{
+    (void)b;
+    if (dt != DT_F32 && dt != DT_F16 && dt != DT_BF16) {
+        err_set(e, "cpu backend: weights of type %s are not supported", dtype_name(dt));
+        return -1;
+    }
+    out->data = host;
+    out->dtype = dt;
+    out->rows = rows;
+    out->cols = cols;
+    return 0;
+}
+
+/* Row r of a weight as float32. */
+static void weight_row_f32(const be_weight *w, int64_t r, float *out)
+{
+    int64_t n = w->cols, i = 0;
+    if (w->dtype == DT_F32) {
+        memcpy(out, (const float *)w->data + r * n, (size_t)n * sizeof(float));
+    } else if (w->dtype == DT_BF16) {
+        const uint16_t *src = (const uint16_t *)w->data + r * n;
+        for (; i + 8 <= n; i += 8) {
+            __m128i h = _mm_loadu_si128((const __m128i *)(src + i));
+            __m256i u = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+            _mm256_storeu_ps(out + i, _mm256_castsi256_ps(u));
+        }
+        for (; i < n; i++)
+            out[i] = bf16_to_f32(src[i]);
+    } else {
+        const uint16_t *src = (const uint16_t *)w->data + r * n;
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(out + i,
+                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+        for (; i < n; i++)
+            out[i] = f16_to_f32(src[i]);
+    }
+}
+
+/* The one dot product every matmul element goes through: 8 lanes x 2
+ * accumulators in k order, then a fixed reduction. */
+static inline float dot_f32(const float *a, const float *b, int64_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float s = _mm_cvtss_f32(h);
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
+                       const be_weight *bias, int n, float *y)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    const int64_t rows = w->rows, cols = w->cols;
+    const int64_t tiles = (rows + ROW_TILE - 1) / ROW_TILE;
+    /* Decode steps have few input rows: split finely so every thread streams
+     * its share of the weights; the order of each dot product is unchanged. */
+#pragma omp parallel num_threads(b->n_threads)
+    {
+        float *wf = NULL;
+        if (posix_memalign((void **)&wf, 64, (size_t)ROW_TILE * (size_t)cols * sizeof(float)))
+            abort();
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            int64_t r0 = t * ROW_TILE, r1 = r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows;
+            for (int64_t r = r0; r < r1; r++)
+                weight_row_f32(w, r, wf + (r - r0) * cols);
+            float bv[ROW_TILE];
+            for (int64_t r = r0; r < r1; r++)
+                bv[r - r0] = 0.0f;
+            if (bias) {
+                for (int64_t r = r0; r < r1; r++) {
+                    if (bias->dtype == DT_F32)
+                        bv[r - r0] = ((const float *)bias->data)[r];
+                    else if (bias->dtype == DT_BF16)
+                        bv[r - r0] = bf16_to_f32(((const uint16_t *)bias->data)[r]);
+                    else
+                        bv[r - r0] = f16_to_f32(((const uint16_t *)bias->data)[r]);
+                }
+            }
+            for (int i = 0; i < n; i++) {
+                const float *xi = x + (int64_t)i * cols;
+                float *yi = y + (int64_t)i * rows;
+                for (int64_t r = r0; r < r1; r++)
+                    yi[r] = dot_f32(xi, wf + (r - r0) * cols, cols) + bv[r - r0];
+            }
+        }
+        free(wf);
+    }
+}
+
+static void cpu_embed(be_backend *b, const be_weight *table, const int32_t *ids, int n,
+                      float *out)
+{
+    (void)b;
+    for (int i = 0; i < n; i++)
+        weight_row_f32(table, ids[i], out + (int64_t)i * table->cols);
+}
+
+/* HF RMSNorm: x * rsqrt(mean(x^2) + eps) * weight, in float32. */
+static void cpu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float eps,
+                        int rows, int cols, float *out)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    float *wf = malloc((size_t)cols * sizeof(float));
+    if (!wf)
+        abort();
+    weight_row_f32(w, 0, wf);
+#pragma omp parallel for num_threads(b->n_threads) schedule(static) if (rows > 64)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (int64_t)r * cols;
+        float *o = out + (int64_t)r * cols;
+        float ss = 0.0f;
+        for (int i = 0; i < cols; i++)
+            ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)cols + eps);
+        for (int i = 0; i < cols; i++)
+            o[i] = wf[i] * (xr[i] * inv);
+    }
+    free(wf);
+}
+
+/* Neox-style rotary embedding (rotate_half), as HF Llama/Qwen apply it. */
+static void cpu_rope(be_backend *bk, float *x, int n, int heads, int head_dim,
+                     const be_rope *r, const int32_t *pos)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    const int half = r->rot_dim / 2;
+#pragma omp parallel for num_threads(b->n_threads) schedule(static) if (n > 16)
+    for (int t = 0; t < n; t++) {
+        float cs[512], sn[512];
+        for (int i = 0; i < half && i < 512; i++) {
+            float ang = (float)pos[t] * r->inv_freq[i];
+            cs[i] = cosf(ang) * r->mscale;
+            sn[i] = sinf(ang) * r->mscale;
+        }
+        for (int h = 0; h < heads; h++) {
+            float *v = x + ((int64_t)t * heads + h) * head_dim;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], c = v[i + half];
+                v[i] = a * cs[i] - c * sn[i];
+                v[i + half] = c * cs[i] + a * sn[i];
+            }
+        }
+    }
+}
+
+static void cpu_kv_store(be_backend *b, const float *k, const float *v, int n, int kv_dim,
+                         const int32_t *slot, float *k_cache, float *v_cache)
+{
+    (void)b;
+    for (int t = 0; t < n; t++) {
+        memcpy(k_cache + (int64_t)slot[t] * kv_dim, k + (int64_t)t * kv_dim,
+               (size_t)kv_dim * sizeof(float));
+        memcpy(v_cache + (int64_t)slot[t] * kv_dim, v + (int64_t)t * kv_dim,
+               (size_t)kv_dim * sizeof(float));
+    }
+}
+
+/* Causal attention over the paged cache: row t of sequence s attends to its
+ * sequence's positions 0..pos[t]. One (row, head) pair per work item. */
+static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
+                          const float *v_cache, int heads, int kv_heads, int head_dim,
+                          float scale, const be_attn_layout *l, float *out)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    const int group = heads / kv_heads, kv_dim = kv_heads * head_dim;
+    int max_ctx = 0;
+    for (int s = 0; s < l->n_seqs; s++)
+        if (l->ctx_len[s] > max_ctx)
+            max_ctx = l->ctx_len[s];
+    int *row_seq = malloc((size_t)(l->n_tokens ? l->n_tokens : 1) * sizeof(int));
+    if (!row_seq)
+        abort();
+    for (int s = 0; s < l->n_seqs; s++)
+        for (int t = l->q_start[s]; t < l->q_start[s + 1]; t++)
+            row_seq[t] = s;
+    const int64_t items = (int64_t)l->n_tokens * heads;
+#pragma omp parallel num_threads(b->n_threads)
+    {
+        float *score = malloc((size_t)(max_ctx ? max_ctx : 1) * sizeof(float));
+        float *acc = malloc((size_t)head_dim * sizeof(float));
+        if (!score || !acc)
+            abort();
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t it = 0; it < items; it++) {
+            int t = (int)(it / heads), h = (int)(it % heads), kvh = h / group;
+            const int32_t *bt = l->block_table + (int64_t)row_seq[t] * l->max_blocks;
+            int n_keys = l->pos[t] + 1;
+            const float *qv = q + ((int64_t)t * heads + h) * head_dim;
+            float mx = -INFINITY;
+            for (int j = 0; j < n_keys; j++) {
+                int64_t slot = (int64_t)bt[j / l->block_size] * l->block_size +
+                               j % l->block_size;
+                float sc = dot_f32(qv, k_cache + slot * kv_dim + kvh * head_dim, head_dim) * scale;
+                score[j] = sc;
+                if (sc > mx)
+                    mx = sc;
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < n_keys; j++) {
+                score[j] = expf(score[j] - mx);
+                sum += score[j];
+            }
+            float inv = 1.0f / sum;
+            memset(acc, 0, (size_t)head_dim * sizeof(float));
+            for (int j = 0; j < n_keys; j++) {
+                int64_t slot = (int64_t)bt[j / l->block_size] * l->block_size +
+                               j % l->block_size;
+                const float *vv = v_cache + slot * kv_dim + kvh * head_dim;
+                float p = score[j] * inv;
+                for (int d = 0; d < head_dim; d++)
+                    acc[d] += p * vv[d];
+            }
+            memcpy(out + ((int64_t)t * heads + h) * head_dim, acc,
+                   (size_t)head_dim * sizeof(float));
+        }
+        free(score);
+        free(acc);
+    }
+    free(row_seq);
+}
+
+static void cpu_silu_mul(be_backend *bk, const float *gate, const float *up, size_t n,
+                         float *out)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+#pragma omp parallel for num_threads(b->n_threads) schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+static void cpu_add(be_backend *b, float *x, const float *y, size_t n)
+{
+    (void)b;
+    for (size_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
+static void cpu_gather_rows(be_backend *b, const float *x, int cols, const int32_t *rows,
+                            int n, float *out)
+{
+    (void)b;
+    for (int i = 0; i < n; i++)
+        memcpy(out + (int64_t)i * cols, x + (int64_t)rows[i] * cols,
+               (size_t)cols * sizeof(float));
+}
+
+static const be_vtable cpu_vtable = {
+    .name = "cpu",
+    .free = cpu_free,
+    .alloc = cpu_alloc,
+    .dealloc = cpu_dealloc,
+    .weight = cpu_weight,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_matmul,
+    .rope = cpu_rope,
+    .kv_store = cpu_kv_store,
+    .attention = cpu_attention,
+    .silu_mul = cpu_silu_mul,
+    .add = cpu_add,
+    .gather_rows = cpu_gather_rows,
+};
+
+be_backend *be_cpu_new(int n_threads, inferd_error *e)
+{
+    cpu_backend *b = calloc(1, sizeof *b);
+    if (!b) {
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    b->base.vt = &cpu_vtable;
+    b->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
+    return &b->base;
+}
