@@ -18,7 +18,7 @@ typedef struct cpu_backend {
 
 /* Output rows converted to float32 together: 16 rows of a 4096-wide matrix
  * are 256 KiB, which stays in L2 while every input row streams past. */
-#define ROW_TILE 16
+#define ROW_TILE 12 /* a multiple of 3 and 4: the blocked kernels cover it */
 
 static void cpu_free(be_backend *b) { free(b); }
 
@@ -78,26 +78,92 @@ static void weight_row_f32(const be_weight *w, int64_t r, float *out)
     }
 }
 
-/* The one dot product every matmul element goes through: 8 lanes x 2
- * accumulators in k order, then a fixed reduction. */
-static inline float dot_f32(const float *a, const float *b, int64_t n)
+/* Every matmul element is computed by the same sequence of float operations:
+ * 8 lanes accumulated in k order, a fixed horizontal reduction, then the
+ * scalar tail. The blocked kernel below and the single dot product follow it
+ * exactly, so a row's result never depends on how many rows share the call. */
+static inline float hsum_tail(__m256 s, const float *a, const float *b, int64_t i, int64_t n)
 {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    }
-    for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s0 = _mm256_add_ps(s0, s1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    float s = _mm_cvtss_f32(h);
+    float r = _mm_cvtss_f32(h);
     for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
+        r += a[i] * b[i];
+    return r;
+}
+
+static inline float dot_f32(const float *a, const float *b, int64_t n)
+{
+    __m256 s = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s);
+    return hsum_tail(s, a, b, i, n);
+}
+
+/* 4 input rows x 3 weight rows at once: each loaded vector feeds 3 or 4
+ * FMAs instead of one, which is what makes prefill compute-bound. */
+static void dot_4x3(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t n,
+                    float *y, int64_t ldy)
+{
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
+    __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+    const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;
+    const float *w0 = w, *w1 = w + ldw, *w2 = w + 2 * ldw;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v0 = _mm256_loadu_ps(w0 + i), v1 = _mm256_loadu_ps(w1 + i),
+               v2 = _mm256_loadu_ps(w2 + i);
+        __m256 u = _mm256_loadu_ps(x0 + i);
+        a00 = _mm256_fmadd_ps(u, v0, a00);
+        a01 = _mm256_fmadd_ps(u, v1, a01);
+        a02 = _mm256_fmadd_ps(u, v2, a02);
+        u = _mm256_loadu_ps(x1 + i);
+        a10 = _mm256_fmadd_ps(u, v0, a10);
+        a11 = _mm256_fmadd_ps(u, v1, a11);
+        a12 = _mm256_fmadd_ps(u, v2, a12);
+        u = _mm256_loadu_ps(x2 + i);
+        a20 = _mm256_fmadd_ps(u, v0, a20);
+        a21 = _mm256_fmadd_ps(u, v1, a21);
+        a22 = _mm256_fmadd_ps(u, v2, a22);
+        u = _mm256_loadu_ps(x3 + i);
+        a30 = _mm256_fmadd_ps(u, v0, a30);
+        a31 = _mm256_fmadd_ps(u, v1, a31);
+        a32 = _mm256_fmadd_ps(u, v2, a32);
+    }
+    y[0] = hsum_tail(a00, x0, w0, i, n);
+    y[1] = hsum_tail(a01, x0, w1, i, n);
+    y[2] = hsum_tail(a02, x0, w2, i, n);
+    y[ldy] = hsum_tail(a10, x1, w0, i, n);
+    y[ldy + 1] = hsum_tail(a11, x1, w1, i, n);
+    y[ldy + 2] = hsum_tail(a12, x1, w2, i, n);
+    y[2 * ldy] = hsum_tail(a20, x2, w0, i, n);
+    y[2 * ldy + 1] = hsum_tail(a21, x2, w1, i, n);
+    y[2 * ldy + 2] = hsum_tail(a22, x2, w2, i, n);
+    y[3 * ldy] = hsum_tail(a30, x3, w0, i, n);
+    y[3 * ldy + 1] = hsum_tail(a31, x3, w1, i, n);
+    y[3 * ldy + 2] = hsum_tail(a32, x3, w2, i, n);
+}
+
+/* One input row x 4 weight rows: four independent FMA chains, so decode is
+ * not bound by the latency of a single chain. */
+static void dot_1x4(const float *x, const float *w, int64_t ldw, int64_t n, float *y)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float *w0 = w, *w1 = w + ldw, *w2 = w + 2 * ldw, *w3 = w + 3 * ldw;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 u = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w0 + i), a0);
+        a1 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w1 + i), a1);
+        a2 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w2 + i), a2);
+        a3 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w3 + i), a3);
+    }
+    y[0] = hsum_tail(a0, x, w0, i, n);
+    y[1] = hsum_tail(a1, x, w1, i, n);
+    y[2] = hsum_tail(a2, x, w2, i, n);
+    y[3] = hsum_tail(a3, x, w3, i, n);
 }
 
 static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
@@ -131,11 +197,30 @@ static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
                         bv[r - r0] = f16_to_f32(((const uint16_t *)bias->data)[r]);
                 }
             }
-            for (int i = 0; i < n; i++) {
+            int i = 0;
+            for (; i + 4 <= n; i += 4) {
                 const float *xi = x + (int64_t)i * cols;
                 float *yi = y + (int64_t)i * rows;
-                for (int64_t r = r0; r < r1; r++)
-                    yi[r] = dot_f32(xi, wf + (r - r0) * cols, cols) + bv[r - r0];
+                int64_t r = r0;
+                for (; r + 3 <= r1; r += 3)
+                    dot_4x3(xi, cols, wf + (r - r0) * cols, cols, cols, yi + r, rows);
+                for (; r < r1; r++)
+                    for (int k = 0; k < 4; k++)
+                        yi[k * rows + r] = dot_f32(xi + k * cols, wf + (r - r0) * cols, cols);
+                for (int k = 0; k < 4; k++)
+                    for (r = r0; r < r1; r++)
+                        yi[k * rows + r] += bv[r - r0];
+            }
+            for (; i < n; i++) {
+                const float *xi = x + (int64_t)i * cols;
+                float *yi = y + (int64_t)i * rows;
+                int64_t r = r0;
+                for (; r + 4 <= r1; r += 4)
+                    dot_1x4(xi, wf + (r - r0) * cols, cols, cols, yi + r);
+                for (; r < r1; r++)
+                    yi[r] = dot_f32(xi, wf + (r - r0) * cols, cols);
+                for (r = r0; r < r1; r++)
+                    yi[r] += bv[r - r0];
             }
         }
         free(wf);
