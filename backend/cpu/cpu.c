@@ -166,11 +166,112 @@ static void dot_1x4(const float *x, const float *w, int64_t ldw, int64_t n, floa
     y[3] = hsum_tail(a3, x, w3, i, n);
 }
 
+/* Weight element loads straight from the file's dtype. They produce exactly
+ * the floats weight_row_f32 writes, so the direct path below and the tiled
+ * path give bitwise the same results. */
+static inline __m256 wload8(const void *w, inferd_dtype dt, int64_t i)
+{
+    if (dt == DT_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i))),
+            16));
+    if (dt == DT_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+    return _mm256_loadu_ps((const float *)w + i);
+}
+
+static inline float wget(const void *w, inferd_dtype dt, int64_t i)
+{
+    if (dt == DT_BF16)
+        return bf16_to_f32(((const uint16_t *)w)[i]);
+    if (dt == DT_F16)
+        return f16_to_f32(((const uint16_t *)w)[i]);
+    return ((const float *)w)[i];
+}
+
+static inline float hsum_tail_w(__m256 s, const float *a, const void *w, inferd_dtype dt,
+                                int64_t i, int64_t n)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++)
+        r += a[i] * wget(w, dt, i);
+    return r;
+}
+
+/* Decode: one input row against 4 weight rows read in their file dtype, so
+ * the weights stream from memory once with no float32 copy. */
+static void dot_1x4_direct(const float *x, const be_weight *w, int64_t r, float *y)
+{
+    const int64_t n = w->cols;
+    const size_t es = dtype_size(w->dtype);
+    const char *base = (const char *)w->data + (size_t)r * (size_t)n * es;
+    const void *w0 = base, *w1 = base + n * es, *w2 = base + 2 * n * es, *w3 = base + 3 * n * es;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 u = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(u, wload8(w0, w->dtype, i), a0);
+        a1 = _mm256_fmadd_ps(u, wload8(w1, w->dtype, i), a1);
+        a2 = _mm256_fmadd_ps(u, wload8(w2, w->dtype, i), a2);
+        a3 = _mm256_fmadd_ps(u, wload8(w3, w->dtype, i), a3);
+    }
+    y[0] = hsum_tail_w(a0, x, w0, w->dtype, i, n);
+    y[1] = hsum_tail_w(a1, x, w1, w->dtype, i, n);
+    y[2] = hsum_tail_w(a2, x, w2, w->dtype, i, n);
+    y[3] = hsum_tail_w(a3, x, w3, w->dtype, i, n);
+}
+
+static float dot_direct(const float *x, const be_weight *w, int64_t r)
+{
+    const int64_t n = w->cols;
+    const void *wr = (const char *)w->data + (size_t)r * (size_t)n * dtype_size(w->dtype);
+    __m256 s = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), wload8(wr, w->dtype, i), s);
+    return hsum_tail_w(s, x, wr, w->dtype, i, n);
+}
+
+static float bias_at(const be_weight *bias, int64_t r)
+{
+    return bias ? wget(bias->data, bias->dtype, r) : 0.0f;
+}
+
+/* Fewer than 4 input rows: the float32 tile would cost more than it saves. */
+static void matmul_direct(cpu_backend *b, const float *x, const be_weight *w,
+                          const be_weight *bias, int n, float *y)
+{
+    const int64_t rows = w->rows, cols = w->cols;
+    const int64_t blocks = (rows + 63) / 64;
+#pragma omp parallel for num_threads(b->n_threads) schedule(static)
+    for (int64_t t = 0; t < blocks; t++) {
+        int64_t r0 = t * 64, r1 = r0 + 64 < rows ? r0 + 64 : rows;
+        for (int i = 0; i < n; i++) {
+            const float *xi = x + (int64_t)i * cols;
+            float *yi = y + (int64_t)i * rows;
+            int64_t r = r0;
+            for (; r + 4 <= r1; r += 4)
+                dot_1x4_direct(xi, w, r, yi + r);
+            for (; r < r1; r++)
+                yi[r] = dot_direct(xi, w, r);
+            for (r = r0; r < r1; r++)
+                yi[r] += bias_at(bias, r);
+        }
+    }
+}
+
 static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
                        const be_weight *bias, int n, float *y)
 {
     cpu_backend *b = (cpu_backend *)bk;
     const int64_t rows = w->rows, cols = w->cols;
+    if (n < 4) {
+        matmul_direct(b, x, w, bias, n, y);
+        return;
+    }
     const int64_t tiles = (rows + ROW_TILE - 1) / ROW_TILE;
     /* Decode steps have few input rows: split finely so every thread streams
      * its share of the weights; the order of each dot product is unchanged. */
