@@ -3,6 +3,7 @@
 #ifndef INFERD_CLI_H
 #define INFERD_CLI_H
 
+int cli_serve(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 

@@ -14,6 +14,7 @@ typedef struct command {
 
 /* One line per subcommand; keep the order of the --help listing. */
 static const command commands[] = {
+    {"serve", cli_serve, "serve a model behind the OpenAI API (chat, completions, streaming)"},
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
 };
