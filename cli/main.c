@@ -15,6 +15,7 @@ typedef struct command {
 /* One line per subcommand; keep the order of the --help listing. */
 static const command commands[] = {
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
+    {"chat-template", cli_chat_template, "render a chat request with a model's chat template"},
 };
 
 static void usage(FILE *f)
