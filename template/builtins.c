@@ -227,8 +227,7 @@ static int split(jctx *c, const node *at, const val *s, const val *sep, int64_t 
         }
         if (i >= n) break;
         if (maxsplit == 0) {
-            val rest = strip(&(val){.t = V_STR, .u.s = {p + i, n - i}}, NULL, 2);
-            if (v_list_push(c->ar, l, rest)) return jn_oom(c, at);
+            if (v_list_push(c->ar, l, v_str(p + i, n - i))) return jn_oom(c, at);
             break;
         }
         size_t j = i;
@@ -940,7 +939,7 @@ static int do_round(jctx *c, const node *at, val v, jargs *a, val *out)
     if (!is_num(&v)) return jn_fail(c, at, "type %s doesn't define __round__ method", v_typename(&v));
     if (p < 0 || p > 30) return jn_fail(c, at, "round: precision out of range");
     double x = fnum(&v), m = pow(10, (double)p);
-    if (method && method->t == V_STR && method->u.s.n && method->u.s.p[0] != 'c') {
+    if (method && method->t == V_STR && !(method->u.s.n == 6 && !memcmp(method->u.s.p, "common", 6))) {
         if (method->u.s.n == 5 && !memcmp(method->u.s.p, "floor", 5)) { *out = v_float(floor(x * m) / m); return 0; }
         if (method->u.s.n == 4 && !memcmp(method->u.s.p, "ceil", 4)) { *out = v_float(ceil(x * m) / m); return 0; }
         return jn_fail(c, at, "method must be common, ceil or floor");
@@ -1168,6 +1167,11 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
     }
     if (NAMEIS("attr")) {
         if (!a0 || a0->t != V_STR) return jn_fail(c, at, "attr expects an attribute name");
+        /* getattr only: unlike `.name`, no fallback to a dict's items */
+        if (v.t == V_DICT && !jn_method_kind(V_DICT, a0->u.s.p, a0->u.s.n)) {
+            *out = jn_undef(c, "'dict object' has no attribute '%.*s'", (int)a0->u.s.n, a0->u.s.p);
+            return 0;
+        }
         return jn_getattr(c, at, v, a0->u.s.p, a0->u.s.n, out);
     }
     if (NAMEIS("indent")) return do_indent(c, at, v, a, out);

@@ -852,9 +852,7 @@ static int exec_for(jctx *c, node *n, strbuf *out)
     vloop *lp = ar_alloc(c->ar, sizeof *lp);
     if (!lp) return jn_oom(c, n);
     lp->items = items;
-    lp->depth = 1;
-    val outer_loop = lookup(c, "loop", 4);
-    if (outer_loop.t == V_LOOP) lp->depth = outer_loop.u.loop->depth + 1;
+    lp->depth = 1; /* jinja counts depth only across recursive loops */
     val lv = {.t = V_LOOP};
     lv.u.loop = lp;
     for (size_t i = 0; i < items->n; i++) {
