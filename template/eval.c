@@ -700,7 +700,24 @@ static int eval_seq(jctx *c, node *n, int type, val *out)
     return 0;
 }
 
+static int eval_node(jctx *c, node *n, val *out);
+
+/* `1 + 1 + ... + 1` parses as a loop but nests left-deep: bound the C
+ * recursion it costs here rather than in the parser. */
+#define MAX_EVAL_DEPTH 2000
+
 static int eval(jctx *c, node *n, val *out)
+{
+    if (++c->edepth > MAX_EVAL_DEPTH) {
+        c->edepth--;
+        return jn_fail(c, n, "expression nested too deeply (more than %d levels)", MAX_EVAL_DEPTH);
+    }
+    int rc = eval_node(c, n, out);
+    c->edepth--;
+    return rc;
+}
+
+static int eval_node(jctx *c, node *n, val *out)
 {
     val a, b;
     switch (n->kind) {
@@ -836,10 +853,13 @@ static int exec_for(jctx *c, node *n, strbuf *out)
         /* {% for x in xs if cond %}: loop.length counts the kept items */
         vlist *kept = v_list_new(c->ar, items->n);
         if (!kept) return jn_oom(c, n);
+        jframe *f = frame_new(c, saved);
+        if (!f) return jn_oom(c, n);
         for (size_t i = 0; i < items->n; i++) {
             if (++c->iters > c->max_iters)
                 return jn_fail(c, n, "the template ran more than %ld loop iterations", c->max_iters);
-            if (!(c->f = frame_new(c, saved))) { c->f = saved; return jn_oom(c, n); }
+            f->vars->n = 0;
+            c->f = f;
             val cond;
             int rc = assign(c, n->a, items->items[i]) || eval(c, n->c, &cond);
             c->f = saved;
@@ -855,11 +875,16 @@ static int exec_for(jctx *c, node *n, strbuf *out)
     lp->depth = 1; /* jinja counts depth only across recursive loops */
     val lv = {.t = V_LOOP};
     lv.u.loop = lp;
+    /* one frame for all iterations, emptied each time: what jinja's
+     * per-iteration scope means, without memory growing with the count */
+    jframe *f = frame_new(c, saved);
+    if (!f) return jn_oom(c, n);
     for (size_t i = 0; i < items->n; i++) {
         if (++c->iters > c->max_iters)
             return jn_fail(c, n, "the template ran more than %ld loop iterations", c->max_iters);
         lp->index0 = i;
-        if (!(c->f = frame_new(c, saved))) { c->f = saved; return jn_oom(c, n); }
+        f->vars->n = 0;
+        c->f = f;
         int x = set_var(c, n, "loop", 4, lv) ? X_ERR : assign(c, n->a, items->items[i]) ? X_ERR
               : exec_body(c, &n->body, out);
         c->f = saved;

@@ -150,6 +150,7 @@ typedef struct jctx {
     jframe *f;
     long iters, max_iters;
     int depth, max_depth;
+    int edepth; /* C recursion of eval: long operator chains */
     size_t max_output, mem_limit;
     int raised;
     inferd_error *e;
