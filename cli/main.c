@@ -17,6 +17,7 @@ static const command commands[] = {
     {"serve", cli_serve, "serve a model behind the OpenAI API (chat, completions, streaming)"},
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
+    {"chat-template", cli_chat_template, "render a chat request with a model's chat template"},
 };
 
 static void usage(FILE *f)
