@@ -391,11 +391,10 @@ static void detokenize(api_ctx *a, json_t *b, api_response *r)
     if (tok_decode(a->tok, ids, n, 0, &text, &len, &e)) {
         set_error(r, 400, "tokens", e.msg);
     } else {
-        json_t *s = json_stringn(text, len);
-        if (!s)
-            set_error(r, 400, "tokens", "these tokens do not decode to valid UTF-8");
-        else
-            set_json(r, 200, json_pack("{s:o}", "prompt", s));
+        strbuf v = {0};
+        gen_append_valid_utf8(&v, text, len);
+        set_json(r, 200, json_pack("{s:s%}", "prompt", v.p ? v.p : "", v.n));
+        sb_free(&v);
     }
     free(text);
     free(ids);

@@ -62,8 +62,24 @@ static json_t *jnum(double v)
     return json_real(isfinite(v) ? v : -9999.0);
 }
 
-/* A token alone may be part of a UTF-8 character: its bytes that do not
- * form one become U+FFFD, as Python's decode(errors="replace") does. */
+/* Appends s[0..n) to b with every byte that is not part of a valid UTF-8
+ * character replaced by U+FFFD, as Python's decode(errors="replace") does:
+ * JSON strings must be valid UTF-8, and a token alone may be part of one. */
+void gen_append_valid_utf8(strbuf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int k = utf8_decode(s + i, n - i, &cp);
+        if (k > 0 && cp != 0) {
+            sb_append(b, s + i, (size_t)k);
+            i += (size_t)k;
+        } else {
+            sb_puts(b, "\xEF\xBF\xBD");
+            i++;
+        }
+    }
+}
+
 static char *token_text(api_gen *g, int32_t id)
 {
     char *s = NULL;
@@ -71,19 +87,22 @@ static char *token_text(api_gen *g, int32_t id)
     if (tok_decode(g->a->tok, &id, 1, 0, &s, &n, NULL))
         return strdup("");
     strbuf b = {0};
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        int k = utf8_decode(s + i, n - i, &cp);
-        if (k > 0 && cp != 0) {
-            sb_append(&b, s + i, (size_t)k);
-            i += (size_t)k;
-        } else {
-            sb_puts(&b, "\xEF\xBF\xBD");
-            i++;
-        }
-    }
+    gen_append_valid_utf8(&b, s, n);
     free(s);
     return sb_steal(&b);
+}
+
+/* Pushes id through c's detokenizer (or flushes it when id < 0) and appends
+ * the new text to c->text, made valid UTF-8. */
+static int detok(api_choice *c, int32_t id)
+{
+    strbuf t = {0};
+    inferd_error e = {{0}};
+    int rc = id >= 0 ? tok_stream_push(c->ts, id, &t, &e) : tok_stream_flush(c->ts, &t, &e);
+    if (t.n)
+        gen_append_valid_utf8(&c->text, t.p, t.n);
+    sb_free(&t);
+    return rc;
 }
 
 static json_t *token_bytes(const char *s)
@@ -257,21 +276,20 @@ static void choice_event(api_gen *g, api_choice *c, const eng_event *ev)
         c->n_gen = ev->n_generated;
     if (c->done)
         return;
-    inferd_error e = {{0}};
     if (ev->token >= 0) {
         if (g->logprobs)
             lp_add(g, c, ev, 0);
         /* The eos or stop token that ended the request is not text (vLLM
          * leaves it out unless include_stop_str_in_output). */
         int ends = ev->finish == ENG_FINISH_STOP && !g->include_stop_str;
-        if (!ends && tok_stream_push(c->ts, ev->token, &c->text, &e)) {
+        if (!ends && detok(c, ev->token)) {
             c->finish = "error";
             c->done = 1;
             return;
         }
     }
     if (ev->finish != ENG_RUNNING) {
-        tok_stream_flush(c->ts, &c->text, &e);
+        detok(c, -1);
         c->finish = finish_name(ev->finish);
         if (ev->finish == ENG_FINISH_STOP && ev->token >= 0 && is_request_stop_id(g, ev->token))
             c->stop_reason = json_integer(ev->token);

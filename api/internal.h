@@ -119,6 +119,8 @@ void gen_run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r
 int gen_stream_next(api_gen *g, strbuf *out, int timeout_ms);
 /* Counts the request in the metrics once (end, error or abort). */
 void gen_finalize(api_gen *g);
+/* Appends s with invalid UTF-8 bytes replaced by U+FFFD (JSON needs valid). */
+void gen_append_valid_utf8(strbuf *b, const char *s, size_t n);
 void gen_usage(const api_gen *g, int *prompt, int *gen);
 
 /* api.c */
