@@ -446,9 +446,13 @@ static json_t *choice_json(api_gen *g, api_choice *c)
 
 void gen_run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r)
 {
-    int rc;
-    while ((rc = pump(g, 100, NULL, NULL)) >= 0) {
-        if (rc == 0 && alive && !alive(cls)) {
+    double next_check = now_seconds() + 0.1;
+    while (pump(g, 100, NULL, NULL) >= 0) {
+        /* By the clock, not on timeouts only: a busy request may never time out. */
+        if (!alive || now_seconds() < next_check)
+            continue;
+        next_check = now_seconds() + 0.1;
+        if (!alive(cls)) {
             for (int i = 0; i < g->n_choices; i++)
                 eng_cancel(g->ch[i].r);
             gen_finalize(g);

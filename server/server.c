@@ -27,7 +27,7 @@ struct srv_server {
     atomic_int active;           /* requests between first call and completion */
     atomic_int aborting;         /* srv_stop: every wait gives up */
     int port;
-    MHD_socket quiesced;         /* listen socket handed back by quiesce */
+    int quiesced;                /* no longer accepting */
 };
 
 /* One HTTP request (MHD's con_cls). */
@@ -332,7 +332,6 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
         return -1;
     }
     s->o = *o;
-    s->quiesced = MHD_INVALID_SOCKET;
     if (!s->o.max_request_bytes)
         s->o.max_request_bytes = (size_t)32 << 20;
     if (o->api_key && *o->api_key)
@@ -383,8 +382,15 @@ void srv_set_api(srv_server *s, api_ctx *a) { atomic_store(&s->api, a); }
 
 int srv_drain(srv_server *s, double timeout_s)
 {
-    if (s->quiesced == MHD_INVALID_SOCKET)
-        s->quiesced = MHD_quiesce_daemon(s->d);
+    /* MHD stops accepting but leaves the socket listening, where the kernel
+     * would still complete handshakes nobody answers: close it, so new
+     * clients are refused at once and can go to another replica. */
+    if (!s->quiesced) {
+        MHD_socket ls = MHD_quiesce_daemon(s->d);
+        if (ls != MHD_INVALID_SOCKET)
+            close(ls);
+        s->quiesced = 1;
+    }
     double until = now_seconds() + timeout_s;
     while (atomic_load(&s->active) > 0 && now_seconds() < until) {
         struct timespec ts = {0, 20 * 1000 * 1000};
@@ -399,8 +405,6 @@ void srv_stop(srv_server *s)
         return;
     atomic_store(&s->aborting, 1);
     MHD_stop_daemon(s->d);
-    if (s->quiesced != MHD_INVALID_SOCKET)
-        close(s->quiesced);
     free(s->api_key);
     free(s);
 }
