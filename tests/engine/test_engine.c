@@ -25,7 +25,7 @@ static void test_golden(void **state)
         json_t *root = json_load_file(path, 0, &je);
         if (!root)
             fail_msg("%s: %s", path, je.text);
-        mdl_model *m = load_model(MODELS[mi]);
+        mdl_model *m = load_model_threads(MODELS[mi], 2); /* OpenMP inside the engine thread */
         eng_config c = small_config(128, m);
         c.max_num_batched_tokens = 64;
         eng_engine *g = make_engine(m, &c);
@@ -194,43 +194,50 @@ static void test_concurrent_preemption(void **state)
         ref_greedy("qwen3", jobs[i].prompt, jobs[i].n_prompt, jobs[i].n_solo, ref);
         assert_memory_equal(ref, jobs[i].solo, sizeof(int32_t) * jobs[i].n_solo);
     }
-    m = load_model("qwen3");
-    eng_config c = small_config(24, m);
-    c.max_model_len = 256;
-    c.max_num_seqs = 6;
-    c.max_num_batched_tokens = 48;
-    eng_engine *g = make_engine(m, &c);
-    pthread_t th[NTHREADS];
-    worker w[NTHREADS];
-    for (int t = 0; t < NTHREADS; t++) {
-        w[t] = (worker){g, jobs, t, NTHREADS};
-        pthread_create(&th[t], NULL, worker_main, &w[t]);
+    /* with the prefix cache, and without it (pure recomputation) */
+    for (int pc = 1; pc >= 0; pc--) {
+        m = load_model("qwen3");
+        eng_config c = small_config(24, m);
+        c.max_model_len = 256;
+        c.max_num_seqs = 6;
+        c.max_num_batched_tokens = 48;
+        c.enable_prefix_caching = pc;
+        eng_engine *g = make_engine(m, &c);
+        pthread_t th[NTHREADS];
+        worker w[NTHREADS];
+        for (int i = 0; i < NREQ; i++)
+            jobs[i].n_got = 0;
+        for (int t = 0; t < NTHREADS; t++) {
+            w[t] = (worker){g, jobs, t, NTHREADS};
+            pthread_create(&th[t], NULL, worker_main, &w[t]);
+        }
+        for (int t = 0; t < NTHREADS; t++)
+            pthread_join(th[t], NULL);
+        for (int i = 0; i < NREQ; i++) {
+            if (jobs[i].n_got != jobs[i].n_solo ||
+                memcmp(jobs[i].got, jobs[i].solo, sizeof(int32_t) * jobs[i].n_solo))
+                fail_msg("request %d (prompt %d, %s, prefix cache %d): batched output differs "
+                         "from solo", i, jobs[i].n_prompt,
+                         jobs[i].s.temperature > 0 ? "seeded" : "greedy", pc);
+            assert_int_equal(jobs[i].fin, ENG_FINISH_LENGTH);
+        }
+        eng_stats st;
+        wait_idle(g, &st);
+        assert_true(st.preemptions > 0);
+        assert_true(pc ? st.prefix_hits > 0 : st.prefix_hits == 0);
+        assert_int_equal(st.kv_blocks_used, 0);
+        assert_int_equal(st.running, 0);
+        assert_int_equal((int)st.requests_finished, NREQ);
+        uint64_t gen = 0, prompt = 0;
+        for (int i = 0; i < NREQ; i++) {
+            gen += (uint64_t)jobs[i].n_solo;
+            prompt += (uint64_t)jobs[i].n_prompt;
+        }
+        assert_int_equal(st.generation_tokens, gen);
+        assert_int_equal(st.prompt_tokens, prompt);
+        eng_destroy(g);
+        mdl_free(m);
     }
-    for (int t = 0; t < NTHREADS; t++)
-        pthread_join(th[t], NULL);
-    for (int i = 0; i < NREQ; i++) {
-        if (jobs[i].n_got != jobs[i].n_solo ||
-            memcmp(jobs[i].got, jobs[i].solo, sizeof(int32_t) * jobs[i].n_solo))
-            fail_msg("request %d (prompt %d, %s): batched output differs from solo", i,
-                     jobs[i].n_prompt, jobs[i].s.temperature > 0 ? "seeded" : "greedy");
-        assert_int_equal(jobs[i].fin, ENG_FINISH_LENGTH);
-    }
-    eng_stats st;
-    wait_idle(g, &st);
-    assert_true(st.preemptions > 0);
-    assert_true(st.prefix_hits > 0);
-    assert_int_equal(st.kv_blocks_used, 0);
-    assert_int_equal(st.running, 0);
-    assert_int_equal((int)st.requests_finished, NREQ);
-    uint64_t gen = 0, prompt = 0;
-    for (int i = 0; i < NREQ; i++) {
-        gen += (uint64_t)jobs[i].n_solo;
-        prompt += (uint64_t)jobs[i].n_prompt;
-    }
-    assert_int_equal(st.generation_tokens, gen);
-    assert_int_equal(st.prompt_tokens, prompt);
-    eng_destroy(g);
-    mdl_free(m);
     free(jobs);
 }
 
@@ -806,8 +813,11 @@ static void test_create_errors(void **state)
     mdl_free(m);
 }
 
-int main(void)
+/* An argument picks tests by name pattern (cmocka's filter). */
+int main(int argc, char **argv)
 {
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden),
         cmocka_unit_test(test_concurrent_preemption),
