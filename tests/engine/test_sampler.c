@@ -267,6 +267,105 @@ static void test_logprobs(void **state)
     assert_int_equal(ids8[V - 1], 4);
 }
 
+/* The plain definition: sort the whole vocabulary, cut, renormalise. */
+static const float *ref_w;
+static int ref_cmp(const void *a, const void *b)
+{
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    if (ref_w[i] != ref_w[j])
+        return ref_w[i] > ref_w[j] ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+static void ref_probs(const eng_sampling *s, const float *l, int n, double *out)
+{
+    float *w = malloc(sizeof(float) * n);
+    int32_t *idx = malloc(sizeof(int32_t) * n);
+    float mx = l[0];
+    for (int i = 1; i < n; i++)
+        mx = l[i] > mx ? l[i] : mx;
+    for (int i = 0; i < n; i++) {
+        w[i] = expf((l[i] - mx) / s->temperature);
+        if (w[i] < s->min_p)
+            w[i] = 0;
+        idx[i] = i;
+    }
+    ref_w = w;
+    qsort(idx, (size_t)n, sizeof *idx, ref_cmp);
+    int keep = n;
+    while (keep > 0 && w[idx[keep - 1]] == 0)
+        keep--;
+    if (s->top_k > 0 && s->top_k < keep) {
+        int k = s->top_k;
+        while (k < keep && w[idx[k]] >= w[idx[s->top_k - 1]])
+            k++;
+        keep = k;
+    }
+    double mass = 0, z = 0, before = 0;
+    for (int i = 0; i < keep; i++)
+        mass += w[idx[i]];
+    if (s->top_p < 1) {
+        int k = 0;
+        while (k < keep && (k == 0 || before < s->top_p * mass))
+            before += w[idx[k++]];
+        keep = k;
+    }
+    for (int i = 0; i < n; i++)
+        out[i] = 0;
+    for (int i = 0; i < keep; i++)
+        z += w[idx[i]];
+    for (int i = 0; i < keep; i++)
+        out[idx[i]] = w[idx[i]] / z;
+    free(w);
+    free(idx);
+}
+
+/* Over a 6000-token vocabulary and many settings, the sampler's shortcut
+ * (sorting only the tokens that can survive) equals the plain definition. */
+static void test_probs_match_full_sort(void **state)
+{
+    (void)state;
+    enum { N = 6000 };
+    smp_scratch w;
+    inferd_error e = {{0}};
+    assert_int_equal(smp_scratch_init(&w, N, &e), 0);
+    float *l = malloc(sizeof(float) * N), *p = malloc(sizeof(float) * N);
+    double *want = malloc(sizeof(double) * N);
+    uint64_t rng[4];
+    smp_rng_seed(rng, 99);
+    const float temps[] = {0.3f, 1, 2.5f}, tps[] = {1, 0.95f, 0.5f, 0.1f}, mps[] = {0, 0.05f};
+    const int tks[] = {0, 1, 40, 5999};
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) /* a peaked distribution with ties */
+            l[i] = (float)(round == 2 ? (int)(smp_rng_uniform(rng) * 6)
+                                      : 8 * smp_rng_uniform(rng) * smp_rng_uniform(rng));
+        for (size_t a = 0; a < 3; a++)
+            for (size_t b = 0; b < 4; b++)
+                for (size_t c = 0; c < 2; c++)
+                    for (size_t d = 0; d < 4; d++) {
+                        eng_sampling s;
+                        eng_sampling_defaults(&s);
+                        s.temperature = temps[a];
+                        s.top_p = tps[b];
+                        s.min_p = mps[c];
+                        s.top_k = tks[d];
+                        smp_probs(&s, l, N, p, &w);
+                        ref_probs(&s, l, N, want);
+                        for (int i = 0; i < N; i++)
+                            if (fabs(p[i] - want[i]) > 1e-6 || (p[i] == 0) != (want[i] == 0))
+                                fail_msg("T %g top_p %g min_p %g top_k %d: token %d %g vs %g",
+                                         s.temperature, s.top_p, s.min_p, s.top_k, i, p[i],
+                                         want[i]);
+                    }
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(w.seen[i], 0);
+    free(l);
+    free(p);
+    free(want);
+    smp_scratch_free(&w);
+}
+
 static void test_rng(void **state)
 {
     (void)state;
@@ -300,6 +399,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inverse_cdf, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empirical, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logprobs, setup, teardown),
+        cmocka_unit_test(test_probs_match_full_sort),
         cmocka_unit_test(test_rng),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
