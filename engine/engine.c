@@ -214,8 +214,14 @@ static void *engine_main(void *arg)
     eng_engine *g = arg;
     while (take_incoming(g)) {
         sched_cancel_pending(g);
-        sched_step(g);
+        int ran = sched_step(g);
         publish_stats(g);
+        if (!ran && (g->n_running || g->n_waiting)) {
+            /* Cannot happen by construction (a lone request always fits the
+             * pool); if it ever does, idle instead of spinning a core. */
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
     }
     /* Shutting down: everything live ends as aborted. */
     for (int i = 0; i < g->n_running; i++)

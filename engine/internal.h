@@ -185,9 +185,10 @@ struct eng_engine {
  * logits buffer stays small. */
 #define ENG_PLP_CHUNK 128
 
-/* scheduler.c: one schedule -> forward -> sample -> emit step. */
+/* scheduler.c: one schedule -> forward -> sample -> emit step; returns the
+ * number of requests that ran. */
 void sched_cancel_pending(eng_engine *g);
-void sched_step(eng_engine *g);
+int sched_step(eng_engine *g);
 /* Ends r with reason `fin` (event token -1 unless tok >= 0 was queued
  * before), frees its blocks and drops the engine's reference. */
 void eng_finish_request(eng_engine *g, eng_request *r, eng_finish fin);

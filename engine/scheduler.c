@@ -320,11 +320,11 @@ static int sample_and_emit(eng_engine *g, eng_request *r, float *logits)
     return 1;
 }
 
-void sched_step(eng_engine *g)
+int sched_step(eng_engine *g)
 {
     schedule(g);
     if (g->n_sched == 0)
-        return;
+        return 0;
     mdl_batch b;
     inferd_error e = {{0}};
     double t0 = now_seconds();
@@ -337,7 +337,7 @@ void sched_step(eng_engine *g)
             remove_running(g, g->sched[i].r);
             eng_finish_request(g, g->sched[i].r, ENG_FINISH_ERROR);
         }
-        return;
+        return g->n_sched;
     }
     for (int i = 0; i < g->n_sched; i++) {
         eng_request *r = g->sched[i].r;
@@ -360,4 +360,5 @@ void sched_step(eng_engine *g)
             lg += (size_t)(n - 1) * g->vocab;
         sample_and_emit(g, r, lg);
     }
+    return g->n_sched;
 }
