@@ -243,6 +243,7 @@ static void engine_free(eng_engine *g)
     free(g->waiting);
     free(g->running);
     free(g->sched);
+    free(g->cand);
     free(g->b_tok);
     free(g->b_pos);
     free(g->b_slot);
@@ -318,6 +319,7 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_
     size_t ns = (size_t)c->max_num_seqs, nt = (size_t)c->max_num_batched_tokens;
     g->running = malloc(ns * sizeof *g->running);
     g->sched = malloc(ns * sizeof *g->sched);
+    g->cand = malloc(ns * sizeof *g->cand);
     g->b_tok = malloc(nt * sizeof *g->b_tok);
     g->b_pos = malloc(nt * sizeof *g->b_pos);
     g->b_slot = malloc(nt * sizeof *g->b_slot);
@@ -326,7 +328,7 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_
     g->b_table = malloc(ns * (size_t)g->max_blocks_seq * sizeof *g->b_table);
     g->row_of = malloc(ns * sizeof *g->row_of);
     g->raw = malloc((size_t)g->vocab * sizeof *g->raw);
-    if (!g->running || !g->sched || !g->b_tok || !g->b_pos || !g->b_slot || !g->b_qs ||
+    if (!g->running || !g->sched || !g->cand || !g->b_tok || !g->b_pos || !g->b_slot || !g->b_qs ||
         !g->b_ctx || !g->b_table || !g->row_of || !g->raw) {
         err_set(e, "out of memory for the engine's batch buffers");
         goto err;

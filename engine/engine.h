@@ -87,7 +87,8 @@ typedef struct eng_event {
  * cannot hold one sequence of max_model_len tokens. */
 int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids,
                int n_eos, eng_engine **out, inferd_error *e);
-/* Finishes (aborts) everything live, joins the thread, frees the KV pool. */
+/* Finishes (aborts) everything live and joins the thread. The KV pool was
+ * allocated in the model and is freed with it (mdl_free). */
 void eng_destroy(eng_engine *g);
 
 /* Queues a request. Fails (NULL, message in e) when the prompt is empty,

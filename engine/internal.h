@@ -121,6 +121,7 @@ struct eng_request {
     int admitted;              /* has run at least once */
     eng_event *plp;            /* [n_prompt] prompt logprobs, or NULL */
     int plp_done;
+    uint64_t mark;             /* step_no of the step that scheduled or preempted it */
 
     /* shared with the caller, under mu */
     pthread_mutex_t mu;
@@ -165,6 +166,8 @@ struct eng_engine {
     eng_request **running;     /* [max_num_seqs], admission order */
     int n_running;
     eng_sched *sched;          /* [max_num_seqs] */
+    eng_request **cand;        /* [max_num_seqs] this step's running, decodes first */
+    uint64_t step_no;
     int n_sched;
     int n_preempted_step;
     eng_stats local;           /* counters published into st after each step */
