@@ -112,6 +112,21 @@ void eng_release(eng_request *r);
  * no logprob (NAN, n_top 0), as in vLLM. Valid until eng_release. */
 const eng_event *eng_prompt_logprobs(eng_request *r, int *n);
 
+/* A waiter lets one thread sleep until any of several requests (n > 1, a
+ * list of prompts) has something to read, instead of polling each. */
+typedef struct eng_waiter eng_waiter;
+eng_waiter *eng_waiter_new(void);
+/* Every request attached must be released (or detached) first. */
+void eng_waiter_free(eng_waiter *w);
+/* From now on every event queued on r wakes w; one already queued counts
+ * too. A request has at most one waiter; NULL detaches. eng_release
+ * detaches. */
+void eng_set_waiter(eng_request *r, eng_waiter *w);
+/* Sleeps until an attached request got an event since the last call
+ * returned, or timeout_ms passes (-1 = forever). Returns 1 when woken, 0 on
+ * timeout. Then read with eng_next(r, ev, 0) on each request. */
+int eng_waiter_wait(eng_waiter *w, int timeout_ms);
+
 typedef struct eng_stats {
     int running, waiting;
     int kv_blocks_total, kv_blocks_used;

@@ -131,7 +131,14 @@ struct eng_request {
     int done;                  /* the final event is queued */
     int plp_ready;
     int refs;                  /* caller + engine */
+    eng_waiter *waiter;        /* woken on each event, or NULL */
     atomic_int cancel;
+};
+
+struct eng_waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending;
 };
 
 /* One scheduled piece of work: rows [r->n_computed, +n_new) of r. */

@@ -2,9 +2,9 @@
  * Running requests come first (decodes, then the rest of chunked prefills),
  * each taking its rows out of the step's token budget; when the pool has no
  * block left for one of them, the newest running request not yet in this
- * step's batch is preempted: its
- * blocks go back to the pool (their prefixes stay cached) and it returns to
- * the front of the queue to be recomputed. Only when nobody was preempted do
+ * step's batch is preempted: its blocks go back to the pool (their
+ * prefixes stay cached) and it returns to the front of the queue to be
+ * recomputed. Only when nobody was preempted do
  * waiting requests get admitted, prefix-cache hits first, their prompts cut
  * into chunks that fit the budget. Then one forward pass, one sample per
  * request that reached the end of its tokens, and the events go out. */

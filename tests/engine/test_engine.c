@@ -753,6 +753,65 @@ static void test_cancel_stress(void **state)
     mdl_free(m);
 }
 
+/* One thread follows four requests through a waiter: it sleeps until any
+ * has an event, reads them all without blocking, and sees every token of
+ * each in order; a waiter with nothing attached times out. */
+static void test_waiter(void **state)
+{
+    (void)state;
+    mdl_model *m = load_model("qwen2_yarn");
+    eng_config c = small_config(64, m);
+    eng_engine *g = make_engine(m, &c);
+    eng_waiter *w = eng_waiter_new();
+    assert_non_null(w);
+    assert_int_equal(eng_waiter_wait(w, 0), 0);
+    assert_int_equal(eng_waiter_wait(w, 5), 0);
+    eng_request *r[4];
+    int32_t solo[4][64], got[4][64], n_got[4] = {0}, done[4] = {0};
+    eng_sampling s;
+    eng_sampling_defaults(&s);
+    s.temperature = 0;
+    s.ignore_eos = 1;
+    inferd_error e = {{0}};
+    for (int i = 0; i < 4; i++) {
+        int32_t p[30];
+        make_prompt(p, 30, 50 + (uint32_t)i, 512);
+        s.max_tokens = 10 + 7 * i;
+        int n;
+        eng_event f;
+        run_one(g, p, 30, &s, solo[i], &n, &f);
+        r[i] = eng_submit(g, p, 30, &s, &e);
+        eng_set_waiter(r[i], w);
+    }
+    int open = 4, wakes = 0;
+    while (open > 0) {
+        assert_int_equal(eng_waiter_wait(w, 5000), 1);
+        wakes++;
+        for (int i = 0; i < 4; i++) {
+            eng_event ev;
+            int rc;
+            while (!done[i] && (rc = eng_next(r[i], &ev, 0)) != 0) {
+                if (rc < 0) {
+                    done[i] = 1;
+                    open--;
+                    break;
+                }
+                got[i][n_got[i]++] = ev.token;
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(n_got[i], 10 + 7 * i);
+        assert_memory_equal(got[i], solo[i], sizeof(int32_t) * n_got[i]);
+        eng_release(r[i]);
+    }
+    /* at most one wake per event: woken by events, not spinning */
+    assert_true(wakes <= n_got[0] + n_got[1] + n_got[2] + n_got[3]);
+    eng_waiter_free(w);
+    eng_destroy(g);
+    mdl_free(m);
+}
+
 /* eng_next with a timeout returns 0 while the engine is still busy. */
 static void test_next_timeout(void **state)
 {
@@ -912,6 +971,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_prompt_logprobs),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_cancel_stress),
+        cmocka_unit_test(test_waiter),
         cmocka_unit_test(test_next_timeout),
         cmocka_unit_test(test_submit_errors),
         cmocka_unit_test(test_create_errors),
