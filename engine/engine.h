@@ -67,8 +67,11 @@ typedef enum eng_finish {
 /* One generated token. logprobs are natural-log softmax of the model's
  * logits (before temperature and penalties, as vLLM reports them).
  * An event with token == -1 carries only a finish reason: a request
- * cancelled or failed before its next token, or max_tokens == 0. The top
- * alternatives are sorted by logprob, most likely first. */
+ * cancelled or failed before its next token, or max_tokens == 0. Every
+ * request ends with exactly one event whose finish is not ENG_RUNNING; the
+ * token of an ENG_FINISH_STOP event is the eos or stop id that matched
+ * (vLLM leaves its text out of the answer). The top alternatives are
+ * sorted by logprob, most likely first (ties: lower id). */
 typedef struct eng_event {
     int32_t token;
     float logprob;
@@ -130,8 +133,9 @@ int eng_waiter_wait(eng_waiter *w, int timeout_ms);
 typedef struct eng_stats {
     int running, waiting;
     int kv_blocks_total, kv_blocks_used;
-    uint64_t prefix_queries, prefix_hits;  /* in tokens */
-    uint64_t prompt_tokens, generation_tokens;
+    uint64_t prefix_queries, prefix_hits;  /* in tokens, at first admission */
+    uint64_t prompt_tokens;         /* of requests admitted (once each) */
+    uint64_t generation_tokens;     /* sampled so far */
     uint64_t preemptions;
     uint64_t requests_finished;     /* every finish reason */
     uint64_t steps;                 /* forward passes run */
