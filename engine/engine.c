@@ -384,8 +384,7 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_
     if (n_blocks > INT32_MAX / (size_t)c->block_size)
         n_blocks = INT32_MAX / (size_t)c->block_size;
     if (kv_init(&g->kv, (int)n_blocks, c->block_size, e) ||
-        smp_scratch_init(&g->w, g->vocab, e) ||
-        mdl_kv_init(m, (int)n_blocks, c->block_size, e))
+        smp_scratch_init(&g->w, g->vocab, e))
         goto err;
     size_t ns = (size_t)c->max_num_seqs, nt = (size_t)c->max_num_batched_tokens;
     g->running = malloc(ns * sizeof *g->running);
@@ -404,6 +403,10 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_
         err_set(e, "out of memory for the engine's batch buffers");
         goto err;
     }
+    /* Last before the thread: the model cannot give its pool back, so
+     * nothing after this may fail but the thread start. */
+    if (mdl_kv_init(m, (int)n_blocks, c->block_size, e))
+        goto err;
     if (pthread_create(&g->thread, NULL, engine_main, g)) {
         err_set(e, "cannot start the engine thread");
         goto err;
