@@ -4,7 +4,7 @@
  * block left for one of them, the newest running request not yet in this
  * step's batch is preempted: its blocks go back to the pool (their
  * prefixes stay cached) and it returns to the front of the queue to be
- * recomputed. Only when nobody was preempted do
+ * recomputed. Only when the pool did not run short do
  * waiting requests get admitted, prefix-cache hits first, their prompts cut
  * into chunks that fit the budget. Then one forward pass, one sample per
  * request that reached the end of its tokens, and the events go out. */
@@ -141,7 +141,7 @@ static eng_request *pick_victim(eng_engine *g)
  * admission order, so a long prompt never delays the others' next token. */
 static void schedule(eng_engine *g)
 {
-    int budget = g->c.max_num_batched_tokens, bs = g->c.block_size, preempted = 0;
+    int budget = g->c.max_num_batched_tokens, bs = g->c.block_size, full = 0;
     g->n_sched = 0;
     g->step_no++;
     int nc = 0;
@@ -159,10 +159,17 @@ static void schedule(eng_engine *g)
         int n = new_rows(r, budget), scheduled = 1;
         while (ensure_blocks(g, r, r->n_computed + n)) {
             eng_request *victim = pick_victim(g);
+            full = 1;
+            if (victim == r && r->n_tokens - r->n_computed > 1 && g->n_sched > 0) {
+                /* A prefill whose only newer peers are decodes already in
+                 * the batch waits a step with its blocks rather than
+                 * throwing its progress away. */
+                scheduled = 0;
+                break;
+            }
             remove_running(g, victim);
             preempt(g, victim);
             victim->mark = g->step_no;
-            preempted = 1;
             if (victim == r) {
                 scheduled = 0;
                 break;
@@ -174,7 +181,8 @@ static void schedule(eng_engine *g)
         g->sched[g->n_sched++] = (eng_sched){r, n};
         budget -= n;
     }
-    while (!preempted && g->n_waiting > 0 && g->n_running < g->c.max_num_seqs && budget > 0) {
+    /* When the pool ran short, nobody new comes in this step. */
+    while (!full && g->n_waiting > 0 && g->n_running < g->c.max_num_seqs && budget > 0) {
         eng_request *r = g->waiting[0];
         int hit = 0;
         if (g->c.enable_prefix_caching && !r->plp) {
