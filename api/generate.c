@@ -24,7 +24,7 @@ int gen_start(api_gen *g)
                         "running (at most %d); retry later", live - 1,
                         a->max_num_seqs + a->max_queue);
     g->ch = calloc((size_t)total, sizeof *g->ch);
-    if (!g->ch)
+    if (!g->ch || (total > 1 && !(g->waiter = eng_waiter_new())))
         return gen_fail(g, 500, NULL, "out of memory");
     for (int p = 0; p < g->n_prompts; p++) {
         for (int j = 0; j < g->n; j++) {
@@ -44,6 +44,8 @@ int gen_start(api_gen *g)
             if (!c->r)
                 return gen_fail(g, strstr(e.msg, "shutting down") ? 503 : 400,
                                 g->chat ? "messages" : "prompt", "%s", e.msg);
+            if (g->waiter)
+                eng_set_waiter(c->r, g->waiter);
             if (g->prompt_text && g->prompt_text[p]) {
                 const char *t = g->prompt_text[p];
                 for (const char *q = t; *q; q++)
@@ -346,8 +348,10 @@ static int pump(api_gen *g, int timeout_ms, choice_fn fn, strbuf *out)
         return 1;
     if (!open)
         return -1;
+    if (g->waiter)   /* several choices: sleep until any has an event */
+        return eng_waiter_wait(g->waiter, timeout_ms);
     eng_event ev;
-    int rc = eng_next(wait_on->r, &ev, open > 1 && timeout_ms > 10 ? 10 : timeout_ms);
+    int rc = eng_next(wait_on->r, &ev, timeout_ms);
     if (rc == 0)
         return 0;
     if (rc == 1)

@@ -89,6 +89,7 @@ typedef struct api_gen {
 
     int n_choices;
     api_choice *ch;
+    eng_waiter *waiter;           /* n_choices > 1: wakes on any choice's event */
     int usage_sent, done_sent, finalized;
     int counted_done;
 

@@ -62,6 +62,7 @@ void gen_free(api_gen *g)
         json_decref(c->lp_offset);
     }
     free(g->ch);
+    eng_waiter_free(g->waiter);   /* after eng_release detached every request */
     for (int i = 0; i < g->n_prompts; i++) {
         free(g->prompts[i]);
         if (g->prompt_text)
