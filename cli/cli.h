@@ -4,6 +4,8 @@
 #define INFERD_CLI_H
 
 int cli_generate(int argc, char **argv);
+int cli_tokenize(int argc, char **argv);
+int cli_detokenize(int argc, char **argv);
 
 /* Shared helpers for subcommands. */
 int cli_parse_int(const char *flag, const char *s, long min, long max, long *out);

@@ -15,6 +15,8 @@ typedef struct command {
 /* One line per subcommand; keep the order of the --help listing. */
 static const command commands[] = {
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
+    {"tokenize", cli_tokenize, "text on stdin -> token ids (JSON array) with a model's tokenizer"},
+    {"detokenize", cli_detokenize, "token ids (JSON array) on stdin -> text"},
 };
 
 static void usage(FILE *f)
