@@ -91,8 +91,11 @@ void tk_words_free(tk_words *w);
 
 tk_norm *tk_norm_parse(json_t *j, inferd_error *e);
 void tk_norm_free(tk_norm *n);
-/* Normalizes s[0..n) into out (replacing its content). */
-int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, strbuf *out, inferd_error *e);
+/* Normalizes s[0..n) into out (replacing its content). *start_kept (may be
+ * NULL) is cleared when the text's first char no longer maps to the
+ * original's first char (what Metaspace's prepend_scheme "first" checks). */
+int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, strbuf *out, int *start_kept,
+                  inferd_error *e);
 
 tk_pretok *tk_pretok_parse(json_t *j, inferd_error *e);
 void tk_pretok_free(tk_pretok *p);

@@ -244,7 +244,8 @@ static void replace_all(const tk_norm *nm, const char *s, size_t n, strbuf *out)
     free(sp.v);
 }
 
-static int bert(const tk_norm *nm, const char *s, size_t n, strbuf *out, inferd_error *e)
+static int bert(const tk_norm *nm, const char *s, size_t n, strbuf *out, int *start_kept,
+                inferd_error *e)
 {
     strbuf a = {0}, b = {0};
     int rc = 0;
@@ -252,10 +253,15 @@ static int bert(const tk_norm *nm, const char *s, size_t n, strbuf *out, inferd_
         uint32_t c;
         i += (size_t)tk_u8(s + i, &c);
         if (nm->clean) {
-            int ws = c == '\t' || c == '\n' || c == '\r' || tk_is_ws(c);
-            if (!ws && (c == 0 || c == 0xFFFD || tk_is_other(c)))
+            /* controls go first (even \x85, \v, \f, which are also
+             * whitespace), then whitespace becomes ' ' */
+            int tnr = c == '\t' || c == '\n' || c == '\r';
+            if (c == 0 || c == 0xFFFD || (!tnr && tk_is_other(c))) {
+                if (!a.n && start_kept)
+                    *start_kept = 0;
                 continue;
-            if (ws)
+            }
+            if (tnr || tk_is_ws(c))
                 c = ' ';
         }
         if (nm->chinese && is_chinese(c)) {
@@ -293,7 +299,8 @@ done:
     return rc;
 }
 
-int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, strbuf *out, inferd_error *e)
+int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, strbuf *out, int *start_kept,
+                  inferd_error *e)
 {
     out->n = 0;
     sb_append(out, "", 0);
@@ -307,7 +314,7 @@ int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, strbuf *out, infer
         sb_append(&cur, s, n);
         sb_append(&cur, "", 0);
         for (size_t i = 0; i < nm->nsub; i++) {
-            if (tk_norm_apply(nm->sub[i], cur.p, cur.n, out, e)) {
+            if (tk_norm_apply(nm->sub[i], cur.p, cur.n, out, start_kept, e)) {
                 sb_free(&cur);
                 return -1;
             }
@@ -346,6 +353,8 @@ int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, strbuf *out, infer
                     break;
                 b = p;
             }
+        if (a > 0 && start_kept)
+            *start_kept = 0;
         sb_append(out, s + a, b - a);
         return 0;
     }
@@ -355,10 +364,18 @@ int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, strbuf *out, infer
             int k = tk_u8(s + i, &c);
             if (!tk_is_mark(c))
                 sb_append(out, s + i, (size_t)k);
+            else if (!out->n && start_kept)
+                *start_kept = 0;
             i += (size_t)k;
         }
         return 0;
     case N_REPLACE:
+        /* a replacement at offset 0 moves where the text starts in the
+         * original (the reference marks replaced chars as insertions) */
+        if (start_kept && n && (nm->pat ? nm->pat_n && n >= nm->pat_n && !memcmp(s, nm->pat, nm->pat_n)
+                                        : onig_match(nm->re, (const OnigUChar *)s, (const OnigUChar *)s + n,
+                                                     (const OnigUChar *)s, NULL, ONIG_OPTION_NONE) > 0))
+            *start_kept = 0;
         replace_all(nm, s, n, out);
         return 0;
     case N_PREPEND:
@@ -367,7 +384,7 @@ int tk_norm_apply(const tk_norm *nm, const char *s, size_t n, strbuf *out, infer
         sb_append(out, s, n);
         return 0;
     case N_BERT:
-        return bert(nm, s, n, out, e);
+        return bert(nm, s, n, out, start_kept, e);
     case N_PRECOMP:
         if (!nm->pc) {
             sb_append(out, s, n);

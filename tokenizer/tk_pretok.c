@@ -142,7 +142,11 @@ tk_pretok *tk_pretok_parse(json_t *j, inferd_error *e)
         }
     } else if (!strcmp(type, "Whitespace")) {
         p->type = P_WHITESPACE;
-        static const char re[] = "\\w+|[^\\w\\s]+";
+        /* \\w as the Rust regex crate defines it (UTS #18), which is wider
+         * than Oniguruma's: Alphabetic, marks, Nd, Pc and Join_Control. */
+        static const char re[] =
+            "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]+|"
+            "[^\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}\\s]+";
         if (!(p->re = tk_regex_new(re, strlen(re), 0, e)))
             goto err;
     } else if (!strcmp(type, "WhitespaceSplit")) {

@@ -243,10 +243,12 @@ int tk_is_mn(uint32_t c)
     return c >= 0x300 && cat(c) == UTF8PROC_CATEGORY_MN;
 }
 
+/* Cc, Cf, Cs, Co: the reference's unicode_categories::is_other does not
+ * match unassigned code points (Cn), whatever its comment says. */
 int tk_is_other(uint32_t c)
 {
     int k = cat(c);
-    return k == UTF8PROC_CATEGORY_CN || (k >= UTF8PROC_CATEGORY_CC && k <= UTF8PROC_CATEGORY_CO);
+    return k >= UTF8PROC_CATEGORY_CC && k <= UTF8PROC_CATEGORY_CO;
 }
 
 /* ---- UTF-8 validity and lossy conversion --------------------------- */

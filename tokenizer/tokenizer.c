@@ -12,6 +12,9 @@
 typedef struct added {
     char *content;
     size_t len;
+    char *dec;      /* what decode shows: the normalized content for
+                     * normalized tokens (tokenizers >= 0.23), else NULL */
+    size_t dec_len;
     int32_t id;
     uint8_t special, single_word, lstrip, rstrip, normalized;
 } added;
@@ -206,8 +209,10 @@ void tok_free(tok_tokenizer *t)
     tk_norm_free(t->norm);
     tk_pretok_free(t->pretok);
     tk_dec_free(t->dec);
-    for (size_t i = 0; i < t->nadded; i++)
+    for (size_t i = 0; i < t->nadded; i++) {
         free(t->added[i].content);
+        free(t->added[i].dec);
+    }
     free(t->added);
     tk_um_free(&t->added_by_id);
     tk_sm_free(&t->added_by_str);
@@ -311,8 +316,14 @@ static int build_tries(tok_tokenizer *t, inferd_error *e)
                     goto oom;
                 continue;
             }
-            if (tk_norm_apply(t->norm, a->content, a->len, &nb, e))
+            if (tk_norm_apply(t->norm, a->content, a->len, &nb, NULL, e))
                 goto done;
+            if (t->norm && (nb.n != a->len || memcmp(nb.p, a->content, nb.n))) {
+                if (!(a->dec = malloc(nb.n + 1)))
+                    goto oom;
+                memcpy(a->dec, nb.p, nb.n);
+                a->dec_len = nb.n;
+            }
             if (trie_add(&t->normd, nb.p, nb.n, (int32_t)i))
                 goto oom;
         }
@@ -476,7 +487,7 @@ static int load_config(tok_tokenizer *t, const char *dir, inferd_error *e)
     if (path_join(path, sizeof path, dir, "tokenizer_config.json") || !file_exists(path))
         return 0;
     json_error_t je;
-    json_t *cfg = json_load_file(path, 0, &je);
+    json_t *cfg = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je); /* model_max_length can be 1e30 */
     if (!cfg) {
         err_set(e, "%s:%d: %s", path, je.line, je.text);
         return -1;
@@ -580,8 +591,10 @@ typedef struct scratch {
 static int encode_piece(const tok_tokenizer *t, const char *s, size_t n, int at_start, scratch *x,
                         tk_ids *out, inferd_error *e)
 {
-    if (tk_norm_apply(t->norm, s, n, &x->norm, e))
+    int kept = 1;
+    if (tk_norm_apply(t->norm, s, n, &x->norm, &kept, e))
         return -1;
+    at_start = at_start && kept;
     const char *ns = x->norm.p ? x->norm.p : "";
     size_t nn = x->norm.n;
     if (split_added(t, &t->normd, ns, nn, &x->sp2))
@@ -716,8 +729,8 @@ static const char *id_str(const tok_tokenizer *t, int32_t id, size_t *len)
 {
     const added *a = added_of(t, id);
     if (a) {
-        *len = a->len;
-        return a->content;
+        *len = a->dec ? a->dec_len : a->len;
+        return a->dec ? a->dec : a->content;
     }
     return tk_model_id_to_token(t->model, id, len);
 }
