@@ -18,6 +18,8 @@ static const command commands[] = {
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
     {"chat-template", cli_chat_template, "render a chat request with a model's chat template"},
+    {"tokenize", cli_tokenize, "text on stdin -> token ids (JSON array) with a model's tokenizer"},
+    {"detokenize", cli_detokenize, "token ids (JSON array) on stdin -> text"},
 };
 
 static void usage(FILE *f)
