@@ -40,4 +40,4 @@ Needs glibc >= $(ldd --version | head -1 | awk '{print $NF}') and, for --device 
 EOF
 tar -C $OUT/stage -czf $OUT/inferd-linux-x86_64.tar.gz inferd
 echo "$OUT/inferd-linux-x86_64.tar.gz: $(du -h $OUT/inferd-linux-x86_64.tar.gz | cut -f1)"
-ls -la "$STAGE/lib" | awk 'NR > 1 {print "  " $NF, $5}'
+ls -l "$STAGE/lib" | awk 'NR > 1 {print "  " $NF, $5}'

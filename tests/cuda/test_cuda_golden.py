@@ -23,6 +23,7 @@ import os
 import random
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIX = os.path.join(ROOT, "tests", "fixtures")
@@ -31,6 +32,7 @@ TOL = 0.05      # bf16 KV and GEMM operands (issue 7: |logprob - reference| <= 0
 MARGIN = 0.1    # top-2 logit margins below this may flip under bf16 rounding
 TOL_F32 = 2e-3  # float32 kernels: only summation order and expf differ
 F32_ENV = {"INFERD_CUDA_KV": "f32", "INFERD_CUDA_MATMUL": "f32"}
+JOBS = min(8, os.cpu_count() or 1)  # processes at once; each one is small
 
 
 def generate(model_dir, prompt, steps, device="cuda", chunk=0, env=None):
@@ -104,41 +106,51 @@ def check_golden(ref, case, label, key, tol, chunk=0, env=None):
 
 
 golden = sorted(os.listdir(os.path.join(FIX, "model_golden")))
+jobs = []
 for name in golden:
     ref = json.load(open(os.path.join(FIX, "model_golden", name)))
     for case in ref["cases"]:
         label = f"{ref['model']} prompt of {len(case['prompt'])}"
-        check_golden(ref, case, label + " (bf16)", "bf16 vs transformers", TOL)
-        check_golden(ref, case, label + " (bf16, chunks of 16)", "bf16 chunked vs transformers",
-                     TOL, chunk=16)
-        check_golden(ref, case, label + " (f32)", "f32 vs transformers", TOL_F32, env=F32_ENV)
+        jobs.append((ref, case, label + " (bf16)", "bf16 vs transformers", TOL, 0, None))
+        jobs.append((ref, case, label + " (bf16, chunks of 16)", "bf16 chunked vs transformers",
+                     TOL, 16, None))
+        jobs.append((ref, case, label + " (f32)", "f32 vs transformers", TOL_F32, 0, F32_ENV))
+with ThreadPoolExecutor(JOBS) as pool:
+    list(pool.map(lambda j: check_golden(*j), jobs))
+
+
+def check_random(model, n, prompt):
+    model_dir = os.path.join(FIX, "models", model)
+    cpu, err = generate(model_dir, prompt, 8, device="cpu")
+    if err:
+        fail(f"{model} random {n}: cpu {err}")
+        return
+    cpu_lp = dict(cpu["top_logprobs"])
+    for chunk in (0, 13):
+        gpu, err = generate(model_dir, prompt, 8, chunk=chunk)
+        label = f"{model} random prompt of {n} (chunk {chunk})"
+        if err:
+            fail(f"{label}: {err}")
+            continue
+        for tid, lp in gpu["top_logprobs"]:
+            if tid in cpu_lp:
+                d = abs(lp - cpu_lp[tid])
+                note("bf16 vs cpu", d)
+                if d > TOL:
+                    fail(f"{label}: token {tid} logprob {lp:.5f} vs cpu {cpu_lp[tid]:.5f}")
+        c = cpu["top_logprobs"]
+        if gpu["top_logprobs"][0][0] != c[0][0] and c[0][1] - c[1][1] > TOL:
+            fail(f"{label}: top-1 {gpu['top_logprobs'][0][0]} vs cpu {c[0][0]}")
+
 
 rng = random.Random(7)
+jobs = []
 for name in golden:
     model = json.load(open(os.path.join(FIX, "model_golden", name)))["model"]
-    model_dir = os.path.join(FIX, "models", model)
     for n in (1, 17, 200):
-        prompt = [rng.randrange(512) for _ in range(n)]
-        cpu, err = generate(model_dir, prompt, 8, device="cpu")
-        if err:
-            fail(f"{model} random {n}: cpu {err}")
-            continue
-        cpu_lp = dict(cpu["top_logprobs"])
-        for chunk in (0, 13):
-            gpu, err = generate(model_dir, prompt, 8, chunk=chunk)
-            label = f"{model} random prompt of {n} (chunk {chunk})"
-            if err:
-                fail(f"{label}: {err}")
-                continue
-            for tid, lp in gpu["top_logprobs"]:
-                if tid in cpu_lp:
-                    d = abs(lp - cpu_lp[tid])
-                    note("bf16 vs cpu", d)
-                    if d > TOL:
-                        fail(f"{label}: token {tid} logprob {lp:.5f} vs cpu {cpu_lp[tid]:.5f}")
-            c = cpu["top_logprobs"]
-            if gpu["top_logprobs"][0][0] != c[0][0] and c[0][1] - c[1][1] > TOL:
-                fail(f"{label}: top-1 {gpu['top_logprobs'][0][0]} vs cpu {c[0][0]}")
+        jobs.append((model, n, [rng.randrange(512) for _ in range(n)]))
+with ThreadPoolExecutor(JOBS) as pool:
+    list(pool.map(lambda j: check_random(*j), jobs))
 
 for k, v in stats.items():
     print(f"max |logprob diff| {k}: {v:.2e}")
