@@ -3,8 +3,15 @@
  * dtype; activations are float32; the KV cache is bf16 (or float32 with
  * INFERD_CUDA_KV=f32). Matrix products: up to GEMV_MAX_N input rows a
  * float32-accumulating kernel that streams the weights once (decode is
- * bound by that stream), above it cuBLAS with bf16 operands and float32
- * accumulation. Attention: a per-row kernel over the paged cache for decode
+ * bound by that stream), above it cuBLAS with float32 accumulation. cuBLAS
+ * wants both operands in the weights' dtype, and rounding the float32
+ * activations to bf16 costs up to ~0.1 in logprob on the golden fixtures; so
+ * by default each activation is split into a bf16 high part and a bf16
+ * remainder and multiplied twice (16 mantissa bits, 2x the GEMM work).
+ * INFERD_CUDA_GEMM=bf16 does one bf16 pass instead (faster prefill, vLLM's
+ * precision); INFERD_CUDA_MATMUL=f32 sends every matmul to the float32
+ * kernel. INFERD_CUDA_PROFILE=1 times every op (synchronously) and prints
+ * the totals when the backend is freed. Attention: a per-row kernel over the paged cache for decode
  * steps, and a tiled kernel with online softmax for steps that carry
  * prompt rows; both read cached prefix blocks through the block table.
  *
@@ -46,6 +53,11 @@ typedef struct cu_backend {
     int failed;
     char err[INFERD_ERR_MAX];
     int force_gemv;            /* INFERD_CUDA_MATMUL=f32: every matmul in float32 */
+    int gemm_one_pass;         /* INFERD_CUDA_GEMM=bf16: activations rounded to bf16 */
+    int profile;               /* INFERD_CUDA_PROFILE=1 */
+    cudaEvent_t prof_start, prof_stop;
+    double prof_ms[16];
+    long prof_calls[16];
     void **weights;            /* device copies made by cu_weight, freed with the backend */
     size_t n_weights, cap_weights;
     /* per-step index arrays: packed in pinned memory, copied in one transfer */
@@ -110,6 +122,45 @@ static int report(cu_backend *b, inferd_error *e)
     err_set(e, "%s", b->err);
     b->failed = 0;
     return -1;
+}
+
+/* ---- profile: per-op device time, measured synchronously ---- */
+
+enum { P_EMBED, P_RMSNORM, P_GEMV, P_GEMM, P_ROPE, P_KV, P_ATT_DEC, P_ATT_PRE, P_SILU, P_ADD,
+       P_GATHER, P_UPLOAD, P_N };
+static const char *const prof_names[P_N] = {
+    "embed", "rmsnorm", "matmul gemv", "matmul gemm", "rope", "kv_store", "attention decode",
+    "attention prefill", "silu_mul", "add", "gather_rows", "step upload"};
+
+static void prof_begin(cu_backend *b)
+{
+    if (b->profile)
+        cudaEventRecord(b->prof_start, b->stream);
+}
+
+static void prof_end(cu_backend *b, int op)
+{
+    if (!b->profile)
+        return;
+    float ms = 0.0f;
+    cudaEventRecord(b->prof_stop, b->stream);
+    cudaEventSynchronize(b->prof_stop);
+    cudaEventElapsedTime(&ms, b->prof_start, b->prof_stop);
+    b->prof_ms[op] += ms;
+    b->prof_calls[op]++;
+}
+
+static void prof_print(cu_backend *b)
+{
+    double total = 0;
+    for (int i = 0; i < P_N; i++)
+        total += b->prof_ms[i];
+    fprintf(stderr, "cuda profile: %.1f ms of device time in ops\n", total);
+    for (int i = 0; i < P_N; i++)
+        if (b->prof_calls[i])
+            fprintf(stderr, "  %-18s %9.2f ms %5.1f%% %8ld calls\n", prof_names[i],
+                    b->prof_ms[i], total > 0 ? 100.0 * b->prof_ms[i] / total : 0.0,
+                    b->prof_calls[i]);
 }
 
 /* ---- device helpers ---- */
@@ -246,6 +297,18 @@ __global__ void to_half_kernel(const float *x, size_t n, T *out)
         out[i] = from_f<T>(x[i]);
 }
 
+/* x = hi + lo, both in T: the remainder keeps the bits hi rounds away. */
+template <typename T>
+__global__ void split_kernel(const float *x, size_t n, T *hi, T *lo)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        T h = from_f<T>(x[i]);
+        hi[i] = h;
+        lo[i] = from_f<T>(x[i] - to_f(h));
+    }
+}
+
 /* y[i][r] += bias[r] */
 __global__ void bias_kernel(float *y, const void *bias, int dt, int64_t rows, size_t n)
 {
@@ -305,17 +368,27 @@ gemv_kernel(const float *x, const TW *w, const void *bias, int bdt, int n, int64
             acc[i] = 0.0f;
         int64_t k0 = 0;
         if (vec) {
-#pragma unroll 4
-            for (int64_t k = (int64_t)lane * 8; k < cols; k += 256) {
-                float wf[8];
-                load8(wr + k, wf);
+            /* 4 loads of 16 bytes in flight per lane before the first use */
+            for (int64_t kb = (int64_t)lane * 8; kb < cols; kb += 4 * 256) {
+                float wf[4][8];
 #pragma unroll
-                for (int i = 0; i < NR; i++) {
-                    if (i < nr) {
-                        const float *xr = x + (int64_t)(i0 + i) * cols + k;
-                        float4 a = ((const float4 *)xr)[0], c = ((const float4 *)xr)[1];
-                        acc[i] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] +
-                                  c.x * wf[4] + c.y * wf[5] + c.z * wf[6] + c.w * wf[7];
+                for (int u = 0; u < 4; u++)
+                    if (kb + 256 * u < cols)
+                        load8(wr + kb + 256 * u, wf[u]);
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const int64_t k = kb + 256 * u;
+                    if (k >= cols)
+                        break;
+#pragma unroll
+                    for (int i = 0; i < NR; i++) {
+                        if (i < nr) {
+                            const float *xr = x + (int64_t)(i0 + i) * cols + k;
+                            float4 a = ((const float4 *)xr)[0], c = ((const float4 *)xr)[1];
+                            acc[i] += a.x * wf[u][0] + a.y * wf[u][1] + a.z * wf[u][2] +
+                                      a.w * wf[u][3] + c.x * wf[u][4] + c.y * wf[u][5] +
+                                      c.z * wf[u][6] + c.w * wf[u][7];
+                        }
                     }
                 }
             }
@@ -460,15 +533,23 @@ attn_prefill_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_
         for (int d = 0; d < DPL; d++)
             acc[rr][d] = 0.0f;
     }
+    __shared__ int64_t slots[ATT_BK];
     for (int kb = 0; kb < n_keys; kb += ATT_BK) {
         __syncthreads(); /* the previous tile is consumed (and Qs is written) */
+        if (threadIdx.x < ATT_BK) {
+            int key = kb + threadIdx.x;
+            slots[threadIdx.x] = key < n_keys ? ((int64_t)bt[key / block_size] * block_size +
+                                                 key % block_size) * kv_dim + koff
+                                              : -1;
+        }
+        __syncthreads();
         for (int i = threadIdx.x; i < ATT_BK * HDP; i += blockDim.x) {
-            int j = i / HDP, d = i % HDP, key = kb + j;
+            int j = i / HDP, d = i % HDP;
+            int64_t base = slots[j];
             float kv = 0.0f, vv = 0.0f;
-            if (key < n_keys && d < hd) {
-                int64_t slot = (int64_t)bt[key / block_size] * block_size + key % block_size;
-                kv = to_f(kc[slot * kv_dim + koff + d]);
-                vv = to_f(vc[slot * kv_dim + koff + d]);
+            if (base >= 0 && d < hd) {
+                kv = to_f(kc[base + d]);
+                vv = to_f(vc[base + d]);
             }
             Ks[j * (HDP + 1) + d] = kv;
             Vs[j * HDP + d] = vv;
@@ -544,6 +625,12 @@ static void cu_free(be_backend *bk)
 {
     cu_backend *b = (cu_backend *)bk;
     cudaStreamSynchronize(b->stream);
+    if (b->profile)
+        prof_print(b);
+    if (b->prof_start)
+        cudaEventDestroy(b->prof_start);
+    if (b->prof_stop)
+        cudaEventDestroy(b->prof_stop);
     for (size_t i = 0; i < b->n_weights; i++)
         cudaFree(b->weights[i]);
     free(b->weights);
@@ -634,9 +721,11 @@ static void cu_embed(be_backend *bk, const be_weight *table, const int32_t *ids,
     const int32_t *d_ids = dev_idx(b, ids);
     if (b->failed || n <= 0)
         return;
+    prof_begin(b);
     embed_kernel<<<n, 256, 0, b->stream>>>(table->data, table->dtype, d_ids, (int)table->cols,
                                            out);
     LAUNCHED(b, "embed_kernel");
+    prof_end(b, P_EMBED);
 }
 
 static void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float eps, int rows,
@@ -646,8 +735,10 @@ static void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float
     if (b->failed || rows <= 0)
         return;
     int threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64;
+    prof_begin(b);
     rmsnorm_kernel<<<rows, threads, 0, b->stream>>>(x, w->data, w->dtype, eps, cols, out);
     LAUNCHED(b, "rmsnorm_kernel");
+    prof_end(b, P_RMSNORM);
 }
 
 static void *scratch(cu_backend *b, size_t bytes)
@@ -692,40 +783,57 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
     if (b->failed || n <= 0)
         return;
     if (n <= GEMV_MAX_N || b->force_gemv) {
+        prof_begin(b);
         if (w->dtype == DT_BF16)
             gemv<__nv_bfloat16>(b, x, w, bias, n, y);
         else if (w->dtype == DT_F16)
             gemv<__half>(b, x, w, bias, n, y);
         else
             gemv<float>(b, x, w, bias, n, y);
+        prof_end(b, P_GEMV);
         return;
     }
     /* Row-major y[n][rows] = x[n][cols] * w[rows][cols]^T is, column-major,
      * y^T = w^T(as stored) * x^T: op(A) = T on the weights, op(B) = N. */
     const float one = 1.0f, zero = 0.0f;
     const size_t nx = (size_t)n * (size_t)w->cols;
-    const void *xb = x;
+    const void *xb = x, *xlo = NULL;
     cudaDataType_t ty = CUDA_R_32F;
+    prof_begin(b);
     if (w->dtype != DT_F32) {
-        void *s = scratch(b, nx * 2);
+        const int split = !b->gemm_one_pass;
+        char *s = (char *)scratch(b, nx * 2 * (split ? 2 : 1));
         if (!s)
             return;
+        const unsigned g = grid_for(nx, 256);
         if (w->dtype == DT_BF16) {
-            to_half_kernel<__nv_bfloat16><<<grid_for(nx, 256), 256, 0, b->stream>>>(
-                x, nx, (__nv_bfloat16 *)s);
+            __nv_bfloat16 *hi = (__nv_bfloat16 *)s, *lo = hi + nx;
+            if (split)
+                split_kernel<__nv_bfloat16><<<g, 256, 0, b->stream>>>(x, nx, hi, lo);
+            else
+                to_half_kernel<__nv_bfloat16><<<g, 256, 0, b->stream>>>(x, nx, hi);
             ty = CUDA_R_16BF;
         } else {
-            to_half_kernel<__half><<<grid_for(nx, 256), 256, 0, b->stream>>>(x, nx,
-                                                                             (__half *)s);
+            __half *hi = (__half *)s, *lo = hi + nx;
+            if (split)
+                split_kernel<__half><<<g, 256, 0, b->stream>>>(x, nx, hi, lo);
+            else
+                to_half_kernel<__half><<<g, 256, 0, b->stream>>>(x, nx, hi);
             ty = CUDA_R_16F;
         }
-        if (LAUNCHED(b, "to_half_kernel"))
+        if (LAUNCHED(b, "split_kernel"))
             return;
         xb = s;
+        xlo = split ? s + nx * 2 : NULL;
     }
     if (CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n, (int)w->cols,
                             &one, w->data, ty, (int)w->cols, xb, ty, (int)w->cols, &zero, y,
                             CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
+        return;
+    if (xlo && CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n,
+                                   (int)w->cols, &one, w->data, ty, (int)w->cols, xlo, ty,
+                                   (int)w->cols, &one, y, CUDA_R_32F, (int)w->rows,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
         return;
     if (bias) {
         size_t ny = (size_t)n * (size_t)w->rows;
@@ -733,6 +841,7 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
                                                               w->rows, ny);
         LAUNCHED(b, "bias_kernel");
     }
+    prof_end(b, P_GEMM);
 }
 
 static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, const be_rope *r,
@@ -754,9 +863,11 @@ static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, co
         b->rope_host = r->inv_freq;
         b->rope_half = half;
     }
+    prof_begin(b);
     rope_kernel<<<n, 128, 0, b->stream>>>(x, heads, head_dim, half, b->d_inv_freq, r->mscale,
                                           d_pos);
     LAUNCHED(b, "rope_kernel");
+    prof_end(b, P_ROPE);
 }
 
 static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, int kv_dim,
@@ -766,6 +877,7 @@ static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, i
     const int32_t *d_slot = dev_idx(b, slot);
     if (b->failed || n <= 0)
         return;
+    prof_begin(b);
     if (b->base.kv_dtype == DT_BF16)
         kv_store_kernel<__nv_bfloat16><<<n, 256, 0, b->stream>>>(
             k, v, kv_dim, d_slot, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache);
@@ -773,6 +885,7 @@ static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, i
         kv_store_kernel<float><<<n, 256, 0, b->stream>>>(k, v, kv_dim, d_slot, k_cache,
                                                         v_cache);
     LAUNCHED(b, "kv_store_kernel");
+    prof_end(b, P_KV);
 }
 
 template <typename T, int DPL>
@@ -785,10 +898,12 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
         return;
     if (b->n_tiles == 0) {
         dim3 grid((unsigned)l->n_tokens, (unsigned)heads);
+        prof_begin(b);
         attn_decode_kernel<T, DPL><<<grid, ATT_DEC_WARPS * 32, 0, b->stream>>>(
             q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab,
             l->max_blocks, l->block_size, pos, out);
         LAUNCHED(b, "attn_decode_kernel");
+        prof_end(b, P_ATT_DEC);
         return;
     }
     size_t smem = prefill_smem(DPL);
@@ -797,10 +912,12 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)))
         return;
     dim3 grid((unsigned)b->n_tiles, (unsigned)heads);
+    prof_begin(b);
     attn_prefill_kernel<T, DPL><<<grid, 128, smem, b->stream>>>(
         q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, b->d_tiles, qs, btab,
         l->max_blocks, l->block_size, pos, out);
     LAUNCHED(b, "attn_prefill_kernel");
+    prof_end(b, P_ATT_PRE);
 }
 
 template <typename T>
@@ -843,8 +960,10 @@ static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size
     cu_backend *b = (cu_backend *)bk;
     if (b->failed || n == 0)
         return;
+    prof_begin(b);
     silu_mul_kernel<<<grid_for(n, 256), 256, 0, b->stream>>>(gate, up, n, out);
     LAUNCHED(b, "silu_mul_kernel");
+    prof_end(b, P_SILU);
 }
 
 static void cu_add(be_backend *bk, float *x, const float *y, size_t n)
@@ -852,8 +971,10 @@ static void cu_add(be_backend *bk, float *x, const float *y, size_t n)
     cu_backend *b = (cu_backend *)bk;
     if (b->failed || n == 0)
         return;
+    prof_begin(b);
     add_kernel<<<grid_for(n, 256), 256, 0, b->stream>>>(x, y, n);
     LAUNCHED(b, "add_kernel");
+    prof_end(b, P_ADD);
 }
 
 static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32_t *rows, int n,
@@ -863,8 +984,10 @@ static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32
     const int32_t *d_rows = dev_idx(b, rows);
     if (b->failed || n <= 0)
         return;
+    prof_begin(b);
     gather_rows_kernel<<<n, 256, 0, b->stream>>>(x, cols, d_rows, out);
     LAUNCHED(b, "gather_rows_kernel");
+    prof_end(b, P_GATHER);
 }
 
 /* Packs the step's index arrays (and the prefill tile list derived from
@@ -931,10 +1054,12 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
             b->h_stage[off++] = s;
             b->h_stage[off++] = r;
         }
+    prof_begin(b);
     if (CK(b, cudaMemcpyAsync(b->d_stage, b->h_stage, off * sizeof(int32_t),
                               cudaMemcpyHostToDevice, b->stream)) ||
         CK(b, cudaEventRecord(b->stage_done, b->stream)))
         return report(b, e);
+    prof_end(b, P_UPLOAD);
     return 0;
 }
 
@@ -980,7 +1105,10 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->device = device;
     const char *kv = getenv("INFERD_CUDA_KV"), *mm = getenv("INFERD_CUDA_MATMUL");
     b->base.kv_dtype = kv && strcmp(kv, "f32") == 0 ? DT_F32 : DT_BF16;
+    const char *gm = getenv("INFERD_CUDA_GEMM"), *pr = getenv("INFERD_CUDA_PROFILE");
     b->force_gemv = mm && strcmp(mm, "f32") == 0;
+    b->gemm_one_pass = gm && strcmp(gm, "bf16") == 0;
+    b->profile = pr && strcmp(pr, "1") == 0;
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {
@@ -997,6 +1125,7 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     if (CK(b, cudaSetDevice(device)) ||
         CK(b, cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking)) ||
         CK(b, cudaEventCreateWithFlags(&b->stage_done, cudaEventDisableTiming)) ||
+        CK(b, cudaEventCreate(&b->prof_start)) || CK(b, cudaEventCreate(&b->prof_stop)) ||
         CKB(b, cublasCreate(&b->blas)) || CKB(b, cublasSetStream(b->blas, b->stream)))
         goto err;
     return &b->base;
