@@ -91,6 +91,8 @@ typedef struct be_vtable {
      * done; it returns the first error of any op since the last report. */
     int (*to_host)(be_backend *b, void *dst, const void *src, size_t bytes,
                    inferd_error *e);
+    /* Device memory now free and in total (for sizing the KV pool). */
+    int (*mem_info)(be_backend *b, size_t *free_bytes, size_t *total_bytes, inferd_error *e);
 } be_vtable;
 
 struct be_backend {

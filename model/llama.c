@@ -297,6 +297,16 @@ void mdl_free(mdl_model *m)
 
 const ld_config *mdl_config(const mdl_model *m) { return &m->cfg; }
 
+int mdl_device_memory(const mdl_model *m, size_t *free_bytes, size_t *total_bytes,
+                      inferd_error *e)
+{
+    if (!m->be->vt->mem_info) {
+        err_set(e, "the %s backend has no device memory to report", m->be->vt->name);
+        return -1;
+    }
+    return m->be->vt->mem_info(m->be, free_bytes, total_bytes, e);
+}
+
 size_t mdl_kv_block_bytes(const mdl_model *m, int block_size)
 {
     const ld_config *c = &m->cfg;

@@ -998,6 +998,9 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
     const be_attn_layout *l = st->layout;
     if (report(b, e))
         return -1;
+    /* The current device is per host thread, and the engine steps from its own. */
+    if (CK(b, cudaSetDevice(b->device)))
+        return report(b, e);
     int n_tiles = 0, decode_only = 1;
     for (int s = 0; s < l->n_seqs; s++) {
         int rows = l->q_start[s + 1] - l->q_start[s];
@@ -1073,6 +1076,14 @@ static int cu_to_host(be_backend *bk, void *dst, const void *src, size_t bytes, 
     return report(b, e);
 }
 
+static int cu_mem_info(be_backend *bk, size_t *free_bytes, size_t *total_bytes, inferd_error *e)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (CK(b, cudaSetDevice(b->device)) || CK(b, cudaMemGetInfo(free_bytes, total_bytes)))
+        return report(b, e);
+    return 0;
+}
+
 static const be_vtable cu_vtable = {
     .name = "cuda",
     .free = cu_free,
@@ -1090,6 +1101,7 @@ static const be_vtable cu_vtable = {
     .gather_rows = cu_gather_rows,
     .begin_step = cu_begin_step,
     .to_host = cu_to_host,
+    .mem_info = cu_mem_info,
 };
 
 extern "C" int be_cuda_available(void) { return 1; }
