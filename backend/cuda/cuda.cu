@@ -707,6 +707,7 @@ static int cu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t 
     /* Straight from the mapped file: pages are read as the copy reaches them. */
     if (CK(b, cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice)))
         return report(b, e);
+    memset(out, 0, sizeof *out);
     out->data = p;
     out->dtype = dt;
     out->rows = rows;
