@@ -355,7 +355,8 @@ def cmd_train(a):
         pos += a.batch
         return batch_of([train[j] for j in b])
 
-    held_batches = [batch_of(enc["heldout"][i:i + 256]) for i in range(0, len(enc["heldout"]), 256)]
+    # the training curve tracks the first 1024 held-out chats (time is short)
+    held_batches = [batch_of(enc["heldout"][i:i + 256]) for i in range(0, min(1024, len(enc["heldout"])), 256)]
 
     def held_loss():
         model.eval()
@@ -479,7 +480,7 @@ def main():
     p.add_argument("--corpus", default="tests/node_modules/chinese-poetry/dist")
     p.add_argument("--out", default=".cache/demo/data.jsonl")
     p.add_argument("--n-tang", type=int, default=35000)
-    p.add_argument("--n-song", type=int, default=45000)
+    p.add_argument("--n-song", type=int, default=120000)
     p.add_argument("--heldout-frac", type=float, default=0.02)
     p.add_argument("--seed", type=int, default=1234)
     t = sub.add_parser("train")
@@ -495,13 +496,13 @@ def main():
     t.add_argument("--kv-heads", type=int, default=2)
     t.add_argument("--max-pos", type=int, default=1024)
     t.add_argument("--seq", type=int, default=320, help="longest training conversation (tokens)")
-    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--steps", type=int, default=4500)
     t.add_argument("--batch", type=int, default=128)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--eval-every", type=int, default=250)
     t.add_argument("--n-heldout-ids", type=int, default=200)
     t.add_argument("--limit-train", type=int, default=0, help="use only N train conversations (smoke)")
-    t.add_argument("--time-limit", type=float, default=330,
+    t.add_argument("--time-limit", type=float, default=360,
                    help="stop training early after this many seconds in all (safety)")
     a = ap.parse_args()
     {"prep": cmd_prep, "train": cmd_train}[a.cmd](a)
