@@ -16,6 +16,7 @@ typedef struct command {
 static const command commands[] = {
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
+    {"perplexity", cli_perplexity, "mean loss / perplexity over token-id conversations"},
 };
 
 static void usage(FILE *f)
