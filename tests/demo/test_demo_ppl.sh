@@ -14,7 +14,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 LIMIT=200
-case "$INFERD" in *build-san*) LIMIT=16 ;; esac
+case "$INFERD" in *build-san*) LIMIT=48 ;; esac
 
 "$INFERD" perplexity --model "$MODEL" --ids-file "$IDS" --limit "$LIMIT" --json > "$TMP/out.json"
 /usr/bin/python3 - "$TMP/out.json" "$REF" "$IDS" "$LIMIT" <<'PY'
