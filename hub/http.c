@@ -255,6 +255,7 @@ typedef struct xfer {
     int attempts, redirects, verify_fails;
     double retry_at;
     strbuf errbody;       /* body of a non-2xx answer (error text) */
+    hub_http_resp hdr;    /* headers of the current answer (X-Error-Code...) */
 } xfer;
 
 typedef struct dl {
@@ -315,6 +316,8 @@ static int xfer_start(dl *d, xfer *x, CURLM *m, inferd_error *e)
     curl_easy_setopt(x->h, CURLOPT_WRITEFUNCTION, dl_write);
     curl_easy_setopt(x->h, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(x->h, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(x->h, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(x->h, CURLOPT_HEADERDATA, &x->hdr);
     x->status = 0;
     sb_free(&x->errbody);
     curl_multi_add_handle(m, x->h);
@@ -390,9 +393,16 @@ static int xfer_finish(dl *d, xfer *x, CURLcode rc, inferd_error *e)
         if (x->status == 416) { /* our partial file is not a prefix of theirs */
             unlink(j->tmp_path);
         } else if (!retryable(x->status)) {
-            char *body = x->errbody.p ? x->errbody.p : "";
-            err_set(e, "downloading %s: HTTP %ld%s%s%.200s", j->name, x->status,
-                    status_hint(x->status), *body ? ": " : "", body);
+            const char *code = x->hdr.error_code ? x->hdr.error_code : "";
+            const char *msg = x->hdr.error_message ? x->hdr.error_message
+                              : x->errbody.p ? x->errbody.p : "";
+            if (!strcmp(code, "GatedRepo"))
+                err_set(e, "%s: the repo is gated (HTTP %ld): accept its license on the model "
+                        "page while logged in, then set HF_TOKEN (or --token) to a token of "
+                        "that account (%.200s)", j->name, x->status, msg);
+            else
+                err_set(e, "downloading %s: HTTP %ld%s%s%.200s", j->name, x->status,
+                        status_hint(x->status), *msg ? ": " : "", msg);
             return -1;
         }
         if (++x->attempts >= MAX_ATTEMPTS) {
@@ -563,8 +573,9 @@ int hub_download(hub_job *jobs, size_t n, const hub_auth *auth, int max_workers,
         int still;
         curl_multi_perform(m, &still);
         CURLMsg *msg;
-        int left;
+        int left, finished = 0;
         while ((msg = curl_multi_info_read(m, &left))) {
+            finished++;
             if (msg->msg != CURLMSG_DONE) continue;
             xfer *x;
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
@@ -576,7 +587,8 @@ int hub_download(hub_job *jobs, size_t n, const hub_auth *auth, int max_workers,
             if (r) goto err;
         }
         progress(&d, 0);
-        curl_multi_poll(m, NULL, 0, 100, NULL);
+        /* A finished hop (a redirect, a retry) can start its next one now. */
+        if (!finished) curl_multi_poll(m, NULL, 0, 100, NULL);
     }
     progress(&d, 1);
     rc = 0;
@@ -585,6 +597,7 @@ err:
         xfer_stop(&d.x[i], m);
         free(d.x[i].url);
         sb_free(&d.x[i].errbody);
+        hub_http_resp_free(&d.x[i].hdr);
     }
     free(d.x);
     if (m) curl_multi_cleanup(m);
