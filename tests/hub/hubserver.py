@@ -35,7 +35,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.join(ROOT, "..", "fixtures", "models")
+FIXTURES = os.environ.get("HUBSERVER_FIXTURES") or os.path.join(ROOT, "..", "fixtures", "models")
 SECRET = b"cdn-signing-key"
 TOKENS_WITH_ACCESS = {"hf_good"}
 VALID_TOKENS = {"hf_good", "hf_noaccess"}
@@ -283,6 +283,39 @@ class HFHandler(Handler):
                 "lastModified": "2025-01-01T00:00:00.000Z", "private": repo["private"],
                 "gated": "manual" if repo["gated"] else False, "disabled": False,
                 "tags": ["safetensors"], "library_name": "transformers", "siblings": sib})
+        # /api/models/{org}/{name}/tree/{rev}[/{path}]?recursive=true: what
+        # huggingface_hub >= 1.0 lists a snapshot with.
+        if len(parts) >= 7 and parts[1:3] == ["api", "models"] and parts[5] == "tree":
+            repo_id = parts[3] + "/" + parts[4]
+            repo = self.repo_access(repo_id, head)
+            if repo is None:
+                return
+            rev = parts[6]
+            prefix = "/".join(parts[7:]).strip("/")
+            if repo["refs"].get(rev, rev if rev == repo["commit"] else None) is None:
+                return self.hf_error(404, "RevisionNotFound", "Invalid rev id: %s" % rev, head)
+            recursive = q.get("recursive", ["false"])[0].lower() in ("1", "true")
+            entries, dirs = [], set()
+            for path, m in repo["meta"].items():
+                if prefix and not path.startswith(prefix + "/"):
+                    continue
+                rest = path[len(prefix) + 1:] if prefix else path
+                segs = rest.split("/")
+                for i in range(1, len(segs)):
+                    d = "/".join(([prefix] if prefix else []) + segs[:i])
+                    if d not in dirs and (recursive or i == 1):
+                        dirs.add(d)
+                        entries.append({"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(),
+                                        "size": 0, "path": d})
+                if len(segs) > 1 and not recursive:
+                    continue
+                e = {"type": "file", "oid": m["pointer"] if "sha256" in m else m["git"],
+                     "size": m["size"], "path": path}
+                if "sha256" in m:
+                    e["lfs"] = {"oid": m["sha256"], "size": m["size"],
+                                "pointerSize": m["pointer_size"]}
+                entries.append(e)
+            return self.send_json(200, entries)
         # /{org}/{name}/resolve/{rev}/{path...}
         if len(parts) >= 6 and parts[3] == "resolve":
             repo_id = parts[1] + "/" + parts[2]
