@@ -256,6 +256,7 @@ typedef struct xfer {
     double retry_at;
     strbuf errbody;       /* body of a non-2xx answer (error text) */
     hub_http_resp hdr;    /* headers of the current answer (X-Error-Code...) */
+    int write_errno;      /* a local write failed: no point retrying */
 } xfer;
 
 typedef struct dl {
@@ -286,7 +287,10 @@ static size_t dl_write(char *buf, size_t sz, size_t nm, void *ud)
         if (x->errbody.n < 4096) sb_append(&x->errbody, buf, n);
         return n;
     }
-    if (fwrite(buf, 1, n, x->f) != n) return 0; /* disk full: aborts the transfer */
+    if (fwrite(buf, 1, n, x->f) != n) { /* aborts the transfer */
+        x->write_errno = errno ? errno : EIO;
+        return 0;
+    }
     x->have += (long long)n;
     x->got_now += (long long)n;
     return n;
@@ -303,6 +307,9 @@ static int xfer_start(dl *d, xfer *x, CURLM *m, inferd_error *e)
         err_set(e, "cannot write %s: %s", j->tmp_path, strerror(errno));
         return -1;
     }
+    /* curl hands over 16 KB pieces; unbuffered, a full disk fails the
+     * write that hit it instead of a later flush nobody checks. */
+    setvbuf(x->f, NULL, _IONBF, 0);
     x->h = curl_easy_init();
     common_opts(x->h, x->url);
     x->hdrs = auth_headers(x->url, d->auth, NULL);
@@ -319,6 +326,7 @@ static int xfer_start(dl *d, xfer *x, CURLM *m, inferd_error *e)
     curl_easy_setopt(x->h, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(x->h, CURLOPT_HEADERDATA, &x->hdr);
     x->status = 0;
+    x->write_errno = 0;
     sb_free(&x->errbody);
     curl_multi_add_handle(m, x->h);
     x->state = X_RUNNING;
@@ -363,6 +371,13 @@ static int xfer_finish(dl *d, xfer *x, CURLcode rc, inferd_error *e)
 {
     hub_job *j = x->job;
     char hb[2][32];
+    if (x->write_errno) {
+        err_set(e, "cannot write %s: %s%s", j->tmp_path, strerror(x->write_errno),
+                x->write_errno == ENOSPC ? " — the disk is full; free space or point "
+                "HF_HUB_CACHE / MODELSCOPE_CACHE (--cache-dir) elsewhere, then pull again "
+                "to resume" : "");
+        return -1;
+    }
     if (rc != CURLE_OK) {
         if (++x->attempts >= MAX_ATTEMPTS) {
             err_set(e, "downloading %s failed after %d attempts: %s", j->name,

@@ -311,6 +311,36 @@ def test_concurrent_pulls():
     assert len(gets) == 1, "the blob was downloaded %d times" % len(gets)
 
 
+def test_disk_full():
+    home = fresh_home("diskfull")
+    sha, _ = big_blob_sha()
+    blobs = os.path.join(repo_root(home, "inferd-test/big"), "blobs")
+    os.makedirs(blobs)
+    os.symlink("/dev/full", os.path.join(blobs, sha + ".incomplete"))  # writes: ENOSPC
+    p = pull(home, "inferd-test/big", ok=False)
+    assert "disk is full" in p.stderr and "resume" in p.stderr, p.stderr
+    assert p.stderr.count("retrying") == 0, p.stderr  # a full disk is not a network error
+
+
+def test_mirror_without_blob_metadata():
+    """Some mirrors answer the model API without per-file blob ids and sizes;
+    inferd then asks each file with HEAD, as huggingface_hub does, and ends
+    up with the same blobs."""
+    home = fresh_home("noblobs")
+    ctl(api_blobs=False)
+    try:
+        m = log_mark()
+        snap = pull(home, "inferd-test/llama").stdout.strip()
+        heads = [r for r in log_since(m) if r["method"] == "HEAD"]
+        assert len(heads) == 5 and all(r["server"] == "hf" for r in heads), heads
+    finally:
+        ctl(api_blobs=True)
+    ref = fresh_home("withblobs")
+    snap2 = pull(ref, "inferd-test/llama").stdout.strip()
+    for f in os.listdir(snap2):
+        assert os.readlink(os.path.join(snap, f)) == os.readlink(os.path.join(snap2, f)), f
+
+
 def test_modelscope():
     home = fresh_home("ms")
     cache = os.path.join(home, "mscache")
@@ -341,6 +371,12 @@ def test_modelscope():
     assert p.stdout.strip() == d
     p = pull(home, "inferd-test/nothing-here", "--source", "modelscope", ok=False, **msenv)
     assert "not found on ModelScope" in p.stderr, p.stderr
+    # ModelScope unreachable: the cached copy, with a warning.
+    dead = dict(msenv, MODELSCOPE_DOMAIN="127.0.0.1:9")
+    p = pull(home, "inferd-test/Qwen2.5-tiny", "--source", "modelscope", **dead)
+    assert p.stdout.strip() == d and "cannot reach" in p.stderr, p.stderr
+    p = pull(home, "inferd-test/llama", "--source", "modelscope", ok=False, **dead)
+    assert "cannot reach ModelScope" in p.stderr and "--source hf" in p.stderr, p.stderr
     # A corrupted ModelScope download is caught by its Sha256 too.
     ctl(corrupt={"ms:config.json": 1})
     home2 = fresh_home("ms2")
@@ -392,6 +428,8 @@ def main():
         run(test_retry_5xx)
         run(test_resume_after_kill)
         run(test_concurrent_pulls)
+        run(test_disk_full)
+        run(test_mirror_without_blob_metadata)
         r = run(test_modelscope)
         if home and r:
             run(test_list_rm, home, r[1])
