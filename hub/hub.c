@@ -394,7 +394,7 @@ static int list_ms(FILE *f, const char *cache)
         DIR *d2 = opendir(owner);
         struct dirent *de2;
         while (d2 && (de2 = readdir(d2))) {
-            if (de2->d_name[0] == '.') continue;
+            if (de2->d_name[0] == '.' || de2->d_type == DT_LNK) continue; /* unmasked alias */
             char *root = hub_xprintf("%s/%s", owner, de2->d_name);
             char *mv = hub_xprintf("%s/.mv", root);
             char *rev = read_small(mv);
@@ -472,6 +472,14 @@ int hub_rm(const char *repo_id, const hub_options *o, inferd_error *e)
     }
     int rc = rm_tree(root);
     if (rc) err_set(e, "could not remove all of %s: %s", root, strerror(errno));
+    if (!rc && hub_source_resolve(o) == HUB_SOURCE_MODELSCOPE) {
+        /* and the unmasked alias modelscope makes for names with dots */
+        char *cache = hub_ms_cache_dir(o), *alias = hub_xprintf("%s/models/%s", cache, repo_id);
+        struct stat lst;
+        if (!lstat(alias, &lst) && S_ISLNK(lst.st_mode)) unlink(alias);
+        free(alias);
+        free(cache);
+    }
     free(root);
     return rc;
 }

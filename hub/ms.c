@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +34,25 @@ char *hub_ms_model_dir(const char *cache, const char *repo_id)
     sb_free(&name);
     free(id);
     return dir;
+}
+
+/* modelscope stores "Qwen2.5" as "Qwen2___5" and points the name users type
+ * at it with an absolute symlink; do the same so either path works. */
+static int link_unmasked(const char *cache, const char *repo_id, const char *mdir,
+                         inferd_error *e)
+{
+    if (!strchr(strchr(repo_id, '/') + 1, '.')) return 0;
+    char *plain = hub_xprintf("%s/models/%s", cache, repo_id);
+    char *abs = realpath(mdir, NULL);
+    int rc = 0;
+    struct stat st;
+    if (abs && lstat(plain, &st) && symlink(abs, plain)) {
+        err_set(e, "cannot create %s: %s", plain, strerror(errno));
+        rc = -1;
+    }
+    free(abs);
+    free(plain);
+    return rc;
 }
 
 /* modelscope reads MODELSCOPE_DOMAIN and prepends https:// itself; a local
@@ -233,9 +253,10 @@ int hub_ms_pull(const char *repo_id, const hub_options *o, char **dir, inferd_er
         free(erev);
         goto done;
     }
-    char *lockp = hub_xprintf("%s/.lock/%.*s___%s.lock", cache,
+    /* The lock modelscope's snapshot_download takes: .lock/OWNER___NAME. */
+    char *lockp = hub_xprintf("%s/.lock/%.*s___%s", cache,
                               (int)(strchr(repo_id, '/') - repo_id), repo_id,
-                              strrchr(mdir, '/') + 1);
+                              strchr(repo_id, '/') + 1);
     lock = hub_lock(lockp, o->quiet, e);
     free(lockp);
     if (lock < 0) { free(erev); goto done; }
@@ -278,6 +299,7 @@ int hub_ms_pull(const char *repo_id, const hub_options *o, char **dir, inferd_er
         fprintf(stderr, "%s: all %zu files already in the cache\n", repo_id, n_files);
     }
     if (write_index(mdir, repo_id, rev, files, n_files, e)) goto done;
+    if (link_unmasked(cache, repo_id, mdir, e)) goto done;
     char *tmpdir = hub_xprintf("%s/._____temp", mdir);
     rmdir(tmpdir); /* only when empty: partial files of other runs stay */
     free(tmpdir);

@@ -353,6 +353,10 @@ def test_modelscope():
     assert d == os.path.join(cache, "models", "inferd-test", "Qwen2___5-tiny"), d
     want = sorted(os.listdir(os.path.join(FIX, "qwen3")))
     assert sorted(f for f in os.listdir(d) if not f.startswith(".")) == want, os.listdir(d)
+    # ... and the name as typed points at it, as modelscope links it.
+    alias = os.path.join(cache, "models", "inferd-test", "Qwen2.5-tiny")
+    assert os.path.islink(alias) and os.path.realpath(alias) == os.path.realpath(d)
+    assert os.path.exists(os.path.join(cache, ".lock", "inferd-test___Qwen2.5-tiny"))
     for f in want:
         with open(os.path.join(d, f), "rb") as a, open(os.path.join(FIX, "qwen3", f), "rb") as b:
             assert a.read() == b.read()
@@ -398,6 +402,7 @@ def test_list_rm(home, mscache):
     subprocess.run([INFERD, "rm", "--source", "modelscope", "inferd-test/Qwen2.5-tiny"], env=env,
                    check=True, capture_output=True)
     assert not os.path.exists(os.path.join(mscache, "models", "inferd-test", "Qwen2___5-tiny"))
+    assert not os.path.lexists(os.path.join(mscache, "models", "inferd-test", "Qwen2.5-tiny"))
 
 
 def main():
