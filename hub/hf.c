@@ -353,7 +353,18 @@ int hub_hf_pull(const char *repo_id, const hub_options *o, char **dir, inferd_er
     char *rev = hub_url_escape(c.revision, 0);
     char *api = hub_xprintf("%s/api/models/%s/revision/%s?blobs=true", c.endpoint, repo_id, rev);
     free(rev);
-    int got = hub_http("GET", api, &c.auth, &r);
+    /* Renamed repos answer with a redirect to the new name; follow it (the
+     * token goes along only while the origin stays the same). */
+    int got;
+    for (int hops = 0;; hops++) {
+        got = hub_http("GET", api, &c.auth, &r);
+        if (got || r.status < 300 || r.status >= 400 || !r.location || hops == 5) break;
+        char *next = hub_url_join(api, r.location);
+        if (!next) break;
+        free(api);
+        api = next;
+        hub_http_resp_free(&r);
+    }
     free(api);
     if (got) {
         /* No network: a cached copy is as good as huggingface_hub's fallback. */

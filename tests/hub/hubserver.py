@@ -104,6 +104,7 @@ def build_repos():
 
 
 REPOS = build_repos()
+RENAMED = {"inferd-test/old-llama": "inferd-test/llama"}
 BLOBS = {}
 for _r in REPOS.values():
     for _p, _m in _r["meta"].items():
@@ -229,6 +230,18 @@ class HFHandler(Handler):
     def do_GET(self):
         self.handle_get(head=False)
 
+    def renamed(self, parts, i, head):
+        """A renamed repo: the Hub answers with a relative redirect to the new name."""
+        repo_id = parts[i] + "/" + parts[i + 1]
+        if repo_id not in RENAMED:
+            return False
+        new = RENAMED[repo_id].split("/")
+        loc = "/".join(parts[:i] + new + parts[i + 2:])
+        u = urllib.parse.urlsplit(self.path)
+        self.send(307, b"", {"Location": urllib.parse.quote(loc) + ("?" + u.query if u.query else "")},
+                  head)
+        return True
+
     def repo_access(self, repo_id, head=False, files=False):
         """The Hub's answers for a repo the caller may not see."""
         repo = REPOS.get(repo_id)
@@ -255,6 +268,10 @@ class HFHandler(Handler):
         parts = [urllib.parse.unquote(p) for p in u.path.split("/")]
         q = urllib.parse.parse_qs(u.query)
         # /api/models/{org}/{name}/revision/{rev}
+        if len(parts) >= 5 and parts[1:3] == ["api", "models"] and self.renamed(parts, 3, head):
+            return
+        if len(parts) >= 4 and parts[3] == "resolve" and self.renamed(parts, 1, head):
+            return
         if len(parts) >= 7 and parts[1:3] == ["api", "models"] and parts[5] == "revision":
             repo_id = parts[3] + "/" + parts[4]
             rev = "/".join(parts[6:])

@@ -180,6 +180,17 @@ def test_errors():
     assert p.returncode == 0 and "HF_ENDPOINT" in p.stdout and "--include" in p.stdout
 
 
+def test_renamed_repo():
+    home = fresh_home("renamed")
+    m = log_mark()
+    snap = pull(home, "inferd-test/old-llama", HF_TOKEN="hf_good").stdout.strip()
+    assert "/models--inferd-test--old-llama/snapshots/" in snap  # cached under the name asked
+    assert sorted(os.listdir(snap)) == sorted(os.listdir(os.path.join(FIX, "llama")))
+    reqs = log_since(m)
+    assert any(r["path"].startswith("/api/models/inferd-test/llama/") for r in reqs), reqs
+    assert all(r["auth"] is None for r in reqs if r["server"] == "cdn")
+
+
 def test_token_file():
     home = fresh_home("tokenfile")
     with open(os.path.join(home, "token"), "w") as f:
@@ -428,6 +439,7 @@ def main():
             run(test_offline, home)
         run(test_errors)
         run(test_token_file)
+        run(test_renamed_repo)
         run(test_include_exclude)
         run(test_checksums)
         run(test_retry_5xx)
