@@ -391,13 +391,17 @@ static int xfer_finish(dl *d, xfer *x, CURLcode rc, inferd_error *e)
         return 0;
     }
     if (x->status >= 300 && x->status < 400) {
-        char *loc = NULL;
-        curl_easy_getinfo(x->h, CURLINFO_REDIRECT_URL, &loc);
-        if (!loc || ++x->redirects > 10) {
+        /* An absolute Location is a signed CDN URL: byte for byte as sent,
+         * never re-encoded. Only a relative one (renamed repo) is joined. */
+        const char *loc = x->hdr.location;
+        char *next = !loc ? NULL
+                     : (!strncasecmp(loc, "https://", 8) || !strncasecmp(loc, "http://", 7))
+                           ? hub_xstrdup(loc) : hub_url_join(x->url, loc);
+        if (!next || ++x->redirects > 10) {
+            free(next);
             err_set(e, "downloading %s: bad or looping redirect", j->name);
             return -1;
         }
-        char *next = hub_xstrdup(loc);
         free(x->url);
         x->url = next;
         x->state = X_PENDING;

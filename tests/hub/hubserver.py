@@ -112,8 +112,10 @@ for _r in REPOS.values():
             BLOBS[_m["sha256"]] = _r["files"][_p]
 
 
-def sign(path, expires):
-    return hmac.new(SECRET, ("%s:%d" % (path, expires)).encode(), hashlib.sha256).hexdigest()
+def sign(path_and_query):
+    """Like a CDN's signed URL: the signature covers the path and the query
+    exactly as written, so a client that re-encodes the URL is refused."""
+    return hmac.new(SECRET, path_and_query.encode(), hashlib.sha256).hexdigest()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -352,10 +354,13 @@ class HFHandler(Handler):
             if "sha256" in m:
                 expires = int(time.time()) + 3600
                 cdn_path = "/blobs/%s" % m["sha256"]
-                loc = "http://127.0.0.1:%d%s?%s" % (CDN_PORT, cdn_path, urllib.parse.urlencode({
-                    "response-content-disposition": 'inline; filename="%s"' % path.split("/")[-1],
-                    "Expires": expires, "Signature": sign(cdn_path, expires),
-                    "Key-Pair-Id": "K3ESJI6DHPFC7"}))
+                query = urllib.parse.urlencode({
+                    "response-content-disposition":
+                        "inline; filename*=UTF-8''%s; filename=\"%s\";" % (
+                            urllib.parse.quote(path.split("/")[-1]), path.split("/")[-1]),
+                    "Expires": expires, "Key-Pair-Id": "K3ESJI6DHPFC7"})
+                signed = "%s?%s" % (cdn_path, query)
+                loc = "http://127.0.0.1:%d%s&Signature=%s" % (CDN_PORT, signed, sign(signed))
                 h.update({"Location": loc, "ETag": '"%s"' % m["pointer"],
                           "X-Linked-Etag": '"%s"' % m["sha256"],
                           "X-Linked-Size": str(m["size"]), "Content-Type": "text/plain"})
@@ -378,9 +383,10 @@ class CDNHandler(Handler):
         self.record()
         u = urllib.parse.urlsplit(self.path)
         q = urllib.parse.parse_qs(u.query)
+        unsigned, _, sig = u.query.rpartition("&Signature=")
         try:
             expires = int(q["Expires"][0])
-            good = hmac.compare_digest(q["Signature"][0], sign(u.path, expires))
+            good = hmac.compare_digest(sig, sign("%s?%s" % (u.path, unsigned)))
         except (KeyError, ValueError):
             good = False
         if not good or expires < time.time():
