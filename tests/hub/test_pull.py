@@ -302,6 +302,12 @@ def test_resume_after_kill():
     assert int(cdn[0]["range"][6:].rstrip("-")) >= have, (cdn, have)
     blob = os.path.realpath(os.path.join(p.stdout.strip(), "model.safetensors"))
     assert sha256(blob) == sha and not os.path.exists(part)
+    # Killed after the last byte, before the rename: no request needed.
+    os.rename(blob, part)
+    m = log_mark()
+    pull(home, "inferd-test/big")
+    assert [r for r in log_since(m) if r["server"] == "cdn"] == []
+    assert sha256(blob) == sha and not os.path.exists(part)
 
 
 def test_concurrent_pulls():
