@@ -18,6 +18,7 @@ static const command commands[] = {
     {"pull", cli_pull, "download a model from the Hugging Face Hub or ModelScope into the cache"},
     {"list", cli_list, "list cached models (both caches) with revision and size"},
     {"rm", cli_rm, "delete a cached model"},
+    {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,605 @@
+/* backend/cpu: the reference backend. float32 compute on bf16/f16/f32
+ * weights, OpenMP threads, AVX2/FMA. Every output element is one dot product
+ * whose summation order depends only on the reduction length — never on the
+ * batch size or the thread count — so a sequence's logits are the same
+ * whatever else is in the batch (greedy output is batch-invariant). */
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+
+typedef struct cpu_backend {
+    be_backend base;
+    int n_threads;
+    void **packed;            /* weight copies made by cpu_weight */
+    size_t n_packed;
+} cpu_backend;
+
+/* Output rows converted to float32 together: 12 rows of a 4864-wide matrix
+ * are 228 KiB, which stays in L2 while every input row streams past. */
+#define ROW_TILE 12 /* a multiple of 3 and 4: the blocked kernels cover it */
+
+static void cpu_free(be_backend *bk)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    for (size_t i = 0; i < b->n_packed; i++)
+        free(b->packed[i]);
+    free(b->packed);
+    free(b);
+}
+
+static void *cpu_alloc(be_backend *b, size_t bytes)
+{
+    (void)b;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64))
+        return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void cpu_dealloc(be_backend *b, void *p)
+{
+    (void)b;
+    free(p);
+}
+
+/* Packed layout of a 16-bit matrix: for each block of 8 rows, for each chunk
+ * of 8 columns, the 8 rows' 8 values one after another (128 bytes). Decode
+ * then reads 8 rows as one sequential stream, which the hardware prefetcher
+ * follows at full memory bandwidth; 8 interleaved row streams of a short row
+ * (a 896-wide matrix is 1792 bytes a row) reach a third of it. */
+static size_t packed_index(int64_t cols, int64_t r, int64_t k)
+{
+    return (size_t)((((r >> 3) * (cols >> 3) + (k >> 3)) << 6) + ((r & 7) << 3) + (k & 7));
+}
+
+static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t rows,
+                      int64_t cols, be_weight *out, inferd_error *e)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    if (dt != DT_F32 && dt != DT_F16 && dt != DT_BF16) {
+        err_set(e, "cpu backend: weights of type %s are not supported", dtype_name(dt));
+        return -1;
+    }
+    memset(out, 0, sizeof *out);
+    out->data = host;
+    out->dtype = dt;
+    out->rows = rows;
+    out->cols = cols;
+    if (dt == DT_F32 || rows < 8 || rows % 8 || cols % 8)
+        return 0;
+    void **list = realloc(b->packed, (b->n_packed + 1) * sizeof *list);
+    if (!list) {
+        err_set(e, "out of memory");
+        return -1;
+    }
+    b->packed = list;
+    size_t bytes = (size_t)rows * (size_t)cols * 2;
+    uint16_t *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) {
+        err_set(e, "out of memory packing a %lld x %lld weight", (long long)rows,
+                (long long)cols);
+        return -1;
+    }
+    const uint16_t *src = host;
+#pragma omp parallel for num_threads(b->n_threads) schedule(static)
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < cols; k += 8)
+            memcpy(p + packed_index(cols, r, k), src + r * cols + k, 16);
+    b->packed[b->n_packed++] = p;
+    out->data = p;
+    out->packed8 = 1;
+    return 0;
+}
+
+/* Row r of a weight as float32. */
+static void weight_row_f32(const be_weight *w, int64_t r, float *out)
+{
+    if (w->packed8) {
+        be_weight row = {.data = NULL, .dtype = w->dtype, .rows = 1, .cols = w->cols};
+        uint16_t tmp[4096];
+        const uint16_t *src = w->data;
+        for (int64_t k0 = 0; k0 < w->cols; k0 += 4096) {
+            int64_t m = w->cols - k0 < 4096 ? w->cols - k0 : 4096;
+            for (int64_t k = 0; k < m; k += 8)
+                memcpy(tmp + k, src + packed_index(w->cols, r, k0 + k), 16);
+            row.data = tmp;
+            row.cols = m;
+            weight_row_f32(&row, 0, out + k0);
+        }
+        return;
+    }
+    int64_t n = w->cols, i = 0;
+    if (w->dtype == DT_F32) {
+        memcpy(out, (const float *)w->data + r * n, (size_t)n * sizeof(float));
+    } else if (w->dtype == DT_BF16) {
+        const uint16_t *src = (const uint16_t *)w->data + r * n;
+        for (; i + 8 <= n; i += 8) {
+            __m128i h = _mm_loadu_si128((const __m128i *)(src + i));
+            __m256i u = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+            _mm256_storeu_ps(out + i, _mm256_castsi256_ps(u));
+        }
+        for (; i < n; i++)
+            out[i] = bf16_to_f32(src[i]);
+    } else {
+        const uint16_t *src = (const uint16_t *)w->data + r * n;
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(out + i,
+                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+        for (; i < n; i++)
+            out[i] = f16_to_f32(src[i]);
+    }
+}
+
+/* Every matmul element is computed by the same sequence of float operations:
+ * 8 lanes accumulated in k order, a fixed horizontal reduction, then the
+ * scalar tail. The blocked kernel below and the single dot product follow it
+ * exactly, so a row's result never depends on how many rows share the call. */
+static inline float hsum_tail(__m256 s, const float *a, const float *b, int64_t i, int64_t n)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++)
+        r += a[i] * b[i];
+    return r;
+}
+
+static inline float dot_f32(const float *a, const float *b, int64_t n)
+{
+    __m256 s = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s);
+    return hsum_tail(s, a, b, i, n);
+}
+
+/* 4 input rows x 3 weight rows at once: each loaded vector feeds 3 or 4
+ * FMAs instead of one, which is what makes prefill compute-bound. */
+static void dot_4x3(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t n,
+                    float *y, int64_t ldy)
+{
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
+    __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+    const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;
+    const float *w0 = w, *w1 = w + ldw, *w2 = w + 2 * ldw;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v0 = _mm256_loadu_ps(w0 + i), v1 = _mm256_loadu_ps(w1 + i),
+               v2 = _mm256_loadu_ps(w2 + i);
+        __m256 u = _mm256_loadu_ps(x0 + i);
+        a00 = _mm256_fmadd_ps(u, v0, a00);
+        a01 = _mm256_fmadd_ps(u, v1, a01);
+        a02 = _mm256_fmadd_ps(u, v2, a02);
+        u = _mm256_loadu_ps(x1 + i);
+        a10 = _mm256_fmadd_ps(u, v0, a10);
+        a11 = _mm256_fmadd_ps(u, v1, a11);
+        a12 = _mm256_fmadd_ps(u, v2, a12);
+        u = _mm256_loadu_ps(x2 + i);
+        a20 = _mm256_fmadd_ps(u, v0, a20);
+        a21 = _mm256_fmadd_ps(u, v1, a21);
+        a22 = _mm256_fmadd_ps(u, v2, a22);
+        u = _mm256_loadu_ps(x3 + i);
+        a30 = _mm256_fmadd_ps(u, v0, a30);
+        a31 = _mm256_fmadd_ps(u, v1, a31);
+        a32 = _mm256_fmadd_ps(u, v2, a32);
+    }
+    y[0] = hsum_tail(a00, x0, w0, i, n);
+    y[1] = hsum_tail(a01, x0, w1, i, n);
+    y[2] = hsum_tail(a02, x0, w2, i, n);
+    y[ldy] = hsum_tail(a10, x1, w0, i, n);
+    y[ldy + 1] = hsum_tail(a11, x1, w1, i, n);
+    y[ldy + 2] = hsum_tail(a12, x1, w2, i, n);
+    y[2 * ldy] = hsum_tail(a20, x2, w0, i, n);
+    y[2 * ldy + 1] = hsum_tail(a21, x2, w1, i, n);
+    y[2 * ldy + 2] = hsum_tail(a22, x2, w2, i, n);
+    y[3 * ldy] = hsum_tail(a30, x3, w0, i, n);
+    y[3 * ldy + 1] = hsum_tail(a31, x3, w1, i, n);
+    y[3 * ldy + 2] = hsum_tail(a32, x3, w2, i, n);
+}
+
+/* One input row x 4 weight rows: four independent FMA chains, so decode is
+ * not bound by the latency of a single chain. */
+static void dot_1x4(const float *x, const float *w, int64_t ldw, int64_t n, float *y)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float *w0 = w, *w1 = w + ldw, *w2 = w + 2 * ldw, *w3 = w + 3 * ldw;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 u = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w0 + i), a0);
+        a1 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w1 + i), a1);
+        a2 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w2 + i), a2);
+        a3 = _mm256_fmadd_ps(u, _mm256_loadu_ps(w3 + i), a3);
+    }
+    y[0] = hsum_tail(a0, x, w0, i, n);
+    y[1] = hsum_tail(a1, x, w1, i, n);
+    y[2] = hsum_tail(a2, x, w2, i, n);
+    y[3] = hsum_tail(a3, x, w3, i, n);
+}
+
+/* Weight element loads straight from the file's dtype. They produce exactly
+ * the floats weight_row_f32 writes, so the direct path below and the tiled
+ * path give bitwise the same results. */
+static inline __m256 wload8(const void *w, inferd_dtype dt, int64_t i)
+{
+    if (dt == DT_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i))),
+            16));
+    if (dt == DT_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+    return _mm256_loadu_ps((const float *)w + i);
+}
+
+static inline float wget(const void *w, inferd_dtype dt, int64_t i)
+{
+    if (dt == DT_BF16)
+        return bf16_to_f32(((const uint16_t *)w)[i]);
+    if (dt == DT_F16)
+        return f16_to_f32(((const uint16_t *)w)[i]);
+    return ((const float *)w)[i];
+}
+
+static inline float hsum_tail_w(__m256 s, const float *a, const void *w, inferd_dtype dt,
+                                int64_t i, int64_t n)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++)
+        r += a[i] * wget(w, dt, i);
+    return r;
+}
+
+/* Decode: one input row against 4 weight rows read in their file dtype, so
+ * the weights stream from memory once with no float32 copy. */
+static void dot_1x4_direct(const float *x, const be_weight *w, int64_t r, float *y)
+{
+    const int64_t n = w->cols;
+    const size_t es = dtype_size(w->dtype);
+    const char *base = (const char *)w->data + (size_t)r * (size_t)n * es;
+    const void *w0 = base, *w1 = base + n * es, *w2 = base + 2 * n * es, *w3 = base + 3 * n * es;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 u = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(u, wload8(w0, w->dtype, i), a0);
+        a1 = _mm256_fmadd_ps(u, wload8(w1, w->dtype, i), a1);
+        a2 = _mm256_fmadd_ps(u, wload8(w2, w->dtype, i), a2);
+        a3 = _mm256_fmadd_ps(u, wload8(w3, w->dtype, i), a3);
+    }
+    y[0] = hsum_tail_w(a0, x, w0, w->dtype, i, n);
+    y[1] = hsum_tail_w(a1, x, w1, w->dtype, i, n);
+    y[2] = hsum_tail_w(a2, x, w2, w->dtype, i, n);
+    y[3] = hsum_tail_w(a3, x, w3, w->dtype, i, n);
+}
+
+/* Decode on a packed weight: 8 rows from one sequential stream. */
+static void dot_1x8_packed(const float *x, const uint16_t *blk, inferd_dtype dt, int64_t n,
+                           float *y)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+           a7 = a0;
+    for (int64_t i = 0; i < n; i += 8, blk += 64) {
+        __m256 u = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(u, wload8(blk, dt, 0), a0);
+        a1 = _mm256_fmadd_ps(u, wload8(blk, dt, 8), a1);
+        a2 = _mm256_fmadd_ps(u, wload8(blk, dt, 16), a2);
+        a3 = _mm256_fmadd_ps(u, wload8(blk, dt, 24), a3);
+        a4 = _mm256_fmadd_ps(u, wload8(blk, dt, 32), a4);
+        a5 = _mm256_fmadd_ps(u, wload8(blk, dt, 40), a5);
+        a6 = _mm256_fmadd_ps(u, wload8(blk, dt, 48), a6);
+        a7 = _mm256_fmadd_ps(u, wload8(blk, dt, 56), a7);
+    }
+    y[0] = hsum_tail_w(a0, x, NULL, dt, n, n);
+    y[1] = hsum_tail_w(a1, x, NULL, dt, n, n);
+    y[2] = hsum_tail_w(a2, x, NULL, dt, n, n);
+    y[3] = hsum_tail_w(a3, x, NULL, dt, n, n);
+    y[4] = hsum_tail_w(a4, x, NULL, dt, n, n);
+    y[5] = hsum_tail_w(a5, x, NULL, dt, n, n);
+    y[6] = hsum_tail_w(a6, x, NULL, dt, n, n);
+    y[7] = hsum_tail_w(a7, x, NULL, dt, n, n);
+}
+
+static float dot_direct(const float *x, const be_weight *w, int64_t r)
+{
+    const int64_t n = w->cols;
+    const void *wr = (const char *)w->data + (size_t)r * (size_t)n * dtype_size(w->dtype);
+    __m256 s = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), wload8(wr, w->dtype, i), s);
+    return hsum_tail_w(s, x, wr, w->dtype, i, n);
+}
+
+static float bias_at(const be_weight *bias, int64_t r)
+{
+    return bias ? wget(bias->data, bias->dtype, r) : 0.0f;
+}
+
+/* Fewer than 4 input rows: the float32 tile would cost more than it saves. */
+static void matmul_direct(cpu_backend *b, const float *x, const be_weight *w,
+                          const be_weight *bias, int n, float *y)
+{
+    const int64_t rows = w->rows, cols = w->cols;
+    const int64_t blocks = (rows + 63) / 64;
+#pragma omp parallel for num_threads(b->n_threads) schedule(static)
+    for (int64_t t = 0; t < blocks; t++) {
+        int64_t r0 = t * 64, r1 = r0 + 64 < rows ? r0 + 64 : rows;
+        for (int i = 0; i < n; i++) {
+            const float *xi = x + (int64_t)i * cols;
+            float *yi = y + (int64_t)i * rows;
+            int64_t r = r0;
+            if (w->packed8)
+                for (; r < r1; r += 8)
+                    dot_1x8_packed(xi, (const uint16_t *)w->data + r * cols, w->dtype, cols,
+                                   yi + r);
+            for (; r + 4 <= r1; r += 4)
+                dot_1x4_direct(xi, w, r, yi + r);
+            for (; r < r1; r++)
+                yi[r] = dot_direct(xi, w, r);
+            for (r = r0; r < r1; r++)
+                yi[r] += bias_at(bias, r);
+        }
+    }
+}
+
+static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
+                       const be_weight *bias, int n, float *y)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    const int64_t rows = w->rows, cols = w->cols;
+    if (n < 4) {
+        matmul_direct(b, x, w, bias, n, y);
+        return;
+    }
+    const int64_t tiles = (rows + ROW_TILE - 1) / ROW_TILE;
+    /* Decode steps have few input rows: split finely so every thread streams
+     * its share of the weights; the order of each dot product is unchanged. */
+#pragma omp parallel num_threads(b->n_threads)
+    {
+        float *wf = NULL;
+        if (posix_memalign((void **)&wf, 64, (size_t)ROW_TILE * (size_t)cols * sizeof(float)))
+            abort();
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            int64_t r0 = t * ROW_TILE, r1 = r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows;
+            for (int64_t r = r0; r < r1; r++)
+                weight_row_f32(w, r, wf + (r - r0) * cols);
+            float bv[ROW_TILE];
+            for (int64_t r = r0; r < r1; r++)
+                bv[r - r0] = 0.0f;
+            if (bias) {
+                for (int64_t r = r0; r < r1; r++) {
+                    if (bias->dtype == DT_F32)
+                        bv[r - r0] = ((const float *)bias->data)[r];
+                    else if (bias->dtype == DT_BF16)
+                        bv[r - r0] = bf16_to_f32(((const uint16_t *)bias->data)[r]);
+                    else
+                        bv[r - r0] = f16_to_f32(((const uint16_t *)bias->data)[r]);
+                }
+            }
+            int i = 0;
+            for (; i + 4 <= n; i += 4) {
+                const float *xi = x + (int64_t)i * cols;
+                float *yi = y + (int64_t)i * rows;
+                int64_t r = r0;
+                for (; r + 3 <= r1; r += 3)
+                    dot_4x3(xi, cols, wf + (r - r0) * cols, cols, cols, yi + r, rows);
+                for (; r < r1; r++)
+                    for (int k = 0; k < 4; k++)
+                        yi[k * rows + r] = dot_f32(xi + k * cols, wf + (r - r0) * cols, cols);
+                for (int k = 0; k < 4; k++)
+                    for (r = r0; r < r1; r++)
+                        yi[k * rows + r] += bv[r - r0];
+            }
+            for (; i < n; i++) {
+                const float *xi = x + (int64_t)i * cols;
+                float *yi = y + (int64_t)i * rows;
+                int64_t r = r0;
+                for (; r + 4 <= r1; r += 4)
+                    dot_1x4(xi, wf + (r - r0) * cols, cols, cols, yi + r);
+                for (; r < r1; r++)
+                    yi[r] = dot_f32(xi, wf + (r - r0) * cols, cols);
+                for (r = r0; r < r1; r++)
+                    yi[r] += bv[r - r0];
+            }
+        }
+        free(wf);
+    }
+}
+
+static void cpu_embed(be_backend *b, const be_weight *table, const int32_t *ids, int n,
+                      float *out)
+{
+    (void)b;
+    for (int i = 0; i < n; i++)
+        weight_row_f32(table, ids[i], out + (int64_t)i * table->cols);
+}
+
+/* HF RMSNorm: x * rsqrt(mean(x^2) + eps) * weight, in float32. */
+static void cpu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float eps,
+                        int rows, int cols, float *out)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    float *wf = malloc((size_t)cols * sizeof(float));
+    if (!wf)
+        abort();
+    weight_row_f32(w, 0, wf);
+#pragma omp parallel for num_threads(b->n_threads) schedule(static) if (rows > 64)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (int64_t)r * cols;
+        float *o = out + (int64_t)r * cols;
+        float ss = 0.0f;
+        for (int i = 0; i < cols; i++)
+            ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)cols + eps);
+        for (int i = 0; i < cols; i++)
+            o[i] = wf[i] * (xr[i] * inv);
+    }
+    free(wf);
+}
+
+/* Neox-style rotary embedding (rotate_half), as HF Llama/Qwen apply it. */
+static void cpu_rope(be_backend *bk, float *x, int n, int heads, int head_dim,
+                     const be_rope *r, const int32_t *pos)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    const int half = r->rot_dim / 2;
+#pragma omp parallel for num_threads(b->n_threads) schedule(static) if (n > 16)
+    for (int t = 0; t < n; t++) {
+        float cs[512], sn[512];
+        for (int i = 0; i < half && i < 512; i++) {
+            float ang = (float)pos[t] * r->inv_freq[i];
+            cs[i] = cosf(ang) * r->mscale;
+            sn[i] = sinf(ang) * r->mscale;
+        }
+        for (int h = 0; h < heads; h++) {
+            float *v = x + ((int64_t)t * heads + h) * head_dim;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], c = v[i + half];
+                v[i] = a * cs[i] - c * sn[i];
+                v[i + half] = c * cs[i] + a * sn[i];
+            }
+        }
+    }
+}
+
+static void cpu_kv_store(be_backend *b, const float *k, const float *v, int n, int kv_dim,
+                         const int32_t *slot, float *k_cache, float *v_cache)
+{
+    (void)b;
+    for (int t = 0; t < n; t++) {
+        memcpy(k_cache + (int64_t)slot[t] * kv_dim, k + (int64_t)t * kv_dim,
+               (size_t)kv_dim * sizeof(float));
+        memcpy(v_cache + (int64_t)slot[t] * kv_dim, v + (int64_t)t * kv_dim,
+               (size_t)kv_dim * sizeof(float));
+    }
+}
+
+/* Causal attention over the paged cache: row t of sequence s attends to its
+ * sequence's positions 0..pos[t]. One (row, head) pair per work item. */
+static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
+                          const float *v_cache, int heads, int kv_heads, int head_dim,
+                          float scale, const be_attn_layout *l, float *out)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    const int group = heads / kv_heads, kv_dim = kv_heads * head_dim;
+    int max_ctx = 0;
+    for (int s = 0; s < l->n_seqs; s++)
+        if (l->ctx_len[s] > max_ctx)
+            max_ctx = l->ctx_len[s];
+    int *row_seq = malloc((size_t)(l->n_tokens ? l->n_tokens : 1) * sizeof(int));
+    if (!row_seq)
+        abort();
+    for (int s = 0; s < l->n_seqs; s++)
+        for (int t = l->q_start[s]; t < l->q_start[s + 1]; t++)
+            row_seq[t] = s;
+    const int64_t items = (int64_t)l->n_tokens * heads;
+#pragma omp parallel num_threads(b->n_threads)
+    {
+        float *score = malloc((size_t)(max_ctx ? max_ctx : 1) * sizeof(float));
+        float *acc = malloc((size_t)head_dim * sizeof(float));
+        if (!score || !acc)
+            abort();
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t it = 0; it < items; it++) {
+            int t = (int)(it / heads), h = (int)(it % heads), kvh = h / group;
+            const int32_t *bt = l->block_table + (int64_t)row_seq[t] * l->max_blocks;
+            int n_keys = l->pos[t] + 1;
+            const float *qv = q + ((int64_t)t * heads + h) * head_dim;
+            float mx = -INFINITY;
+            for (int j = 0; j < n_keys; j++) {
+                int64_t slot = (int64_t)bt[j / l->block_size] * l->block_size +
+                               j % l->block_size;
+                float sc = dot_f32(qv, k_cache + slot * kv_dim + kvh * head_dim, head_dim) * scale;
+                score[j] = sc;
+                if (sc > mx)
+                    mx = sc;
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < n_keys; j++) {
+                score[j] = expf(score[j] - mx);
+                sum += score[j];
+            }
+            float inv = 1.0f / sum;
+            memset(acc, 0, (size_t)head_dim * sizeof(float));
+            for (int j = 0; j < n_keys; j++) {
+                int64_t slot = (int64_t)bt[j / l->block_size] * l->block_size +
+                               j % l->block_size;
+                const float *vv = v_cache + slot * kv_dim + kvh * head_dim;
+                float p = score[j] * inv;
+                for (int d = 0; d < head_dim; d++)
+                    acc[d] += p * vv[d];
+            }
+            memcpy(out + ((int64_t)t * heads + h) * head_dim, acc,
+                   (size_t)head_dim * sizeof(float));
+        }
+        free(score);
+        free(acc);
+    }
+    free(row_seq);
+}
+
+static void cpu_silu_mul(be_backend *bk, const float *gate, const float *up, size_t n,
+                         float *out)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+#pragma omp parallel for num_threads(b->n_threads) schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+static void cpu_add(be_backend *b, float *x, const float *y, size_t n)
+{
+    (void)b;
+    for (size_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
+static void cpu_gather_rows(be_backend *b, const float *x, int cols, const int32_t *rows,
+                            int n, float *out)
+{
+    (void)b;
+    for (int i = 0; i < n; i++)
+        memcpy(out + (int64_t)i * cols, x + (int64_t)rows[i] * cols,
+               (size_t)cols * sizeof(float));
+}
+
+static const be_vtable cpu_vtable = {
+    .name = "cpu",
+    .free = cpu_free,
+    .alloc = cpu_alloc,
+    .dealloc = cpu_dealloc,
+    .weight = cpu_weight,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .matmul = cpu_matmul,
+    .rope = cpu_rope,
+    .kv_store = cpu_kv_store,
+    .attention = cpu_attention,
+    .silu_mul = cpu_silu_mul,
+    .add = cpu_add,
+    .gather_rows = cpu_gather_rows,
+};
+
+be_backend *be_cpu_new(int n_threads, inferd_error *e)
+{
+    cpu_backend *b = calloc(1, sizeof *b);
+    if (!b) {
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    b->base.vt = &cpu_vtable;
+    b->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
+    return &b->base;
+}
