@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -386,6 +387,14 @@ int hub_hf_pull(const char *repo_id, const hub_options *o, char **dir, inferd_er
     for (size_t i = 0; i < c.n_files; i++) {
         size_t n = strlen(c.files[i].path);
         if (n > 12 && !strcmp(c.files[i].path + n - 12, ".safetensors")) has_st = 1;
+    }
+    /* One lock fd per missing blob is held through the download: let a
+     * repo of many shards fit under the soft descriptor limit. */
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max &&
+        rl.rlim_cur < c.n_files + 256) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
     want = calloc(c.n_files + 1, sizeof *want);
     jobs = calloc(c.n_files + 1, sizeof *jobs);
