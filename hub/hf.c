@@ -384,10 +384,7 @@ int hub_hf_pull(const char *repo_id, const hub_options *o, char **dir, inferd_er
     if (parse_info(&c, r.body.p ? r.body.p : "", e)) goto done;
 
     int has_st = 0;
-    for (size_t i = 0; i < c.n_files; i++) {
-        size_t n = strlen(c.files[i].path);
-        if (n > 12 && !strcmp(c.files[i].path + n - 12, ".safetensors")) has_st = 1;
-    }
+    for (size_t i = 0; i < c.n_files; i++) has_st |= hub_repo_flags(c.files[i].path);
     /* One lock fd per missing blob is held through the download: let a
      * repo of many shards fit under the soft descriptor limit. */
     struct rlimit rl;

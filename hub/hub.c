@@ -237,13 +237,23 @@ static int glob_match(const char *pat, const char *path)
     return !fnmatch(pat, path, 0);
 }
 
-int hub_selected(const char *path, const hub_options *o, int has_safetensors)
+int hub_repo_flags(const char *path)
+{
+    if (fnmatch("*.safetensors", path, 0)) return 0;
+    return HUB_HAS_SAFETENSORS | (!fnmatch("model*.safetensors", path, 0) ? HUB_HAS_HF_SHARDS : 0);
+}
+
+int hub_selected(const char *path, const hub_options *o, int repo_flags)
 {
     int in = 0;
     if (o->n_include) {
         for (size_t i = 0; i < o->n_include && !in; i++) in = glob_match(o->include[i], path);
     } else {
-        in = hub_default_wants(path, has_safetensors);
+        in = hub_default_wants(path, repo_flags & HUB_HAS_SAFETENSORS);
+        /* Mistral's repos carry the weights twice: HF shards and one
+         * consolidated file for their own runtime. Take the shards only. */
+        if (in && (repo_flags & HUB_HAS_HF_SHARDS) && !fnmatch("consolidated*.safetensors", path, 0))
+            in = 0;
     }
     for (size_t i = 0; in && i < o->n_exclude; i++)
         if (glob_match(o->exclude[i], path)) in = 0;

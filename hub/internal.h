@@ -65,7 +65,11 @@ int hub_file_digest(const char *path, hub_hash h, char out[65], inferd_error *e)
 int hub_mkdirs(const char *dir, inferd_error *e); /* mkdir -p */
 int hub_mkdirs_for(const char *path, inferd_error *e); /* parent of path */
 long long hub_file_size(const char *path); /* -1 if missing */
-int hub_selected(const char *path, const hub_options *o, int has_safetensors);
+/* What the repo holds, for the default selection. */
+#define HUB_HAS_SAFETENSORS 1     /* any *.safetensors */
+#define HUB_HAS_HF_SHARDS 2       /* model*.safetensors (then consolidated* is a duplicate) */
+int hub_repo_flags(const char *path); /* the flags one repo path contributes */
+int hub_selected(const char *path, const hub_options *o, int repo_flags);
 int hub_env_offline(const hub_options *o);
 char *hub_xstrdup(const char *s);
 char *hub_xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -227,8 +227,7 @@ int hub_ms_pull(const char *repo_id, const hub_options *o, char **dir, inferd_er
     int has_st = 0;
     for (size_t i = 0; i < n; i++) {
         const char *p = json_string_value(json_object_get(json_array_get(list, i), "Path"));
-        size_t l = p ? strlen(p) : 0;
-        if (l > 12 && !strcmp(p + l - 12, ".safetensors")) has_st = 1;
+        if (p) has_st |= hub_repo_flags(p);
     }
     long long need = 0;
     for (size_t i = 0; i < n; i++) {

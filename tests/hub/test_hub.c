@@ -57,6 +57,14 @@ static void test_globs(void **state)
     assert_true(hub_selected("model.safetensors", &o, 1));
     assert_false(hub_selected("model.safetensors.index.json", &o, 1));
     assert_false(hub_selected("README.md", &o, 1));
+    /* Mistral layout: shards and a consolidated copy; only the shards. */
+    int flags = hub_repo_flags("model-00001-of-00003.safetensors") |
+                hub_repo_flags("consolidated.safetensors") | hub_repo_flags("params.json");
+    assert_int_equal(flags, HUB_HAS_SAFETENSORS | HUB_HAS_HF_SHARDS);
+    assert_false(hub_selected("consolidated.safetensors", &o, flags));
+    assert_true(hub_selected("model-00001-of-00003.safetensors", &o, flags));
+    assert_true(hub_selected("consolidated.safetensors", &o,
+                             hub_repo_flags("consolidated.safetensors")));
 }
 
 static void test_cache_dirs(void **state)
