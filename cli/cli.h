@@ -4,7 +4,11 @@
 #define INFERD_CLI_H
 
 int cli_generate(int argc, char **argv);
+int cli_pull(int argc, char **argv);
+int cli_list(int argc, char **argv);
+int cli_rm(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_perplexity(int argc, char **argv);
 
 /* Shared helpers for subcommands. */
 int cli_parse_int(const char *flag, const char *s, long min, long max, long *out);

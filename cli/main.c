@@ -15,7 +15,11 @@ typedef struct command {
 /* One line per subcommand; keep the order of the --help listing. */
 static const command commands[] = {
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
+    {"pull", cli_pull, "download a model from the Hugging Face Hub or ModelScope into the cache"},
+    {"list", cli_list, "list cached models (both caches) with revision and size"},
+    {"rm", cli_rm, "delete a cached model"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
+    {"perplexity", cli_perplexity, "mean loss / perplexity over token-id conversations"},
 };
 
 static void usage(FILE *f)
