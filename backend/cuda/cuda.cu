@@ -135,7 +135,7 @@ static const char *const prof_names[P_N] = {
 static void prof_begin(cu_backend *b)
 {
     if (b->profile)
-        cudaEventRecord(b->prof_start, b->stream);
+        CK(b, cudaEventRecord(b->prof_start, b->stream));
 }
 
 static void prof_end(cu_backend *b, int op)
@@ -143,9 +143,10 @@ static void prof_end(cu_backend *b, int op)
     if (!b->profile)
         return;
     float ms = 0.0f;
-    cudaEventRecord(b->prof_stop, b->stream);
-    cudaEventSynchronize(b->prof_stop);
-    cudaEventElapsedTime(&ms, b->prof_start, b->prof_stop);
+    if (CK(b, cudaEventRecord(b->prof_stop, b->stream)) ||
+        CK(b, cudaEventSynchronize(b->prof_stop)) ||
+        CK(b, cudaEventElapsedTime(&ms, b->prof_start, b->prof_stop)))
+        return;
     b->prof_ms[op] += ms;
     b->prof_calls[op]++;
 }
@@ -624,6 +625,7 @@ static const int32_t *dev_idx(cu_backend *b, const int32_t *host)
 static void cu_free(be_backend *bk)
 {
     cu_backend *b = (cu_backend *)bk;
+    /* Teardown: nothing is left to report an error to, so results go unread. */
     cudaStreamSynchronize(b->stream);
     if (b->profile)
         prof_print(b);
@@ -696,7 +698,7 @@ static int cu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t 
     if (rc != cudaSuccess) {
         cudaGetLastError();
         size_t fr = 0, total = 0;
-        cudaMemGetInfo(&fr, &total);
+        cudaMemGetInfo(&fr, &total); /* for the message only */
         err_set(e, "cuda backend: cudaMalloc of %.1f MiB for a weight failed: %s "
                    "(%.2f GiB free of %.2f GiB; the model does not fit on this GPU)",
                 bytes / 1048576.0, cudaGetErrorString(rc), fr / 1073741824.0,
@@ -748,7 +750,7 @@ static void *scratch(cu_backend *b, size_t bytes)
         return b->scratch;
     if (CK(b, cudaStreamSynchronize(b->stream)))
         return NULL;
-    cudaFree(b->scratch);
+    CK(b, cudaFree(b->scratch));
     b->scratch = NULL;
     b->scratch_bytes = 0;
     if (CK(b, cudaMalloc(&b->scratch, bytes)))
@@ -854,7 +856,8 @@ static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, co
         return;
     int half = r->rot_dim / 2;
     if (r->inv_freq != b->rope_host || half != b->rope_half) {
-        cudaFree(b->d_inv_freq);
+        if (b->d_inv_freq && CK(b, cudaFree(b->d_inv_freq)))
+            return;
         b->d_inv_freq = NULL;
         b->rope_host = NULL;
         if (CK(b, cudaMalloc(&b->d_inv_freq, (size_t)half * sizeof(float))) ||
@@ -1028,8 +1031,8 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
         size_t cap = total * 2 > 4096 ? total * 2 : 4096;
         if (CK(b, cudaStreamSynchronize(b->stream)))
             return report(b, e);
-        cudaFreeHost(b->h_stage);
-        cudaFree(b->d_stage);
+        if (CK(b, cudaFreeHost(b->h_stage)) || CK(b, cudaFree(b->d_stage)))
+            return report(b, e);
         b->h_stage = b->d_stage = NULL;
         b->stage_cap = 0;
         if (CK(b, cudaHostAlloc((void **)&b->h_stage, cap * sizeof(int32_t),
