@@ -37,6 +37,8 @@ MODELS = {
     "llama2": (f"{NPM}/tokenizer-llama2/models", f"{TPL}/llama2.jinja"),
     "hermes_tools": (f"{NPM}/tokenizer-qwen3/models", f"{TPL}/hermes_tools.jinja"),
     "mistral_like": (f"{NPM}/tokenizer-llama2/models", f"{TPL}/mistral_like.jinja"),
+    "llama3_1_tools": (f"{NPM}/tokenizer-llama3_1/models", f"{TPL}/llama3_1_tools.jinja"),
+    "qwen2_5_tools": (f"{NPM}/tokenizer-qwen3/models", f"{TPL}/qwen2_5_tools.jinja"),
 }
 
 TOOLS = [
@@ -104,6 +106,9 @@ def chat_cases():
                 if model == "qwen3":
                     variants += [("think_on", {"enable_thinking": True}),
                                  ("think_off", {"enable_thinking": False})]
+                if model == "llama3_1_tools":
+                    variants += [("sys_tools", {"tools_in_user_message": False, "date_string": "25 Nov 2026"}),
+                                 ("builtin", {"builtin_tools": ["brave_search", "wolfram_alpha", "code_interpreter"]})]
                 for vname, kw in variants:
                     for with_tools in ((False, True) if conv_name.startswith(("tool", "multi", "single")) else (False,)):
                         req = {"messages": conv, "add_generation_prompt": agp}
@@ -352,6 +357,36 @@ def lang_cases():
     # python str() of values
     lang("{{ 1.5e300 * 1e10 }} {{ -0.0 }} {{ 1e-7 }} {{ 123456789.123 }} {{ 1/3 }} {{ 10/4 }} {{ 2**62 }} {{ 100000000000000000.0 }}")
     lang("{{ ns }}", ns=None)
+    # more combinations templates use
+    lang("{{ ['a', 'b']|map('replace', 'a', 'x')|list }} {{ [' a ', 'b ']|map('trim')|join('|') }} {{ [1, 2]|map('string')|list }}")
+    lang("{{ msgs|selectattr('role', 'in', ['user', 'system'])|map(attribute='content')|list }} {{ msgs|map(attribute='role')|unique|list|length }}", msgs=msgs)
+    lang("{{ '%s-%s' % ('a', 1) }} {{ '%d%%' % 50 }} {{ 'x=%r' % 'q' }}")
+    lang("{% macro outer() %}{% macro inner(x) %}[{{ x }}]{% endmacro %}{{ inner(1) }}{{ inner(caller()) }}{% endmacro %}{% call outer() %}c{% endcall %}")
+    lang("{% set ns = namespace(found=false) %}{% for m in msgs %}{% if m.role == 'user' %}{% set ns.found = true %}{% break %}{% endif %}{% endfor %}{{ ns.found }}", msgs=msgs)
+    lang("{% for m in msgs %}{{ loop.index }}{% if loop.last %}.{% endif %}{% endfor %}|{% for m in msgs|reverse %}{{ m.role[0] }}{% endfor %}", msgs=msgs)
+    lang("{% for k, v in d|dictsort %}{{ k }}:{{ v }}{{ ', ' if not loop.last }}{% endfor %}", d={"z": 1, "a": [1, 2], "m": {"x": None}})
+    lang("{{ d|tojson(indent=4) }}", d={"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string", "enum": ["x", "y"]}}, "required": []}})
+    lang("{{ 1 if true else 2 if true else 3 }} {{ (1 if false else 2) + 1 }} {{ [1, 2][0] if x is not defined }}")
+    lang("{{ x.0 }}{{ x.1.a }} {{ x[1]['a'] }} {{ x[-1]['a'][::-1] }}", x=["z", {"a": "bc"}])
+    lang("{{ 'abc'[5:] }}|{{ 'abc'[-5:] }}|{{ [1, 2, 3][1:100] }}|{{ [1, 2, 3][-100:1] }}|{{ 'héllo'[1:-1] }}")
+    lang("{{ 3 in range(5) }} {{ range(3)|sum }} {{ range(2, 12, 3)|list|last }}")
+    lang("{{ 'A'|lower in ['a'] }} {{ not 'x' in 'y' }} {{ 'a' ~ 'b' in 'xab' }}")
+    lang("{{ 0.1 * 3 }} {{ 1e100 }} {{ 123e-20 }} {{ 5 / 2 * 2 }} {{ 2 ** 0.5 }} {{ -1 ** 2 }} {{ (-1) ** 2 }} {{ 7 % -3 }} {{ -7.0 // 2 }}")
+    lang("{{ [] is sequence }} {{ none is mapping }} {{ 1 is sameas 1 }} {{ none is sameas none }} {{ x is sameas false }}", x=False)
+    lang("{{ 'héllo wörld'.upper() }} {{ 'ÀÉÎ'.lower() }} {{ 'straße'|title }} {{ 'ǅungla'|capitalize }}")
+    lang("{{ '\u00a0x\u3000'|trim }}|{{ ' \t\n x \r\n'.strip() }}|{{ 'a\u2028b'.split() }}")
+    lang("[{% for i in range(3) %}\n  {{ i }}\n{% endfor %}]\n  [{%- for i in range(2) -%}\n  {{ i }}\n{%- endfor -%}]")
+    lang("{% if true %}\n    indented\n{% endif %}\n    {% if false %}no{% else %}\n    else\n    {% endif %}\nend")
+    lang("{% set content %}\n  {% for x in [1, 2] %}\n    item {{ x }}\n  {% endfor %}\n{% endset %}{{ content|trim }}|{{ content|length }}")
+    lang("{%- macro m() -%}\n  body\n{%- endmacro -%}\n[{{ m() }}]")
+    lang("{{ {'a': 1, 'b': 2}.items()|list }} {{ {'a': 1}.get('a', 2) }} {{ {}.get('x')|default('none is not undefined') }}")
+    lang("{{ tools[0].function.parameters.properties|list }} {{ tools|map(attribute='function.name')|list }}", tools=TOOLS)
+    lang("{{ x|string|length }} {{ x|list|length }} {{ x|first }} {{ x|last }}", x="héllo")
+    lang("{{ msgs[0]|tojson }} {{ msgs[-1]|tojson(sort_keys=true, indent=1) }}", msgs=msgs)
+    lang("{{ 'a,b'.split(',')|join('+') }} {{ ','.join('abc') }} {{ 'x'.join(['1', '2']) }}")
+    lang("{% for x in [3, 1, 2]|sort %}{{ x }}{% endfor %}{% for x in [{'n': 2}, {'n': 1}]|sort(attribute='n') %}{{ x.n }}{% endfor %}")
+    lang("{{ [1, 2, 3]|select('in', [2, 3])|list }} {{ ['a', 'ab', 'b']|select('ne', 'ab')|list }} {{ [1, none, 2]|reject('none')|list }}")
+    lang("{{ 'x' if loop is undefined }} {{ varargs is defined }} {{ caller is defined }}")
     # errors (the C side must fail too; raise_exception must match exactly)
     lang("{{ raise_exception('Boom: ' ~ 42) }}")
     lang("{% if messages|length > 1 %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}", messages=msgs)
