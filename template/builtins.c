@@ -539,6 +539,20 @@ int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out)
     val *self = &m->self;
     val *a0 = jn_arg(a, 0, NULL);
     if (self->t == V_STR) return str_method(c, at, self, name, n, a, out);
+    if (self->t == V_LOOP && NAMEIS("changed")) {
+        /* true on the first call and whenever the arguments differ */
+        vloop *lp = self->u.loop;
+        vlist *args = v_list_new(c->ar, a->npos);
+        if (!args) return jn_oom(c, at);
+        if (a->npos) memcpy(args->items, a->pos, a->npos * sizeof(val));
+        args->n = a->npos;
+        val now = mklist(args, V_TUPLE);
+        int changed = !lp->changed_called || !v_equal(&lp->changed_last, &now);
+        lp->changed_called = 1;
+        lp->changed_last = now;
+        *out = v_bool(changed);
+        return 0;
+    }
     if (self->t == V_LOOP) {
         /* loop.cycle(a, b, ...) */
         if (!a->npos) return jn_fail(c, at, "no items for cycling given");
@@ -1200,6 +1214,27 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
             else if (ch == '\'') sb_puts(&b, "&#39;");
             else sb_putc(&b, ch);
         }
+        return mkstr(c, at, &b, out);
+    }
+    if (NAMEIS("format")) {
+        /* "%s, %s"|format(a, b) is Python's "%s, %s" % (a, b) */
+        vlist *args = v_list_new(c->ar, a->npos);
+        if (!args) return jn_oom(c, at);
+        if (a->npos) memcpy(args->items, a->pos, a->npos * sizeof(val));
+        args->n = a->npos;
+        val tup = mklist(args, V_TUPLE);
+        return jn_percent_format(c, at, &s, &tup, out);
+    }
+    if (NAMEIS("center")) {
+        val *w = jn_arg(a, 0, "width");
+        int64_t width = w && is_num(w) ? inum(w) : 80, len = (int64_t)u8_len(s.u.s.p, s.u.s.n);
+        if (width > 4096) width = 4096;
+        if (width <= len) { *out = s; return 0; }
+        /* Python puts the odd space on the right unless width is odd */
+        int64_t pad = width - len, left = pad / 2 + (pad & width & 1);
+        for (int64_t i = 0; i < left; i++) sb_putc(&b, ' ');
+        sb_append(&b, s.u.s.p, s.u.s.n);
+        for (int64_t i = 0; i < pad - left; i++) sb_putc(&b, ' ');
         return mkstr(c, at, &b, out);
     }
     if (NAMEIS("wordcount")) {

@@ -195,12 +195,12 @@ static int loop_attr(jctx *c, const node *at, vloop *lp, const char *name, size_
     else if (IS("depth0")) *out = v_int((int64_t)lp->depth - 1);
     else if (IS("previtem")) *out = i > 0 ? lp->items->items[i - 1] : jn_undef(c, "there is no previous item");
     else if (IS("nextitem")) *out = i + 1 < len ? lp->items->items[i + 1] : jn_undef(c, "there is no next item");
-    else if (IS("cycle")) {
+    else if (IS("cycle") || IS("changed")) {
         vmethod *m = ar_alloc(c->ar, sizeof *m);
         if (!m) return jn_oom(c, at);
         m->self.t = V_LOOP;
         m->self.u.loop = lp;
-        m->name = "cycle";
+        m->name = IS("cycle") ? "cycle" : "changed";
         out->t = V_METHOD;
         out->u.meth = m;
     } else *out = jn_undef(c, "'%s' has no attribute '%.*s'", obj_type_repr(&(val){.t = V_LOOP}), (int)n, name);
@@ -413,7 +413,7 @@ static int type_error(jctx *c, const node *at, int op, const val *a, const val *
 }
 
 /* Python's `%` on a string, for the %s/%d/%i/%r forms templates use. */
-static int str_format_pct(jctx *c, const node *at, const val *fmt, const val *arg, val *out)
+int jn_percent_format(jctx *c, const node *at, const val *fmt, const val *arg, val *out)
 {
     vlist one = {.items = (val *)arg, .n = 1};
     vlist *args = arg->t == V_TUPLE ? arg->u.l : &one;
@@ -526,7 +526,7 @@ static int arith(jctx *c, const node *at, int op, const val *a, const val *b, va
         if ((b->t == V_STR || b->t == V_LIST || b->t == V_TUPLE) && (a->t == V_INT || a->t == V_BOOL))
             return repeat(c, at, b, inum(a), out);
     }
-    if (op == OP_MOD && a->t == V_STR) return str_format_pct(c, at, a, b, out);
+    if (op == OP_MOD && a->t == V_STR) return jn_percent_format(c, at, a, b, out);
     return type_error(c, at, op, a, b);
 }
 

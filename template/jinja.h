@@ -143,6 +143,8 @@ struct vloop {
     vlist *items;
     size_t index0;
     size_t depth;
+    val changed_last; /* loop.changed(): the arguments of its last call */
+    int changed_called;
 };
 
 typedef struct jctx {
@@ -182,6 +184,8 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val self, jar
 int jn_test(jctx *c, const node *at, const char *name, size_t n, val self, jargs *a, int *out);
 int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out);
 int jn_func(jctx *c, const node *at, int fn, jargs *a, val *out);
+/* Python's `fmt % args` (the %s %d %i %r forms). */
+int jn_percent_format(jctx *c, const node *at, const val *fmt, const val *arg, val *out);
 /* Methods Python's str, dict and list have, and those the immutable sandbox
  * refuses: 1 safe, -1 unsafe, 0 no such method. */
 int jn_method_kind(vtype t, const char *name, size_t n);

@@ -193,6 +193,80 @@ static void test_limits(void **s)
     assert_true(now_seconds() - t0 < 20);
 }
 
+/* Hostile input at scale: thousands of random mutations of real chat
+ * templates must each compile and render or fail with a message, never
+ * crash, hang or leak (the SAN build checks the last two). */
+static void test_mutated_templates(void **s)
+{
+    (void)s;
+    const char *files[] = {"tests/fixtures/template/templates/hermes_tools.jinja",
+                           "tests/fixtures/template/templates/mistral_like.jinja",
+                           "tests/fixtures/template/templates/llama3_1_tools.jinja", NULL};
+    static const char *const frags[] = {"{%", "%}", "{{", "}}", "{#", "#}", "-", "(", ")", "[", "]",
+                                        "'", "\"", "\n", " if ", " for ", "|", ".", ",", "~", "*",
+                                        "endfor", "endif", "loop", "{% endmacro %}", "{% raw %}",
+                                        "\xc3", "\xff", "0", "999999", NULL};
+    const char *vars = "{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, "
+                       "{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"assistant\", "
+                       "\"content\": null, \"tool_calls\": [{\"id\": \"abcdefghi\", \"function\": "
+                       "{\"name\": \"f\", \"arguments\": {\"a\": 1}}}]}], \"tools\": [{\"function\": "
+                       "{\"name\": \"f\", \"parameters\": {}}}], \"add_generation_prompt\": true, "
+                       "\"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}";
+    json_t *v = json_loads(vars, 0, NULL);
+    assert_non_null(v);
+    unsigned seed = 12345;
+    int rendered = 0, failed = 0;
+    double t0 = now_seconds();
+    for (int f = 0; files[f]; f++) {
+        char *src;
+        size_t len;
+        inferd_error e;
+        assert_int_equal(file_read_all(files[f], 1 << 20, &src, &len, &e), 0);
+        for (int iter = 0; iter < 3000; iter++) {
+            strbuf m = {0};
+            sb_append(&m, src, len);
+            int nmut = 1 + (int)(rand_r(&seed) % 4);
+            for (int k = 0; k < nmut && m.n > 2; k++) {
+                size_t at = (size_t)rand_r(&seed) % m.n;
+                int op = rand_r(&seed) % 3;
+                strbuf t = {0};
+                sb_append(&t, m.p, at);
+                if (op != 1) {
+                    const char *fr = frags[rand_r(&seed) % (sizeof frags / sizeof frags[0] - 1)];
+                    sb_puts(&t, fr);
+                }
+                size_t skip = op == 2 ? 0 : (size_t)(rand_r(&seed) % 8);
+                if (at + skip > m.n) skip = m.n - at;
+                sb_append(&t, m.p + at + skip, m.n - at - skip);
+                sb_free(&m);
+                m = t;
+            }
+            tmpl_template *t = NULL;
+            char *out = NULL;
+            size_t olen;
+            int raised;
+            memset(&e, 0, sizeof e);
+            int rc = tmpl_compile(m.p, m.n, &t, &e);
+            if (rc == 0) rc = tmpl_render_limited(t, v, &SMALL, &out, &olen, &raised, &e);
+            if (rc == 0) {
+                rendered++;
+                assert_true(olen <= SMALL.max_output);
+            } else {
+                failed++;
+                assert_true(e.msg[0] != 0);
+            }
+            free(out);
+            tmpl_free(t);
+            sb_free(&m);
+        }
+        free(src);
+    }
+    json_decref(v);
+    printf("mutated templates: %d rendered, %d failed with a message, %.2fs\n", rendered, failed,
+           now_seconds() - t0);
+    assert_true(rendered > 100 && failed > 100);
+}
+
 /* ---- chat templates of a model folder ---- */
 static char dir[64];
 
@@ -359,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_raise_exception),
         cmocka_unit_test(test_sandbox),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_mutated_templates),
         cmocka_unit_test(test_chat_named_templates),
         cmocka_unit_test(test_chat_file_precedence),
         cmocka_unit_test(test_chat_request_handling),

@@ -387,6 +387,8 @@ def lang_cases():
     lang("{% for x in [3, 1, 2]|sort %}{{ x }}{% endfor %}{% for x in [{'n': 2}, {'n': 1}]|sort(attribute='n') %}{{ x.n }}{% endfor %}")
     lang("{{ [1, 2, 3]|select('in', [2, 3])|list }} {{ ['a', 'ab', 'b']|select('ne', 'ab')|list }} {{ [1, none, 2]|reject('none')|list }}")
     lang("{{ 'x' if loop is undefined }} {{ varargs is defined }} {{ caller is defined }}")
+    lang("{% for m in msgs %}{% if loop.changed(m.role == 'user') %}[{{ m.role }}]{% endif %}{% endfor %}", msgs=msgs + msgs)
+    lang("{{ '%s has %d items'|format('list', 3) }} [{{ 'ab'|center(7) }}] [{{ 'ab'|center(6) }}] [{{ 'abc'|center(6) }}]")
     # errors (the C side must fail too; raise_exception must match exactly)
     lang("{{ raise_exception('Boom: ' ~ 42) }}")
     lang("{% if messages|length > 1 %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}", messages=msgs)
