@@ -618,6 +618,30 @@ static int eval_args(jctx *c, node *n, jargs *a)
 
 static int exec_body(jctx *c, nodelist *body, strbuf *out);
 
+/* Appends rendered text. Buffers being filled (the output and every macro
+ * or block capture under way) count against the memory limit too. */
+static int emit(jctx *c, const node *at, strbuf *out, const char *p, size_t n)
+{
+    if (out->n + n > c->max_output)
+        return jn_fail(c, at, "the template output exceeds its limit of %zu bytes", c->max_output);
+    if (c->live_out + n + c->ar->used > c->mem_limit) return jn_oom(c, at);
+    sb_append(out, p, n);
+    c->live_out += n;
+    return 0;
+}
+
+/* Renders body into a string value (macro calls, block set, filter). */
+static int capture(jctx *c, const node *at, nodelist *body, val *out)
+{
+    strbuf b = {0};
+    int x = exec_body(c, body, &b);
+    c->live_out -= b.n;
+    if (x == X_ERR) { sb_free(&b); return -1; }
+    *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
+    sb_free(&b);
+    return out->t == V_STR ? 0 : jn_oom(c, at);
+}
+
 static int call_macro(jctx *c, const node *at, vmacro *m, jargs *a, val *out)
 {
     node *def = m->def;
@@ -663,12 +687,7 @@ static int call_macro(jctx *c, const node *at, vmacro *m, jargs *a, val *out)
     kv.u.d = kwargs;
     if (set_var(c, at, "varargs", 7, vv) || set_var(c, at, "kwargs", 6, kv)) goto out;
     if (m->caller.t == V_MACRO && set_var(c, at, "caller", 6, m->caller)) goto out;
-    strbuf b = {0};
-    int x = exec_body(c, &def->body, &b);
-    if (x == X_ERR) { sb_free(&b); goto out; }
-    *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
-    sb_free(&b);
-    if (out->t != V_STR) { jn_oom(c, at); goto out; }
+    if (capture(c, at, &def->body, out)) goto out;
     rc = 0;
 out:
     c->f = saved;
@@ -811,13 +830,6 @@ static int eval_node(jctx *c, node *n, val *out)
 }
 
 /* ---- statements ---- */
-static int emit(jctx *c, const node *at, strbuf *out, const char *p, size_t n)
-{
-    if (out->n + n > c->max_output)
-        return jn_fail(c, at, "the template output exceeds its limit of %zu bytes", c->max_output);
-    sb_append(out, p, n);
-    return 0;
-}
 
 /* Binds a for/set target: a name, or a tuple of names unpacking a sequence. */
 static int assign(jctx *c, node *target, val v)
@@ -926,16 +938,10 @@ static int exec_stmt(jctx *c, node *n, strbuf *out)
     case S_SET:
         if (eval(c, n->b, &v)) return X_ERR;
         return assign(c, n->a, v);
-    case S_SETBLOCK: {
-        strbuf b = {0};
-        int x = exec_body(c, &n->body, &b);
-        if (x == X_ERR) { sb_free(&b); return X_ERR; }
-        v = v_strdup(c->ar, b.p ? b.p : "", b.n);
-        sb_free(&b);
-        if (v.t != V_STR) return jn_oom(c, n);
+    case S_SETBLOCK:
+        if (capture(c, n, &n->body, &v)) return X_ERR;
         if (n->b && exec_filter_chain(c, n->b, v, &v)) return X_ERR;
         return assign(c, n->a, v);
-    }
     case S_MACRO: {
         vmacro *m = ar_alloc(c->ar, sizeof *m);
         if (!m) return jn_oom(c, n);
@@ -964,12 +970,7 @@ static int exec_stmt(jctx *c, node *n, strbuf *out)
     case S_BREAK: return X_BREAK;
     case S_CONTINUE: return X_CONTINUE;
     case S_FILTERBLOCK: {
-        strbuf b = {0};
-        int x = exec_body(c, &n->body, &b);
-        if (x == X_ERR) { sb_free(&b); return X_ERR; }
-        v = v_strdup(c->ar, b.p ? b.p : "", b.n);
-        sb_free(&b);
-        if (v.t != V_STR) return jn_oom(c, n);
+        if (capture(c, n, &n->body, &v)) return X_ERR;
         if (exec_filter_chain(c, n->b, v, &v)) return X_ERR;
         val s;
         if (jn_str(c, n, &v, &s)) return X_ERR;

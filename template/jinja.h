@@ -154,6 +154,7 @@ typedef struct jctx {
     int depth, max_depth;
     int edepth; /* C recursion of eval: long operator chains */
     size_t max_output, mem_limit;
+    size_t live_out; /* bytes in output buffers still being filled */
     int raised;
     inferd_error *e;
 } jctx;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <jansson.h>
+#include <time.h>
 
 #include "template/template.h"
 
@@ -126,6 +127,20 @@ static void test_raise_exception(void **s)
     assert_int_equal(raised, 1);
     assert_null(out);
     assert_string_equal(e.msg, "Roles must alternate: 3");
+}
+
+static void test_strftime_now(void **s)
+{
+    (void)s;
+    /* transformers' strftime_now is datetime.now().strftime: local time */
+    char want[64], src[] = "{{ strftime_now('%Y-%m-%d') }} {{ strftime_now('%d %b %Y') is string }}";
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    size_t k = strftime(want, sizeof want, "%Y-%m-%d True", &tm);
+    want[k] = 0;
+    expect_text(src, NULL, want);
+    expect_error("{{ strftime_now() }}", NULL, NULL, "strftime_now expects a format string", NULL);
 }
 
 static void test_sandbox(void **s)
@@ -432,6 +447,7 @@ int main(void)
         cmocka_unit_test(test_undefined_semantics),
         cmocka_unit_test(test_raise_exception),
         cmocka_unit_test(test_sandbox),
+        cmocka_unit_test(test_strftime_now),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_mutated_templates),
         cmocka_unit_test(test_chat_named_templates),

@@ -254,6 +254,7 @@ def lang_cases():
     lang("line1\r\nline2\r\n{{ 'x' }}\r\n")
     lang("{{ 'a' }}\n\n")
     lang("{% if true %}  \n{% endif %}x")
+    lang("a\n  {{ 'var tags keep their indent' }}\n  {%- if true %} b{% endif %}\n\t{% if true %}tab{% endif %}")
     lang("{{ {'a': {'b': 1}} }}")
     # literals
     lang("{{ 'it\\'s' }} {{ \"dq\\\"\" }} {{ 'tab\\tnl\\n' }} {{ '\\u00e9\\x41' }} {{ 'a' 'b' }}")
