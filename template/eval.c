@@ -118,6 +118,18 @@ int jn_iterate(jctx *c, const node *at, const val *v, vlist **out)
     switch (v->t) {
     case V_LIST: case V_TUPLE: *out = v->u.l; return 0;
     case V_UNDEF: *out = v_list_new(c->ar, 0); return *out ? 0 : jn_oom(c, at);
+    case V_GEN: {
+        /* consumes what is left of the generator */
+        vgen *g = v->u.gen;
+        vlist *all, *rest;
+        if (jn_gen_items(c, g, &all)) return -1;
+        if (!(rest = v_list_new(c->ar, all->n - g->pos))) return jn_oom(c, at);
+        memcpy(rest->items, all->items + g->pos, (all->n - g->pos) * sizeof(val));
+        rest->n = all->n - g->pos;
+        g->pos = all->n;
+        *out = rest;
+        return 0;
+    }
     case V_DICT: {
         vlist *l = v_list_new(c->ar, v->u.d->n);
         if (!l) return jn_oom(c, at);
@@ -175,7 +187,7 @@ static int make_method(jctx *c, const node *at, val obj, const char *name, size_
     memcpy(nm, name, n);
     m->self = obj;
     m->name = nm;
-    out->t = V_METHOD;
+    *out = (val){.t = (uint8_t)(V_METHOD)};
     out->u.meth = m;
     return 0;
 }
@@ -201,7 +213,7 @@ static int loop_attr(jctx *c, const node *at, vloop *lp, const char *name, size_
         m->self.t = V_LOOP;
         m->self.u.loop = lp;
         m->name = IS("cycle") ? "cycle" : "changed";
-        out->t = V_METHOD;
+        *out = (val){.t = (uint8_t)(V_METHOD)};
         out->u.meth = m;
     } else *out = jn_undef(c, "'%s' has no attribute '%.*s'", obj_type_repr(&(val){.t = V_LOOP}), (int)n, name);
 #undef IS
@@ -243,7 +255,7 @@ int jn_getitem(jctx *c, const node *at, val obj, val key, val *out)
     if (obj.t == V_UNDEF) return jn_undef_fail(c, at, &obj);
     int is_int = key.t == V_INT || key.t == V_BOOL;
     int64_t ki = key.t == V_INT ? key.u.i : key.u.b;
-    if ((obj.t == V_LIST || obj.t == V_TUPLE) && is_int) {
+    if ((obj.t == V_LIST || obj.t == V_TUPLE) && !obj.sub && is_int) {
         int64_t i = norm_index(ki, obj.u.l->n);
         if (i >= 0) { *out = obj.u.l->items[i]; return 0; }
     } else if (obj.t == V_STR && is_int) {
@@ -322,13 +334,13 @@ static int eval_slice(jctx *c, node *n, val *out)
     if (obj.t == V_UNDEF) return jn_undef_fail(c, n, &obj);
     int64_t start, step;
     size_t count;
-    if (obj.t == V_LIST || obj.t == V_TUPLE) {
+    if ((obj.t == V_LIST || obj.t == V_TUPLE) && !obj.sub) {
         if (slice_indices(c, n, vs, obj.u.l->n, &start, &step, &count)) return -1;
         vlist *l = v_list_new(c->ar, count);
         if (!l) return jn_oom(c, n);
         for (size_t i = 0; i < count; i++) l->items[i] = obj.u.l->items[start + (int64_t)i * step];
         l->n = count;
-        out->t = obj.t;
+        *out = (val){.t = (uint8_t)(obj.t)};
         out->u.l = l;
         return 0;
     }
@@ -354,6 +366,7 @@ static int eval_slice(jctx *c, node *n, val *out)
         sb_free(&b);
         return out->t == V_STR ? 0 : jn_oom(c, n);
     }
+    /* jinja compiles slices to plain Python subscription: no undefined */
     return jn_fail(c, n, "'%s' object is not subscriptable", v_typename(&obj));
 }
 
@@ -373,7 +386,7 @@ static int concat_seq(jctx *c, const node *at, const val *a, const val *b, val *
     memcpy(l->items, a->u.l->items, a->u.l->n * sizeof(val));
     memcpy(l->items + a->u.l->n, b->u.l->items, b->u.l->n * sizeof(val));
     l->n = n;
-    out->t = a->t;
+    *out = (val){.t = (uint8_t)(a->t)};
     out->u.l = l;
     return 0;
 }
@@ -396,7 +409,7 @@ static int repeat(jctx *c, const node *at, const val *s, int64_t times, val *out
     if (!l) return jn_oom(c, at);
     for (int64_t i = 0; i < times; i++) memcpy(l->items + (size_t)i * m, s->u.l->items, m * sizeof(val));
     l->n = m * (size_t)times;
-    out->t = s->t;
+    *out = (val){.t = (uint8_t)(s->t)};
     out->u.l = l;
     return 0;
 }
@@ -417,6 +430,9 @@ int jn_percent_format(jctx *c, const node *at, const val *fmt, const val *arg, v
 {
     vlist one = {.items = (val *)arg, .n = 1};
     vlist *args = arg->t == V_TUPLE ? arg->u.l : &one;
+    /* Python skips the "not all arguments converted" check when the right
+     * operand has __getitem__ (lists, dicts, jinja's Undefined) */
+    int mapping = arg->t == V_LIST || arg->t == V_DICT || arg->t == V_UNDEF;
     size_t ai = 0;
     strbuf b = {0};
     const char *p = fmt->u.s.p;
@@ -432,7 +448,7 @@ int jn_percent_format(jctx *c, const node *at, const val *fmt, const val *arg, v
         else if ((p[i] == 'd' || p[i] == 'i') && is_num(v)) sb_printf(&b, "%lld", (long long)(v->t == V_FLOAT ? (int64_t)v->u.f : inum(v)));
         else { sb_free(&b); return jn_fail(c, at, "unsupported format character in '%%' formatting"); }
     }
-    if (ai < args->n) { sb_free(&b); return jn_fail(c, at, "not all arguments converted during string formatting"); }
+    if (ai < args->n && !mapping) { sb_free(&b); return jn_fail(c, at, "not all arguments converted during string formatting"); }
     *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
     sb_free(&b);
     return out->t == V_STR ? 0 : jn_oom(c, at);
@@ -450,6 +466,7 @@ static int arith(jctx *c, const node *at, int op, const val *a, const val *b, va
         *out = v_str(p, x.u.s.n + y.u.s.n);
         return 0;
     }
+    if (op == OP_MOD && a->t == V_STR) return jn_percent_format(c, at, a, b, out);
     if (a->t == V_UNDEF) return jn_undef_fail(c, at, a);
     if (b->t == V_UNDEF) return jn_undef_fail(c, at, b);
     if (is_num(a) && is_num(b)) {
@@ -518,12 +535,12 @@ static int arith(jctx *c, const node *at, int op, const val *a, const val *b, va
         *out = v_str(p, a->u.s.n + b->u.s.n);
         return 0;
     }
-    if (op == OP_ADD && (a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t)
+    if (op == OP_ADD && (a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t && !a->sub && !b->sub)
         return concat_seq(c, at, a, b, out);
     if (op == OP_MUL) {
-        if ((a->t == V_STR || a->t == V_LIST || a->t == V_TUPLE) && (b->t == V_INT || b->t == V_BOOL))
+        if ((a->t == V_STR || a->t == V_LIST || a->t == V_TUPLE) && !a->sub && (b->t == V_INT || b->t == V_BOOL))
             return repeat(c, at, a, inum(b), out);
-        if ((b->t == V_STR || b->t == V_LIST || b->t == V_TUPLE) && (a->t == V_INT || a->t == V_BOOL))
+        if ((b->t == V_STR || b->t == V_LIST || b->t == V_TUPLE) && !b->sub && (a->t == V_INT || a->t == V_BOOL))
             return repeat(c, at, b, inum(a), out);
     }
     if (op == OP_MOD && a->t == V_STR) return jn_percent_format(c, at, a, b, out);
@@ -546,6 +563,15 @@ static int contains(jctx *c, const node *at, const val *needle, const val *hay, 
         return 0;
     case V_DICT: *out = v_dict_get(hay->u.d, needle) != NULL; return 0;
     case V_UNDEF: *out = 0; return 0;
+    case V_GEN: {
+        /* like Python, consumes the generator up to the match */
+        vgen *g = hay->u.gen;
+        vlist *all;
+        if (jn_gen_items(c, g, &all)) return -1;
+        *out = 0;
+        while (g->pos < all->n && !*out) *out = v_equal(&all->items[g->pos++], needle);
+        return 0;
+    }
     default:
         return jn_fail(c, at, "argument of type '%s' is not iterable", v_typename(hay));
     }
@@ -564,7 +590,7 @@ static int cmp3(jctx *c, const node *at, int op, const val *a, const val *b, int
         *r = k ? (k > 0) - (k < 0) : (a->u.s.n > b->u.s.n) - (a->u.s.n < b->u.s.n);
         return 0;
     }
-    if ((a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t) {
+    if ((a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t && !a->sub && !b->sub) {
         size_t n = a->u.l->n < b->u.l->n ? a->u.l->n : b->u.l->n;
         for (size_t i = 0; i < n; i++) {
             if (v_equal(&a->u.l->items[i], &b->u.l->items[i])) continue;
@@ -714,7 +740,7 @@ static int eval_seq(jctx *c, node *n, int type, val *out)
     for (size_t i = 0; i < n->args.n; i++)
         if (eval(c, n->args.v[i], &l->items[i])) return -1;
     l->n = n->args.n;
-    out->t = (uint8_t)type;
+    *out = (val){.t = (uint8_t)((uint8_t)type)};
     out->u.l = l;
     return 0;
 }
@@ -753,7 +779,7 @@ static int eval_node(jctx *c, node *n, val *out)
                 return jn_fail(c, n, "unhashable type: '%s'", v_typename(&a));
             if (v_dict_set(c->ar, d, a, b)) return jn_oom(c, n);
         }
-        out->t = V_DICT;
+        *out = (val){.t = (uint8_t)(V_DICT)};
         out->u.d = d;
         return 0;
     }

@@ -30,16 +30,23 @@ typedef enum vtype {
     V_MACRO,  /* a macro or the `caller` of a call block */
     V_FUNC,   /* a global function (range, dict, namespace, ...) */
     V_METHOD, /* a method bound to its receiver (s.strip, d.items, ...) */
+    V_GEN,    /* a lazy, single-use iterator (select, map, unique, ...) */
 } vtype;
+
+/* V_LIST subtypes: the dict views Python's keys()/values()/items() return,
+ * which iterate like lists but print, test and serialize differently. */
+enum { SUB_LIST = 0, SUB_KEYS, SUB_VALUES, SUB_ITEMS };
 
 typedef struct vlist vlist;
 typedef struct vdict vdict;
 typedef struct vloop vloop;
 typedef struct vmacro vmacro;
 typedef struct vmethod vmethod;
+typedef struct vgen vgen;
 
 typedef struct val {
     uint8_t t;
+    uint8_t sub; /* V_LIST: SUB_* */
     union {
         int b;
         int64_t i;
@@ -52,6 +59,7 @@ typedef struct val {
         vmacro *m;
         int fn;         /* V_FUNC */
         vmethod *meth;
+        vgen *gen;
     } u;
 } val;
 
@@ -147,6 +155,19 @@ struct vloop {
     int changed_called;
 };
 
+/* Jinja's select/map/unique/items filters are Python generators: they run
+ * when first iterated (errors included), are always true, have no len(), and
+ * a second loop over one sees nothing. */
+enum { GEN_SELECT = 1, GEN_MAP, GEN_ITEMS, GEN_UNIQUE, GEN_REVERSED };
+struct vgen {
+    int kind, attr, keep; /* keep/attr: select, reject, selectattr, rejectattr */
+    val input;
+    struct jargs *args;
+    const node *at;
+    vlist *items; /* made on first use */
+    size_t pos;   /* how many of them have been consumed */
+};
+
 typedef struct jctx {
     arena *ar;
     jframe *f;
@@ -177,6 +198,8 @@ int jn_oom(jctx *c, const node *at);
 val jn_undef(jctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int jn_str(jctx *c, const node *at, const val *v, val *out);
 int jn_iterate(jctx *c, const node *at, const val *v, vlist **out);
+/* The items of a generator, made on first use (not consumed). */
+int jn_gen_items(jctx *c, vgen *g, vlist **out);
 int jn_getattr(jctx *c, const node *at, val obj, const char *name, size_t n, val *out);
 int jn_getitem(jctx *c, const node *at, val obj, val key, val *out);
 int jn_compare(jctx *c, const node *at, int op, const val *a, const val *b, int *out);

@@ -165,6 +165,7 @@ int v_truthy(const val *v)
     case V_FLOAT: return v->u.f != 0.0;
     case V_STR: return v->u.s.n != 0;
     case V_LIST: case V_TUPLE: return v->u.l->n != 0;
+    case V_GEN: return 1;
     case V_DICT: return v->u.d->n != 0;
     default: return 1;
     }
@@ -188,7 +189,7 @@ int v_equal(const val *a, const val *b)
     switch (a->t) {
     case V_UNDEF: case V_NONE: return 1;
     case V_LIST: case V_TUPLE:
-        if (a->u.l->n != b->u.l->n) return 0;
+        if (a->sub != b->sub || a->u.l->n != b->u.l->n) return 0;
         for (size_t i = 0; i < a->u.l->n; i++)
             if (!v_equal(&a->u.l->items[i], &b->u.l->items[i])) return 0;
         return 1;
@@ -203,6 +204,7 @@ int v_equal(const val *a, const val *b)
     case V_LOOP: return a->u.loop == b->u.loop;
     case V_MACRO: return a->u.m == b->u.m;
     case V_FUNC: return a->u.fn == b->u.fn;
+    case V_GEN: return a->u.gen == b->u.gen;
     default: return 0;
     }
 }
@@ -216,7 +218,10 @@ const char *v_typename(const val *v)
     case V_INT: return "int";
     case V_FLOAT: return "float";
     case V_STR: return "str";
-    case V_LIST: return "list";
+    case V_LIST:
+        return v->sub == SUB_KEYS ? "dict_keys" : v->sub == SUB_VALUES ? "dict_values"
+             : v->sub == SUB_ITEMS ? "dict_items" : "list";
+    case V_GEN: return v->u.gen->kind == GEN_REVERSED ? "list_reverseiterator" : "generator";
     case V_TUPLE: return "tuple";
     case V_DICT: return "dict";
     case V_NS: return "Namespace";
@@ -338,7 +343,12 @@ void v_repr(const val *v, strbuf *b)
 {
     switch (v->t) {
     case V_STR: str_repr(v->u.s.p, v->u.s.n, b); return;
+    case V_UNDEF: sb_puts(b, "Undefined"); return;
     case V_LIST: case V_TUPLE: {
+        if (v->sub) {
+            sb_puts(b, v_typename(v));
+            sb_putc(b, '(');
+        }
         sb_putc(b, v->t == V_LIST ? '[' : '(');
         for (size_t i = 0; i < v->u.l->n; i++) {
             if (i) sb_puts(b, ", ");
@@ -346,6 +356,7 @@ void v_repr(const val *v, strbuf *b)
         }
         if (v->t == V_TUPLE && v->u.l->n == 1) sb_putc(b, ',');
         sb_putc(b, v->t == V_LIST ? ']' : ')');
+        if (v->sub) sb_putc(b, ')');
         return;
     }
     case V_DICT: {
@@ -387,6 +398,7 @@ void v_to_str(const val *v, strbuf *b)
     case V_LOOP: sb_puts(b, "<LoopContext>"); return;
     case V_MACRO: sb_puts(b, "<Macro>"); return;
     case V_FUNC: sb_puts(b, "<function>"); return;
+    case V_GEN: sb_printf(b, "<%s object>", v_typename(v)); return;
     default: sb_puts(b, "<built-in method>"); return;
     }
 }
@@ -412,7 +424,7 @@ int v_from_json(arena *a, json_t *j, val *out)
             if (v_from_json(a, x, &l->items[i])) return -1;
         }
         l->n = json_array_size(j);
-        out->t = V_LIST;
+        *out = (val){.t = (uint8_t)(V_LIST)};
         out->u.l = l;
         return 0;
     }
@@ -428,7 +440,7 @@ int v_from_json(arena *a, json_t *j, val *out)
             d->vals[d->n] = vv;
             d->n++;
         }
-        out->t = V_DICT;
+        *out = (val){.t = (uint8_t)(V_DICT)};
         out->u.d = d;
         return 0;
     }
@@ -515,6 +527,7 @@ int v_to_json(const val *v, int ensure_ascii, int indent, const char *item_sep,
     case V_FLOAT: json_float(v->u.f, b); return 0;
     case V_STR: json_str(v->u.s.p, v->u.s.n, ensure_ascii, b); return 0;
     case V_LIST: case V_TUPLE: {
+        if (v->sub) break;
         if (!v->u.l->n) { sb_puts(b, "[]"); return 0; }
         sb_putc(b, '[');
         for (size_t i = 0; i < v->u.l->n; i++) {
