@@ -734,6 +734,13 @@ int jn_test(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a
     }
     if (NAMEIS("odd") || NAMEIS("even") || NAMEIS("divisibleby")) {
         if (v.t == V_UNDEF) return jn_undef_fail(c, at, &v);
+        if (v.t == V_STR) {
+            /* value % 2 is string formatting in Python: never equal to a number */
+            val two = a0 ? *a0 : v_int(2), r;
+            if (jn_percent_format(c, at, &v, &two, &r)) return -1;
+            *out = 0;
+            return 0;
+        }
         if (!is_num(&v)) return jn_fail(c, at, "unsupported operand type(s) for %%: '%s' and 'int'", v_typename(&v));
         if (NAMEIS("divisibleby")) {
             if (!a0 || !is_num(a0)) return jn_fail(c, at, "test 'divisibleby' needs a number");
@@ -1210,6 +1217,8 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         return 0;
     }
     if (NAMEIS("items")) return make_gen(c, at, GEN_ITEMS, v, a, 0, 0, out);
+    /* int(Undefined) raises UndefinedError, which jinja does not catch */
+    if ((NAMEIS("int") || NAMEIS("float")) && v.t == V_UNDEF) return jn_undef_fail(c, at, &v);
     if (NAMEIS("int")) return to_int(c, at, v, a, out);
     if (NAMEIS("float")) return to_float(c, at, v, a, out);
     if (NAMEIS("abs")) {
@@ -1336,9 +1345,19 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         return mkstr(c, at, &b, out);
     }
     if (NAMEIS("wordcount")) {
-        val words;
-        if (split(c, at, &s, NULL, -1, 0, &words)) return -1;
-        *out = v_int((int64_t)words.u.l->n);
+        /* len(re.findall(r"\w+", s)): runs of letters, digits and '_' */
+        int64_t words = 0;
+        int in_word = 0;
+        for (size_t i = 0; i < s.u.s.n;) {
+            uint32_t cp;
+            int k = utf8_decode(s.u.s.p + i, s.u.s.n - i, &cp);
+            if (k <= 0) { k = 1; cp = 0; }
+            int w = cp == '_' || p_alnum(cp);
+            words += w && !in_word;
+            in_word = w;
+            i += (size_t)k;
+        }
+        *out = v_int(words);
         return 0;
     }
     return jn_fail(c, at, "no filter named '%.*s'", (int)n, name);

@@ -561,7 +561,11 @@ static int contains(jctx *c, const node *at, const val *needle, const val *hay, 
         for (size_t i = 0; i < hay->u.l->n; i++)
             if (v_equal(&hay->u.l->items[i], needle)) { *out = 1; break; }
         return 0;
-    case V_DICT: *out = v_dict_get(hay->u.d, needle) != NULL; return 0;
+    case V_DICT:
+        if (needle->t == V_LIST || needle->t == V_DICT || needle->t == V_NS)
+            return jn_fail(c, at, "unhashable type: '%s'", v_typename(needle));
+        *out = v_dict_get(hay->u.d, needle) != NULL;
+        return 0;
     case V_UNDEF: *out = 0; return 0;
     case V_GEN: {
         /* like Python, consumes the generator up to the match */

@@ -83,10 +83,10 @@ vlist *v_list_new(arena *a, size_t cap)
 {
     vlist *l = ar_alloc(a, sizeof *l);
     if (!l) return NULL;
-    if (cap) {
-        if (!(l->items = ar_alloc(a, cap * sizeof(val)))) return NULL;
-        l->cap = cap;
-    }
+    /* never a NULL items array: memcpy of zero items from it stays defined */
+    if (!cap) cap = 1;
+    if (!(l->items = ar_alloc(a, cap * sizeof(val)))) return NULL;
+    l->cap = cap;
     return l;
 }
 
@@ -108,12 +108,11 @@ vdict *v_dict_new(arena *a, size_t cap)
 {
     vdict *d = ar_alloc(a, sizeof *d);
     if (!d) return NULL;
-    if (cap) {
-        d->keys = ar_alloc(a, cap * sizeof(val));
-        d->vals = ar_alloc(a, cap * sizeof(val));
-        if (!d->keys || !d->vals) return NULL;
-        d->cap = cap;
-    }
+    if (!cap) cap = 1;
+    d->keys = ar_alloc(a, cap * sizeof(val));
+    d->vals = ar_alloc(a, cap * sizeof(val));
+    if (!d->keys || !d->vals) return NULL;
+    d->cap = cap;
     return d;
 }
 

@@ -11,6 +11,7 @@ the other does not. Cases worth keeping go into template_golden.py.
     python3 tools/golden/template_fuzz.py [--n 5000] [--seed 1] [--inferd build/inferd]
 """
 import argparse
+import copy
 import json
 import os
 import random
@@ -111,7 +112,9 @@ def main():
     r = random.Random(a.seed)
     env = g.jinja_env()
     cases = [{"template": template(r), "vars": VARS} for _ in range(a.n)]
-    ref = [g.render_lang(env, c) for c in cases]
+    # a fresh copy each time: Jinja filters can mutate their input (indent
+    # on a list extends it in place before failing)
+    ref = [g.render_lang(env, copy.deepcopy(c)) for c in cases]
     p = subprocess.run([a.inferd, "chat-template", "--raw-jsonl"], capture_output=True, timeout=600,
                        input="".join(json.dumps(c) + "\n" for c in cases).encode())
     got = [json.loads(x) for x in p.stdout.decode().splitlines()]
