@@ -656,8 +656,9 @@ int jn_func(jctx *c, const node *at, int fn, jargs *a, val *out)
     }
     case FN_RAISE: {
         /* the message exactly as the template wrote it: clients show it */
-        val msg = a->npos ? a->pos[0] : v_str("", 0), s;
-        if (jn_str(c, at, &msg, &s)) return -1;
+        val *m = jn_arg(a, 0, "message"), s;
+        if (!m) return jn_fail(c, at, "raise_exception() missing 1 required positional argument: 'message'");
+        if (jn_str(c, at, m, &s)) return -1;
         err_set(c->e, "%.*s", (int)s.u.s.n, s.u.s.p);
         c->raised = 1;
         return -1;

