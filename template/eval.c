@@ -454,17 +454,41 @@ int jn_percent_format(jctx *c, const node *at, const val *fmt, const val *arg, v
     return out->t == V_STR ? 0 : jn_oom(c, at);
 }
 
+/* a + b for strings. Templates build prompts with
+ * `{% set ns.s = ns.s ~ piece %}` in a loop; copying every time would be
+ * quadratic in memory (the arena never frees), so the newest long result
+ * gets spare room and is extended in place when it is the left operand
+ * again. Extending never changes the bytes an older, shorter value sees. */
+static int str_concat(jctx *c, const node *at, const val *a, const val *b, val *out)
+{
+    size_t n = a->u.s.n + b->u.s.n;
+    if (a->u.s.p == c->grow_p && a->u.s.n == c->grow_len && n <= c->grow_cap) {
+        memcpy(c->grow_p + a->u.s.n, b->u.s.p, b->u.s.n);
+        c->grow_len = n;
+        *out = v_str(c->grow_p, n);
+        return 0;
+    }
+    size_t cap = n < 1024 ? n : 2 * n;
+    char *p = ar_alloc(c->ar, cap + 1);
+    if (!p && cap > n) p = ar_alloc(c->ar, (cap = n) + 1);
+    if (!p) return jn_oom(c, at);
+    memcpy(p, a->u.s.p, a->u.s.n);
+    memcpy(p + a->u.s.n, b->u.s.p, b->u.s.n);
+    if (cap > n) {
+        c->grow_p = p;
+        c->grow_len = n;
+        c->grow_cap = cap;
+    }
+    *out = v_str(p, n);
+    return 0;
+}
+
 static int arith(jctx *c, const node *at, int op, const val *a, const val *b, val *out)
 {
     if (op == OP_CONCAT) {
         val x, y;
         if (jn_str(c, at, a, &x) || jn_str(c, at, b, &y)) return -1;
-        char *p = ar_alloc(c->ar, x.u.s.n + y.u.s.n + 1);
-        if (!p) return jn_oom(c, at);
-        memcpy(p, x.u.s.p, x.u.s.n);
-        memcpy(p + x.u.s.n, y.u.s.p, y.u.s.n);
-        *out = v_str(p, x.u.s.n + y.u.s.n);
-        return 0;
+        return str_concat(c, at, &x, &y, out);
     }
     if (op == OP_MOD && a->t == V_STR) return jn_percent_format(c, at, a, b, out);
     if (a->t == V_UNDEF) return jn_undef_fail(c, at, a);
@@ -527,14 +551,7 @@ static int arith(jctx *c, const node *at, int op, const val *a, const val *b, va
         }
         return jn_fail(c, at, "integer result too large");
     }
-    if (op == OP_ADD && a->t == V_STR && b->t == V_STR) {
-        char *p = ar_alloc(c->ar, a->u.s.n + b->u.s.n + 1);
-        if (!p) return jn_oom(c, at);
-        memcpy(p, a->u.s.p, a->u.s.n);
-        memcpy(p + a->u.s.n, b->u.s.p, b->u.s.n);
-        *out = v_str(p, a->u.s.n + b->u.s.n);
-        return 0;
-    }
+    if (op == OP_ADD && a->t == V_STR && b->t == V_STR) return str_concat(c, at, a, b, out);
     if (op == OP_ADD && (a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t && !a->sub && !b->sub)
         return concat_seq(c, at, a, b, out);
     if (op == OP_MUL) {

@@ -176,6 +176,8 @@ typedef struct jctx {
     int edepth; /* C recursion of eval: long operator chains */
     size_t max_output, mem_limit;
     size_t live_out; /* bytes in output buffers still being filled */
+    char *grow_p;    /* the string str_concat may extend in place */
+    size_t grow_len, grow_cap;
     int raised;
     inferd_error *e;
 } jctx;

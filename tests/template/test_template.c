@@ -184,6 +184,17 @@ static void test_limits(void **s)
     expect_error("{% macro m(s) %}{{ s }}{{ s }}{% endmacro %}{% set ns = namespace(s='xxxxxxxx') %}"
                  "{% for i in range(40) %}{% set ns.s = m(ns.s) %}{% endfor %}",
                  NULL, NULL, "limit", NULL);
+    /* ...but building a long prompt piece by piece stays linear */
+    char *out;
+    int raised;
+    inferd_error e;
+    tmpl_limits lim = TMPL_DEFAULT_LIMITS;
+    lim.max_memory = 8 << 20;
+    assert_int_equal(render("{% set ns = namespace(s='') %}{% for i in range(100000) %}"
+                            "{% set ns.s = ns.s ~ 'xxxxxxxxx' + '\\n' %}{% endfor %}{{ ns.s|length }}",
+                            NULL, &lim, &out, &raised, &e), 0);
+    assert_string_equal(out, "1000000");
+    free(out);
     /* the parser refuses nesting deep enough to exhaust the C stack */
     char deep[4100];
     memset(deep, 0, sizeof deep);
