@@ -152,13 +152,77 @@ def template(r):
     return "{{ (" + e + ")|tojson }}"
 
 
+CONTENTS = ["", " ", "Hi", "  padded  ", "line1\nline2\n", "<think>\nr\n</think>\n\nanswer",
+            "</think>only end", "<tool_response>x</tool_response>", "床前明月光 🤖", "quote \" and \\ backslash",
+            "\n\nleading newlines", "{{ not a tag }}", "{% raw %}"]
+
+
+def conversation(r):
+    msgs = []
+    if r.random() < 0.5:
+        msgs.append({"role": "system", "content": r.choice(CONTENTS)})
+    for i in range(r.randrange(1, 7)):
+        role = r.choice(["user", "assistant", "user", "assistant", "tool"])
+        m = {"role": role, "content": r.choice(CONTENTS)}
+        if role == "assistant" and r.random() < 0.3:
+            args = r.choice([{"city": "Paris"}, {}, {"q": "é", "n": 3, "x": [1.5, None, True]}])
+            if r.random() < 0.3:
+                args = json.dumps(args)
+            m["tool_calls"] = [{"id": "call00001", "type": "function",
+                                "function": {"name": r.choice(["get_weather", "search"]), "arguments": args}}
+                               for _ in range(r.randrange(1, 3))]
+            if r.random() < 0.5:
+                m["content"] = r.choice(["", None])
+        if role == "assistant" and r.random() < 0.2:
+            m["reasoning_content"] = r.choice(CONTENTS)
+        if role == "tool":
+            m["tool_call_id"] = "call00001"
+        msgs.append(m)
+    req = {"messages": msgs, "add_generation_prompt": r.random() < 0.5}
+    if r.random() < 0.3:
+        req["tools"] = g.TOOLS[: r.randrange(1, 3)]
+    if r.random() < 0.3:
+        req["chat_template_kwargs"] = {"enable_thinking": r.random() < 0.5}
+    return req
+
+
+def main_chat(a):
+    """Random conversations through every model template of the fixtures."""
+    r = random.Random(a.seed)
+    env = g.jinja_env()
+    bad = total = 0
+    for model, (d, tpl) in g.MODELS.items():
+        reqs = [conversation(r) for _ in range(a.n // len(g.MODELS))]
+        cases = [{"dir": d, "template": tpl, "request": q} for q in reqs]
+        ref = [g.render_jinja(env, copy.deepcopy(c)) for c in cases]
+        args = [a.inferd, "chat-template", os.path.join(g.ROOT, d), "--jsonl"]
+        if tpl:
+            args += ["--chat-template", os.path.join(g.ROOT, tpl)]
+        p = subprocess.run(args, capture_output=True, timeout=600,
+                           input="".join(json.dumps(q) + "\n" for q in reqs).encode())
+        got = [json.loads(x) for x in p.stdout.decode().splitlines()]
+        assert len(got) == len(cases), p.stderr.decode()[-500:]
+        for c, want, have in zip(cases, ref, got):
+            total += 1
+            if not g.matches(want, have):
+                bad += 1
+                if bad <= a.show:
+                    print(json.dumps({"model": model, "request": c["request"], "want": want, "got": have},
+                                     ensure_ascii=False)[:1500])
+    print(f"{total} random conversations over {len(g.MODELS)} templates: {bad} disagree")
+    return 1 if bad else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--inferd", default=os.path.join(g.ROOT, "build/inferd"))
     ap.add_argument("--show", type=int, default=30)
+    ap.add_argument("--chat", action="store_true", help="random conversations through the model templates")
     a = ap.parse_args(argv)
+    if a.chat:
+        return main_chat(a)
     r = random.Random(a.seed)
     env = g.jinja_env()
     cases = [{"template": template(r), "vars": VARS} for _ in range(a.n)]
