@@ -222,6 +222,9 @@ def continue_final(rendered, chat):
     return rendered[: loc + len(final.strip())]
 
 
+_COMPILED = {}
+
+
 def render_jinja(env, case):
     d, tpl = case["dir"], case["template"]
     cfg = json.load(open(os.path.join(ROOT, d, "tokenizer_config.json")))
@@ -230,7 +233,8 @@ def render_jinja(env, case):
     kw = {**special_tokens(cfg), **req.get("chat_template_kwargs", {})}
 
     def run():
-        t = env.from_string(src)
+        # compiled once per source: Jinja2 compiles to Python, which is slow
+        t = _COMPILED.get(src) or _COMPILED.setdefault(src, env.from_string(src))
         out = t.render(messages=req["messages"], tools=req.get("tools"),
                        documents=req.get("documents"),
                        add_generation_prompt=req.get("add_generation_prompt", False), **kw)
