@@ -311,11 +311,20 @@ static int str_format(jctx *c, const node *at, const val *fmt, jargs *a, val *ou
         if (i + 1 < n && p[i + 1] == '{') { sb_putc(&b, '{'); i++; continue; }
         const char *close = memchr(p + i, '}', n - i);
         if (!close) { sb_free(&b); return jn_fail(c, at, "Single '{' encountered in format string"); }
-        const char *f = p + i + 1;
-        size_t fl = (size_t)(close - f);
-        if (memchr(f, ':', fl) || memchr(f, '!', fl)) {
+        const char *f = p + i + 1, *spec = NULL, *conv = NULL;
+        size_t fl = (size_t)(close - f), specl = 0;
+        /* {field!conv:spec} */
+        const char *colon = memchr(f, ':', fl), *bang = memchr(f, '!', fl);
+        if (bang && colon && bang > colon) bang = NULL;
+        if (colon) { spec = colon + 1; specl = (size_t)(close - spec); fl = (size_t)(colon - f); }
+        if (bang) { conv = bang + 1; fl = (size_t)(bang - f); }
+        if (conv && (conv + 1 != (colon ? colon : close) || (*conv != 'r' && *conv != 's'))) {
             sb_free(&b);
-            return jn_fail(c, at, "str.format: format specs and conversions are not supported");
+            return jn_fail(c, at, "Unknown conversion specifier in format string");
+        }
+        if (memchr(f, '.', fl) || memchr(f, '[', fl) || (spec && memchr(spec, '{', specl))) {
+            sb_free(&b);
+            return jn_fail(c, at, "str.format: attribute, index and nested fields are not supported");
         }
         val *v = NULL;
         if (fl == 0) v = auto_i < a->npos ? &a->pos[auto_i++] : NULL;
@@ -327,7 +336,24 @@ static int str_format(jctx *c, const node *at, const val *fmt, jargs *a, val *ou
                 if (a->kw[k]->name_len == fl && !memcmp(a->kw[k]->name, f, fl)) v = &a->kwv[k];
         }
         if (!v) { sb_free(&b); return jn_fail(c, at, "str.format: no argument for field '{%.*s}'", (int)fl, f); }
-        v_to_str(v, &b);
+        pyspec ps;
+        char err[160];
+        if (py_parse_spec(spec ? spec : "", specl, &ps)) { sb_free(&b); return jn_fail(c, at, "Invalid format specifier"); }
+        if (specl && !conv && v->t != V_STR && v->t != V_INT && v->t != V_FLOAT && v->t != V_BOOL) {
+            sb_free(&b);
+            return jn_fail(c, at, "unsupported format string passed to %s.__format__", v_typename(v));
+        }
+        val cv;
+        if (conv) {
+            strbuf t = {0};
+            if (*conv == 'r') v_repr(v, &t);
+            else v_to_str(v, &t);
+            cv = v_strdup(c->ar, t.p ? t.p : "", t.n);
+            sb_free(&t);
+            if (cv.t != V_STR) { sb_free(&b); return jn_oom(c, at); }
+            v = &cv;
+        }
+        if (py_format_value(v, &ps, &b, err, sizeof err)) { sb_free(&b); return jn_fail(c, at, "%s", err); }
         i = (size_t)(close - p);
     }
     return mkstr(c, at, &b, out);

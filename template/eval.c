@@ -441,12 +441,52 @@ int jn_percent_format(jctx *c, const node *at, const val *fmt, const val *arg, v
         if (p[i] != '%') { sb_putc(&b, p[i]); continue; }
         if (++i >= n) { sb_free(&b); return jn_fail(c, at, "incomplete format"); }
         if (p[i] == '%') { sb_putc(&b, '%'); continue; }
-        if (ai >= args->n) { sb_free(&b); return jn_fail(c, at, "not enough arguments for format string"); }
-        val *v = &args->items[ai++];
-        if (p[i] == 's') v_to_str(v, &b);
-        else if (p[i] == 'r') v_repr(v, &b);
-        else if ((p[i] == 'd' || p[i] == 'i') && is_num(v)) sb_printf(&b, "%lld", (long long)(v->t == V_FLOAT ? (int64_t)v->u.f : inum(v)));
-        else { sb_free(&b); return jn_fail(c, at, "unsupported format character in '%%' formatting"); }
+        /* %[(key)][flags][width][.precision]type */
+        val *v = NULL;
+        if (p[i] == '(') {
+            const char *close = memchr(p + i, ')', n - i);
+            if (!close) { sb_free(&b); return jn_fail(c, at, "incomplete format key"); }
+            if (arg->t != V_DICT) { sb_free(&b); return jn_fail(c, at, "format requires a mapping"); }
+            v = v_dict_gets(arg->u.d, p + i + 1, (size_t)(close - p - i - 1));
+            if (!v) { sb_free(&b); return jn_fail(c, at, "KeyError: '%.*s'", (int)(close - p - i - 1), p + i + 1); }
+            i = (size_t)(close - p) + 1;
+        }
+        pyspec s = {.prec = -1, .align = '>'};
+        for (; i < n && strchr("-+ #0", p[i]) && p[i]; i++) {
+            if (p[i] == '-') s.align = '<';
+            else if (p[i] == '0') s.zero = 1;
+            else if (p[i] == '#') s.alt = 1;
+            else if (s.sign != '+') s.sign = p[i];
+        }
+        while (i < n && p[i] >= '0' && p[i] <= '9' && s.width < 100000) s.width = s.width * 10 + (p[i++] - '0');
+        if (i < n && p[i] == '.') {
+            s.prec = 0;
+            for (i++; i < n && p[i] >= '0' && p[i] <= '9' && s.prec < 100000; i++) s.prec = s.prec * 10 + (p[i] - '0');
+        }
+        if (i >= n) { sb_free(&b); return jn_fail(c, at, "incomplete format"); }
+        char ty = p[i];
+        if (!strchr("srdiufFeEgGxXoc", ty) || !ty) {
+            sb_free(&b);
+            return jn_fail(c, at, "unsupported format character '%c' (0x%x)", ty, (unsigned char)ty);
+        }
+        if (!v) {
+            if (ai >= args->n) { sb_free(&b); return jn_fail(c, at, "not enough arguments for format string"); }
+            v = &args->items[ai++];
+        }
+        if (s.zero && s.align == '>' && ty != 's' && ty != 'r') s.align = 0; /* zero-pad after the sign */
+        s.type = ty == 'i' || ty == 'u' ? 'd' : ty;
+        val num;
+        if (strchr("xXoc", s.type) && v->t == V_FLOAT) {
+            sb_free(&b);
+            return jn_fail(c, at, "%%%c format: an integer is required, not float", ty);
+        }
+        if (s.type == 'd' && v->t == V_FLOAT) { num = v_int((int64_t)v->u.f); v = &num; }
+        if (strchr("dxXoceEfFgG", s.type) && !is_num(v)) {
+            sb_free(&b);
+            return jn_fail(c, at, "%%%c format: a real number is required, not %s", ty, v_typename(v));
+        }
+        char err[160];
+        if (py_format_value(v, &s, &b, err, sizeof err)) { sb_free(&b); return jn_fail(c, at, "%s", err); }
     }
     if (ai < args->n && !mapping) { sb_free(&b); return jn_fail(c, at, "not all arguments converted during string formatting"); }
     *out = v_strdup(c->ar, b.p ? b.p : "", b.n);

@@ -129,6 +129,15 @@ void py_float_repr(double f, strbuf *b);
 int v_to_json(const val *v, int ensure_ascii, int indent, const char *item_sep,
               const char *key_sep, int sort_keys, strbuf *b, int depth,
               char *err, size_t errn);
+/* Python's format mini-language: "[[fill]align][sign][#][0][width][,][.prec][type]" */
+typedef struct pyspec {
+    uint32_t fill;
+    char align, sign, comma, type;
+    int alt, zero, width, prec; /* prec < 0: none */
+    int empty;                  /* str.format "{}" with no spec at all */
+} pyspec;
+int py_parse_spec(const char *p, size_t n, pyspec *s);
+int py_format_value(const val *v, const pyspec *s, strbuf *b, char *err, size_t errn);
 /* Python str ordering and equality on code points (UTF-8 order agrees). */
 int py_isspace(uint32_t cp);
 size_t u8_len(const char *p, size_t n);           /* code points */

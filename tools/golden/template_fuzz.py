@@ -50,7 +50,10 @@ TESTS = ["defined", "undefined", "none", "string", "number", "integer", "float",
 METHODS = ["strip()", "lstrip()", "rstrip('\\n')", "upper()", "lower()", "title()", "capitalize()",
            "split()", "split(',')", "split(',', 1)", "startswith('H')", "endswith('d')",
            "replace('o', '0')", "find('l')", "count('l')", "splitlines()", "isdigit()", "items()",
-           "keys()", "values()", "get('a')", "get('zz', 5)", "format(1)", "join(['x', 'y'])"]
+           "keys()", "values()", "get('a')", "get('zz', 5)", "format(1)", "join(['x', 'y'])",
+           "format(n)", "format(f, s)", "__len__()"]
+FORMATS = ["'%s'", "'%5s|'", "'%-4d'", "'%05.1f'", "'%x'", "'%r'", "'{}'", "'{:>6}'", "'{:.2f}'",
+           "'{:,}'", "'{!r}'", "'{:^7}'", "'{:+05d}'", "'{0}{0}'"]
 BINOPS = ["+", "-", "*", "/", "//", "%", "~", "==", "!=", "<", "<=", ">", ">=", "in", "not in",
           "and", "or"]
 
@@ -81,7 +84,12 @@ def expr(r, depth=0):
     if k == 9:
         return f"[{expr(r, depth + 1)}, {expr(r, depth + 1)}]"
     if k == 10:
-        return f"(not {expr(r, depth + 1)})"
+        if r.random() < 0.5:
+            return f"(not {expr(r, depth + 1)})"
+        fmt = r.choice(FORMATS)
+        if "{" in fmt:
+            return f"{fmt}.format({expr(r, depth + 1)})"
+        return f"({fmt} % {expr(r, depth + 1)})"
     return f"{{'k': {expr(r, depth + 1)}}}"
 
 
