@@ -562,6 +562,7 @@ static int arith(jctx *c, const node *at, int op, const val *a, const val *b, va
                 if (fy == 0) return jn_fail(c, at, op == OP_MOD ? "float modulo" : "float floor division by zero");
                 double m = fmod(fx, fy);
                 if (m != 0 && ((m < 0) != (fy < 0))) m += fy;
+                if (m == 0) m = copysign(0.0, fy); /* Python: the divisor's sign */
                 *out = v_float(op == OP_MOD ? m : floor(fx / fy));
                 return 0;
             }
