@@ -397,7 +397,7 @@ static int repeat(jctx *c, const node *at, const val *s, int64_t times, val *out
     if (s->t == V_STR) {
         if (s->u.s.n && (uint64_t)times > c->mem_limit / s->u.s.n) return jn_oom(c, at);
         size_t n = s->u.s.n * (size_t)times;
-        char *p = ar_alloc(c->ar, n + 1);
+        char *p = ar_alloc_raw(c->ar, n + 1);
         if (!p) return jn_oom(c, at);
         for (int64_t i = 0; i < times; i++) memcpy(p + (size_t)i * s->u.s.n, s->u.s.p, s->u.s.n);
         *out = v_str(p, n);
@@ -509,8 +509,8 @@ static int str_concat(jctx *c, const node *at, const val *a, const val *b, val *
         return 0;
     }
     size_t cap = n < 1024 ? n : 2 * n;
-    char *p = ar_alloc(c->ar, cap + 1);
-    if (!p && cap > n) p = ar_alloc(c->ar, (cap = n) + 1);
+    char *p = ar_alloc_raw(c->ar, cap + 1);
+    if (!p && cap > n) p = ar_alloc_raw(c->ar, (cap = n) + 1);
     if (!p) return jn_oom(c, at);
     memcpy(p, a->u.s.p, a->u.s.n);
     memcpy(p + a->u.s.n, b->u.s.p, b->u.s.n);

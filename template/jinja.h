@@ -20,6 +20,7 @@ typedef struct arena {
     int over;         /* set once an allocation was refused */
 } arena;
 void *ar_alloc(arena *a, size_t n); /* zeroed; NULL when over the cap */
+void *ar_alloc_raw(arena *a, size_t n); /* not zeroed */
 void ar_free(arena *a);
 
 /* ---- values ---- */

@@ -17,7 +17,8 @@ struct arena_chunk {
 
 #define CHUNK 65536
 
-void *ar_alloc(arena *a, size_t n)
+/* Like ar_alloc without zeroing: for bytes about to be overwritten. */
+void *ar_alloc_raw(arena *a, size_t n)
 {
     n = (n + 15) & ~(size_t)15;
     if (a->cap && (a->used + n > a->cap || n > a->cap)) {
@@ -43,7 +44,13 @@ void *ar_alloc(arena *a, size_t n)
     void *p = c->data + c->used;
     c->used += n;
     a->used += n;
-    memset(p, 0, n);
+    return p;
+}
+
+void *ar_alloc(arena *a, size_t n)
+{
+    void *p = ar_alloc_raw(a, n);
+    if (p) memset(p, 0, n);
     return p;
 }
 
@@ -72,7 +79,7 @@ val v_undef(const char *msg) { val v = {.t = V_UNDEF}; v.u.s.p = msg; v.u.s.n = 
  * (callers check t). */
 val v_strdup(arena *a, const char *p, size_t n)
 {
-    char *d = ar_alloc(a, n + 1);
+    char *d = ar_alloc_raw(a, n + 1);
     if (!d) return v_undef(NULL);
     if (n) memcpy(d, p, n);
     d[n] = 0;
