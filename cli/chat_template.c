@@ -23,7 +23,8 @@ static void usage(FILE *f)
         "  --jsonl               read one request per line; print one JSON line each:\n"
         "                        {\"text\": ...}, {\"raised\": ...} or {\"error\": ...}\n"
         "  --raw-jsonl           (no DIR) lines of {\"template\": ..., \"vars\": {...}}: render\n"
-        "                        any Jinja template; for tests and template debugging\n\n"
+        "                        any Jinja template; for tests and template debugging\n"
+        "  --bench N             render the request N times; timing on stderr\n\n"
         "Exits 1 when the template raises (its message on stderr) or fails.\n");
 }
 
@@ -83,11 +84,15 @@ int cli_chat_template(int argc, char **argv)
 {
     const char *dir = NULL, *override = NULL;
     int jsonl = 0, raw = 0;
+    long bench = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); return 0; }
         if (!strcmp(argv[i], "--chat-template") && i + 1 < argc) override = argv[++i];
         else if (!strcmp(argv[i], "--jsonl")) jsonl = 1;
         else if (!strcmp(argv[i], "--raw-jsonl")) raw = 1;
+        else if (!strcmp(argv[i], "--bench") && i + 1 < argc) {
+            if (cli_parse_int("--bench", argv[++i], 1, 100000000, &bench)) return 2;
+        }
         else if (argv[i][0] == '-') {
             fprintf(stderr, "inferd chat-template: unknown flag '%s'\n\n", argv[i]);
             usage(stderr);
@@ -120,6 +125,16 @@ int cli_chat_template(int argc, char **argv)
         if (raised) fprintf(stderr, "%s\n", e.msg);
         else fprintf(stderr, "inferd chat-template: %s\n", e.msg);
     } else {
+        double t0 = now_seconds();
+        for (long i = 0; i < bench; i++) {
+            char *again = NULL;
+            size_t n2;
+            if (tmpl_chat_render(c, req, &again, &n2, &raised, &e)) break;
+            free(again);
+        }
+        if (bench)
+            fprintf(stderr, "%ld renders, %.1f us per render, %zu bytes each\n", bench,
+                    (now_seconds() - t0) / (double)bench * 1e6, len);
         fwrite(out, 1, len, stdout);
         rc = 0;
     }

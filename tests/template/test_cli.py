@@ -41,6 +41,10 @@ rc, out, err = run([c["dir"]], json.dumps(c["request"]))
 check("qwen3 tools + enable_thinking=false renders exactly", rc == 0 and out == c["text"], err or out[-200:])
 check("no newline added", not out.endswith("\n") or c["text"].endswith("\n"))
 
+# --bench renders again and again, the same output, timing on stderr
+rc2, out2, err2 = run([c["dir"], "--bench", "50"], json.dumps(c["request"]))
+check("--bench", rc2 == 0 and out2 == c["text"] and "50 renders" in err2, err2)
+
 # --chat-template overrides the model's template
 c = by_id["hermes_tools/tool_dict/gen/tools"]
 rc, out, err = run([c["dir"], "--chat-template", c["template"]], json.dumps(c["request"]))
