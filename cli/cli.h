@@ -9,6 +9,7 @@ int cli_list(int argc, char **argv);
 int cli_rm(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_perplexity(int argc, char **argv);
+int cli_chat_template(int argc, char **argv);
 
 /* Shared helpers for subcommands. */
 int cli_parse_int(const char *flag, const char *s, long min, long max, long *out);

@@ -20,6 +20,7 @@ static const command commands[] = {
     {"rm", cli_rm, "delete a cached model"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
     {"perplexity", cli_perplexity, "mean loss / perplexity over token-id conversations"},
+    {"chat-template", cli_chat_template, "render a chat request with a model's chat template"},
 };
 
 static void usage(FILE *f)
