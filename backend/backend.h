@@ -44,6 +44,16 @@ typedef struct be_rope {
     float mscale;
 } be_rope;
 
+/* The host-side index arrays of one forward step. A device backend copies
+ * them to the device once per step (be_vtable.begin_step); the ops of that
+ * step are then called with these same host pointers and use the copies. */
+typedef struct be_step {
+    const be_attn_layout *layout;
+    const int32_t *tokens;      /* [layout->n_tokens] ids given to embed */
+    int n_logits;
+    const int32_t *logit_rows;  /* [n_logits] rows given to gather_rows */
+} be_step;
+
 typedef struct be_backend be_backend;
 
 typedef struct be_vtable {
@@ -74,14 +84,33 @@ typedef struct be_vtable {
     void (*add)(be_backend *b, float *x, const float *y, size_t n); /* x += y */
     void (*gather_rows)(be_backend *b, const float *x, int cols, const int32_t *rows,
                         int n, float *out);
+    /* Optional (NULL on the CPU, whose buffers are host memory). Ops return
+     * nothing; a device backend keeps its first failure and reports it from
+     * begin_step and to_host, which every forward step calls. */
+    int (*begin_step)(be_backend *b, const be_step *s, inferd_error *e);
+    /* Copies bytes of a device buffer to host memory once the queued work is
+     * done; it returns the first error of any op since the last report. */
+    int (*to_host)(be_backend *b, void *dst, const void *src, size_t bytes,
+                   inferd_error *e);
+    /* Device memory now free and in total (for sizing the KV pool). */
+    int (*mem_info)(be_backend *b, size_t *free_bytes, size_t *total_bytes, inferd_error *e);
 } be_vtable;
 
 struct be_backend {
     const be_vtable *vt;
+    /* Element type of the KV cache buffers given to kv_store and attention:
+     * DT_F32 (the zero value, the CPU's) or DT_BF16. */
+    inferd_dtype kv_dtype;
 };
 
-/* Backends. be_cpu_new: n_threads 0 = all cores. */
+/* Backends. be_cpu_new: n_threads 0 = all cores. be_cuda_new: CUDA device
+ * number `device`; in a build without CUDA (no nvcc, or make CUDA=0) it
+ * fails with an error that says so. Its KV cache is bf16 unless the
+ * environment sets INFERD_CUDA_KV=f32. */
 be_backend *be_cpu_new(int n_threads, inferd_error *e);
+be_backend *be_cuda_new(int device, inferd_error *e);
+/* 1 when this build has the CUDA backend. */
+int be_cuda_available(void);
 void be_free(be_backend *b);
 
 #endif

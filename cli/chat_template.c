@@ -21,8 +21,38 @@ static void usage(FILE *f)
         "  DIR                   model folder (tokenizer_config.json, chat_template.jinja)\n"
         "  --chat-template FILE  use this template file instead of the model's\n"
         "  --jsonl               read one request per line; print one JSON line each:\n"
-        "                        {\"text\": ...}, {\"raised\": ...} or {\"error\": ...}\n\n"
+        "                        {\"text\": ...}, {\"raised\": ...} or {\"error\": ...}\n"
+        "  --raw-jsonl           (no DIR) lines of {\"template\": ..., \"vars\": {...}}: render\n"
+        "                        any Jinja template; for tests and template debugging\n"
+        "  --bench N             render the request N times; timing on stderr\n\n"
         "Exits 1 when the template raises (its message on stderr) or fails.\n");
+}
+
+/* One request or raw template per line -> one result object. */
+static json_t *render_line(tmpl_chat *c, json_t *req)
+{
+    json_t *res = json_object();
+    inferd_error e = {{0}};
+    char *out = NULL;
+    size_t len = 0;
+    int raised = 0, rc;
+    if (c) {
+        rc = tmpl_chat_render(c, req, &out, &len, &raised, &e);
+    } else {
+        json_t *src = json_object_get(req, "template");
+        tmpl_template *t = NULL;
+        if (!json_is_string(src)) {
+            err_set(&e, "raw line needs a string 'template'");
+            rc = -1;
+        } else if ((rc = tmpl_compile(json_string_value(src), json_string_length(src), &t, &e)) == 0) {
+            rc = tmpl_render(t, json_object_get(req, "vars"), &out, &len, &raised, &e);
+        }
+        tmpl_free(t);
+    }
+    if (rc) json_object_set_new(res, raised ? "raised" : "error", json_string(e.msg));
+    else json_object_set_new(res, "text", json_stringn(out, len));
+    free(out);
+    return res;
 }
 
 static int run_jsonl(tmpl_chat *c)
@@ -33,20 +63,16 @@ static int run_jsonl(tmpl_chat *c)
     while ((n = getline(&line, &cap, stdin)) > 0) {
         if (n == 1 && line[0] == '\n') continue;
         json_error_t je;
-        json_t *req = json_loadb(line, (size_t)n, 0, &je), *res = json_object();
-        inferd_error e = {{0}};
-        char *out = NULL;
-        size_t len = 0;
-        int raised = 0;
-        if (!req) json_object_set_new(res, "error", json_sprintf("bad JSON: %s", je.text));
-        else if (tmpl_chat_render(c, req, &out, &len, &raised, &e))
-            json_object_set_new(res, raised ? "raised" : "error", json_string(e.msg));
-        else
-            json_object_set_new(res, "text", json_stringn(out, len));
+        json_t *req = json_loadb(line, (size_t)n, 0, &je), *res;
+        if (!req) {
+            res = json_object();
+            json_object_set_new(res, "error", json_sprintf("bad JSON: %s", je.text));
+        } else {
+            res = render_line(c, req);
+        }
         char *s = json_dumps(res, JSON_COMPACT | JSON_ENSURE_ASCII);
         printf("%s\n", s ? s : "{\"error\": \"cannot encode\"}");
         free(s);
-        free(out);
         json_decref(req);
         json_decref(res);
     }
@@ -57,11 +83,16 @@ static int run_jsonl(tmpl_chat *c)
 int cli_chat_template(int argc, char **argv)
 {
     const char *dir = NULL, *override = NULL;
-    int jsonl = 0;
+    int jsonl = 0, raw = 0;
+    long bench = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); return 0; }
         if (!strcmp(argv[i], "--chat-template") && i + 1 < argc) override = argv[++i];
         else if (!strcmp(argv[i], "--jsonl")) jsonl = 1;
+        else if (!strcmp(argv[i], "--raw-jsonl")) raw = 1;
+        else if (!strcmp(argv[i], "--bench") && i + 1 < argc) {
+            if (cli_parse_int("--bench", argv[++i], 1, 100000000, &bench)) return 2;
+        }
         else if (argv[i][0] == '-') {
             fprintf(stderr, "inferd chat-template: unknown flag '%s'\n\n", argv[i]);
             usage(stderr);
@@ -69,6 +100,7 @@ int cli_chat_template(int argc, char **argv)
         } else if (!dir) dir = argv[i];
         else { usage(stderr); return 2; }
     }
+    if (raw) return run_jsonl(NULL);
     if (!dir) { usage(stderr); return 2; }
     inferd_error e = {{0}};
     tmpl_chat *c = NULL;
@@ -93,6 +125,16 @@ int cli_chat_template(int argc, char **argv)
         if (raised) fprintf(stderr, "%s\n", e.msg);
         else fprintf(stderr, "inferd chat-template: %s\n", e.msg);
     } else {
+        double t0 = now_seconds();
+        for (long i = 0; i < bench; i++) {
+            char *again = NULL;
+            size_t n2;
+            if (tmpl_chat_render(c, req, &again, &n2, &raised, &e)) break;
+            free(again);
+        }
+        if (bench)
+            fprintf(stderr, "%ld renders, %.1f us per render, %zu bytes each\n", bench,
+                    (now_seconds() - t0) / (double)bench * 1e6, len);
         fwrite(out, 1, len, stdout);
         rc = 0;
     }

@@ -5,7 +5,11 @@
 
 int cli_serve(int argc, char **argv);
 int cli_generate(int argc, char **argv);
+int cli_pull(int argc, char **argv);
+int cli_list(int argc, char **argv);
+int cli_rm(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_perplexity(int argc, char **argv);
 int cli_chat_template(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);

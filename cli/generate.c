@@ -16,11 +16,14 @@ static void generate_usage(FILE *f)
 {
     fprintf(f,
         "usage: inferd generate --model DIR --prompt-ids IDS [options]\n\n"
-        "Greedy continuation of a prompt of token ids on the CPU.\n\n"
+        "Greedy continuation of a prompt of token ids.\n\n"
         "  --model DIR         Hugging Face model folder (config.json + safetensors)\n"
         "  --prompt-ids IDS    comma-separated token ids, e.g. 1,2,3\n"
         "  --max-tokens N      tokens to generate (default 16)\n"
         "  --threads N         CPU threads (default: all cores)\n"
+        "  --device DEV        cpu (default) or cuda\n"
+        "  --prefill-chunk N   run the prompt N tokens per step (chunked prefill: later\n"
+        "                      chunks attend to the cached earlier ones); default: all\n"
         "  --timing            print prefill and decode speed to stderr\n"
         "  --json              print {\"token_ids\": [...], \"top_logprobs\": [[id, lp], ...]}\n"
         "                      where top_logprobs are the 10 most likely next tokens\n"
@@ -104,10 +107,11 @@ int cli_generate(int argc, char **argv)
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt-ids", required_argument, 0, 'p'},
         {"max-tokens", required_argument, 0, 'n'}, {"threads", required_argument, 0, 't'},
-        {"json", no_argument, 0, 'j'}, {"timing", no_argument, 0, 'T'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"json", no_argument, 0, 'j'}, {"timing", no_argument, 0, 'T'}, {"device", required_argument, 0, 'd'},
+        {"prefill-chunk", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    const char *dir = NULL, *ids_s = NULL;
-    long max_tokens = 16, threads = 0;
+    const char *dir = NULL, *ids_s = NULL, *device = "cpu";
+    long max_tokens = 16, threads = 0, chunk = 0;
     int json = 0, timing = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -118,6 +122,8 @@ int cli_generate(int argc, char **argv)
         case 't': if (cli_parse_int("--threads", optarg, 0, 1024, &threads)) return 2; break;
         case 'j': json = 1; break;
         case 'T': timing = 1; break;
+        case 'd': device = optarg; break;
+        case 'c': if (cli_parse_int("--prefill-chunk", optarg, 1, 1 << 20, &chunk)) return 2; break;
         case 'h': generate_usage(stdout); return 0;
         default: generate_usage(stderr); return 2;
         }
@@ -134,7 +140,7 @@ int cli_generate(int argc, char **argv)
     inferd_error e = {{0}};
     if (parse_ids(ids_s, &prompt, &n_prompt))
         return 2;
-    mdl_options mo = {.device = "cpu", .n_threads = (int)threads};
+    mdl_options mo = {.device = device, .n_threads = (int)threads};
     if (mdl_load(dir, &mo, &m, &e))
         goto err;
     const ld_config *cfg = mdl_config(m);
@@ -158,8 +164,12 @@ int cli_generate(int argc, char **argv)
         table[i] = i;
     memcpy(seq, prompt, (size_t)n_prompt * sizeof *seq);
     double t0 = now_seconds();
-    if (step(m, seq, 0, n_prompt, table, blocks, logits, &e))
-        goto err;
+    for (int from = 0; from < n_prompt;) {
+        int to = chunk > 0 && n_prompt - from > chunk ? from + (int)chunk : n_prompt;
+        if (step(m, seq, from, to, table, blocks, logits, &e))
+            goto err;
+        from = to;
+    }
     double t1 = now_seconds();
     /* top 10 of the first distribution, natural-log softmax in double */
     int top[10], n_top = cfg->vocab_size < 10 ? cfg->vocab_size : 10;

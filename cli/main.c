@@ -16,7 +16,11 @@ typedef struct command {
 static const command commands[] = {
     {"serve", cli_serve, "serve a model behind the OpenAI API (chat, completions, streaming)"},
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
+    {"pull", cli_pull, "download a model from the Hugging Face Hub or ModelScope into the cache"},
+    {"list", cli_list, "list cached models (both caches) with revision and size"},
+    {"rm", cli_rm, "delete a cached model"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
+    {"perplexity", cli_perplexity, "mean loss / perplexity over token-id conversations"},
     {"chat-template", cli_chat_template, "render a chat request with a model's chat template"},
     {"tokenize", cli_tokenize, "text on stdin -> token ids (JSON array) with a model's tokenizer"},
     {"detokenize", cli_detokenize, "token ids (JSON array) on stdin -> text"},

@@ -33,6 +33,7 @@ typedef struct run_state {
     int logit_cap;
     float *last;     /* (logit_cap, hidden) rows that need logits */
     float *last_n;   /* (logit_cap, hidden) */
+    float *logits;   /* (logit_cap, vocab) on device backends, else NULL */
 } run_state;
 
 struct mdl_model {
@@ -215,8 +216,9 @@ int mdl_load(const char *dir, const mdl_options *opt, mdl_model **out, inferd_er
     if (ld_config_load(dir, &m->cfg, e))
         goto err;
     const ld_config *c = &m->cfg;
-    if (strcmp(device, "cpu") != 0) {
-        err_set(e, "device '%s' is not available in this build (available: cpu)", device);
+    if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
+        err_set(e, "unknown device '%s' (available: cpu%s)", device,
+                be_cuda_available() ? ", cuda" : "");
         goto err;
     }
     if (strcmp(c->hidden_act, "silu") != 0 && c->hidden_act[0]) {
@@ -224,7 +226,8 @@ int mdl_load(const char *dir, const mdl_options *opt, mdl_model **out, inferd_er
                 c->hidden_act);
         goto err;
     }
-    m->be = be_cpu_new(opt ? opt->n_threads : 0, e);
+    m->be = strcmp(device, "cuda") == 0 ? be_cuda_new(0, e)
+                                        : be_cpu_new(opt ? opt->n_threads : 0, e);
     if (!m->be)
         goto err;
     if (ld_weights_open_dir(dir, &m->files, e))
@@ -264,7 +267,7 @@ static void run_state_free(mdl_model *m)
 {
     run_state *s = &m->rs;
     float **bufs[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->att, &s->o, &s->gate,
-                      &s->up, &s->last, &s->last_n};
+                      &s->up, &s->last, &s->last_n, &s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         m->be->vt->dealloc(m->be, *bufs[i]);
         *bufs[i] = NULL;
@@ -294,11 +297,21 @@ void mdl_free(mdl_model *m)
 
 const ld_config *mdl_config(const mdl_model *m) { return &m->cfg; }
 
+int mdl_device_memory(const mdl_model *m, size_t *free_bytes, size_t *total_bytes,
+                      inferd_error *e)
+{
+    if (!m->be->vt->mem_info) {
+        err_set(e, "the %s backend has no device memory to report", m->be->vt->name);
+        return -1;
+    }
+    return m->be->vt->mem_info(m->be, free_bytes, total_bytes, e);
+}
+
 size_t mdl_kv_block_bytes(const mdl_model *m, int block_size)
 {
     const ld_config *c = &m->cfg;
     return 2 * (size_t)c->num_hidden_layers * (size_t)block_size *
-           (size_t)(c->num_key_value_heads * c->head_dim) * sizeof(float);
+           (size_t)(c->num_key_value_heads * c->head_dim) * dtype_size(m->be->kv_dtype);
 }
 
 int mdl_kv_init(mdl_model *m, int n_blocks, int block_size, inferd_error *e)
@@ -309,7 +322,8 @@ int mdl_kv_init(mdl_model *m, int n_blocks, int block_size, inferd_error *e)
         return -1;
     }
     size_t per_layer = (size_t)n_blocks * (size_t)block_size *
-                       (size_t)(c->num_key_value_heads * c->head_dim) * sizeof(float);
+                       (size_t)(c->num_key_value_heads * c->head_dim) *
+                       dtype_size(m->be->kv_dtype);
     m->k_cache = calloc((size_t)c->num_hidden_layers, sizeof(float *));
     m->v_cache = calloc((size_t)c->num_hidden_layers, sizeof(float *));
     if (!m->k_cache || !m->v_cache)
@@ -361,10 +375,17 @@ static int run_state_reserve(mdl_model *m, int n, int nl, inferd_error *e)
         size_t bytes = (size_t)nl * (size_t)c->hidden_size * sizeof(float);
         b->vt->dealloc(b, s->last);
         b->vt->dealloc(b, s->last_n);
+        b->vt->dealloc(b, s->logits);
+        s->logits = NULL;
         s->last = b->vt->alloc(b, bytes);
         s->last_n = b->vt->alloc(b, bytes);
         if (!s->last || !s->last_n)
             goto oom;
+        if (b->vt->to_host) {
+            s->logits = b->vt->alloc(b, (size_t)nl * (size_t)c->vocab_size * sizeof(float));
+            if (!s->logits)
+                goto oom;
+        }
         s->logit_cap = nl;
     }
     return 0;
@@ -403,6 +424,12 @@ int mdl_forward(mdl_model *m, const mdl_batch *bt, float *logits, inferd_error *
         .block_table = bt->block_table, .max_blocks = bt->max_blocks,
         .block_size = m->block_size, .slot = bt->slot, .pos = bt->pos, .n_tokens = n,
     };
+    if (op->begin_step) {
+        be_step st = {.layout = &lay, .tokens = bt->tokens, .n_logits = bt->n_logits,
+                      .logit_rows = bt->logit_rows};
+        if (op->begin_step(b, &st, e))
+            return -1;
+    }
 
     op->embed(b, &m->embed, bt->tokens, n, s->x);
     for (int l = 0; l < c->num_hidden_layers; l++) {
@@ -434,7 +461,12 @@ int mdl_forward(mdl_model *m, const mdl_batch *bt, float *logits, inferd_error *
     if (bt->n_logits > 0) {
         op->gather_rows(b, s->x, hid, bt->logit_rows, bt->n_logits, s->last);
         op->rmsnorm(b, s->last, &m->final_norm, eps, bt->n_logits, hid, s->last_n);
-        op->matmul(b, s->last_n, &m->lm_head, NULL, bt->n_logits, logits);
+        op->matmul(b, s->last_n, &m->lm_head, NULL, bt->n_logits,
+                   op->to_host ? s->logits : logits);
     }
+    /* Device backends: the copy waits for the step and reports its errors. */
+    if (op->to_host)
+        return op->to_host(b, logits, s->logits,
+                           (size_t)bt->n_logits * (size_t)c->vocab_size * sizeof(float), e);
     return 0;
 }

@@ -23,6 +23,11 @@ int mdl_load(const char *dir, const mdl_options *opt, mdl_model **out,
 void mdl_free(mdl_model *m);
 const ld_config *mdl_config(const mdl_model *m);
 
+/* Memory of the model's device (after its weights are loaded): what is free
+ * and the total. -1 with a message on the CPU, whose memory the OS manages. */
+int mdl_device_memory(const mdl_model *m, size_t *free_bytes, size_t *total_bytes,
+                      inferd_error *e);
+
 /* Bytes of KV cache one block of block_size tokens takes (all layers). */
 size_t mdl_kv_block_bytes(const mdl_model *m, int block_size);
 /* Allocates the paged KV pool: n_blocks blocks of block_size tokens. */

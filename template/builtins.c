@@ -33,12 +33,30 @@ static val mklist(vlist *l, int t)
     return v;
 }
 
-/* Appends cp mapped through f (utf8proc case mapping). */
 static void put_cp(strbuf *b, uint32_t cp)
 {
     char u[4];
     int k = utf8_encode(cp, u);
     sb_append(b, u, (size_t)k);
+}
+
+/* Python's str.upper/title use Unicode's SpecialCasing, where one letter
+ * can become several; utf8proc maps one to one. The common ones: */
+static const struct { uint32_t cp; const char *upper, *title; } SPECIAL_CASE[] = {
+    {0x00DF, "SS", "Ss"}, {0xFB00, "FF", "Ff"}, {0xFB01, "FI", "Fi"}, {0xFB02, "FL", "Fl"},
+    {0xFB03, "FFI", "Ffi"}, {0xFB04, "FFL", "Ffl"}, {0xFB05, "ST", "St"}, {0xFB06, "ST", "St"},
+    {0x0149, "\xCA\xBCN", "\xCA\xBCN"}, {0, NULL, NULL},
+};
+
+/* Writes the upper (title=0) or title (title=1) case of cp. */
+static void put_upper(strbuf *b, uint32_t cp, int title)
+{
+    for (int i = 0; SPECIAL_CASE[i].cp; i++)
+        if (SPECIAL_CASE[i].cp == cp) {
+            sb_puts(b, title ? SPECIAL_CASE[i].title : SPECIAL_CASE[i].upper);
+            return;
+        }
+    put_cp(b, (uint32_t)(title ? utf8proc_totitle((utf8proc_int32_t)cp) : utf8proc_toupper((utf8proc_int32_t)cp)));
 }
 
 typedef enum { CASE_UPPER, CASE_LOWER, CASE_TITLE_PY, CASE_TITLE_JINJA, CASE_CAPITALIZE } casemode;
@@ -56,26 +74,31 @@ static void casemap(const char *p, size_t n, casemode m, strbuf *b)
         uint32_t cp;
         int k = utf8_decode(p + i, n - i, &cp);
         if (k <= 0) { sb_putc(b, p[i]); i++; continue; }
-        uint32_t o = cp;
+        uint32_t lower = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
         switch (m) {
-        case CASE_UPPER: o = (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp); break;
-        case CASE_LOWER: o = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp); break;
+        case CASE_UPPER: put_upper(b, cp, 0); break;
+        case CASE_LOWER:
+            if (cp == 0x130) sb_puts(b, "i\xCC\x87"); /* İ -> i + combining dot */
+            else put_cp(b, lower);
+            break;
         case CASE_CAPITALIZE:
-            o = first ? (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp) : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
+            if (first) put_upper(b, cp, 1);
+            else put_cp(b, lower);
             break;
         case CASE_TITLE_PY:
-            o = prev_cased ? (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp) : (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp);
+            if (prev_cased) put_cp(b, lower);
+            else put_upper(b, cp, 1);
             prev_cased = is_cased(cp);
             break;
         case CASE_TITLE_JINJA:
-            /* words begin after '-', whitespace, '(', '{', '[' or '<' */
-            o = first ? (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp) : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
-            put_cp(b, o);
+            /* item[0].upper() + item[1:].lower() for words that begin after
+             * '-', whitespace, '(', '{', '[' or '<' */
+            if (first) put_upper(b, cp, 0);
+            else put_cp(b, lower);
             first = cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<' || py_isspace(cp);
             i += (size_t)k;
             continue;
         }
-        put_cp(b, o);
         first = 0;
         i += (size_t)k;
     }
@@ -288,11 +311,20 @@ static int str_format(jctx *c, const node *at, const val *fmt, jargs *a, val *ou
         if (i + 1 < n && p[i + 1] == '{') { sb_putc(&b, '{'); i++; continue; }
         const char *close = memchr(p + i, '}', n - i);
         if (!close) { sb_free(&b); return jn_fail(c, at, "Single '{' encountered in format string"); }
-        const char *f = p + i + 1;
-        size_t fl = (size_t)(close - f);
-        if (memchr(f, ':', fl) || memchr(f, '!', fl)) {
+        const char *f = p + i + 1, *spec = NULL, *conv = NULL;
+        size_t fl = (size_t)(close - f), specl = 0;
+        /* {field!conv:spec} */
+        const char *colon = memchr(f, ':', fl), *bang = memchr(f, '!', fl);
+        if (bang && colon && bang > colon) bang = NULL;
+        if (colon) { spec = colon + 1; specl = (size_t)(close - spec); fl = (size_t)(colon - f); }
+        if (bang) { conv = bang + 1; fl = (size_t)(bang - f); }
+        if (conv && (conv + 1 != (colon ? colon : close) || (*conv != 'r' && *conv != 's'))) {
             sb_free(&b);
-            return jn_fail(c, at, "str.format: format specs and conversions are not supported");
+            return jn_fail(c, at, "Unknown conversion specifier in format string");
+        }
+        if (memchr(f, '.', fl) || memchr(f, '[', fl) || (spec && memchr(spec, '{', specl))) {
+            sb_free(&b);
+            return jn_fail(c, at, "str.format: attribute, index and nested fields are not supported");
         }
         val *v = NULL;
         if (fl == 0) v = auto_i < a->npos ? &a->pos[auto_i++] : NULL;
@@ -304,7 +336,24 @@ static int str_format(jctx *c, const node *at, const val *fmt, jargs *a, val *ou
                 if (a->kw[k]->name_len == fl && !memcmp(a->kw[k]->name, f, fl)) v = &a->kwv[k];
         }
         if (!v) { sb_free(&b); return jn_fail(c, at, "str.format: no argument for field '{%.*s}'", (int)fl, f); }
-        v_to_str(v, &b);
+        pyspec ps;
+        char err[160];
+        if (py_parse_spec(spec ? spec : "", specl, &ps)) { sb_free(&b); return jn_fail(c, at, "Invalid format specifier"); }
+        if (specl && !conv && v->t != V_STR && v->t != V_INT && v->t != V_FLOAT && v->t != V_BOOL) {
+            sb_free(&b);
+            return jn_fail(c, at, "unsupported format string passed to %s.__format__", v_typename(v));
+        }
+        val cv;
+        if (conv) {
+            strbuf t = {0};
+            if (*conv == 'r') v_repr(v, &t);
+            else v_to_str(v, &t);
+            cv = v_strdup(c->ar, t.p ? t.p : "", t.n);
+            sb_free(&t);
+            if (cv.t != V_STR) { sb_free(&b); return jn_oom(c, at); }
+            v = &cv;
+        }
+        if (py_format_value(v, &ps, &b, err, sizeof err)) { sb_free(&b); return jn_fail(c, at, "%s", err); }
         i = (size_t)(close - p);
     }
     return mkstr(c, at, &b, out);
@@ -343,7 +392,8 @@ int jn_method_kind(vtype t, const char *name, size_t n)
     }
 }
 
-static int dict_items(jctx *c, const node *at, vdict *d, int which, val *out)
+/* which: 0 keys, 1 values, 2 (key, value) tuples; sub: the view type */
+static int dict_items(jctx *c, const node *at, vdict *d, int which, int sub, val *out)
 {
     vlist *l = v_list_new(c->ar, d->n);
     if (!l) return jn_oom(c, at);
@@ -361,6 +411,7 @@ static int dict_items(jctx *c, const node *at, vdict *d, int which, val *out)
     }
     l->n = d->n;
     *out = mklist(l, V_LIST);
+    out->sub = (uint8_t)sub;
     return 0;
 }
 
@@ -539,6 +590,20 @@ int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out)
     val *self = &m->self;
     val *a0 = jn_arg(a, 0, NULL);
     if (self->t == V_STR) return str_method(c, at, self, name, n, a, out);
+    if (self->t == V_LOOP && NAMEIS("changed")) {
+        /* true on the first call and whenever the arguments differ */
+        vloop *lp = self->u.loop;
+        vlist *args = v_list_new(c->ar, a->npos);
+        if (!args) return jn_oom(c, at);
+        if (a->npos) memcpy(args->items, a->pos, a->npos * sizeof(val));
+        args->n = a->npos;
+        val now = mklist(args, V_TUPLE);
+        int changed = !lp->changed_called || !v_equal(&lp->changed_last, &now);
+        lp->changed_called = 1;
+        lp->changed_last = now;
+        *out = v_bool(changed);
+        return 0;
+    }
     if (self->t == V_LOOP) {
         /* loop.cycle(a, b, ...) */
         if (!a->npos) return jn_fail(c, at, "no items for cycling given");
@@ -546,9 +611,9 @@ int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out)
         return 0;
     }
     if (self->t == V_DICT) {
-        if (NAMEIS("items")) return dict_items(c, at, self->u.d, 2, out);
-        if (NAMEIS("keys")) return dict_items(c, at, self->u.d, 0, out);
-        if (NAMEIS("values")) return dict_items(c, at, self->u.d, 1, out);
+        if (NAMEIS("items")) return dict_items(c, at, self->u.d, 2, SUB_ITEMS, out);
+        if (NAMEIS("keys")) return dict_items(c, at, self->u.d, 0, SUB_KEYS, out);
+        if (NAMEIS("values")) return dict_items(c, at, self->u.d, 1, SUB_VALUES, out);
         if (NAMEIS("get")) {
             if (!a0) return jn_fail(c, at, "get expected at least 1 argument, got 0");
             val *v = v_dict_get(self->u.d, a0), *d = jn_arg(a, 1, NULL);
@@ -611,14 +676,15 @@ int jn_func(jctx *c, const node *at, int fn, jargs *a, val *out)
         }
         for (size_t i = 0; i < a->nkw; i++)
             if (v_dict_set(c->ar, d, v_str(a->kw[i]->name, a->kw[i]->name_len), a->kwv[i])) return jn_oom(c, at);
-        out->t = fn == FN_DICT ? V_DICT : V_NS;
+        *out = (val){.t = (uint8_t)(fn == FN_DICT ? V_DICT : V_NS)};
         out->u.d = d;
         return 0;
     }
     case FN_RAISE: {
         /* the message exactly as the template wrote it: clients show it */
-        val msg = a->npos ? a->pos[0] : v_str("", 0), s;
-        if (jn_str(c, at, &msg, &s)) return -1;
+        val *m = jn_arg(a, 0, "message"), s;
+        if (!m) return jn_fail(c, at, "raise_exception() missing 1 required positional argument: 'message'");
+        if (jn_str(c, at, m, &s)) return -1;
         err_set(c->e, "%.*s", (int)s.u.s.n, s.u.s.p);
         c->raised = 1;
         return -1;
@@ -641,7 +707,8 @@ int jn_func(jctx *c, const node *at, int fn, jargs *a, val *out)
 /* ---- tests ---- */
 static int test_sequence(const val *v)
 {
-    return v->t == V_STR || v->t == V_LIST || v->t == V_TUPLE || v->t == V_DICT || v->t == V_UNDEF;
+    return v->t == V_STR || ((v->t == V_LIST || v->t == V_TUPLE) && !v->sub) || v->t == V_DICT ||
+           v->t == V_UNDEF;
 }
 
 int jn_test(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a, int *out)
@@ -658,7 +725,7 @@ int jn_test(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a
     if (NAMEIS("true")) { *out = v.t == V_BOOL && v.u.b; return 0; }
     if (NAMEIS("false")) { *out = v.t == V_BOOL && !v.u.b; return 0; }
     if (NAMEIS("mapping")) { *out = v.t == V_DICT; return 0; }
-    if (NAMEIS("iterable")) { *out = test_sequence(&v); return 0; }
+    if (NAMEIS("iterable")) { *out = test_sequence(&v) || v.t == V_LIST || v.t == V_GEN; return 0; }
     if (NAMEIS("sequence")) { *out = test_sequence(&v); return 0; }
     if (NAMEIS("callable")) { *out = v.t == V_MACRO || v.t == V_FUNC || v.t == V_METHOD; return 0; }
     if (NAMEIS("lower") || NAMEIS("upper")) {
@@ -694,6 +761,13 @@ int jn_test(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a
     }
     if (NAMEIS("odd") || NAMEIS("even") || NAMEIS("divisibleby")) {
         if (v.t == V_UNDEF) return jn_undef_fail(c, at, &v);
+        if (v.t == V_STR) {
+            /* value % 2 is string formatting in Python: never equal to a number */
+            val two = a0 ? *a0 : v_int(2), r;
+            if (jn_percent_format(c, at, &v, &two, &r)) return -1;
+            *out = 0;
+            return 0;
+        }
         if (!is_num(&v)) return jn_fail(c, at, "unsupported operand type(s) for %%: '%s' and 'int'", v_typename(&v));
         if (NAMEIS("divisibleby")) {
             if (!a0 || !is_num(a0)) return jn_fail(c, at, "test 'divisibleby' needs a number");
@@ -701,9 +775,10 @@ int jn_test(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a
             *out = fmod(fnum(&v), fnum(a0)) == 0;
             return 0;
         }
-        int64_t x = inum(&v);
-        int odd = v.t == V_FLOAT ? fmod(v.u.f, 2.0) != 0 : (x % 2 != 0);
-        *out = name[0] == 'o' ? odd : !odd;
+        /* jinja: value % 2 == 1 (odd), value % 2 == 0 (even), Python's % */
+        double m = v.t == V_FLOAT ? fmod(v.u.f, 2.0) : (double)(inum(&v) % 2);
+        if (m < 0) m += 2;
+        *out = name[0] == 'o' ? m == 1 : m == 0;
         return 0;
     }
     if (NAMEIS("escaped")) { *out = 0; return 0; }
@@ -811,7 +886,7 @@ static int apply_filter_or_test(jctx *c, const node *at, int is_test, const char
 
 /* select/reject/selectattr/rejectattr/map share the argument shapes:
  * (attr?, name?, *args). */
-static int select_like(jctx *c, const node *at, val v, jargs *a, int attr, int keep, val *out)
+static int select_now(jctx *c, const node *at, val v, jargs *a, int attr, int keep, val *out)
 {
     vlist *items, *res;
     if (jn_iterate(c, at, &v, &items)) return -1;
@@ -841,7 +916,7 @@ static int select_like(jctx *c, const node *at, val v, jargs *a, int attr, int k
     return 0;
 }
 
-static int do_map(jctx *c, const node *at, val v, jargs *a, val *out)
+static int map_now(jctx *c, const node *at, val v, jargs *a, val *out)
 {
     vlist *items, *res;
     if (jn_iterate(c, at, &v, &items)) return -1;
@@ -863,6 +938,60 @@ static int do_map(jctx *c, const node *at, val v, jargs *a, val *out)
                 return -1;
     }
     *out = mklist(res, V_LIST);
+    return 0;
+}
+
+static int unique_now(jctx *c, const node *at, val v, jargs *a, val *out);
+
+/* A generator over input; the filter runs when it is first iterated. */
+static int make_gen(jctx *c, const node *at, int kind, val input, jargs *a, int attr, int keep,
+                    val *out)
+{
+    vgen *g = ar_alloc(c->ar, sizeof *g);
+    jargs *ac = ar_alloc(c->ar, sizeof *ac);
+    if (!g || !ac) return jn_oom(c, at);
+    *ac = *a;
+    g->kind = kind;
+    g->input = input;
+    g->args = ac;
+    g->at = at;
+    g->attr = attr;
+    g->keep = keep;
+    *out = (val){.t = (uint8_t)(V_GEN)};
+    out->u.gen = g;
+    return 0;
+}
+
+int jn_gen_items(jctx *c, vgen *g, vlist **out)
+{
+    if (g->items) { *out = g->items; return 0; }
+    val res = {.t = V_LIST};
+    int rc = 0;
+    if ((g->kind == GEN_SELECT || g->kind == GEN_MAP) && !v_truthy(&g->input)) {
+        /* jinja's `if value:` before iterating: a falsy input yields nothing */
+        res.u.l = v_list_new(c->ar, 0);
+        if (!res.u.l) return jn_oom(c, g->at);
+    } else switch (g->kind) {
+    case GEN_SELECT: rc = select_now(c, g->at, g->input, g->args, g->attr, g->keep, &res); break;
+    case GEN_MAP: rc = map_now(c, g->at, g->input, g->args, &res); break;
+    case GEN_UNIQUE: rc = unique_now(c, g->at, g->input, g->args, &res); break;
+    case GEN_ITEMS:
+        if (g->input.t == V_UNDEF) res.u.l = v_list_new(c->ar, 0);
+        else if (g->input.t != V_DICT) return jn_fail(c, g->at, "Can only get item pairs from a mapping.");
+        else rc = dict_items(c, g->at, g->input.u.d, 2, SUB_LIST, &res);
+        if (!rc && !res.u.l) return jn_oom(c, g->at);
+        break;
+    default: { /* GEN_REVERSED */
+        vlist *in;
+        if ((rc = jn_iterate(c, g->at, &g->input, &in))) break;
+        if (!(res.u.l = v_list_new(c->ar, in->n))) return jn_oom(c, g->at);
+        for (size_t i = 0; i < in->n; i++) res.u.l->items[i] = in->items[in->n - 1 - i];
+        res.u.l->n = in->n;
+    }
+    }
+    if (rc) return -1;
+    g->items = res.u.l;
+    *out = g->items;
     return 0;
 }
 
@@ -999,7 +1128,7 @@ static int to_float(jctx *c, const node *at, val v, jargs *a, val *out)
     return 0;
 }
 
-static int do_unique(jctx *c, const node *at, val v, jargs *a, val *out)
+static int unique_now(jctx *c, const node *at, val v, jargs *a, val *out)
 {
     val *cs = jn_arg(a, 0, "case_sensitive"), *attr = jn_arg(a, 1, "attribute");
     vlist *items, *res;
@@ -1068,7 +1197,8 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
 {
     val *a0 = jn_arg(a, 0, NULL);
     strbuf b = {0};
-    if (NAMEIS("safe") || NAMEIS("forceescape")) { *out = v; return 0; }
+    /* Markup(str(value)): the text stays, the type becomes a string */
+    if (NAMEIS("safe") || NAMEIS("forceescape")) return jn_str(c, at, &v, out);
     if (NAMEIS("default") || NAMEIS("d")) {
         val *dv = jn_arg(a, 0, "default_value"), *boolean = jn_arg(a, 1, "boolean");
         int use = v.t == V_UNDEF || (boolean && v_truthy(boolean) && !v_truthy(&v));
@@ -1079,6 +1209,7 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
     if (NAMEIS("string")) return jn_str(c, at, &v, out);
     if (NAMEIS("length") || NAMEIS("count")) {
         switch (v.t) {
+        case V_GEN: return jn_fail(c, at, "object of type '%s' has no len()", v_typename(&v));
         case V_STR: *out = v_int((int64_t)u8_len(v.u.s.p, v.u.s.n)); return 0;
         case V_LIST: case V_TUPLE: *out = v_int((int64_t)v.u.l->n); return 0;
         case V_DICT: *out = v_int((int64_t)v.u.d->n); return 0;
@@ -1086,6 +1217,16 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         default: return jn_fail(c, at, "object of type '%s' has no len()", v_typename(&v));
         }
     }
+    if (NAMEIS("first") && v.t == V_GEN) {
+        /* next(iter(gen)): takes one item */
+        vlist *all;
+        if (jn_gen_items(c, v.u.gen, &all)) return -1;
+        *out = v.u.gen->pos < all->n ? all->items[v.u.gen->pos++]
+                                     : jn_undef(c, "No first item, sequence was empty.");
+        return 0;
+    }
+    if (NAMEIS("last") && v.t == V_GEN)
+        return jn_fail(c, at, "'%s' object is not reversible", v_typename(&v));
     if (NAMEIS("first") || NAMEIS("last")) {
         vlist *items;
         if (jn_iterate(c, at, &v, &items)) return -1;
@@ -1102,11 +1243,9 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         *out = mklist(items, V_LIST);
         return 0;
     }
-    if (NAMEIS("items")) {
-        if (v.t == V_UNDEF) { vlist *l = v_list_new(c->ar, 0); if (!l) return jn_oom(c, at); *out = mklist(l, V_LIST); return 0; }
-        if (v.t != V_DICT) return jn_fail(c, at, "Can only get item pairs from a mapping.");
-        return dict_items(c, at, v.u.d, 2, out);
-    }
+    if (NAMEIS("items")) return make_gen(c, at, GEN_ITEMS, v, a, 0, 0, out);
+    /* int(Undefined) raises UndefinedError, which jinja does not catch */
+    if ((NAMEIS("int") || NAMEIS("float")) && v.t == V_UNDEF) return jn_undef_fail(c, at, &v);
     if (NAMEIS("int")) return to_int(c, at, v, a, out);
     if (NAMEIS("float")) return to_float(c, at, v, a, out);
     if (NAMEIS("abs")) {
@@ -1115,12 +1254,12 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         return 0;
     }
     if (NAMEIS("round")) return do_round(c, at, v, a, out);
-    if (NAMEIS("map")) return do_map(c, at, v, a, out);
-    if (NAMEIS("select")) return select_like(c, at, v, a, 0, 1, out);
-    if (NAMEIS("reject")) return select_like(c, at, v, a, 0, 0, out);
-    if (NAMEIS("selectattr")) return select_like(c, at, v, a, 1, 1, out);
-    if (NAMEIS("rejectattr")) return select_like(c, at, v, a, 1, 0, out);
-    if (NAMEIS("unique")) return do_unique(c, at, v, a, out);
+    if (NAMEIS("map")) return make_gen(c, at, GEN_MAP, v, a, 0, 0, out);
+    if (NAMEIS("select")) return make_gen(c, at, GEN_SELECT, v, a, 0, 1, out);
+    if (NAMEIS("reject")) return make_gen(c, at, GEN_SELECT, v, a, 0, 0, out);
+    if (NAMEIS("selectattr")) return make_gen(c, at, GEN_SELECT, v, a, 1, 1, out);
+    if (NAMEIS("rejectattr")) return make_gen(c, at, GEN_SELECT, v, a, 1, 0, out);
+    if (NAMEIS("unique")) return make_gen(c, at, GEN_UNIQUE, v, a, 0, 0, out);
     if (NAMEIS("min")) return do_minmax(c, at, v, a, 0, out);
     if (NAMEIS("max")) return do_minmax(c, at, v, a, 1, out);
     if (NAMEIS("sum")) return do_sum(c, at, v, a, out);
@@ -1134,7 +1273,7 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         val *cs = jn_arg(a, 0, "case_sensitive"), *by = jn_arg(a, 1, "by"), *rev = jn_arg(a, 2, "reverse");
         if (v.t != V_DICT) return jn_fail(c, at, "dictsort expects a mapping");
         val items;
-        if (dict_items(c, at, v.u.d, 2, &items)) return -1;
+        if (dict_items(c, at, v.u.d, 2, SUB_LIST, &items)) return -1;
         int byv = by && by->t == V_STR && by->u.s.n == 5 && !memcmp(by->u.s.p, "value", 5);
         return sort_list(c, at, items.u.l, NULL, cs && v_truthy(cs), rev && v_truthy(rev), byv, out);
     }
@@ -1145,6 +1284,10 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
             for (size_t i = chars->n; i-- > 0;) sb_append(&b, chars->items[i].u.s.p, chars->items[i].u.s.n);
             return mkstr(c, at, &b, out);
         }
+        /* reversed(): an iterator over lists, tuples and dicts; anything
+         * else (a generator) is read into a list first */
+        if (v.t == V_LIST || v.t == V_TUPLE || v.t == V_DICT || v.t == V_UNDEF)
+            return make_gen(c, at, GEN_REVERSED, v, a, 0, 0, out);
         vlist *items, *res;
         if (jn_iterate(c, at, &v, &items)) return -1;
         if (!(res = v_list_new(c->ar, items->n))) return jn_oom(c, at);
@@ -1174,7 +1317,12 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         }
         return jn_getattr(c, at, v, a0->u.s.p, a0->u.s.n, out);
     }
-    if (NAMEIS("indent")) return do_indent(c, at, v, a, out);
+    if (NAMEIS("indent")) {
+        /* jinja appends "\n" to the value first: only strings survive that */
+        if (v.t != V_STR)
+            return jn_fail(c, at, "unsupported operand type(s) for +=: '%s' and 'str'", v_typename(&v));
+        return do_indent(c, at, v, a, out);
+    }
     /* the rest work on str(value) */
     val s;
     if (jn_str(c, at, &v, &s)) return -1;
@@ -1202,10 +1350,41 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         }
         return mkstr(c, at, &b, out);
     }
+    if (NAMEIS("format")) {
+        /* "%s, %s"|format(a, b) is Python's "%s, %s" % (a, b) */
+        vlist *args = v_list_new(c->ar, a->npos);
+        if (!args) return jn_oom(c, at);
+        if (a->npos) memcpy(args->items, a->pos, a->npos * sizeof(val));
+        args->n = a->npos;
+        val tup = mklist(args, V_TUPLE);
+        return jn_percent_format(c, at, &s, &tup, out);
+    }
+    if (NAMEIS("center")) {
+        val *w = jn_arg(a, 0, "width");
+        int64_t width = w && is_num(w) ? inum(w) : 80, len = (int64_t)u8_len(s.u.s.p, s.u.s.n);
+        if (width > 4096) width = 4096;
+        if (width <= len) { *out = s; return 0; }
+        /* Python puts the odd space on the right unless width is odd */
+        int64_t pad = width - len, left = pad / 2 + (pad & width & 1);
+        for (int64_t i = 0; i < left; i++) sb_putc(&b, ' ');
+        sb_append(&b, s.u.s.p, s.u.s.n);
+        for (int64_t i = 0; i < pad - left; i++) sb_putc(&b, ' ');
+        return mkstr(c, at, &b, out);
+    }
     if (NAMEIS("wordcount")) {
-        val words;
-        if (split(c, at, &s, NULL, -1, 0, &words)) return -1;
-        *out = v_int((int64_t)words.u.l->n);
+        /* len(re.findall(r"\w+", s)): runs of letters, digits and '_' */
+        int64_t words = 0;
+        int in_word = 0;
+        for (size_t i = 0; i < s.u.s.n;) {
+            uint32_t cp;
+            int k = utf8_decode(s.u.s.p + i, s.u.s.n - i, &cp);
+            if (k <= 0) { k = 1; cp = 0; }
+            int w = cp == '_' || p_alnum(cp);
+            words += w && !in_word;
+            in_word = w;
+            i += (size_t)k;
+        }
+        *out = v_int(words);
         return 0;
     }
     return jn_fail(c, at, "no filter named '%.*s'", (int)n, name);

@@ -281,7 +281,8 @@ int tmpl_chat_render(const tmpl_chat *c, json_t *request, char **out, size_t *le
     }
     if (cont && !json_array_size(messages)) { err_set(e, "continue_final_message needs a message"); return -1; }
     /* {**special_tokens_map, **kwargs}, then the named arguments */
-    json_t *vars = json_copy(c->tokens);
+    /* a deep copy: HTTP threads render at once and must share nothing */
+    json_t *vars = json_deep_copy(c->tokens);
     if (!vars) { err_set(e, "out of memory"); return -1; }
     if (json_is_object(kw)) json_object_update(vars, kw);
     else if (kw && !json_is_null(kw)) {

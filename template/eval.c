@@ -118,6 +118,18 @@ int jn_iterate(jctx *c, const node *at, const val *v, vlist **out)
     switch (v->t) {
     case V_LIST: case V_TUPLE: *out = v->u.l; return 0;
     case V_UNDEF: *out = v_list_new(c->ar, 0); return *out ? 0 : jn_oom(c, at);
+    case V_GEN: {
+        /* consumes what is left of the generator */
+        vgen *g = v->u.gen;
+        vlist *all, *rest;
+        if (jn_gen_items(c, g, &all)) return -1;
+        if (!(rest = v_list_new(c->ar, all->n - g->pos))) return jn_oom(c, at);
+        memcpy(rest->items, all->items + g->pos, (all->n - g->pos) * sizeof(val));
+        rest->n = all->n - g->pos;
+        g->pos = all->n;
+        *out = rest;
+        return 0;
+    }
     case V_DICT: {
         vlist *l = v_list_new(c->ar, v->u.d->n);
         if (!l) return jn_oom(c, at);
@@ -175,7 +187,7 @@ static int make_method(jctx *c, const node *at, val obj, const char *name, size_
     memcpy(nm, name, n);
     m->self = obj;
     m->name = nm;
-    out->t = V_METHOD;
+    *out = (val){.t = (uint8_t)(V_METHOD)};
     out->u.meth = m;
     return 0;
 }
@@ -195,13 +207,13 @@ static int loop_attr(jctx *c, const node *at, vloop *lp, const char *name, size_
     else if (IS("depth0")) *out = v_int((int64_t)lp->depth - 1);
     else if (IS("previtem")) *out = i > 0 ? lp->items->items[i - 1] : jn_undef(c, "there is no previous item");
     else if (IS("nextitem")) *out = i + 1 < len ? lp->items->items[i + 1] : jn_undef(c, "there is no next item");
-    else if (IS("cycle")) {
+    else if (IS("cycle") || IS("changed")) {
         vmethod *m = ar_alloc(c->ar, sizeof *m);
         if (!m) return jn_oom(c, at);
         m->self.t = V_LOOP;
         m->self.u.loop = lp;
-        m->name = "cycle";
-        out->t = V_METHOD;
+        m->name = IS("cycle") ? "cycle" : "changed";
+        *out = (val){.t = (uint8_t)(V_METHOD)};
         out->u.meth = m;
     } else *out = jn_undef(c, "'%s' has no attribute '%.*s'", obj_type_repr(&(val){.t = V_LOOP}), (int)n, name);
 #undef IS
@@ -243,7 +255,7 @@ int jn_getitem(jctx *c, const node *at, val obj, val key, val *out)
     if (obj.t == V_UNDEF) return jn_undef_fail(c, at, &obj);
     int is_int = key.t == V_INT || key.t == V_BOOL;
     int64_t ki = key.t == V_INT ? key.u.i : key.u.b;
-    if ((obj.t == V_LIST || obj.t == V_TUPLE) && is_int) {
+    if ((obj.t == V_LIST || obj.t == V_TUPLE) && !obj.sub && is_int) {
         int64_t i = norm_index(ki, obj.u.l->n);
         if (i >= 0) { *out = obj.u.l->items[i]; return 0; }
     } else if (obj.t == V_STR && is_int) {
@@ -322,13 +334,13 @@ static int eval_slice(jctx *c, node *n, val *out)
     if (obj.t == V_UNDEF) return jn_undef_fail(c, n, &obj);
     int64_t start, step;
     size_t count;
-    if (obj.t == V_LIST || obj.t == V_TUPLE) {
+    if ((obj.t == V_LIST || obj.t == V_TUPLE) && !obj.sub) {
         if (slice_indices(c, n, vs, obj.u.l->n, &start, &step, &count)) return -1;
         vlist *l = v_list_new(c->ar, count);
         if (!l) return jn_oom(c, n);
         for (size_t i = 0; i < count; i++) l->items[i] = obj.u.l->items[start + (int64_t)i * step];
         l->n = count;
-        out->t = obj.t;
+        *out = (val){.t = (uint8_t)(obj.t)};
         out->u.l = l;
         return 0;
     }
@@ -354,6 +366,7 @@ static int eval_slice(jctx *c, node *n, val *out)
         sb_free(&b);
         return out->t == V_STR ? 0 : jn_oom(c, n);
     }
+    /* jinja compiles slices to plain Python subscription: no undefined */
     return jn_fail(c, n, "'%s' object is not subscriptable", v_typename(&obj));
 }
 
@@ -373,7 +386,7 @@ static int concat_seq(jctx *c, const node *at, const val *a, const val *b, val *
     memcpy(l->items, a->u.l->items, a->u.l->n * sizeof(val));
     memcpy(l->items + a->u.l->n, b->u.l->items, b->u.l->n * sizeof(val));
     l->n = n;
-    out->t = a->t;
+    *out = (val){.t = (uint8_t)(a->t)};
     out->u.l = l;
     return 0;
 }
@@ -384,7 +397,7 @@ static int repeat(jctx *c, const node *at, const val *s, int64_t times, val *out
     if (s->t == V_STR) {
         if (s->u.s.n && (uint64_t)times > c->mem_limit / s->u.s.n) return jn_oom(c, at);
         size_t n = s->u.s.n * (size_t)times;
-        char *p = ar_alloc(c->ar, n + 1);
+        char *p = ar_alloc_raw(c->ar, n + 1);
         if (!p) return jn_oom(c, at);
         for (int64_t i = 0; i < times; i++) memcpy(p + (size_t)i * s->u.s.n, s->u.s.p, s->u.s.n);
         *out = v_str(p, n);
@@ -396,7 +409,7 @@ static int repeat(jctx *c, const node *at, const val *s, int64_t times, val *out
     if (!l) return jn_oom(c, at);
     for (int64_t i = 0; i < times; i++) memcpy(l->items + (size_t)i * m, s->u.l->items, m * sizeof(val));
     l->n = m * (size_t)times;
-    out->t = s->t;
+    *out = (val){.t = (uint8_t)(s->t)};
     out->u.l = l;
     return 0;
 }
@@ -413,10 +426,13 @@ static int type_error(jctx *c, const node *at, int op, const val *a, const val *
 }
 
 /* Python's `%` on a string, for the %s/%d/%i/%r forms templates use. */
-static int str_format_pct(jctx *c, const node *at, const val *fmt, const val *arg, val *out)
+int jn_percent_format(jctx *c, const node *at, const val *fmt, const val *arg, val *out)
 {
     vlist one = {.items = (val *)arg, .n = 1};
     vlist *args = arg->t == V_TUPLE ? arg->u.l : &one;
+    /* Python skips the "not all arguments converted" check when the right
+     * operand has __getitem__ (lists, dicts, jinja's Undefined) */
+    int mapping = arg->t == V_LIST || arg->t == V_DICT || arg->t == V_UNDEF;
     size_t ai = 0;
     strbuf b = {0};
     const char *p = fmt->u.s.p;
@@ -425,17 +441,86 @@ static int str_format_pct(jctx *c, const node *at, const val *fmt, const val *ar
         if (p[i] != '%') { sb_putc(&b, p[i]); continue; }
         if (++i >= n) { sb_free(&b); return jn_fail(c, at, "incomplete format"); }
         if (p[i] == '%') { sb_putc(&b, '%'); continue; }
-        if (ai >= args->n) { sb_free(&b); return jn_fail(c, at, "not enough arguments for format string"); }
-        val *v = &args->items[ai++];
-        if (p[i] == 's') v_to_str(v, &b);
-        else if (p[i] == 'r') v_repr(v, &b);
-        else if ((p[i] == 'd' || p[i] == 'i') && is_num(v)) sb_printf(&b, "%lld", (long long)(v->t == V_FLOAT ? (int64_t)v->u.f : inum(v)));
-        else { sb_free(&b); return jn_fail(c, at, "unsupported format character in '%%' formatting"); }
+        /* %[(key)][flags][width][.precision]type */
+        val *v = NULL;
+        if (p[i] == '(') {
+            const char *close = memchr(p + i, ')', n - i);
+            if (!close) { sb_free(&b); return jn_fail(c, at, "incomplete format key"); }
+            if (arg->t != V_DICT) { sb_free(&b); return jn_fail(c, at, "format requires a mapping"); }
+            v = v_dict_gets(arg->u.d, p + i + 1, (size_t)(close - p - i - 1));
+            if (!v) { sb_free(&b); return jn_fail(c, at, "KeyError: '%.*s'", (int)(close - p - i - 1), p + i + 1); }
+            i = (size_t)(close - p) + 1;
+        }
+        pyspec s = {.prec = -1, .align = '>'};
+        for (; i < n && strchr("-+ #0", p[i]) && p[i]; i++) {
+            if (p[i] == '-') s.align = '<';
+            else if (p[i] == '0') s.zero = 1;
+            else if (p[i] == '#') s.alt = 1;
+            else if (s.sign != '+') s.sign = p[i];
+        }
+        while (i < n && p[i] >= '0' && p[i] <= '9' && s.width < 100000) s.width = s.width * 10 + (p[i++] - '0');
+        if (i < n && p[i] == '.') {
+            s.prec = 0;
+            for (i++; i < n && p[i] >= '0' && p[i] <= '9' && s.prec < 100000; i++) s.prec = s.prec * 10 + (p[i] - '0');
+        }
+        if (i >= n) { sb_free(&b); return jn_fail(c, at, "incomplete format"); }
+        char ty = p[i];
+        if (!strchr("srdiufFeEgGxXoc", ty) || !ty) {
+            sb_free(&b);
+            return jn_fail(c, at, "unsupported format character '%c' (0x%x)", ty, (unsigned char)ty);
+        }
+        if (!v) {
+            if (ai >= args->n) { sb_free(&b); return jn_fail(c, at, "not enough arguments for format string"); }
+            v = &args->items[ai++];
+        }
+        if (s.zero && s.align == '>' && ty != 's' && ty != 'r') s.align = 0; /* zero-pad after the sign */
+        s.type = ty == 'i' || ty == 'u' ? 'd' : ty;
+        val num;
+        if (strchr("xXoc", s.type) && v->t == V_FLOAT) {
+            sb_free(&b);
+            return jn_fail(c, at, "%%%c format: an integer is required, not float", ty);
+        }
+        if (s.type == 'd' && v->t == V_FLOAT) { num = v_int((int64_t)v->u.f); v = &num; }
+        if (strchr("dxXoceEfFgG", s.type) && !is_num(v)) {
+            sb_free(&b);
+            return jn_fail(c, at, "%%%c format: a real number is required, not %s", ty, v_typename(v));
+        }
+        char err[160];
+        if (py_format_value(v, &s, &b, err, sizeof err)) { sb_free(&b); return jn_fail(c, at, "%s", err); }
     }
-    if (ai < args->n) { sb_free(&b); return jn_fail(c, at, "not all arguments converted during string formatting"); }
+    if (ai < args->n && !mapping) { sb_free(&b); return jn_fail(c, at, "not all arguments converted during string formatting"); }
     *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
     sb_free(&b);
     return out->t == V_STR ? 0 : jn_oom(c, at);
+}
+
+/* a + b for strings. Templates build prompts with
+ * `{% set ns.s = ns.s ~ piece %}` in a loop; copying every time would be
+ * quadratic in memory (the arena never frees), so the newest long result
+ * gets spare room and is extended in place when it is the left operand
+ * again. Extending never changes the bytes an older, shorter value sees. */
+static int str_concat(jctx *c, const node *at, const val *a, const val *b, val *out)
+{
+    size_t n = a->u.s.n + b->u.s.n;
+    if (a->u.s.p == c->grow_p && a->u.s.n == c->grow_len && n <= c->grow_cap) {
+        memcpy(c->grow_p + a->u.s.n, b->u.s.p, b->u.s.n);
+        c->grow_len = n;
+        *out = v_str(c->grow_p, n);
+        return 0;
+    }
+    size_t cap = n < 1024 ? n : 2 * n;
+    char *p = ar_alloc_raw(c->ar, cap + 1);
+    if (!p && cap > n) p = ar_alloc_raw(c->ar, (cap = n) + 1);
+    if (!p) return jn_oom(c, at);
+    memcpy(p, a->u.s.p, a->u.s.n);
+    memcpy(p + a->u.s.n, b->u.s.p, b->u.s.n);
+    if (cap > n) {
+        c->grow_p = p;
+        c->grow_len = n;
+        c->grow_cap = cap;
+    }
+    *out = v_str(p, n);
+    return 0;
 }
 
 static int arith(jctx *c, const node *at, int op, const val *a, const val *b, val *out)
@@ -443,13 +528,9 @@ static int arith(jctx *c, const node *at, int op, const val *a, const val *b, va
     if (op == OP_CONCAT) {
         val x, y;
         if (jn_str(c, at, a, &x) || jn_str(c, at, b, &y)) return -1;
-        char *p = ar_alloc(c->ar, x.u.s.n + y.u.s.n + 1);
-        if (!p) return jn_oom(c, at);
-        memcpy(p, x.u.s.p, x.u.s.n);
-        memcpy(p + x.u.s.n, y.u.s.p, y.u.s.n);
-        *out = v_str(p, x.u.s.n + y.u.s.n);
-        return 0;
+        return str_concat(c, at, &x, &y, out);
     }
+    if (op == OP_MOD && a->t == V_STR) return jn_percent_format(c, at, a, b, out);
     if (a->t == V_UNDEF) return jn_undef_fail(c, at, a);
     if (b->t == V_UNDEF) return jn_undef_fail(c, at, b);
     if (is_num(a) && is_num(b)) {
@@ -481,6 +562,7 @@ static int arith(jctx *c, const node *at, int op, const val *a, const val *b, va
                 if (fy == 0) return jn_fail(c, at, op == OP_MOD ? "float modulo" : "float floor division by zero");
                 double m = fmod(fx, fy);
                 if (m != 0 && ((m < 0) != (fy < 0))) m += fy;
+                if (m == 0) m = copysign(0.0, fy); /* Python: the divisor's sign */
                 *out = v_float(op == OP_MOD ? m : floor(fx / fy));
                 return 0;
             }
@@ -510,23 +592,16 @@ static int arith(jctx *c, const node *at, int op, const val *a, const val *b, va
         }
         return jn_fail(c, at, "integer result too large");
     }
-    if (op == OP_ADD && a->t == V_STR && b->t == V_STR) {
-        char *p = ar_alloc(c->ar, a->u.s.n + b->u.s.n + 1);
-        if (!p) return jn_oom(c, at);
-        memcpy(p, a->u.s.p, a->u.s.n);
-        memcpy(p + a->u.s.n, b->u.s.p, b->u.s.n);
-        *out = v_str(p, a->u.s.n + b->u.s.n);
-        return 0;
-    }
-    if (op == OP_ADD && (a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t)
+    if (op == OP_ADD && a->t == V_STR && b->t == V_STR) return str_concat(c, at, a, b, out);
+    if (op == OP_ADD && (a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t && !a->sub && !b->sub)
         return concat_seq(c, at, a, b, out);
     if (op == OP_MUL) {
-        if ((a->t == V_STR || a->t == V_LIST || a->t == V_TUPLE) && (b->t == V_INT || b->t == V_BOOL))
+        if ((a->t == V_STR || a->t == V_LIST || a->t == V_TUPLE) && !a->sub && (b->t == V_INT || b->t == V_BOOL))
             return repeat(c, at, a, inum(b), out);
-        if ((b->t == V_STR || b->t == V_LIST || b->t == V_TUPLE) && (a->t == V_INT || a->t == V_BOOL))
+        if ((b->t == V_STR || b->t == V_LIST || b->t == V_TUPLE) && !b->sub && (a->t == V_INT || a->t == V_BOOL))
             return repeat(c, at, b, inum(a), out);
     }
-    if (op == OP_MOD && a->t == V_STR) return str_format_pct(c, at, a, b, out);
+    if (op == OP_MOD && a->t == V_STR) return jn_percent_format(c, at, a, b, out);
     return type_error(c, at, op, a, b);
 }
 
@@ -544,8 +619,21 @@ static int contains(jctx *c, const node *at, const val *needle, const val *hay, 
         for (size_t i = 0; i < hay->u.l->n; i++)
             if (v_equal(&hay->u.l->items[i], needle)) { *out = 1; break; }
         return 0;
-    case V_DICT: *out = v_dict_get(hay->u.d, needle) != NULL; return 0;
+    case V_DICT:
+        if (needle->t == V_LIST || needle->t == V_DICT || needle->t == V_NS)
+            return jn_fail(c, at, "unhashable type: '%s'", v_typename(needle));
+        *out = v_dict_get(hay->u.d, needle) != NULL;
+        return 0;
     case V_UNDEF: *out = 0; return 0;
+    case V_GEN: {
+        /* like Python, consumes the generator up to the match */
+        vgen *g = hay->u.gen;
+        vlist *all;
+        if (jn_gen_items(c, g, &all)) return -1;
+        *out = 0;
+        while (g->pos < all->n && !*out) *out = v_equal(&all->items[g->pos++], needle);
+        return 0;
+    }
     default:
         return jn_fail(c, at, "argument of type '%s' is not iterable", v_typename(hay));
     }
@@ -564,7 +652,7 @@ static int cmp3(jctx *c, const node *at, int op, const val *a, const val *b, int
         *r = k ? (k > 0) - (k < 0) : (a->u.s.n > b->u.s.n) - (a->u.s.n < b->u.s.n);
         return 0;
     }
-    if ((a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t) {
+    if ((a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t && !a->sub && !b->sub) {
         size_t n = a->u.l->n < b->u.l->n ? a->u.l->n : b->u.l->n;
         for (size_t i = 0; i < n; i++) {
             if (v_equal(&a->u.l->items[i], &b->u.l->items[i])) continue;
@@ -618,6 +706,30 @@ static int eval_args(jctx *c, node *n, jargs *a)
 
 static int exec_body(jctx *c, nodelist *body, strbuf *out);
 
+/* Appends rendered text. Buffers being filled (the output and every macro
+ * or block capture under way) count against the memory limit too. */
+static int emit(jctx *c, const node *at, strbuf *out, const char *p, size_t n)
+{
+    if (out->n + n > c->max_output)
+        return jn_fail(c, at, "the template output exceeds its limit of %zu bytes", c->max_output);
+    if (c->live_out + n + c->ar->used > c->mem_limit) return jn_oom(c, at);
+    sb_append(out, p, n);
+    c->live_out += n;
+    return 0;
+}
+
+/* Renders body into a string value (macro calls, block set, filter). */
+static int capture(jctx *c, const node *at, nodelist *body, val *out)
+{
+    strbuf b = {0};
+    int x = exec_body(c, body, &b);
+    c->live_out -= b.n;
+    if (x == X_ERR) { sb_free(&b); return -1; }
+    *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
+    sb_free(&b);
+    return out->t == V_STR ? 0 : jn_oom(c, at);
+}
+
 static int call_macro(jctx *c, const node *at, vmacro *m, jargs *a, val *out)
 {
     node *def = m->def;
@@ -663,12 +775,7 @@ static int call_macro(jctx *c, const node *at, vmacro *m, jargs *a, val *out)
     kv.u.d = kwargs;
     if (set_var(c, at, "varargs", 7, vv) || set_var(c, at, "kwargs", 6, kv)) goto out;
     if (m->caller.t == V_MACRO && set_var(c, at, "caller", 6, m->caller)) goto out;
-    strbuf b = {0};
-    int x = exec_body(c, &def->body, &b);
-    if (x == X_ERR) { sb_free(&b); goto out; }
-    *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
-    sb_free(&b);
-    if (out->t != V_STR) { jn_oom(c, at); goto out; }
+    if (capture(c, at, &def->body, out)) goto out;
     rc = 0;
 out:
     c->f = saved;
@@ -695,7 +802,7 @@ static int eval_seq(jctx *c, node *n, int type, val *out)
     for (size_t i = 0; i < n->args.n; i++)
         if (eval(c, n->args.v[i], &l->items[i])) return -1;
     l->n = n->args.n;
-    out->t = (uint8_t)type;
+    *out = (val){.t = (uint8_t)((uint8_t)type)};
     out->u.l = l;
     return 0;
 }
@@ -734,7 +841,7 @@ static int eval_node(jctx *c, node *n, val *out)
                 return jn_fail(c, n, "unhashable type: '%s'", v_typename(&a));
             if (v_dict_set(c->ar, d, a, b)) return jn_oom(c, n);
         }
-        out->t = V_DICT;
+        *out = (val){.t = (uint8_t)(V_DICT)};
         out->u.d = d;
         return 0;
     }
@@ -811,13 +918,6 @@ static int eval_node(jctx *c, node *n, val *out)
 }
 
 /* ---- statements ---- */
-static int emit(jctx *c, const node *at, strbuf *out, const char *p, size_t n)
-{
-    if (out->n + n > c->max_output)
-        return jn_fail(c, at, "the template output exceeds its limit of %zu bytes", c->max_output);
-    sb_append(out, p, n);
-    return 0;
-}
 
 /* Binds a for/set target: a name, or a tuple of names unpacking a sequence. */
 static int assign(jctx *c, node *target, val v)
@@ -926,16 +1026,10 @@ static int exec_stmt(jctx *c, node *n, strbuf *out)
     case S_SET:
         if (eval(c, n->b, &v)) return X_ERR;
         return assign(c, n->a, v);
-    case S_SETBLOCK: {
-        strbuf b = {0};
-        int x = exec_body(c, &n->body, &b);
-        if (x == X_ERR) { sb_free(&b); return X_ERR; }
-        v = v_strdup(c->ar, b.p ? b.p : "", b.n);
-        sb_free(&b);
-        if (v.t != V_STR) return jn_oom(c, n);
+    case S_SETBLOCK:
+        if (capture(c, n, &n->body, &v)) return X_ERR;
         if (n->b && exec_filter_chain(c, n->b, v, &v)) return X_ERR;
         return assign(c, n->a, v);
-    }
     case S_MACRO: {
         vmacro *m = ar_alloc(c->ar, sizeof *m);
         if (!m) return jn_oom(c, n);
@@ -964,12 +1058,7 @@ static int exec_stmt(jctx *c, node *n, strbuf *out)
     case S_BREAK: return X_BREAK;
     case S_CONTINUE: return X_CONTINUE;
     case S_FILTERBLOCK: {
-        strbuf b = {0};
-        int x = exec_body(c, &n->body, &b);
-        if (x == X_ERR) { sb_free(&b); return X_ERR; }
-        v = v_strdup(c->ar, b.p ? b.p : "", b.n);
-        sb_free(&b);
-        if (v.t != V_STR) return jn_oom(c, n);
+        if (capture(c, n, &n->body, &v)) return X_ERR;
         if (exec_filter_chain(c, n->b, v, &v)) return X_ERR;
         val s;
         if (jn_str(c, n, &v, &s)) return X_ERR;

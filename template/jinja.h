@@ -20,6 +20,7 @@ typedef struct arena {
     int over;         /* set once an allocation was refused */
 } arena;
 void *ar_alloc(arena *a, size_t n); /* zeroed; NULL when over the cap */
+void *ar_alloc_raw(arena *a, size_t n); /* not zeroed */
 void ar_free(arena *a);
 
 /* ---- values ---- */
@@ -30,16 +31,23 @@ typedef enum vtype {
     V_MACRO,  /* a macro or the `caller` of a call block */
     V_FUNC,   /* a global function (range, dict, namespace, ...) */
     V_METHOD, /* a method bound to its receiver (s.strip, d.items, ...) */
+    V_GEN,    /* a lazy, single-use iterator (select, map, unique, ...) */
 } vtype;
+
+/* V_LIST subtypes: the dict views Python's keys()/values()/items() return,
+ * which iterate like lists but print, test and serialize differently. */
+enum { SUB_LIST = 0, SUB_KEYS, SUB_VALUES, SUB_ITEMS };
 
 typedef struct vlist vlist;
 typedef struct vdict vdict;
 typedef struct vloop vloop;
 typedef struct vmacro vmacro;
 typedef struct vmethod vmethod;
+typedef struct vgen vgen;
 
 typedef struct val {
     uint8_t t;
+    uint8_t sub; /* V_LIST: SUB_* */
     union {
         int b;
         int64_t i;
@@ -52,6 +60,7 @@ typedef struct val {
         vmacro *m;
         int fn;         /* V_FUNC */
         vmethod *meth;
+        vgen *gen;
     } u;
 } val;
 
@@ -121,6 +130,15 @@ void py_float_repr(double f, strbuf *b);
 int v_to_json(const val *v, int ensure_ascii, int indent, const char *item_sep,
               const char *key_sep, int sort_keys, strbuf *b, int depth,
               char *err, size_t errn);
+/* Python's format mini-language: "[[fill]align][sign][#][0][width][,][.prec][type]" */
+typedef struct pyspec {
+    uint32_t fill;
+    char align, sign, comma, type;
+    int alt, zero, width, prec; /* prec < 0: none */
+    int empty;                  /* str.format "{}" with no spec at all */
+} pyspec;
+int py_parse_spec(const char *p, size_t n, pyspec *s);
+int py_format_value(const val *v, const pyspec *s, strbuf *b, char *err, size_t errn);
 /* Python str ordering and equality on code points (UTF-8 order agrees). */
 int py_isspace(uint32_t cp);
 size_t u8_len(const char *p, size_t n);           /* code points */
@@ -143,6 +161,21 @@ struct vloop {
     vlist *items;
     size_t index0;
     size_t depth;
+    val changed_last; /* loop.changed(): the arguments of its last call */
+    int changed_called;
+};
+
+/* Jinja's select/map/unique/items filters are Python generators: they run
+ * when first iterated (errors included), are always true, have no len(), and
+ * a second loop over one sees nothing. */
+enum { GEN_SELECT = 1, GEN_MAP, GEN_ITEMS, GEN_UNIQUE, GEN_REVERSED };
+struct vgen {
+    int kind, attr, keep; /* keep/attr: select, reject, selectattr, rejectattr */
+    val input;
+    struct jargs *args;
+    const node *at;
+    vlist *items; /* made on first use */
+    size_t pos;   /* how many of them have been consumed */
 };
 
 typedef struct jctx {
@@ -152,6 +185,9 @@ typedef struct jctx {
     int depth, max_depth;
     int edepth; /* C recursion of eval: long operator chains */
     size_t max_output, mem_limit;
+    size_t live_out; /* bytes in output buffers still being filled */
+    char *grow_p;    /* the string str_concat may extend in place */
+    size_t grow_len, grow_cap;
     int raised;
     inferd_error *e;
 } jctx;
@@ -174,6 +210,8 @@ int jn_oom(jctx *c, const node *at);
 val jn_undef(jctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int jn_str(jctx *c, const node *at, const val *v, val *out);
 int jn_iterate(jctx *c, const node *at, const val *v, vlist **out);
+/* The items of a generator, made on first use (not consumed). */
+int jn_gen_items(jctx *c, vgen *g, vlist **out);
 int jn_getattr(jctx *c, const node *at, val obj, const char *name, size_t n, val *out);
 int jn_getitem(jctx *c, const node *at, val obj, val key, val *out);
 int jn_compare(jctx *c, const node *at, int op, const val *a, const val *b, int *out);
@@ -182,6 +220,8 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val self, jar
 int jn_test(jctx *c, const node *at, const char *name, size_t n, val self, jargs *a, int *out);
 int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out);
 int jn_func(jctx *c, const node *at, int fn, jargs *a, val *out);
+/* Python's `fmt % args` (the %s %d %i %r forms). */
+int jn_percent_format(jctx *c, const node *at, const val *fmt, const val *arg, val *out);
 /* Methods Python's str, dict and list have, and those the immutable sandbox
  * refuses: 1 safe, -1 unsafe, 0 no such method. */
 int jn_method_kind(vtype t, const char *name, size_t n);

@@ -16,7 +16,7 @@ typedef struct tmpl_template tmpl_template;
 
 /* Compiles Jinja source; a syntax error names line and column. */
 int tmpl_compile(const char *src, size_t len, tmpl_template **out, inferd_error *e);
-/* Renders with the given variables (a JSON object) in the environment
+/* Renders with the given variables (a JSON object; may be NULL) in the environment
  * transformers uses (trim_blocks, lstrip_blocks, loop controls,
  * raise_exception, strftime_now, tojson with ensure_ascii=False).
  * On raise_exception the message is the template's and *raised is set to 1. */
@@ -49,7 +49,12 @@ int tmpl_chat_load(const char *model_dir, const char *override_path,
                    tmpl_chat **out, inferd_error *e);
 /* Renders a request {"messages": [...], "tools"?, "documents"?,
  * "add_generation_prompt"?, "chat_template_kwargs"? {...}}: picks the "tool_use"
- * template when tools are given and one exists, else "default". */
+ * template when tools are given and one exists, else "default". Also takes
+ * "continue_final_message" (cut after the last message's text, as transformers
+ * does) and "chat_template_name" (pick a named template). The template sees
+ * the special tokens, then chat_template_kwargs (which override them), then
+ * messages, tools and documents (null when absent) and add_generation_prompt.
+ * Safe to call from many threads at once on one tmpl_chat. */
 int tmpl_chat_render(const tmpl_chat *c, json_t *request, char **out,
                      size_t *len, int *raised, inferd_error *e);
 void tmpl_chat_free(tmpl_chat *c);

@@ -17,7 +17,8 @@ struct arena_chunk {
 
 #define CHUNK 65536
 
-void *ar_alloc(arena *a, size_t n)
+/* Like ar_alloc without zeroing: for bytes about to be overwritten. */
+void *ar_alloc_raw(arena *a, size_t n)
 {
     n = (n + 15) & ~(size_t)15;
     if (a->cap && (a->used + n > a->cap || n > a->cap)) {
@@ -43,7 +44,13 @@ void *ar_alloc(arena *a, size_t n)
     void *p = c->data + c->used;
     c->used += n;
     a->used += n;
-    memset(p, 0, n);
+    return p;
+}
+
+void *ar_alloc(arena *a, size_t n)
+{
+    void *p = ar_alloc_raw(a, n);
+    if (p) memset(p, 0, n);
     return p;
 }
 
@@ -72,7 +79,7 @@ val v_undef(const char *msg) { val v = {.t = V_UNDEF}; v.u.s.p = msg; v.u.s.n = 
  * (callers check t). */
 val v_strdup(arena *a, const char *p, size_t n)
 {
-    char *d = ar_alloc(a, n + 1);
+    char *d = ar_alloc_raw(a, n + 1);
     if (!d) return v_undef(NULL);
     if (n) memcpy(d, p, n);
     d[n] = 0;
@@ -83,10 +90,10 @@ vlist *v_list_new(arena *a, size_t cap)
 {
     vlist *l = ar_alloc(a, sizeof *l);
     if (!l) return NULL;
-    if (cap) {
-        if (!(l->items = ar_alloc(a, cap * sizeof(val)))) return NULL;
-        l->cap = cap;
-    }
+    /* never a NULL items array: memcpy of zero items from it stays defined */
+    if (!cap) cap = 1;
+    if (!(l->items = ar_alloc(a, cap * sizeof(val)))) return NULL;
+    l->cap = cap;
     return l;
 }
 
@@ -108,12 +115,11 @@ vdict *v_dict_new(arena *a, size_t cap)
 {
     vdict *d = ar_alloc(a, sizeof *d);
     if (!d) return NULL;
-    if (cap) {
-        d->keys = ar_alloc(a, cap * sizeof(val));
-        d->vals = ar_alloc(a, cap * sizeof(val));
-        if (!d->keys || !d->vals) return NULL;
-        d->cap = cap;
-    }
+    if (!cap) cap = 1;
+    d->keys = ar_alloc(a, cap * sizeof(val));
+    d->vals = ar_alloc(a, cap * sizeof(val));
+    if (!d->keys || !d->vals) return NULL;
+    d->cap = cap;
     return d;
 }
 
@@ -165,6 +171,7 @@ int v_truthy(const val *v)
     case V_FLOAT: return v->u.f != 0.0;
     case V_STR: return v->u.s.n != 0;
     case V_LIST: case V_TUPLE: return v->u.l->n != 0;
+    case V_GEN: return 1;
     case V_DICT: return v->u.d->n != 0;
     default: return 1;
     }
@@ -188,7 +195,7 @@ int v_equal(const val *a, const val *b)
     switch (a->t) {
     case V_UNDEF: case V_NONE: return 1;
     case V_LIST: case V_TUPLE:
-        if (a->u.l->n != b->u.l->n) return 0;
+        if (a->sub != b->sub || a->u.l->n != b->u.l->n) return 0;
         for (size_t i = 0; i < a->u.l->n; i++)
             if (!v_equal(&a->u.l->items[i], &b->u.l->items[i])) return 0;
         return 1;
@@ -203,6 +210,7 @@ int v_equal(const val *a, const val *b)
     case V_LOOP: return a->u.loop == b->u.loop;
     case V_MACRO: return a->u.m == b->u.m;
     case V_FUNC: return a->u.fn == b->u.fn;
+    case V_GEN: return a->u.gen == b->u.gen;
     default: return 0;
     }
 }
@@ -216,7 +224,10 @@ const char *v_typename(const val *v)
     case V_INT: return "int";
     case V_FLOAT: return "float";
     case V_STR: return "str";
-    case V_LIST: return "list";
+    case V_LIST:
+        return v->sub == SUB_KEYS ? "dict_keys" : v->sub == SUB_VALUES ? "dict_values"
+             : v->sub == SUB_ITEMS ? "dict_items" : "list";
+    case V_GEN: return v->u.gen->kind == GEN_REVERSED ? "list_reverseiterator" : "generator";
     case V_TUPLE: return "tuple";
     case V_DICT: return "dict";
     case V_NS: return "Namespace";
@@ -338,7 +349,12 @@ void v_repr(const val *v, strbuf *b)
 {
     switch (v->t) {
     case V_STR: str_repr(v->u.s.p, v->u.s.n, b); return;
+    case V_UNDEF: sb_puts(b, "Undefined"); return;
     case V_LIST: case V_TUPLE: {
+        if (v->sub) {
+            sb_puts(b, v_typename(v));
+            sb_putc(b, '(');
+        }
         sb_putc(b, v->t == V_LIST ? '[' : '(');
         for (size_t i = 0; i < v->u.l->n; i++) {
             if (i) sb_puts(b, ", ");
@@ -346,6 +362,7 @@ void v_repr(const val *v, strbuf *b)
         }
         if (v->t == V_TUPLE && v->u.l->n == 1) sb_putc(b, ',');
         sb_putc(b, v->t == V_LIST ? ']' : ')');
+        if (v->sub) sb_putc(b, ')');
         return;
     }
     case V_DICT: {
@@ -387,6 +404,7 @@ void v_to_str(const val *v, strbuf *b)
     case V_LOOP: sb_puts(b, "<LoopContext>"); return;
     case V_MACRO: sb_puts(b, "<Macro>"); return;
     case V_FUNC: sb_puts(b, "<function>"); return;
+    case V_GEN: sb_printf(b, "<%s object>", v_typename(v)); return;
     default: sb_puts(b, "<built-in method>"); return;
     }
 }
@@ -412,7 +430,7 @@ int v_from_json(arena *a, json_t *j, val *out)
             if (v_from_json(a, x, &l->items[i])) return -1;
         }
         l->n = json_array_size(j);
-        out->t = V_LIST;
+        *out = (val){.t = (uint8_t)(V_LIST)};
         out->u.l = l;
         return 0;
     }
@@ -428,7 +446,7 @@ int v_from_json(arena *a, json_t *j, val *out)
             d->vals[d->n] = vv;
             d->n++;
         }
-        out->t = V_DICT;
+        *out = (val){.t = (uint8_t)(V_DICT)};
         out->u.d = d;
         return 0;
     }
@@ -515,6 +533,7 @@ int v_to_json(const val *v, int ensure_ascii, int indent, const char *item_sep,
     case V_FLOAT: json_float(v->u.f, b); return 0;
     case V_STR: json_str(v->u.s.p, v->u.s.n, ensure_ascii, b); return 0;
     case V_LIST: case V_TUPLE: {
+        if (v->sub) break;
         if (!v->u.l->n) { sb_puts(b, "[]"); return 0; }
         sb_putc(b, '[');
         for (size_t i = 0; i < v->u.l->n; i++) {
@@ -568,4 +587,157 @@ int v_to_json(const val *v, int ensure_ascii, int indent, const char *item_sep,
     }
     snprintf(err, errn, "Object of type %s is not JSON serializable", v_typename(v));
     return -1;
+}
+
+/* ---- Python's format mini-language (str.format specs and % forms) ---- */
+
+/* Pads text (code points counted, as Python does) into b. */
+static void pad_into(strbuf *b, const char *t, size_t n, const pyspec *s, char dflt_align)
+{
+    size_t len = u8_len(t, n);
+    char align = s->align ? s->align : dflt_align;
+    size_t padn = s->width > 0 && (size_t)s->width > len ? (size_t)s->width - len : 0;
+    char fill[4];
+    int fl = utf8_encode(s->fill ? s->fill : ' ', fill);
+    size_t left = align == '>' ? padn : align == '^' ? padn / 2 : 0;
+    if (align == '=') {
+        /* padding goes after the sign: "-0005" */
+        size_t sg = n && (t[0] == '-' || t[0] == '+' || t[0] == ' ') ? 1 : 0;
+        if (n > sg + 1 && t[sg] == '0' && (t[sg + 1] == 'x' || t[sg + 1] == 'X' || t[sg + 1] == 'o' || t[sg + 1] == 'b'))
+            sg += 2;
+        sb_append(b, t, sg);
+        for (size_t i = 0; i < padn; i++) sb_append(b, fill, (size_t)fl);
+        sb_append(b, t + sg, n - sg);
+        return;
+    }
+    for (size_t i = 0; i < left; i++) sb_append(b, fill, (size_t)fl);
+    sb_append(b, t, n);
+    for (size_t i = left; i < padn; i++) sb_append(b, fill, (size_t)fl);
+}
+
+/* Inserts ',' or '_' between groups of three integer digits. */
+static void group_digits(strbuf *t, char sep)
+{
+    size_t st = t->n && (t->p[0] == '-' || t->p[0] == '+' || t->p[0] == ' ') ? 1 : 0, end = st;
+    while (end < t->n && t->p[end] >= '0' && t->p[end] <= '9') end++;
+    strbuf o = {0};
+    sb_append(&o, t->p, st);
+    for (size_t i = st; i < end; i++) {
+        sb_putc(&o, t->p[i]);
+        if (i + 1 < end && (end - i - 1) % 3 == 0) sb_putc(&o, sep);
+    }
+    sb_append(&o, t->p + end, t->n - end);
+    sb_free(t);
+    *t = o;
+}
+
+int py_format_value(const val *v, const pyspec *s, strbuf *b, char *err, size_t errn)
+{
+    int num = v->t == V_INT || v->t == V_FLOAT || v->t == V_BOOL;
+    char type = s->type;
+    /* an empty spec is str(value); True formats as 1 under any other spec */
+    if (type == 's' || type == 'r' || (!type && !num) || (v->t == V_BOOL && s->empty)) {
+        if (s->comma && v->t == V_STR) {
+            snprintf(err, errn, "Cannot specify '%c' with 's'.", s->comma);
+            return -1;
+        }
+        strbuf t = {0};
+        if (type == 'r') v_repr(v, &t);
+        else v_to_str(v, &t);
+        size_t n = t.n;
+        if (s->prec >= 0) n = u8_offset(t.p ? t.p : "", t.n, (size_t)s->prec);
+        pad_into(b, t.p ? t.p : "", n, s, '<');
+        sb_free(&t);
+        return 0;
+    }
+    if (!num) {
+        snprintf(err, errn, "Unknown format code '%c' for object of type '%s'", type ? type : 's', v_typename(v));
+        return -1;
+    }
+    int is_float = v->t == V_FLOAT;
+    double f = is_float ? v->u.f : (double)(v->t == V_INT ? v->u.i : v->u.b);
+    long long i = v->t == V_INT ? (long long)v->u.i : v->t == V_BOOL ? v->u.b : (long long)v->u.f;
+    strbuf t = {0};
+    char cf[32];
+    const char *sign = s->sign == '+' ? "+" : s->sign == ' ' ? " " : "";
+    if (type == 'c' && !is_float) {
+        char u[4];
+        int k = utf8_encode((uint32_t)i, u);
+        sb_append(&t, u, (size_t)k);
+    } else if (strchr("dxXob", type ? type : 'd') && (type || !is_float)) {
+        if (is_float && type) {
+            snprintf(err, errn, "Unknown format code '%c' for object of type 'float'", type);
+            return -1;
+        }
+        unsigned long long m = i < 0 ? 0ULL - (unsigned long long)i : (unsigned long long)i;
+        sb_puts(&t, i < 0 ? "-" : sign);
+        if (s->alt && type && type != 'd') sb_printf(&t, "0%c", type);
+        if (type == 'b') {
+            char bits[65];
+            int k = 64;
+            bits[k] = 0;
+            do { bits[--k] = (char)('0' + (m & 1)); m >>= 1; } while (m);
+            sb_puts(&t, bits + k);
+        } else {
+            snprintf(cf, sizeof cf, "%%ll%c", type == 'x' || type == 'X' || type == 'o' ? type : 'u');
+            sb_printf(&t, cf, m);
+        }
+        if (s->comma) group_digits(&t, s->comma);
+    } else if (strchr("fFeEgG%", type ? type : 'g')) {
+        int prec = s->prec >= 0 ? s->prec : 6;
+        double x = type == '%' ? f * 100 : f;
+        if (!type && s->prec < 0) {
+            /* no type, no precision: str(float) */
+            if (x >= 0 && !signbit(x)) sb_puts(&t, sign);
+            py_float_repr(x, &t);
+        } else {
+            char ty = !type ? 'g' : type == '%' ? 'f' : type;
+            snprintf(cf, sizeof cf, "%%%s%s.%d%c", sign, s->alt ? "#" : "", prec, ty);
+            sb_printf(&t, cf, x);
+            if (!type && !memchr(t.p, '.', t.n) && !memchr(t.p, 'e', t.n) && !memchr(t.p, 'n', t.n) &&
+                !memchr(t.p, 'i', t.n))
+                sb_puts(&t, ".0"); /* Python's general format keeps a digit after the point */
+            if (type == '%') sb_putc(&t, '%');
+        }
+        if (s->comma) group_digits(&t, s->comma);
+    } else {
+        snprintf(err, errn, "Unknown format code '%c' for object of type '%s'", type, v_typename(v));
+        return -1;
+    }
+    pyspec z = *s;
+    if (s->zero && !s->align) { z.fill = '0'; z.align = '='; }
+    pad_into(b, t.p ? t.p : "", t.n, &z, '>');
+    sb_free(&t);
+    return 0;
+}
+
+int py_parse_spec(const char *p, size_t n, pyspec *s)
+{
+    memset(s, 0, sizeof *s);
+    s->prec = -1;
+    s->empty = n == 0;
+    size_t i = 0;
+    uint32_t cp;
+    int k = n ? utf8_decode(p, n, &cp) : 0;
+    if (k > 0 && (size_t)k < n && strchr("<>=^", p[k]) && p[k]) {
+        s->fill = cp;
+        s->align = p[k];
+        i = (size_t)k + 1;
+    } else if (n && strchr("<>=^", p[0]) && p[0]) {
+        s->align = p[0];
+        i = 1;
+    }
+    if (i < n && (p[i] == '+' || p[i] == '-' || p[i] == ' ')) s->sign = p[i++];
+    if (i < n && p[i] == '#') { s->alt = 1; i++; }
+    if (i < n && p[i] == '0') { s->zero = 1; i++; }
+    while (i < n && p[i] >= '0' && p[i] <= '9' && s->width < 100000) s->width = s->width * 10 + (p[i++] - '0');
+    if (i < n && (p[i] == ',' || p[i] == '_')) s->comma = p[i++];
+    if (i < n && p[i] == '.') {
+        s->prec = 0;
+        i++;
+        if (i >= n || p[i] < '0' || p[i] > '9') return -1;
+        while (i < n && p[i] >= '0' && p[i] <= '9' && s->prec < 100000) s->prec = s->prec * 10 + (p[i++] - '0');
+    }
+    if (i < n) s->type = p[i++];
+    return i == n && s->width < 100000 && s->prec < 100000 ? 0 : -1;
 }

@@ -3,7 +3,11 @@
 weights (numpy only, seeded), for benchmarks: the numbers are meaningless, the
 sizes and the layout are the real ones.
 
-    tools/make_checkpoint.py --shape qwen2.5-0.5b --out DIR [--seed 0]
+    tools/make_checkpoint.py --shape qwen2.5-0.5b --out DIR [--seed 0] [--fast]
+
+--fast fills every matrix from one pool of 16M random values at random
+offsets instead of drawing each value (an 8B shape in seconds, not minutes;
+still random data, never zeros).
 """
 import argparse
 import json
@@ -29,7 +33,16 @@ SHAPES = {
 }
 
 
+POOL = None
+
+
 def bf16(rng, shape, std=0.02, const=None):
+    if POOL is not None and const is None:
+        n = int(np.prod(shape))
+        start = int(rng.integers(0, POOL.size))
+        reps = (start + n + POOL.size - 1) // POOL.size
+        return np.tile(POOL, reps)[start:start + n].reshape(shape) if reps > 1 else \
+            POOL[start:start + n].reshape(shape).copy()
     if const is not None:
         x = np.full(shape, const, dtype=np.float32)
     else:
@@ -44,10 +57,14 @@ def main():
     ap.add_argument("--shape", choices=sorted(SHAPES), required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fast", action="store_true")
     a = ap.parse_args()
     s = dict(SHAPES[a.shape])
     bias = s.pop("bias")
     rng = np.random.default_rng(a.seed)
+    if a.fast:
+        global POOL
+        POOL = bf16(rng, (1 << 24,))
     hid, inter, hd = s["hidden_size"], s["intermediate_size"], s["hidden_size"] // s["num_attention_heads"]
     qd, kvd = s["num_attention_heads"] * hd, s["num_key_value_heads"] * hd
     tensors = {"model.embed_tokens.weight": bf16(rng, (s["vocab_size"], hid)),
@@ -77,7 +94,7 @@ def main():
         f.write(struct.pack("<Q", len(hj)))
         f.write(hj)
         for t in tensors.values():
-            f.write(t.tobytes())
+            t.tofile(f)
     cfg = dict(s, torch_dtype="bfloat16", hidden_act="silu", bos_token_id=None, eos_token_id=0)
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)

@@ -106,6 +106,9 @@ static void test_errors(void **state)
     assert_non_null(strstr(e.msg, "tpu"));
     o.device = "cpu";
     assert_int_equal(mdl_load(FIX "llama", &o, &m, &e), 0);
+    size_t fr = 0, total = 0;
+    assert_int_equal(mdl_device_memory(m, &fr, &total, &e), -1); /* host memory */
+    assert_non_null(strstr(e.msg, "cpu"));
     int32_t tok = 99999, pos = 0, slot = 0, q[2] = {0, 1}, ctx = 1, table = 0, row = 0;
     mdl_batch b = {.n_tokens = 1, .tokens = &tok, .pos = &pos, .slot = &slot, .n_seqs = 1,
                    .q_start = q, .ctx_len = &ctx, .block_table = &table, .max_blocks = 1,

