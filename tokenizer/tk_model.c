@@ -30,6 +30,7 @@ struct tk_model {
     char *strs;              /* id -> token: strs + off[id], len[id] (UINT32_MAX: none) */
     uint32_t *off, *len;
     int32_t nid;             /* max id + 1 */
+    size_t idcap;            /* allocated entries of off/len */
     int32_t unk;             /* -1: none */
     char *unk_str;
     /* BPE */
@@ -91,16 +92,24 @@ static int vocab_add(tk_model *m, strbuf *strs, const char *s, size_t n, json_in
         return -1;
     }
     if (id >= m->nid) {
-        size_t nn = (size_t)id + 1, cap = (size_t)m->nid;
-        uint32_t *no = realloc(m->off, nn * sizeof *no), *nl;
-        if (!no)
-            goto oom;
-        m->off = no;
-        nl = realloc(m->len, nn * sizeof *nl);
-        if (!nl)
-            goto oom;
-        m->len = nl;
-        for (size_t i = cap; i < nn; i++)
+        /* grow geometrically: vocabularies arrive in id order, and one
+         * realloc per token would copy the table quadratically */
+        size_t nn = (size_t)id + 1;
+        if (nn > m->idcap) {
+            size_t cap = m->idcap ? m->idcap : 1024;
+            while (cap < nn)
+                cap *= 2;
+            uint32_t *no = realloc(m->off, cap * sizeof *no), *nl;
+            if (!no)
+                goto oom;
+            m->off = no;
+            nl = realloc(m->len, cap * sizeof *nl);
+            if (!nl)
+                goto oom;
+            m->len = nl;
+            m->idcap = cap;
+        }
+        for (size_t i = (size_t)m->nid; i < nn; i++)
             m->len[i] = UINT32_MAX;
         m->nid = (int32_t)nn;
     }

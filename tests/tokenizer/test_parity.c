@@ -21,6 +21,7 @@
 
 static json_t *corpus;
 
+
 /* Known differences, each with its reason. bert_chinese 1596: U+2E47 (added
  * in Unicode 11) is punctuation for utf8proc but unassigned for the old
  * tables of the reference's unicode_categories crate, so BertPreTokenizer
@@ -77,6 +78,7 @@ static void run_one(const char *name, const char *dir)
     const char *only = getenv("INFERD_PARITY_ONLY");
     if (only && strcmp(only, name))
         skip();
+    double t0 = now_seconds();
     int verbose = getenv("INFERD_PARITY_VERBOSE") != NULL;
     char path[512];
     snprintf(path, sizeof path, FIX "/%s.jsonl", name);
@@ -205,7 +207,7 @@ static void run_one(const char *name, const char *dir)
     free(line);
     fclose(f);
     tok_free(t);
-    fprintf(stderr, "%s: %zu/%zu texts match\n", name, total - bad, total);
+    fprintf(stderr, "%s: %zu/%zu texts match (%.1fs)\n", name, total - bad, total, now_seconds() - t0);
     assert_true(total >= 600);
     assert_int_equal(bad, 0);
 }
