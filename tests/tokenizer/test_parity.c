@@ -89,11 +89,9 @@ static void run_one(const char *name, const char *dir)
     if (tok_load(dir, &t, &e))
         fail_msg("load %s: %s", dir, e.msg);
     /* the small tokenizers saw every third text of the corpus */
-    size_t step = json_array_size(corpus) > 0 ? 1 : 1;
     int every3 = strcmp(name, "bert_chinese") && strcmp(name, "unigram_spm") &&
                  strncmp(dir, NPM, strlen(NPM)) != 0;
-    if (every3)
-        step = 3;
+    size_t step = every3 ? 3 : 1;
     char *line = NULL;
     size_t cap = 0, k = 0, bad = 0, total = 0;
     ssize_t got;
