@@ -42,7 +42,7 @@ def main():
     checked = 0
     for name in REAL + SMALL:
         d = os.path.join(NPM, "tokenizer-" + name, "models") if name in REAL else os.path.join(FIX, "models", name)
-        step = 1 if name in REAL or name in ("bert_chinese", "unigram_spm") else 3
+        step = 1 if name in REAL or name in ("bert_chinese", "unigram_spm") else 6
         with open(os.path.join(FIX, name + ".jsonl"), encoding="utf-8") as fh:
             recs = [json.loads(l) for l in fh]
         # spread the sample over the corpus: poetry, brown, code, adversarial
