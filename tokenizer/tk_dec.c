@@ -173,12 +173,6 @@ err:
 #define TOK(t, i) ((t)->buf.p + (t)->v[i].off)
 #define TLEN(t, i) ((t)->v[i].len)
 
-static void put_cp(strbuf *b, uint32_t c)
-{
-    char u[4];
-    sb_append(b, u, (size_t)utf8_encode(c, u));
-}
-
 /* Replaces every occurrence of pat (may be NULL: regex) in s. */
 static void replace_in(const char *s, size_t n, const char *pat, OnigRegex re, const char *with,
                        strbuf *out)
@@ -389,9 +383,6 @@ static int step(const tk_dec *d, tk_strs *in, tk_strs *out)
                 } else {
                     sb_putc(&cur, ' ');
                 }
-            } else if (pl && n >= pl) {
-                /* the reference replaces the first occurrence anywhere
-                 * only for i != 0; the first token stays as is */
             }
             sb_append(&cur, t, n);
             if (d->cleanup && cur.n)
@@ -429,7 +420,6 @@ static int step(const tk_dec *d, tk_strs *in, tk_strs *out)
     default:
         break;
     }
-    (void)put_cp;
     sb_free(&cur);
     return rc;
 }

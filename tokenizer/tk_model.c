@@ -30,6 +30,7 @@ struct tk_model {
     char *strs;              /* id -> token: strs + off[id], len[id] (UINT32_MAX: none) */
     uint32_t *off, *len;
     int32_t nid;             /* max id + 1 */
+    size_t idcap;            /* allocated entries of off/len */
     int32_t unk;             /* -1: none */
     char *unk_str;
     /* BPE */
@@ -91,16 +92,24 @@ static int vocab_add(tk_model *m, strbuf *strs, const char *s, size_t n, json_in
         return -1;
     }
     if (id >= m->nid) {
-        size_t nn = (size_t)id + 1, cap = (size_t)m->nid;
-        uint32_t *no = realloc(m->off, nn * sizeof *no), *nl;
-        if (!no)
-            goto oom;
-        m->off = no;
-        nl = realloc(m->len, nn * sizeof *nl);
-        if (!nl)
-            goto oom;
-        m->len = nl;
-        for (size_t i = cap; i < nn; i++)
+        /* grow geometrically: vocabularies arrive in id order, and one
+         * realloc per token would copy the table quadratically */
+        size_t nn = (size_t)id + 1;
+        if (nn > m->idcap) {
+            size_t cap = m->idcap ? m->idcap : 1024;
+            while (cap < nn)
+                cap *= 2;
+            uint32_t *no = realloc(m->off, cap * sizeof *no), *nl;
+            if (!no)
+                goto oom;
+            m->off = no;
+            nl = realloc(m->len, cap * sizeof *nl);
+            if (!nl)
+                goto oom;
+            m->len = nl;
+            m->idcap = cap;
+        }
+        for (size_t i = (size_t)m->nid; i < nn; i++)
             m->len[i] = UINT32_MAX;
         m->nid = (int32_t)nn;
     }
@@ -679,7 +688,9 @@ static int unigram(const tk_model *m, const char *w, size_t n, tk_ids *out, infe
         }
         st += mb;
     }
-    /* backtrack, fusing runs of unk (as the reference always does) */
+    /* Backtrack into rev[] as (id, start) pairs, last piece first; a run
+     * of unk pieces becomes one entry with id -2 (the reference always
+     * fuses unk in Unigram). A piece ends where the next one starts. */
     size_t nr = 0;
     for (size_t end = n; end > 0;) {
         best *t = &b[end];
@@ -687,56 +698,47 @@ static int unigram(const tk_model *m, const char *w, size_t n, tk_ids *out, infe
             err_set(e, "Unigram: no segmentation");
             goto done;
         }
-        if (t->id == m->unk && nr && rev[2 * (nr - 1)] == -2) {
-            rev[2 * (nr - 1) + 1] = t->start; /* extend fused unk to the left */
-        } else if (t->id == m->unk) {
-            rev[2 * nr] = -2;
-            rev[2 * nr + 1] = t->start;
-            nr++;
-            /* remember the end through the next slot: store end separately */
+        int is_unk = t->id == m->unk;
+        if (is_unk && nr && rev[2 * (nr - 1)] == -2) {
+            rev[2 * (nr - 1) + 1] = t->start;
         } else {
-            rev[2 * nr] = t->id;
+            rev[2 * nr] = is_unk ? -2 : t->id;
             rev[2 * nr + 1] = t->start;
             nr++;
         }
         end = (size_t)t->start;
     }
-    /* recover fused-unk ends: walk forward */
-    {
-        size_t pos = 0;
-        for (size_t i = nr; i-- > 0;) {
-            int32_t id = rev[2 * i];
-            size_t st = (size_t)rev[2 * i + 1];
-            size_t en = i > 0 ? (size_t)rev[2 * (i - 1) + 1] : n;
-            (void)pos;
-            if (id >= 0) {
-                if (tk_ids_push(out, id))
-                    goto oom;
-                continue;
-            }
-            /* a fused unk run w[st..en): its string is in the vocab only by
-             * accident; else byte fallback, else unk */
-            int32_t vid = tk_sm_get(&m->vocab, w + st, en - st);
-            if (vid >= 0) {
-                if (tk_ids_push(out, vid))
-                    goto oom;
-                continue;
-            }
-            if (m->byte_fallback) {
-                size_t q;
-                for (q = st; q < en; q++)
-                    if (m->byte_id[(unsigned char)w[q]] < 0)
-                        break;
-                if (q == en) {
-                    for (q = st; q < en; q++)
-                        if (tk_ids_push(out, m->byte_id[(unsigned char)w[q]]))
-                            goto oom;
-                    continue;
-                }
-            }
-            if (tk_ids_push(out, m->unk))
+    for (size_t i = nr; i-- > 0;) {
+        int32_t id = rev[2 * i];
+        size_t st = (size_t)rev[2 * i + 1];
+        size_t en = i > 0 ? (size_t)rev[2 * (i - 1) + 1] : n;
+        if (id >= 0) {
+            if (tk_ids_push(out, id))
                 goto oom;
+            continue;
         }
+        /* a fused unk run w[st..en): in the vocab only by accident, else
+         * byte fallback when every byte has a token, else unk */
+        int32_t vid = tk_sm_get(&m->vocab, w + st, en - st);
+        if (vid >= 0) {
+            if (tk_ids_push(out, vid))
+                goto oom;
+            continue;
+        }
+        if (m->byte_fallback) {
+            size_t q;
+            for (q = st; q < en; q++)
+                if (m->byte_id[(unsigned char)w[q]] < 0)
+                    break;
+            if (q == en) {
+                for (q = st; q < en; q++)
+                    if (tk_ids_push(out, m->byte_id[(unsigned char)w[q]]))
+                        goto oom;
+                continue;
+            }
+        }
+        if (tk_ids_push(out, m->unk))
+            goto oom;
     }
     rc = 0;
     goto done;
