@@ -124,17 +124,33 @@ def load_back(cls, path, state_dict_fallback=None):
 
 
 def bert_tokenizer(vocab, **kw):
+    """transformers 4 had a Python BertTokenizer built from vocab_file;
+    transformers 5 has only the tokenizers-backed one, which ignores
+    vocab_file but builds from a folder holding vocab.txt. Try both ways and
+    keep the one that really loaded the whole vocabulary."""
     from transformers import BertTokenizer
-    try:
-        return BertTokenizer(vocab_file=vocab, **kw)
-    except Exception as ex:  # noqa: BLE001 - transformers 5 builds it from a folder
-        log(f"BertTokenizer(vocab_file=...) failed: {ex!r}; using from_pretrained")
-        d = os.path.join("/tmp", "bert_tok_" + "_".join(sorted(kw)))
-        os.makedirs(d, exist_ok=True)
-        shutil.copy(vocab, os.path.join(d, "vocab.txt"))
-        with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-            json.dump({"tokenizer_class": "BertTokenizer", **kw}, f)
-        return BertTokenizer.from_pretrained(d)
+    with open(vocab, encoding="utf-8") as f:
+        words = f.read().split("\n")[:-1]
+    d = os.path.join("/tmp", "bert_tok_" + "_".join(f"{k}{v}" for k, v in sorted(kw.items())))
+    os.makedirs(d, exist_ok=True)
+    shutil.copy(vocab, os.path.join(d, "vocab.txt"))
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "BertTokenizer", **kw}, f)
+    tried = []
+    for how, make in (("vocab_file", lambda: BertTokenizer(vocab_file=vocab, **kw)),
+                      ("from_pretrained", lambda: BertTokenizer.from_pretrained(d)),
+                      ("vocab dict", lambda: BertTokenizer(
+                          vocab={w: i for i, w in enumerate(words)}, **kw))):
+        try:
+            t = make()
+        except Exception as ex:  # noqa: BLE001
+            tried.append(f"{how}: {ex!r}")
+            continue
+        if len(t) == len(words):
+            log(f"BertTokenizer {kw} built by {how}: {type(t).__module__}.{type(t).__name__}")
+            return t
+        tried.append(f"{how}: only {len(t)} of {len(words)} tokens")
+    raise RuntimeError("could not build BertTokenizer: " + "; ".join(tried))
 
 
 def bert_tokenizer_fast(vocab, **kw):
@@ -338,6 +354,8 @@ def save_tokenizer_ids(args, vocab_path):
     for name, kw in settings.items():
         slow = bert_tokenizer(vocab_path, **kw)
         fast = bert_tokenizer_fast(vocab_path, **kw)
+        if fast is not None and (type(fast) is type(slow) or len(fast) != len(slow)):
+            fast = None  # transformers 5: one (tokenizers-backed) BertTokenizer only
         ids = [slow(t)["input_ids"] for t in args.texts]
         entry = {"kwargs": kw, "class": type(slow).__name__, "ids": ids,
                  "pairs": [{"a": a, "b": b, **{k: list(v) for k, v in slow(a, b).items()
@@ -351,6 +369,9 @@ def save_tokenizer_ids(args, vocab_path):
         out["settings"][name] = entry
         log(f"tokenizer {name}: {sum(len(x) for x in ids)} ids, "
             f"fast differs on {len(entry.get('fast_differs', {}))} texts")
+    lo, ca = out["settings"]["lower"]["ids"], out["settings"]["cased"]["ids"]
+    log(f"lower vs cased differ on {sum(x != y for x, y in zip(lo, ca))} texts; "
+        f"[UNK] share {sum(i == 1 for x in lo for i in x) / sum(len(x) for x in lo):.3f}")
     dump(args, "bert_tokenizer", out)
 
 
