@@ -29,6 +29,15 @@ typedef struct ld_weights ld_weights;
 int ld_weights_open_dir(const char *dir, ld_weights **out, inferd_error *e);
 /* One .safetensors file alone (tests and tools). */
 int ld_weights_open_file(const char *path, ld_weights **out, inferd_error *e);
+/* One PyTorch checkpoint (torch.save of a state dict: the zip format, or the
+ * legacy pickle-stream format). ld_weights_open_dir falls back to
+ * pytorch_model.bin / pytorch_model.bin.index.json when a folder has no
+ * safetensors. The pickle inside is never executed: only the opcodes and
+ * globals a state dict needs are understood (OrderedDict, torch._utils.
+ * _rebuild_tensor_v2 / _rebuild_parameter, torch.{Float,Half,BFloat16,Long,
+ * Int}Storage); anything else is refused by name. Non-contiguous views get a
+ * contiguous copy; tensors of dtype I64/I32 are kept as such. */
+int ld_weights_open_pytorch(const char *path, ld_weights **out, inferd_error *e);
 size_t ld_weights_count(const ld_weights *w);
 const ld_tensor *ld_weights_at(const ld_weights *w, size_t i);
 const ld_tensor *ld_weights_find(const ld_weights *w, const char *name);
