@@ -46,7 +46,7 @@ static int zip_directory(const uint8_t *b, size_t size, const char *path, uint64
                          uint64_t *cd_off, uint64_t *cd_size, inferd_error *e)
 {
     size_t lo = size > 22 + 65535 ? size - 22 - 65535 : 0, eocd = SIZE_MAX;
-    for (size_t i = size - 22 + 1; i-- > lo;)
+    for (size_t i = size >= 22 ? size - 22 + 1 : 0; i-- > lo;)
         if (rd32(b + i) == 0x06054b50 && i + 22 + rd16(b + i + 20) <= size) {
             eocd = i;
             break;
@@ -812,7 +812,7 @@ static int add_tensor(ld_weights *w, pk_vm *vm, const pk_obj *key, const pk_obj 
     else {
         uint8_t *buf = ldi_own(w, lt.nbytes, e);
         if (buf)
-            strided_copy(buf, s->data, t, esz, numel);
+            strided_copy(buf, src, t, esz, numel);
         lt.data = buf;
     }
     if (!lt.data)
@@ -927,10 +927,11 @@ out:
 static int read_legacy(ld_weights *w, pk_vm *vm, const uint8_t *base, size_t size,
                        inferd_error *e)
 {
-    vm->start = vm->p = base;
+    vm->start = base;
+    vm->p = base + 15; /* the magic number's pickle, compared byte for byte by the caller */
     vm->end = base + size;
-    pk_obj *v = vm_run(vm); /* magic number, checked by the caller */
-    if (!v || !(v = vm_run(vm)))
+    pk_obj *v = vm_run(vm);
+    if (!v)
         return -1;
     if (v->kind != PK_INT || v->i != 1001) {
         err_set(e, "%s: legacy checkpoint protocol version is not 1001", vm->path);
