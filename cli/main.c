@@ -15,6 +15,7 @@ typedef struct command {
 /* One line per subcommand; keep the order of the --help listing. */
 static const command commands[] = {
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
+    {"embed", cli_embed, "pooled vectors / classifier logits of an encoder for token ids"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
 };
 

@@ -105,6 +105,52 @@ int ld_config_load(const char *dir, ld_config *c, inferd_error *e);
 int ld_config_parse(const char *json, size_t len, const char *what,
                     ld_config *c, inferd_error *e);
 
+/* ---- encoder models (BERT family): config.json + the files beside it ---- */
+
+typedef enum ld_pooling {
+    LD_POOL_CLS = 0,    /* hidden state of the first token */
+    LD_POOL_MEAN,       /* mean over the sequence's tokens */
+    LD_POOL_LAST,       /* hidden state of the last token */
+    LD_POOL_POOLER,     /* BertPooler: tanh(dense(CLS)) */
+} ld_pooling;
+
+#define LD_MAX_LABELS 64
+typedef struct ld_encoder_config {
+    char architecture[64];     /* e.g. "BertModel", "XLMRobertaForSequenceClassification" */
+    char model_type[32];       /* "bert", "xlm-roberta", "roberta" */
+    int roberta;               /* positions count from pad_token_id + 1 */
+    int vocab_size;
+    int hidden_size;
+    int intermediate_size;
+    int num_hidden_layers;
+    int num_attention_heads;
+    int max_position_embeddings;
+    int type_vocab_size;       /* default 2 */
+    int pad_token_id;          /* default 0 (1 for RoBERTa family) */
+    double layer_norm_eps;     /* default 1e-12 */
+    int gelu_tanh;             /* hidden_act gelu_new / gelu_pytorch_tanh */
+    inferd_dtype dtype;
+    /* *ForSequenceClassification: the head and its labels (id2label, else
+     * "LABEL_i"). num_labels 0 = an embedding model. */
+    int num_labels;
+    char labels[LD_MAX_LABELS][64];
+    /* sentence-transformers (modules.json, 1_Pooling/config.json), else CLS */
+    ld_pooling pooling;
+    int normalize;             /* a Normalize module follows pooling */
+    int has_st_config;         /* the pooling above came from sentence-transformers */
+    /* ModelScope configuration.json "task", e.g. "sentence-similarity" */
+    char task[64];
+} ld_encoder_config;
+
+/* Reads DIR/config.json for BertModel / BertFor* / XLMRobertaModel /
+ * XLMRobertaForSequenceClassification / RobertaModel checkpoints, plus
+ * modules.json + 1_Pooling/config.json (sentence-transformers) and
+ * configuration.json (ModelScope) when present. */
+int ld_encoder_config_load(const char *dir, ld_encoder_config *c, inferd_error *e);
+/* 1 if DIR/config.json names an encoder architecture ld_encoder_config_load
+ * reads (how `inferd embed` and serve tell encoders from causal LMs). */
+int ld_is_encoder_dir(const char *dir);
+
 /* ---- generation_config.json ---- */
 
 typedef struct ld_generation_config {
