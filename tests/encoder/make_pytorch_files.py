@@ -168,6 +168,10 @@ def main():
     skipped = collections.OrderedDict(good)
     skipped["mask"] = T(Ref("1", BoolStorage, 4), 0, (4,), (1,))
     put("good_skips_bool.bin", zip_bytes(dumps(skipped), {**stor, "1": b"\1\0\1\0"}), ok=vals)
+    other = collections.OrderedDict([("x", T(Ref("7", FloatStorage, 4), 0, (2, 2), (2, 1))),
+                                     ("y", T(Ref("7", FloatStorage, 4), 2, (2,), (1,)))])
+    put("good_shard_b.bin", zip_bytes(dumps(other), {"7": floats(4)}),
+        ok={"x": [-2.0, -1.0, 0.0, 1.0], "y": [0.0, 1.0]})
     put("good_legacy.bin", legacy_bytes(good, {"0": (12, floats(12))}), ok=vals)
 
     # hostile and broken
