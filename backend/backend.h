@@ -16,6 +16,7 @@ typedef struct be_weight {
     const void *data;
     inferd_dtype dtype;       /* F32, F16 or BF16 */
     int64_t rows, cols;
+    int packed8;              /* cpu: 16-bit rows interleaved in blocks of 8 */
 } be_weight;
 
 /* Per-step attention layout, shared by every layer of one forward pass.

@@ -41,13 +41,18 @@ typedef struct eng_sampling {
     const float *logit_bias_vals;
     int has_seed;
     uint64_t seed;
-    int max_tokens;              /* > 0 */
+    int max_tokens;              /* > 0; 0 only with prompt_logprobs (echo) */
     int min_tokens;              /* eos/stop ids suppressed before this many */
     int ignore_eos;
     int n_stop_ids;
     int32_t stop_ids[ENG_MAX_STOP_IDS]; /* in addition to the model's eos ids */
     int logprobs;                /* return the sampled token's logprob */
     int top_logprobs;            /* 0..ENG_MAX_TOP_LOGPROBS alternatives */
+    /* Logprobs of the prompt's own tokens (completions `echo` + `logprobs`):
+     * read them with eng_prompt_logprobs. Such a request skips the prefix
+     * cache (every prompt position needs its logits). */
+    int prompt_logprobs;
+    int prompt_top_logprobs;     /* 0..ENG_MAX_TOP_LOGPROBS alternatives */
 } eng_sampling;
 void eng_sampling_defaults(eng_sampling *s);
 
@@ -55,11 +60,15 @@ typedef enum eng_finish {
     ENG_RUNNING = 0,
     ENG_FINISH_LENGTH,     /* max_tokens or max_model_len reached */
     ENG_FINISH_STOP,       /* eos or a stop id */
-    ENG_FINISH_ABORT,      /* cancelled */
+    ENG_FINISH_ABORT,      /* cancelled, or the engine was destroyed */
+    ENG_FINISH_ERROR,      /* the forward pass failed (answer 500) */
 } eng_finish;
 
 /* One generated token. logprobs are natural-log softmax of the model's
- * logits (before temperature and penalties, as vLLM reports them). */
+ * logits (before temperature and penalties, as vLLM reports them).
+ * An event with token == -1 carries only a finish reason: a request
+ * cancelled or failed before its next token, or max_tokens == 0. The top
+ * alternatives are sorted by logprob, most likely first. */
 typedef struct eng_event {
     int32_t token;
     float logprob;
@@ -68,17 +77,23 @@ typedef struct eng_event {
     float top_logprobs[ENG_MAX_TOP_LOGPROBS];
     eng_finish finish;          /* set on the last event of the request */
     int num_cached_tokens;      /* prompt tokens served from the prefix cache */
+    int n_prompt;               /* prompt tokens of the request */
+    int n_generated;            /* tokens generated so far, this one included */
 } eng_event;
 
-/* Creates the engine over a loaded model and starts its thread. The model
- * stays owned by the caller and must outlive the engine. */
+/* Creates the engine over a loaded model (its KV pool must not be allocated
+ * yet: the engine calls mdl_kv_init) and starts its thread. The model stays
+ * owned by the caller and must outlive the engine. Fails when the pool
+ * cannot hold one sequence of max_model_len tokens. */
 int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids,
                int n_eos, eng_engine **out, inferd_error *e);
 /* Finishes (aborts) everything live, joins the thread, frees the KV pool. */
 void eng_destroy(eng_engine *g);
 
 /* Queues a request. Fails (NULL, message in e) when the prompt is empty,
- * prompt + max_tokens exceeds max_model_len, or a token id is out of range. */
+ * prompt + max_tokens exceeds max_model_len, a token id (prompt, logit_bias,
+ * stop ids) is out of range, or a sampling field is out of its range. The
+ * request must be handed back with eng_release. Thread-safe. */
 eng_request *eng_submit(eng_engine *g, const int32_t *prompt, int n_prompt,
                         const eng_sampling *s, inferd_error *e);
 /* Waits up to timeout_ms (-1 = forever) for the next token. Returns 1 with
@@ -90,6 +105,11 @@ int eng_next(eng_request *r, eng_event *ev, int timeout_ms);
 void eng_cancel(eng_request *r);
 /* Releases the caller's handle; cancels the request if still live. */
 void eng_release(eng_request *r);
+/* Prompt logprobs of a request submitted with prompt_logprobs, available
+ * once eng_next has returned its first event; NULL before or without them.
+ * Entry i is prompt token i (token, logprob, top alternatives); entry 0 has
+ * no logprob (NAN, n_top 0), as in vLLM. Valid until eng_release. */
+const eng_event *eng_prompt_logprobs(eng_request *r, int *n);
 
 typedef struct eng_stats {
     int running, waiting;
@@ -97,6 +117,10 @@ typedef struct eng_stats {
     uint64_t prefix_queries, prefix_hits;  /* in tokens */
     uint64_t prompt_tokens, generation_tokens;
     uint64_t preemptions;
+    uint64_t requests_finished;     /* every finish reason */
+    uint64_t steps;                 /* forward passes run */
+    double step_seconds;            /* time spent in them */
+    int kv_blocks_cached;           /* free blocks still holding a prefix */
 } eng_stats;
 void eng_get_stats(eng_engine *g, eng_stats *s);
 int eng_max_model_len(const eng_engine *g);

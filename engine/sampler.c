@@ -1,0 +1,242 @@
+/* engine/sampler.c: logits -> token for one request, following vLLM v1's
+ * order: logit_bias and min_tokens, penalties, then greedy argmax or
+ * temperature -> min_p -> top_k -> top_p -> draw. Every walk over the
+ * vocabulary runs in a fixed order, so a request's token depends only on
+ * its logits and its own generator, never on the rest of the batch. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+
+int smp_scratch_init(smp_scratch *w, int vocab, inferd_error *e)
+{
+    memset(w, 0, sizeof *w);
+    w->p = malloc((size_t)vocab * sizeof *w->p);
+    w->idx = malloc((size_t)vocab * sizeof *w->idx);
+    w->cnt = calloc((size_t)vocab, sizeof *w->cnt);
+    w->seen = calloc((size_t)vocab, 1);
+    if (!w->p || !w->idx || !w->cnt || !w->seen) {
+        smp_scratch_free(w);
+        err_set(e, "out of memory for the sampler (vocabulary %d)", vocab);
+        return -1;
+    }
+    w->vocab = vocab;
+    return 0;
+}
+
+void smp_scratch_free(smp_scratch *w)
+{
+    free(w->p);
+    free(w->idx);
+    free(w->cnt);
+    free(w->seen);
+    memset(w, 0, sizeof *w);
+}
+
+/* ---- generator ---- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void smp_rng_seed(uint64_t st[4], uint64_t seed)
+{
+    for (int i = 0; i < 4; i++)
+        st[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+double smp_rng_uniform(uint64_t s[4])
+{
+    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return (double)(r >> 11) * 0x1.0p-53;
+}
+
+/* ---- logits processing ---- */
+
+void smp_process(const smp_seq *q, float *logits, int vocab, smp_scratch *w)
+{
+    const eng_sampling *s = q->s;
+    for (int i = 0; i < s->n_logit_bias; i++)
+        logits[s->logit_bias_ids[i]] += s->logit_bias_vals[i];
+    if (q->n_output < s->min_tokens) {
+        for (int i = 0; i < q->n_eos; i++)
+            logits[q->eos[i]] = -INFINITY;
+        for (int i = 0; i < s->n_stop_ids; i++)
+            logits[s->stop_ids[i]] = -INFINITY;
+    }
+    const int32_t *out = q->tokens + q->n_prompt;
+    int n_all = q->n_prompt + q->n_output;
+    if (s->repetition_penalty != 1.0f && s->repetition_penalty > 0) {
+        /* Each distinct token of prompt and output once; seen[] is cleared
+         * by walking the same list so the scratch stays zero. */
+        float rp = s->repetition_penalty;
+        for (int i = 0; i < n_all; i++) {
+            int32_t t = q->tokens[i];
+            if (w->seen[t])
+                continue;
+            w->seen[t] = 1;
+            logits[t] = logits[t] > 0 ? logits[t] / rp : logits[t] * rp;
+        }
+        for (int i = 0; i < n_all; i++)
+            w->seen[q->tokens[i]] = 0;
+    }
+    if (s->frequency_penalty != 0 || s->presence_penalty != 0) {
+        for (int i = 0; i < q->n_output; i++)
+            w->cnt[out[i]]++;
+        for (int i = 0; i < q->n_output; i++) {
+            int32_t t = out[i];
+            if (!w->cnt[t])
+                continue;
+            logits[t] -= s->frequency_penalty * (float)w->cnt[t] + s->presence_penalty;
+            w->cnt[t] = 0;
+        }
+    }
+    (void)vocab;
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+/* Sort order for candidates: higher weight first, lower id on ties. */
+static const float *cmp_w;
+static int cmp_desc(const void *a, const void *b)
+{
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    if (cmp_w[i] != cmp_w[j])
+        return cmp_w[i] > cmp_w[j] ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+static void sort_desc(int32_t *idx, int n, const float *w)
+{
+    /* qsort has no context argument in C11; the engine thread is the only
+     * caller in the serving path, tests call it from one thread too. */
+    cmp_w = w;
+    qsort(idx, (size_t)n, sizeof *idx, cmp_desc);
+}
+
+void smp_probs(const eng_sampling *s, const float *logits, int vocab, float *probs,
+               smp_scratch *w)
+{
+    float t = s->temperature, mx = -INFINITY;
+    for (int i = 0; i < vocab; i++)
+        if (logits[i] > mx)
+            mx = logits[i];
+    /* Unnormalised softmax weights at temperature t; the max has weight 1,
+     * so min_p compares each weight against min_p directly. */
+    for (int i = 0; i < vocab; i++)
+        probs[i] = expf((logits[i] - mx) / t);
+    if (s->min_p > 0)
+        for (int i = 0; i < vocab; i++)
+            if (probs[i] < s->min_p)
+                probs[i] = 0;
+    int k = s->top_k > 0 && s->top_k < vocab ? s->top_k : 0;
+    if (k || (s->top_p > 0 && s->top_p < 1)) {
+        int n = 0;
+        for (int i = 0; i < vocab; i++)
+            if (probs[i] > 0)
+                w->idx[n++] = i;
+        sort_desc(w->idx, n, probs);
+        if (k && k < n) {
+            /* as vLLM: everything at least as likely as the k-th stays */
+            float kth = probs[w->idx[k - 1]];
+            int keep = k;
+            while (keep < n && probs[w->idx[keep]] >= kth)
+                keep++;
+            for (int i = keep; i < n; i++)
+                probs[w->idx[i]] = 0;
+            n = keep;
+        }
+        if (s->top_p > 0 && s->top_p < 1) {
+            double total = 0, before = 0;
+            for (int i = 0; i < n; i++)
+                total += probs[w->idx[i]];
+            int keep = 0;
+            while (keep < n && (keep == 0 || before < s->top_p * total)) {
+                before += probs[w->idx[keep]];
+                keep++;
+            }
+            for (int i = keep; i < n; i++)
+                probs[w->idx[i]] = 0;
+        }
+    }
+    double z = 0;
+    for (int i = 0; i < vocab; i++)
+        z += probs[i];
+    for (int i = 0; i < vocab; i++)
+        probs[i] = (float)(probs[i] / z);
+}
+
+int32_t smp_sample(const smp_seq *q, float *logits, int vocab, double u, smp_scratch *w)
+{
+    smp_process(q, logits, vocab, w);
+    /* vLLM treats a temperature this small as greedy */
+    if (q->s->temperature < 1e-5f)
+        return argmax(logits, vocab);
+    float *p = w->p;
+    smp_probs(q->s, logits, vocab, p, w);
+    double acc = 0, target = u;
+    int last = -1;
+    for (int i = 0; i < vocab; i++) {
+        if (p[i] <= 0)
+            continue;
+        acc += p[i];
+        last = i;
+        if (acc > target)
+            return i;
+    }
+    return last >= 0 ? last : argmax(logits, vocab); /* rounding left u past the end */
+}
+
+void smp_logprobs(const float *logits, int vocab, int32_t token, int k, float *lp,
+                  int32_t *top_ids, float *top_lp, smp_scratch *w)
+{
+    float mx = -INFINITY;
+    for (int i = 0; i < vocab; i++)
+        if (logits[i] > mx)
+            mx = logits[i];
+    double z = 0;
+    for (int i = 0; i < vocab; i++)
+        z += exp((double)logits[i] - mx);
+    double lz = mx + log(z);
+    *lp = (float)((double)logits[token] - lz);
+    if (k <= 0)
+        return;
+    if (k > vocab)
+        k = vocab;
+    /* Partial selection: keep the k best in idx[0..k) by insertion. */
+    int n = 0;
+    for (int i = 0; i < vocab; i++) {
+        if (n == k && !(logits[i] > logits[w->idx[k - 1]]))
+            continue;
+        int j = n < k ? n++ : k - 1;
+        while (j > 0 && logits[i] > logits[w->idx[j - 1]]) {
+            w->idx[j] = w->idx[j - 1];
+            j--;
+        }
+        w->idx[j] = i;
+    }
+    for (int i = 0; i < k; i++) {
+        top_ids[i] = w->idx[i];
+        top_lp[i] = (float)((double)logits[w->idx[i]] - lz);
+    }
+}
