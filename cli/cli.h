@@ -3,9 +3,11 @@
 #ifndef INFERD_CLI_H
 #define INFERD_CLI_H
 
+int cli_serve(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_embed(int argc, char **argv);
+int cli_chat_template(int argc, char **argv);
 
 /* Shared helpers for subcommands. */
 int cli_parse_int(const char *flag, const char *s, long min, long max, long *out);

@@ -14,9 +14,11 @@ typedef struct command {
 
 /* One line per subcommand; keep the order of the --help listing. */
 static const command commands[] = {
+    {"serve", cli_serve, "serve a model behind the OpenAI API (chat, completions, streaming)"},
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
     {"embed", cli_embed, "pooled vectors / classifier logits of an encoder for token ids"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
+    {"chat-template", cli_chat_template, "render a chat request with a model's chat template"},
 };
 
 static void usage(FILE *f)

@@ -41,6 +41,81 @@ void eng_sampling_defaults(eng_sampling *s)
 
 /* ---- events ---- */
 
+/* Lock order: a request's mu, then its waiter's mu. */
+static void waiter_wake(eng_waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->pending = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void deadline(struct timespec *until, int timeout_ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, until);
+    until->tv_sec += timeout_ms / 1000;
+    until->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until->tv_nsec >= 1000000000L) {
+        until->tv_sec++;
+        until->tv_nsec -= 1000000000L;
+    }
+}
+
+static void cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+eng_waiter *eng_waiter_new(void)
+{
+    eng_waiter *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    pthread_mutex_init(&w->mu, NULL);
+    cond_init_monotonic(&w->cv);
+    return w;
+}
+
+void eng_waiter_free(eng_waiter *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+void eng_set_waiter(eng_request *r, eng_waiter *w)
+{
+    pthread_mutex_lock(&r->mu);
+    r->waiter = w;
+    if (w && (r->q_n > 0 || r->done))
+        waiter_wake(w);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int eng_waiter_wait(eng_waiter *w, int timeout_ms)
+{
+    struct timespec until;
+    if (timeout_ms > 0)
+        deadline(&until, timeout_ms);
+    pthread_mutex_lock(&w->mu);
+    while (!w->pending && timeout_ms != 0) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&w->cv, &w->mu);
+        else if (pthread_cond_timedwait(&w->cv, &w->mu, &until) == ETIMEDOUT)
+            break;
+    }
+    int woke = w->pending;
+    w->pending = 0;
+    pthread_mutex_unlock(&w->mu);
+    return woke;
+}
+
 void eng_push_event(eng_request *r, const eng_event *ev, int final)
 {
     pthread_mutex_lock(&r->mu);
@@ -66,6 +141,8 @@ void eng_push_event(eng_request *r, const eng_event *ev, int final)
     if (final)
         r->done = 1;
     pthread_cond_broadcast(&r->cv);
+    if (r->waiter)
+        waiter_wake(r->waiter);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -95,15 +172,8 @@ void eng_request_unref(eng_request *r)
 int eng_next(eng_request *r, eng_event *ev, int timeout_ms)
 {
     struct timespec until;
-    if (timeout_ms > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += timeout_ms / 1000;
-        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_ms > 0)
+        deadline(&until, timeout_ms);
     pthread_mutex_lock(&r->mu);
     while (r->q_n == 0 && !r->done && timeout_ms != 0) {
         if (timeout_ms < 0)
@@ -151,6 +221,7 @@ void eng_release(eng_request *r)
         return;
     pthread_mutex_lock(&r->mu);
     cancel_locked(r);
+    r->waiter = NULL; /* the caller may free it once its requests are released */
     int last = --r->refs == 0;
     pthread_mutex_unlock(&r->mu);
     if (last)
@@ -214,8 +285,14 @@ static void *engine_main(void *arg)
     eng_engine *g = arg;
     while (take_incoming(g)) {
         sched_cancel_pending(g);
-        sched_step(g);
+        int ran = sched_step(g);
         publish_stats(g);
+        if (!ran && (g->n_running || g->n_waiting)) {
+            /* Cannot happen by construction (a lone request always fits the
+             * pool); if it ever does, idle instead of spinning a core. */
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
     }
     /* Shutting down: everything live ends as aborted. */
     for (int i = 0; i < g->n_running; i++)
@@ -237,6 +314,7 @@ static void engine_free(eng_engine *g)
     free(g->waiting);
     free(g->running);
     free(g->sched);
+    free(g->cand);
     free(g->b_tok);
     free(g->b_pos);
     free(g->b_slot);
@@ -306,12 +384,12 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_
     if (n_blocks > INT32_MAX / (size_t)c->block_size)
         n_blocks = INT32_MAX / (size_t)c->block_size;
     if (kv_init(&g->kv, (int)n_blocks, c->block_size, e) ||
-        smp_scratch_init(&g->w, g->vocab, e) ||
-        mdl_kv_init(m, (int)n_blocks, c->block_size, e))
+        smp_scratch_init(&g->w, g->vocab, e))
         goto err;
     size_t ns = (size_t)c->max_num_seqs, nt = (size_t)c->max_num_batched_tokens;
     g->running = malloc(ns * sizeof *g->running);
     g->sched = malloc(ns * sizeof *g->sched);
+    g->cand = malloc(ns * sizeof *g->cand);
     g->b_tok = malloc(nt * sizeof *g->b_tok);
     g->b_pos = malloc(nt * sizeof *g->b_pos);
     g->b_slot = malloc(nt * sizeof *g->b_slot);
@@ -320,11 +398,15 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_
     g->b_table = malloc(ns * (size_t)g->max_blocks_seq * sizeof *g->b_table);
     g->row_of = malloc(ns * sizeof *g->row_of);
     g->raw = malloc((size_t)g->vocab * sizeof *g->raw);
-    if (!g->running || !g->sched || !g->b_tok || !g->b_pos || !g->b_slot || !g->b_qs ||
+    if (!g->running || !g->sched || !g->cand || !g->b_tok || !g->b_pos || !g->b_slot || !g->b_qs ||
         !g->b_ctx || !g->b_table || !g->row_of || !g->raw) {
         err_set(e, "out of memory for the engine's batch buffers");
         goto err;
     }
+    /* Last before the thread: the model cannot give its pool back, so
+     * nothing after this may fail but the thread start. */
+    if (mdl_kv_init(m, (int)n_blocks, c->block_size, e))
+        goto err;
     if (pthread_create(&g->thread, NULL, engine_main, g)) {
         err_set(e, "cannot start the engine thread");
         goto err;
@@ -423,11 +505,7 @@ static eng_request *request_new(eng_engine *g, const int32_t *prompt, int n_prom
     if (!r)
         return NULL;
     pthread_mutex_init(&r->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_monotonic(&r->cv);
     r->g = g;
     r->s = *s;
     r->n_prompt = r->n_tokens = n_prompt;

@@ -67,8 +67,11 @@ typedef enum eng_finish {
 /* One generated token. logprobs are natural-log softmax of the model's
  * logits (before temperature and penalties, as vLLM reports them).
  * An event with token == -1 carries only a finish reason: a request
- * cancelled or failed before its next token, or max_tokens == 0. The top
- * alternatives are sorted by logprob, most likely first. */
+ * cancelled or failed before its next token, or max_tokens == 0. Every
+ * request ends with exactly one event whose finish is not ENG_RUNNING; the
+ * token of an ENG_FINISH_STOP event is the eos or stop id that matched
+ * (vLLM leaves its text out of the answer). The top alternatives are
+ * sorted by logprob, most likely first (ties: lower id). */
 typedef struct eng_event {
     int32_t token;
     float logprob;
@@ -87,7 +90,8 @@ typedef struct eng_event {
  * cannot hold one sequence of max_model_len tokens. */
 int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids,
                int n_eos, eng_engine **out, inferd_error *e);
-/* Finishes (aborts) everything live, joins the thread, frees the KV pool. */
+/* Finishes (aborts) everything live and joins the thread. The KV pool was
+ * allocated in the model and is freed with it (mdl_free). */
 void eng_destroy(eng_engine *g);
 
 /* Queues a request. Fails (NULL, message in e) when the prompt is empty,
@@ -111,11 +115,27 @@ void eng_release(eng_request *r);
  * no logprob (NAN, n_top 0), as in vLLM. Valid until eng_release. */
 const eng_event *eng_prompt_logprobs(eng_request *r, int *n);
 
+/* A waiter lets one thread sleep until any of several requests (n > 1, a
+ * list of prompts) has something to read, instead of polling each. */
+typedef struct eng_waiter eng_waiter;
+eng_waiter *eng_waiter_new(void);
+/* Every request attached must be released (or detached) first. */
+void eng_waiter_free(eng_waiter *w);
+/* From now on every event queued on r wakes w; one already queued counts
+ * too. A request has at most one waiter; NULL detaches. eng_release
+ * detaches. */
+void eng_set_waiter(eng_request *r, eng_waiter *w);
+/* Sleeps until an attached request got an event since the last call
+ * returned, or timeout_ms passes (-1 = forever). Returns 1 when woken, 0 on
+ * timeout. Then read with eng_next(r, ev, 0) on each request. */
+int eng_waiter_wait(eng_waiter *w, int timeout_ms);
+
 typedef struct eng_stats {
     int running, waiting;
     int kv_blocks_total, kv_blocks_used;
-    uint64_t prefix_queries, prefix_hits;  /* in tokens */
-    uint64_t prompt_tokens, generation_tokens;
+    uint64_t prefix_queries, prefix_hits;  /* in tokens, at first admission */
+    uint64_t prompt_tokens;         /* of requests admitted (once each) */
+    uint64_t generation_tokens;     /* sampled so far */
     uint64_t preemptions;
     uint64_t requests_finished;     /* every finish reason */
     uint64_t steps;                 /* forward passes run */

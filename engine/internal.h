@@ -121,6 +121,7 @@ struct eng_request {
     int admitted;              /* has run at least once */
     eng_event *plp;            /* [n_prompt] prompt logprobs, or NULL */
     int plp_done;
+    uint64_t mark;             /* step_no of the step that scheduled or preempted it */
 
     /* shared with the caller, under mu */
     pthread_mutex_t mu;
@@ -130,7 +131,14 @@ struct eng_request {
     int done;                  /* the final event is queued */
     int plp_ready;
     int refs;                  /* caller + engine */
+    eng_waiter *waiter;        /* woken on each event, or NULL */
     atomic_int cancel;
+};
+
+struct eng_waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending;
 };
 
 /* One scheduled piece of work: rows [r->n_computed, +n_new) of r. */
@@ -165,6 +173,8 @@ struct eng_engine {
     eng_request **running;     /* [max_num_seqs], admission order */
     int n_running;
     eng_sched *sched;          /* [max_num_seqs] */
+    eng_request **cand;        /* [max_num_seqs] this step's running, decodes first */
+    uint64_t step_no;
     int n_sched;
     int n_preempted_step;
     eng_stats local;           /* counters published into st after each step */
@@ -185,9 +195,10 @@ struct eng_engine {
  * logits buffer stays small. */
 #define ENG_PLP_CHUNK 128
 
-/* scheduler.c: one schedule -> forward -> sample -> emit step. */
+/* scheduler.c: one schedule -> forward -> sample -> emit step; returns the
+ * number of requests that ran. */
 void sched_cancel_pending(eng_engine *g);
-void sched_step(eng_engine *g);
+int sched_step(eng_engine *g);
 /* Ends r with reason `fin` (event token -1 unless tok >= 0 was queued
  * before), frees its blocks and drops the engine's reference. */
 void eng_finish_request(eng_engine *g, eng_request *r, eng_finish fin);

@@ -116,8 +116,10 @@ static int argmax(const float *x, int n)
     return best;
 }
 
-/* Sort order for candidates: higher weight first, lower id on ties. */
-static const float *cmp_w;
+/* Sort order for candidates: higher weight first, lower id on ties.
+ * qsort has no context argument in C11; thread-local keeps two engines
+ * (two threads) apart. */
+static _Thread_local const float *cmp_w;
 static int cmp_desc(const void *a, const void *b)
 {
     int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
@@ -126,12 +128,30 @@ static int cmp_desc(const void *a, const void *b)
     return i < j ? -1 : i > j;
 }
 
-static void sort_desc(int32_t *idx, int n, const float *w)
+/* Collects into idx, sorted, every token of weight >= t for the largest t
+ * (max weight 1, divided by 8 at a time) whose set already holds what top_k
+ * and top_p can keep: at least k tokens, and a mass of at least top_p of
+ * the total. Everything below t would be cut anyway, so sorting only this
+ * set gives the same result as sorting the vocabulary (a few thousand
+ * tokens instead of 150k for a real model). */
+static int candidates(const float *w, int vocab, int k, double need_mass, int32_t *idx)
 {
-    /* qsort has no context argument in C11; the engine thread is the only
-     * caller in the serving path, tests call it from one thread too. */
-    cmp_w = w;
-    qsort(idx, (size_t)n, sizeof *idx, cmp_desc);
+    float t = 1;
+    for (;;) {
+        int n = 0;
+        double mass = 0;
+        for (int i = 0; i < vocab; i++)
+            if (w[i] >= t && w[i] > 0) {
+                idx[n++] = i;
+                mass += w[i];
+            }
+        if ((n >= k && mass >= need_mass) || t == 0) {
+            cmp_w = w;
+            qsort(idx, (size_t)n, sizeof *idx, cmp_desc);
+            return n;
+        }
+        t = t > 1e-30f ? t / 8 : 0;
+    }
 }
 
 void smp_probs(const eng_sampling *s, const float *logits, int vocab, float *probs,
@@ -143,47 +163,55 @@ void smp_probs(const eng_sampling *s, const float *logits, int vocab, float *pro
             mx = logits[i];
     /* Unnormalised softmax weights at temperature t; the max has weight 1,
      * so min_p compares each weight against min_p directly. */
-    for (int i = 0; i < vocab; i++)
+    double total = 0;
+    for (int i = 0; i < vocab; i++) {
         probs[i] = expf((logits[i] - mx) / t);
-    if (s->min_p > 0)
-        for (int i = 0; i < vocab; i++)
-            if (probs[i] < s->min_p)
-                probs[i] = 0;
+        if (probs[i] < s->min_p)
+            probs[i] = 0;
+        total += probs[i];
+    }
     int k = s->top_k > 0 && s->top_k < vocab ? s->top_k : 0;
-    if (k || (s->top_p > 0 && s->top_p < 1)) {
-        int n = 0;
-        for (int i = 0; i < vocab; i++)
-            if (probs[i] > 0)
-                w->idx[n++] = i;
-        sort_desc(w->idx, n, probs);
+    int use_p = s->top_p > 0 && s->top_p < 1;
+    if (k || use_p) {
+        /* With top_k the top_p mass is taken over the k kept; the set must
+         * hold those k (and their ties) whole, whatever their mass. */
+        int n = candidates(probs, vocab, k, k ? 0 : s->top_p * total, w->idx);
+        int keep = n;
         if (k && k < n) {
             /* as vLLM: everything at least as likely as the k-th stays */
             float kth = probs[w->idx[k - 1]];
-            int keep = k;
+            keep = k;
             while (keep < n && probs[w->idx[keep]] >= kth)
                 keep++;
-            for (int i = keep; i < n; i++)
-                probs[w->idx[i]] = 0;
-            n = keep;
         }
-        if (s->top_p > 0 && s->top_p < 1) {
-            double total = 0, before = 0;
-            for (int i = 0; i < n; i++)
-                total += probs[w->idx[i]];
-            int keep = 0;
-            while (keep < n && (keep == 0 || before < s->top_p * total)) {
-                before += probs[w->idx[keep]];
-                keep++;
+        if (use_p) {
+            /* the nucleus of what top_k left, or of the whole distribution */
+            double sum = 0, before = 0;
+            for (int i = 0; k && i < keep; i++)
+                sum += probs[w->idx[i]];
+            if (!k)
+                sum = total;
+            int kp = 0;
+            while (kp < keep && (kp == 0 || before < s->top_p * sum)) {
+                before += probs[w->idx[kp]];
+                kp++;
             }
-            for (int i = keep; i < n; i++)
-                probs[w->idx[i]] = 0;
+            keep = kp;
         }
+        /* zero all but the kept (marked in seen, which is left clean) */
+        total = 0;
+        for (int i = 0; i < keep; i++) {
+            w->seen[w->idx[i]] = 1;
+            total += probs[w->idx[i]];
+        }
+        for (int i = 0; i < vocab; i++)
+            if (!w->seen[i])
+                probs[i] = 0;
+        for (int i = 0; i < keep; i++)
+            w->seen[w->idx[i]] = 0;
     }
-    double z = 0;
     for (int i = 0; i < vocab; i++)
-        z += probs[i];
-    for (int i = 0; i < vocab; i++)
-        probs[i] = (float)(probs[i] / z);
+        probs[i] = (float)(probs[i] / total);
 }
 
 int32_t smp_sample(const smp_seq *q, float *logits, int vocab, double u, smp_scratch *w)

@@ -1,9 +1,10 @@
 /* engine/scheduler.c: one engine step, as vLLM v1's scheduler does it.
- * Running requests come first (decodes, and the rest of chunked prefills),
+ * Running requests come first (decodes, then the rest of chunked prefills),
  * each taking its rows out of the step's token budget; when the pool has no
- * block left for one of them, the newest running request is preempted: its
- * blocks go back to the pool (their prefixes stay cached) and it returns to
- * the front of the queue to be recomputed. Only when nobody was preempted do
+ * block left for one of them, the newest running request not yet in this
+ * step's batch is preempted: its blocks go back to the pool (their
+ * prefixes stay cached) and it returns to the front of the queue to be
+ * recomputed. Only when the pool did not run short do
  * waiting requests get admitted, prefix-cache hits first, their prompts cut
  * into chunks that fit the budget. Then one forward pass, one sample per
  * request that reached the end of its tokens, and the events go out. */
@@ -125,30 +126,63 @@ static int new_rows(const eng_request *r, int budget)
 
 static int wants_all_rows(const eng_request *r) { return r->plp && !r->plp_done; }
 
-/* Decides this step's batch into g->sched. */
+/* The newest running request not yet scheduled in this step (r itself when
+ * every newer one already has its rows in the batch). */
+static eng_request *pick_victim(eng_engine *g)
+{
+    for (int i = g->n_running - 1; i >= 0; i--)
+        if (g->running[i]->mark != g->step_no)
+            return g->running[i];
+    return NULL;
+}
+
+/* Decides this step's batch into g->sched. Running requests that decode
+ * go first, then the running ones still in (chunked) prefill, each in
+ * admission order, so a long prompt never delays the others' next token. */
 static void schedule(eng_engine *g)
 {
-    int budget = g->c.max_num_batched_tokens, bs = g->c.block_size, preempted = 0;
+    int budget = g->c.max_num_batched_tokens, bs = g->c.block_size, full = 0;
     g->n_sched = 0;
-    for (int i = 0; i < g->n_running && budget > 0;) {
-        eng_request *r = g->running[i];
+    g->step_no++;
+    int nc = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < g->n_running; i++) {
+            eng_request *r = g->running[i];
+            int decode = r->n_tokens - r->n_computed == 1;
+            if (decode == (pass == 0))
+                g->cand[nc++] = r;
+        }
+    for (int c = 0; c < nc && budget > 0; c++) {
+        eng_request *r = g->cand[c];
+        if (r->mark == g->step_no) /* preempted earlier in this step */
+            continue;
         int n = new_rows(r, budget), scheduled = 1;
         while (ensure_blocks(g, r, r->n_computed + n)) {
-            eng_request *victim = g->running[--g->n_running];
+            eng_request *victim = pick_victim(g);
+            full = 1;
+            if (victim == r && r->n_tokens - r->n_computed > 1 && g->n_sched > 0) {
+                /* A prefill whose only newer peers are decodes already in
+                 * the batch waits a step with its blocks rather than
+                 * throwing its progress away. */
+                scheduled = 0;
+                break;
+            }
+            remove_running(g, victim);
             preempt(g, victim);
-            preempted = 1;
+            victim->mark = g->step_no;
             if (victim == r) {
                 scheduled = 0;
                 break;
             }
         }
         if (!scheduled)
-            break;
+            continue;
+        r->mark = g->step_no;
         g->sched[g->n_sched++] = (eng_sched){r, n};
         budget -= n;
-        i++;
     }
-    while (!preempted && g->n_waiting > 0 && g->n_running < g->c.max_num_seqs && budget > 0) {
+    /* When the pool ran short, nobody new comes in this step. */
+    while (!full && g->n_waiting > 0 && g->n_running < g->c.max_num_seqs && budget > 0) {
         eng_request *r = g->waiting[0];
         int hit = 0;
         if (g->c.enable_prefix_caching && !r->plp) {
@@ -320,11 +354,11 @@ static int sample_and_emit(eng_engine *g, eng_request *r, float *logits)
     return 1;
 }
 
-void sched_step(eng_engine *g)
+int sched_step(eng_engine *g)
 {
     schedule(g);
     if (g->n_sched == 0)
-        return;
+        return 0;
     mdl_batch b;
     inferd_error e = {{0}};
     double t0 = now_seconds();
@@ -337,7 +371,7 @@ void sched_step(eng_engine *g)
             remove_running(g, g->sched[i].r);
             eng_finish_request(g, g->sched[i].r, ENG_FINISH_ERROR);
         }
-        return;
+        return g->n_sched;
     }
     for (int i = 0; i < g->n_sched; i++) {
         eng_request *r = g->sched[i].r;
@@ -360,4 +394,5 @@ void sched_step(eng_engine *g)
             lg += (size_t)(n - 1) * g->vocab;
         sample_and_emit(g, r, lg);
     }
+    return g->n_sched;
 }

@@ -24,6 +24,18 @@ int tmpl_render(const tmpl_template *t, json_t *vars, char **out, size_t *len,
                 int *raised, inferd_error *e);
 void tmpl_free(tmpl_template *t);
 
+/* Limits of one rendering; each failing with an error that names it. */
+typedef struct tmpl_limits {
+    size_t max_output;   /* bytes of rendered text (also of any macro output) */
+    size_t max_memory;   /* bytes of values the template may create */
+    long max_iterations; /* for-loop iterations, all loops together */
+    int max_depth;       /* nested macro calls */
+} tmpl_limits;
+/* 16 MiB output, 256 MiB memory, 1e6 iterations, depth 64. */
+extern const tmpl_limits TMPL_DEFAULT_LIMITS;
+int tmpl_render_limited(const tmpl_template *t, json_t *vars, const tmpl_limits *lim,
+                        char **out, size_t *len, int *raised, inferd_error *e);
+
 /* ---- chat templates of a model ---- */
 
 typedef struct tmpl_chat tmpl_chat;

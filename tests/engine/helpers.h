@@ -17,17 +17,21 @@
 
 #define FIX "tests/fixtures/models/"
 
-static mdl_model *load_model(const char *name)
+/* One CPU thread unless asked: the models are tiny, and OpenMP workers
+ * spinning on a loaded 2-core CI machine cost more than they bring. */
+static mdl_model *load_model_threads(const char *name, int threads)
 {
     char dir[256];
     snprintf(dir, sizeof dir, FIX "%s", name);
-    mdl_options o = {.device = "cpu", .n_threads = 2};
+    mdl_options o = {.device = "cpu", .n_threads = threads};
     mdl_model *m = NULL;
     inferd_error e = {{0}};
     if (mdl_load(dir, &o, &m, &e))
         fail_msg("load %s: %s", dir, e.msg);
     return m;
 }
+
+static mdl_model *load_model(const char *name) { return load_model_threads(name, 1); }
 
 /* Deterministic pseudo-random prompt of n ids below vocab. */
 static void make_prompt(int32_t *p, int n, uint32_t seed, int vocab)

@@ -25,7 +25,7 @@ static void test_golden(void **state)
         json_t *root = json_load_file(path, 0, &je);
         if (!root)
             fail_msg("%s: %s", path, je.text);
-        mdl_model *m = load_model(MODELS[mi]);
+        mdl_model *m = load_model_threads(MODELS[mi], 2); /* OpenMP inside the engine thread */
         eng_config c = small_config(128, m);
         c.max_num_batched_tokens = 64;
         eng_engine *g = make_engine(m, &c);
@@ -194,43 +194,50 @@ static void test_concurrent_preemption(void **state)
         ref_greedy("qwen3", jobs[i].prompt, jobs[i].n_prompt, jobs[i].n_solo, ref);
         assert_memory_equal(ref, jobs[i].solo, sizeof(int32_t) * jobs[i].n_solo);
     }
-    m = load_model("qwen3");
-    eng_config c = small_config(24, m);
-    c.max_model_len = 256;
-    c.max_num_seqs = 6;
-    c.max_num_batched_tokens = 48;
-    eng_engine *g = make_engine(m, &c);
-    pthread_t th[NTHREADS];
-    worker w[NTHREADS];
-    for (int t = 0; t < NTHREADS; t++) {
-        w[t] = (worker){g, jobs, t, NTHREADS};
-        pthread_create(&th[t], NULL, worker_main, &w[t]);
+    /* with the prefix cache, and without it (pure recomputation) */
+    for (int pc = 1; pc >= 0; pc--) {
+        m = load_model("qwen3");
+        eng_config c = small_config(24, m);
+        c.max_model_len = 256;
+        c.max_num_seqs = 6;
+        c.max_num_batched_tokens = 48;
+        c.enable_prefix_caching = pc;
+        eng_engine *g = make_engine(m, &c);
+        pthread_t th[NTHREADS];
+        worker w[NTHREADS];
+        for (int i = 0; i < NREQ; i++)
+            jobs[i].n_got = 0;
+        for (int t = 0; t < NTHREADS; t++) {
+            w[t] = (worker){g, jobs, t, NTHREADS};
+            pthread_create(&th[t], NULL, worker_main, &w[t]);
+        }
+        for (int t = 0; t < NTHREADS; t++)
+            pthread_join(th[t], NULL);
+        for (int i = 0; i < NREQ; i++) {
+            if (jobs[i].n_got != jobs[i].n_solo ||
+                memcmp(jobs[i].got, jobs[i].solo, sizeof(int32_t) * jobs[i].n_solo))
+                fail_msg("request %d (prompt %d, %s, prefix cache %d): batched output differs "
+                         "from solo", i, jobs[i].n_prompt,
+                         jobs[i].s.temperature > 0 ? "seeded" : "greedy", pc);
+            assert_int_equal(jobs[i].fin, ENG_FINISH_LENGTH);
+        }
+        eng_stats st;
+        wait_idle(g, &st);
+        assert_true(st.preemptions > 0);
+        assert_true(pc ? st.prefix_hits > 0 : st.prefix_hits == 0);
+        assert_int_equal(st.kv_blocks_used, 0);
+        assert_int_equal(st.running, 0);
+        assert_int_equal((int)st.requests_finished, NREQ);
+        uint64_t gen = 0, prompt = 0;
+        for (int i = 0; i < NREQ; i++) {
+            gen += (uint64_t)jobs[i].n_solo;
+            prompt += (uint64_t)jobs[i].n_prompt;
+        }
+        assert_int_equal(st.generation_tokens, gen);
+        assert_int_equal(st.prompt_tokens, prompt);
+        eng_destroy(g);
+        mdl_free(m);
     }
-    for (int t = 0; t < NTHREADS; t++)
-        pthread_join(th[t], NULL);
-    for (int i = 0; i < NREQ; i++) {
-        if (jobs[i].n_got != jobs[i].n_solo ||
-            memcmp(jobs[i].got, jobs[i].solo, sizeof(int32_t) * jobs[i].n_solo))
-            fail_msg("request %d (prompt %d, %s): batched output differs from solo", i,
-                     jobs[i].n_prompt, jobs[i].s.temperature > 0 ? "seeded" : "greedy");
-        assert_int_equal(jobs[i].fin, ENG_FINISH_LENGTH);
-    }
-    eng_stats st;
-    wait_idle(g, &st);
-    assert_true(st.preemptions > 0);
-    assert_true(st.prefix_hits > 0);
-    assert_int_equal(st.kv_blocks_used, 0);
-    assert_int_equal(st.running, 0);
-    assert_int_equal((int)st.requests_finished, NREQ);
-    uint64_t gen = 0, prompt = 0;
-    for (int i = 0; i < NREQ; i++) {
-        gen += (uint64_t)jobs[i].n_solo;
-        prompt += (uint64_t)jobs[i].n_prompt;
-    }
-    assert_int_equal(st.generation_tokens, gen);
-    assert_int_equal(st.prompt_tokens, prompt);
-    eng_destroy(g);
-    mdl_free(m);
     free(jobs);
 }
 
@@ -663,6 +670,148 @@ static void test_cancel(void **state)
     mdl_free(m);
 }
 
+/* Threads submit, read a few events, then cancel, release early or read to
+ * the end, all at once and at random points, into a pool small enough to
+ * preempt: every request ends, nothing leaks (ASan) or races (TSan), and the
+ * pool is empty afterwards. */
+typedef struct chaos {
+    eng_engine *g;
+    int seed, done, aborted;
+} chaos;
+
+static void *chaos_main(void *arg)
+{
+    chaos *c = arg;
+    uint32_t x = (uint32_t)c->seed * 747796405u + 1;
+    for (int i = 0; i < 25; i++) {
+        x = x * 1103515245u + 12345u;
+        int32_t p[120];
+        int n = 1 + (int)((x >> 8) % 120);
+        make_prompt(p, n, x, 512);
+        eng_sampling s;
+        eng_sampling_defaults(&s);
+        s.max_tokens = 1 + (int)((x >> 4) % 60);
+        s.ignore_eos = 1;
+        s.temperature = (x & 1) ? 0 : 0.9f;
+        s.logprobs = (x >> 3) & 1;
+        s.top_logprobs = (x >> 3) & 1 ? 3 : 0;
+        inferd_error e = {{0}};
+        eng_request *r = eng_submit(c->g, p, n, &s, &e);
+        if (!r)
+            fail_msg("submit: %s", e.msg);
+        int reads = (int)((x >> 12) % 6), mode = (int)((x >> 16) % 3);
+        eng_event ev;
+        eng_finish last = ENG_RUNNING;
+        int rc = 1;
+        for (int k = 0; k < reads && (rc = eng_next(r, &ev, -1)) == 1; k++)
+            last = ev.finish;
+        if (mode == 0) { /* cancel, then read to the end */
+            eng_cancel(r);
+            while ((rc = eng_next(r, &ev, -1)) == 1)
+                last = ev.finish;
+            assert_true(last != ENG_RUNNING);
+            c->aborted += last == ENG_FINISH_ABORT;
+        } else if (mode == 1) { /* walk away */
+        } else {
+            while ((rc = eng_next(r, &ev, -1)) == 1)
+                last = ev.finish;
+            assert_int_equal(last, ENG_FINISH_LENGTH);
+        }
+        eng_release(r);
+        c->done++;
+    }
+    return NULL;
+}
+
+static void test_cancel_stress(void **state)
+{
+    (void)state;
+    mdl_model *m = load_model("llama31");
+    eng_config c = small_config(16, m);
+    c.max_model_len = 200;
+    c.max_num_seqs = 5;
+    c.max_num_batched_tokens = 40;
+    eng_engine *g = make_engine(m, &c);
+    pthread_t th[NTHREADS];
+    chaos ch[NTHREADS];
+    for (int t = 0; t < NTHREADS; t++) {
+        ch[t] = (chaos){.g = g, .seed = t + 1};
+        pthread_create(&th[t], NULL, chaos_main, &ch[t]);
+    }
+    int aborted = 0;
+    for (int t = 0; t < NTHREADS; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(ch[t].done, 25);
+        aborted += ch[t].aborted;
+    }
+    eng_stats st;
+    wait_idle(g, &st);
+    assert_true(aborted > 0);
+    assert_int_equal(st.kv_blocks_used, 0);
+    assert_int_equal((int)st.requests_finished, 25 * NTHREADS);
+    eng_destroy(g);
+    mdl_free(m);
+}
+
+/* One thread follows four requests through a waiter: it sleeps until any
+ * has an event, reads them all without blocking, and sees every token of
+ * each in order; a waiter with nothing attached times out. */
+static void test_waiter(void **state)
+{
+    (void)state;
+    mdl_model *m = load_model("qwen2_yarn");
+    eng_config c = small_config(64, m);
+    eng_engine *g = make_engine(m, &c);
+    eng_waiter *w = eng_waiter_new();
+    assert_non_null(w);
+    assert_int_equal(eng_waiter_wait(w, 0), 0);
+    assert_int_equal(eng_waiter_wait(w, 5), 0);
+    eng_request *r[4];
+    int32_t solo[4][64], got[4][64], n_got[4] = {0}, done[4] = {0};
+    eng_sampling s;
+    eng_sampling_defaults(&s);
+    s.temperature = 0;
+    s.ignore_eos = 1;
+    inferd_error e = {{0}};
+    for (int i = 0; i < 4; i++) {
+        int32_t p[30];
+        make_prompt(p, 30, 50 + (uint32_t)i, 512);
+        s.max_tokens = 10 + 7 * i;
+        int n;
+        eng_event f;
+        run_one(g, p, 30, &s, solo[i], &n, &f);
+        r[i] = eng_submit(g, p, 30, &s, &e);
+        eng_set_waiter(r[i], w);
+    }
+    int open = 4, wakes = 0;
+    while (open > 0) {
+        assert_int_equal(eng_waiter_wait(w, 5000), 1);
+        wakes++;
+        for (int i = 0; i < 4; i++) {
+            eng_event ev;
+            int rc;
+            while (!done[i] && (rc = eng_next(r[i], &ev, 0)) != 0) {
+                if (rc < 0) {
+                    done[i] = 1;
+                    open--;
+                    break;
+                }
+                got[i][n_got[i]++] = ev.token;
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(n_got[i], 10 + 7 * i);
+        assert_memory_equal(got[i], solo[i], sizeof(int32_t) * n_got[i]);
+        eng_release(r[i]);
+    }
+    /* at most one wake per event: woken by events, not spinning */
+    assert_true(wakes <= n_got[0] + n_got[1] + n_got[2] + n_got[3]);
+    eng_waiter_free(w);
+    eng_destroy(g);
+    mdl_free(m);
+}
+
 /* eng_next with a timeout returns 0 while the engine is still busy. */
 static void test_next_timeout(void **state)
 {
@@ -806,8 +955,11 @@ static void test_create_errors(void **state)
     mdl_free(m);
 }
 
-int main(void)
+/* An argument picks tests by name pattern (cmocka's filter). */
+int main(int argc, char **argv)
 {
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden),
         cmocka_unit_test(test_concurrent_preemption),
@@ -818,6 +970,8 @@ int main(void)
         cmocka_unit_test(test_stop_conditions),
         cmocka_unit_test(test_prompt_logprobs),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_cancel_stress),
+        cmocka_unit_test(test_waiter),
         cmocka_unit_test(test_next_timeout),
         cmocka_unit_test(test_submit_errors),
         cmocka_unit_test(test_create_errors),

@@ -1,0 +1,251 @@
+/* inferd serve: the OpenAI-compatible server. It listens first (so /health
+ * answers 503 while the model loads), loads the model, tokenizer and chat
+ * template, starts the engine, and serves until SIGINT or SIGTERM; then it
+ * stops accepting, lets requests in flight finish (--shutdown-timeout) and
+ * exits 0. Flag names are vLLM's where vLLM has the flag. */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/api.h"
+#include "cli/cli.h"
+#include "engine/engine.h"
+#include "model/model.h"
+#include "server/server.h"
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: inferd serve MODEL_DIR [options]\n\n"
+        "Serves a Hugging Face model folder behind the OpenAI API:\n"
+        "POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize;\n"
+        "GET /v1/models, /health (503 while loading), /metrics (Prometheus).\n\n"
+        "  --host ADDR                 address to bind (default 0.0.0.0)\n"
+        "  --port N                    port (default 8000; 0 = any free port)\n"
+        "  --served-model-name NAME    model id clients use (default: MODEL_DIR as given)\n"
+        "  --api-key KEY               require 'Authorization: Bearer KEY' on /v1/*,\n"
+        "                              /tokenize and /detokenize (default: $INFERD_API_KEY)\n"
+        "  --max-model-len N           prompt + output tokens at most (default: the model's)\n"
+        "  --max-num-seqs N            requests in the running batch at most (default 256)\n"
+        "  --max-num-batched-tokens N  tokens per engine step (default 2048)\n"
+        "  --kv-cache-memory SIZE      KV cache pool, e.g. 512MiB, 4GiB (default 4GiB)\n"
+        "  --no-enable-prefix-caching  turn automatic prefix caching off\n"
+        "  --threads N                 CPU threads (default: all cores)\n"
+        "  --device DEV                cpu (default)\n"
+        "  --chat-template FILE        Jinja chat template replacing the model's\n"
+        "  --seed N                    seed for requests that bring none (default 0)\n"
+        "  --max-logprobs N            top_logprobs at most (default 20)\n"
+        "  --max-request-bytes N       larger request bodies get 413 (default 33554432)\n"
+        "  --max-queue N               requests waiting beyond --max-num-seqs before 503\n"
+        "                              with Retry-After (default 1024; 0 = unlimited)\n"
+        "  --shutdown-timeout SECONDS  on SIGINT/SIGTERM, wait this long for requests in\n"
+        "                              flight (default 30)\n"
+        "  --disable-log-requests      no access log line per request\n"
+        "  -h, --help                  this text\n\n"
+        "Environment: INFERD_API_KEY (same as --api-key).\n");
+}
+
+/* "4GiB", "512MiB", "1.5G", "1000000": binary units for K/M/G/KiB/MiB/GiB,
+ * decimal for KB/MB/GB, bytes without a suffix. */
+static int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v < 0)
+        return -1;
+    double mul = 1;
+    if (!strcasecmp(end, "") || !strcasecmp(end, "b"))
+        mul = 1;
+    else if (!strcasecmp(end, "k") || !strcasecmp(end, "kib"))
+        mul = 1024.0;
+    else if (!strcasecmp(end, "m") || !strcasecmp(end, "mib"))
+        mul = 1024.0 * 1024;
+    else if (!strcasecmp(end, "g") || !strcasecmp(end, "gib"))
+        mul = 1024.0 * 1024 * 1024;
+    else if (!strcasecmp(end, "kb"))
+        mul = 1e3;
+    else if (!strcasecmp(end, "mb"))
+        mul = 1e6;
+    else if (!strcasecmp(end, "gb"))
+        mul = 1e9;
+    else
+        return -1;
+    *out = (size_t)(v * mul);
+    return 0;
+}
+
+int cli_serve(int argc, char **argv)
+{
+    enum { O_HOST = 256, O_PORT, O_NAME, O_KEY, O_MAXLEN, O_SEQS, O_BATCHED, O_KV, O_NOPC,
+           O_THREADS, O_DEVICE, O_TMPL, O_SEED, O_LOGPROBS, O_MAXREQ, O_QUEUE, O_SHUT,
+           O_NOLOG, O_MODEL };
+    static const struct option opts[] = {
+        {"host", required_argument, 0, O_HOST}, {"port", required_argument, 0, O_PORT},
+        {"served-model-name", required_argument, 0, O_NAME},
+        {"api-key", required_argument, 0, O_KEY},
+        {"max-model-len", required_argument, 0, O_MAXLEN},
+        {"max-num-seqs", required_argument, 0, O_SEQS},
+        {"max-num-batched-tokens", required_argument, 0, O_BATCHED},
+        {"kv-cache-memory", required_argument, 0, O_KV},
+        {"no-enable-prefix-caching", no_argument, 0, O_NOPC},
+        {"threads", required_argument, 0, O_THREADS}, {"device", required_argument, 0, O_DEVICE},
+        {"chat-template", required_argument, 0, O_TMPL}, {"seed", required_argument, 0, O_SEED},
+        {"max-logprobs", required_argument, 0, O_LOGPROBS},
+        {"max-request-bytes", required_argument, 0, O_MAXREQ},
+        {"max-queue", required_argument, 0, O_QUEUE},
+        {"shutdown-timeout", required_argument, 0, O_SHUT},
+        {"disable-log-requests", no_argument, 0, O_NOLOG},
+        {"model", required_argument, 0, O_MODEL},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    const char *host = "0.0.0.0", *name = NULL, *key = getenv("INFERD_API_KEY");
+    const char *dir = NULL, *tmpl_path = NULL, *device = "cpu";
+    long port = 8000, maxlen = 0, seqs = 256, batched = 2048, threads = 0, seed = 0;
+    long max_logprobs = 20, maxreq = 32L << 20, queue = 1024;
+    double shutdown_timeout = 30;
+    size_t kv_bytes = (size_t)4 << 30;
+    int prefix_caching = 1, access_log = 1, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_HOST: host = optarg; break;
+        case O_PORT: if (cli_parse_int("--port", optarg, 0, 65535, &port)) return 2; break;
+        case O_NAME: name = optarg; break;
+        case O_KEY: key = optarg; break;
+        case O_MAXLEN: if (cli_parse_int("--max-model-len", optarg, 1, 1L << 24, &maxlen)) return 2; break;
+        case O_SEQS: if (cli_parse_int("--max-num-seqs", optarg, 1, 1 << 16, &seqs)) return 2; break;
+        case O_BATCHED:
+            if (cli_parse_int("--max-num-batched-tokens", optarg, 1, 1L << 24, &batched)) return 2;
+            break;
+        case O_KV:
+            if (parse_size(optarg, &kv_bytes) || kv_bytes == 0) {
+                fprintf(stderr, "inferd serve: --kv-cache-memory expects a size like 512MiB "
+                                "or 4GiB, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_NOPC: prefix_caching = 0; break;
+        case O_THREADS: if (cli_parse_int("--threads", optarg, 0, 1024, &threads)) return 2; break;
+        case O_DEVICE: device = optarg; break;
+        case O_TMPL: tmpl_path = optarg; break;
+        case O_SEED: if (cli_parse_int("--seed", optarg, 0, 1L << 62, &seed)) return 2; break;
+        case O_LOGPROBS:
+            if (cli_parse_int("--max-logprobs", optarg, 0, ENG_MAX_TOP_LOGPROBS, &max_logprobs))
+                return 2;
+            break;
+        case O_MAXREQ: if (cli_parse_int("--max-request-bytes", optarg, 1, 1L << 34, &maxreq)) return 2; break;
+        case O_QUEUE: if (cli_parse_int("--max-queue", optarg, 0, 1 << 24, &queue)) return 2; break;
+        case O_SHUT:
+            if (cli_parse_double("--shutdown-timeout", optarg, &shutdown_timeout)) return 2;
+            break;
+        case O_NOLOG: access_log = 0; break;
+        case O_MODEL: dir = optarg; break;
+        case 'h': serve_usage(stdout); return 0;
+        default: serve_usage(stderr); return 2;
+        }
+    }
+    if (!dir && optind < argc)
+        dir = argv[optind++];
+    if (!dir || optind < argc) {
+        fprintf(stderr, "inferd serve: expects one MODEL_DIR\n\n");
+        serve_usage(stderr);
+        return 2;
+    }
+    if (strcmp(device, "cpu")) {
+        fprintf(stderr, "inferd serve: --device %s is not available in this build (cpu)\n",
+                device);
+        return 2;
+    }
+    if (!name)
+        name = dir;
+
+    /* Signals are taken by sigwait below, never by a handler: block them
+     * before any thread starts so every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    srv_server *srv = NULL;
+    mdl_model *m = NULL;
+    tok_tokenizer *tok = NULL;
+    tmpl_chat *chat = NULL;
+    eng_engine *eng = NULL;
+    api_ctx *api = NULL;
+    inferd_error e = {{0}};
+    srv_options so = {.host = host, .port = (int)port, .api_key = key,
+                      .max_request_bytes = (size_t)maxreq, .access_log = access_log};
+    if (srv_start(&so, &srv, &e))
+        goto err;
+    int bound = srv_port(srv);
+    printf("inferd: listening on http://%s:%d (loading %s)\n", host, bound, dir);
+    fflush(stdout);
+
+    mdl_options mo = {.device = device, .n_threads = (int)threads};
+    ld_generation_config gc;
+    if (mdl_load(dir, &mo, &m, &e) || ld_generation_config_load(dir, &gc, &e) ||
+        tok_load(dir, &tok, &e))
+        goto err;
+    if (tmpl_chat_load(dir, tmpl_path, &chat, &e)) {
+        if (tmpl_path)
+            goto err;
+        fprintf(stderr, "inferd serve: no chat template (%s); /v1/chat/completions will "
+                        "answer 400, /v1/completions works\n", e.msg);
+        chat = NULL;
+    }
+    const ld_config *cfg = mdl_config(m);
+    const int32_t *eos = gc.n_eos > 0 ? gc.eos_token_ids : cfg->eos_token_ids;
+    int n_eos = gc.n_eos > 0 ? gc.n_eos : cfg->n_eos;
+    eng_config ec;
+    eng_config_defaults(&ec);
+    ec.kv_cache_bytes = kv_bytes;
+    ec.max_num_seqs = (int)seqs;
+    ec.max_num_batched_tokens = (int)batched;
+    ec.max_model_len = (int)maxlen;
+    ec.enable_prefix_caching = prefix_caching;
+    ec.seed = (uint64_t)seed;
+    if (eng_create(m, &ec, eos, n_eos, &eng, &e))
+        goto err;
+    api_options ao = {.served_model_name = name, .model_root = dir, .engine = eng, .tok = tok,
+                      .chat = chat, .gen = &gc, .max_logprobs = (int)max_logprobs,
+                      .max_queue = (int)queue, .max_num_seqs = (int)seqs};
+    if (api_init(&ao, &api, &e))
+        goto err;
+    srv_set_api(srv, api);
+    const char *show = !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "localhost" : host;
+    printf("inferd: ready — serving %s as '%s' on http://%s:%d/v1 (max_model_len %d)\n", dir,
+           name, host, bound, eng_max_model_len(eng));
+    printf("  curl http://%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s "
+           "-d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": "
+           "\"Hello!\"}]}'\n", show, bound, key && *key ? " -H \"Authorization: Bearer $INFERD_API_KEY\"" : "",
+           name);
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "inferd: %s: no new connections; waiting up to %gs for requests in "
+                    "flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM", shutdown_timeout);
+    int left = srv_drain(srv, shutdown_timeout);
+    if (left > 0)
+        fprintf(stderr, "inferd: cancelling %d requests still running\n", left);
+    rc = 0;
+err:
+    if (rc)
+        fprintf(stderr, "inferd serve: %s\n", e.msg);
+    srv_stop(srv);
+    api_free(api);
+    eng_destroy(eng);
+    tmpl_chat_free(chat);
+    tok_free(tok);
+    mdl_free(m);
+    if (!rc)
+        fprintf(stderr, "inferd: stopped\n");
+    return rc;
+}

@@ -1,0 +1,410 @@
+/* server/server.c: libmicrohttpd with one thread per connection. A thread
+ * may block for as long as its request generates (non-streaming) or feed
+ * an SSE response from a content-reader callback that waits on the
+ * engine's events; either way it polls its own socket between waits, so a
+ * client that hangs up cancels its request within ~100 ms and the engine
+ * frees its KV blocks at its next step. */
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/server.h"
+
+struct srv_server {
+    struct MHD_Daemon *d;
+    srv_options o;
+    char *api_key;
+    _Atomic(api_ctx *) api;
+    atomic_int active;           /* requests between first call and completion */
+    atomic_int aborting;         /* srv_stop: every wait gives up */
+    int port;
+    int quiesced;                /* no longer accepting */
+};
+
+/* One HTTP request (MHD's con_cls). */
+typedef struct conn {
+    srv_server *s;
+    struct MHD_Connection *mc;
+    strbuf body;
+    int too_large, streamed;
+    double t0;
+    int status, prompt_tokens, completion_tokens;
+    char method[16], path[256], peer[64];
+} conn;
+
+/* What an SSE response's callbacks need; it outlives the conn. */
+typedef struct sse_ctx {
+    srv_server *s;
+    api_stream *st;
+    strbuf pending;
+    size_t off;
+    int ended, fd;
+    double t0;
+    char method[16], path[256], peer[64];
+} sse_ctx;
+
+/* ---- helpers ---- */
+
+static void log_line(const srv_server *s, const char *peer, const char *method,
+                     const char *path, int status, int pt, int ct, double t0)
+{
+    if (!s->o.access_log)
+        return;
+    fprintf(stderr, "inferd: %s \"%s %s\" %d prompt_tokens=%d completion_tokens=%d %.3fs\n",
+            peer, method, path, status, pt, ct, now_seconds() - t0);
+}
+
+/* A peer that closed its end shows up as readable with nothing to read
+ * (or as RDHUP/HUP/ERR); a pipelined next request is readable with data. */
+static int fd_alive(int fd)
+{
+    if (fd < 0)
+        return 1;
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0)
+        return 1;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+        return 0;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n != 0;
+}
+
+static int conn_fd(struct MHD_Connection *mc)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? (int)ci->connect_fd : -1;
+}
+
+static int conn_alive(void *cls)
+{
+    conn *c = cls;
+    return !atomic_load(&c->s->aborting) && fd_alive(conn_fd(c->mc));
+}
+
+/* Compares in time that depends on the expected key's length only. */
+static int key_equal(const char *got, const char *want)
+{
+    size_t a = strlen(got), b = strlen(want);
+    unsigned char d = a != b;
+    for (size_t i = 0; i < b; i++)
+        d |= (unsigned char)(want[i] ^ (i < a ? got[i] : 0));
+    return d == 0;
+}
+
+static enum MHD_Result send_body(struct MHD_Connection *mc, int status, const char *ctype,
+                                 char *body, size_t len, int retry_after)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE
+                                                                         : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    if (ctype)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (retry_after > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+    if (status == 401)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result ok = MHD_queue_response(mc, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result send_error(conn *c, int status, const char *param, const char *msg,
+                                  int retry_after)
+{
+    c->status = status;
+    api_count_http(atomic_load(&c->s->api), status);
+    char *body = api_error_body(status, param, "%s", msg);
+    return send_body(c->mc, status, "application/json", body, strlen(body), retry_after);
+}
+
+/* ---- SSE ---- */
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    sse_ctx *x = cls;
+    for (;;) {
+        if (x->off < x->pending.n) {
+            size_t n = x->pending.n - x->off;
+            if (n > max)
+                n = max;
+            memcpy(buf, x->pending.p + x->off, n);
+            x->off += n;
+            return (ssize_t)n;
+        }
+        x->pending.n = 0;
+        x->off = 0;
+        if (x->ended)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (atomic_load(&x->s->aborting))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        int rc = api_stream_next(x->st, &x->pending, 100);
+        if (rc < 0)
+            x->ended = 1;
+        else if (rc == 0 && !fd_alive(x->fd))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+}
+
+static void sse_free(void *cls)
+{
+    sse_ctx *x = cls;
+    int pt = 0, ct = 0;
+    api_stream_usage(x->st, &pt, &ct);
+    log_line(x->s, x->peer, x->method, x->path, x->ended ? 200 : 499, pt, ct, x->t0);
+    api_stream_free(x->st);
+    sb_free(&x->pending);
+    free(x);
+}
+
+static enum MHD_Result send_stream(conn *c, api_response *ar)
+{
+    sse_ctx *x = calloc(1, sizeof *x);
+    if (!x) {
+        api_response_clear(ar);
+        return send_error(c, 500, NULL, "out of memory", 0);
+    }
+    x->s = c->s;
+    x->st = ar->stream;
+    ar->stream = NULL;
+    x->fd = conn_fd(c->mc);
+    x->t0 = c->t0;
+    memcpy(x->method, c->method, sizeof x->method);
+    memcpy(x->path, c->path, sizeof x->path);
+    memcpy(x->peer, c->peer, sizeof x->peer);
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, x, sse_free);
+    if (!r) {
+        sse_free(x);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    c->streamed = 1;
+    c->status = 200;
+    api_count_http(atomic_load(&c->s->api), 200);
+    enum MHD_Result ok = MHD_queue_response(c->mc, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+/* ---- requests ---- */
+
+static int needs_key(const char *path)
+{
+    return !strncmp(path, "/v1/", 4) || !strcmp(path, "/v1") || !strcmp(path, "/tokenize") ||
+           !strcmp(path, "/detokenize");
+}
+
+static enum MHD_Result dispatch(conn *c)
+{
+    srv_server *s = c->s;
+    api_ctx *a = atomic_load(&s->api);
+    if (c->too_large) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the request body is larger than the limit of %zu bytes "
+                 "(--max-request-bytes)", s->o.max_request_bytes);
+        return send_error(c, 413, NULL, msg, 0);
+    }
+    if (s->api_key && needs_key(c->path)) {
+        const char *h = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_AUTHORIZATION);
+        if (!h)
+            return send_error(c, 401, NULL, "You didn't provide an API key. Send it as "
+                              "'Authorization: Bearer KEY'.", 0);
+        if (strncasecmp(h, "Bearer ", 7) || !key_equal(h + 7, s->api_key))
+            return send_error(c, 401, NULL, "Incorrect API key provided.", 0);
+    }
+    if (!a)
+        return send_error(c, 503, NULL, "the model is still loading; retry shortly", 5);
+    api_response ar;
+    api_handle(a, c->method, c->path, c->body.p, c->body.n, conn_alive, c, &ar);
+    if (ar.stream)
+        return send_stream(c, &ar);
+    c->status = ar.status;
+    c->prompt_tokens = ar.prompt_tokens;
+    c->completion_tokens = ar.completion_tokens;
+    api_count_http(a, ar.status);
+    if (ar.status == 499) {   /* the client is gone: nothing to answer */
+        api_response_clear(&ar);
+        return MHD_NO;
+    }
+    char *body = ar.body;
+    ar.body = NULL;
+    enum MHD_Result ok = send_body(c->mc, ar.status, ar.content_type, body, ar.len,
+                                   ar.retry_after);
+    api_response_clear(&ar);
+    return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    srv_server *s = cls;
+    conn *c = *con_cls;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return MHD_NO;
+        c->s = s;
+        c->mc = mc;
+        c->t0 = now_seconds();
+        snprintf(c->method, sizeof c->method, "%s", method);
+        snprintf(c->path, sizeof c->path, "%s", url);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (ci && ci->client_addr) {
+            const struct sockaddr *sa = ci->client_addr;
+            if (sa->sa_family == AF_INET)
+                inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->peer,
+                          sizeof c->peer);
+            else if (sa->sa_family == AF_INET6)
+                inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->peer,
+                          sizeof c->peer);
+        }
+        if (!c->peer[0])
+            snprintf(c->peer, sizeof c->peer, "-");
+        *con_cls = c;
+        atomic_fetch_add(&s->active, 1);
+        const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        /* Refuse an announced oversized body before reading any of it. */
+        if (cl && strtoull(cl, NULL, 10) > s->o.max_request_bytes) {
+            c->too_large = 1;
+            return dispatch(c);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!c->too_large && c->body.n + *upload_size <= s->o.max_request_bytes)
+            sb_append(&c->body, upload_data, *upload_size);
+        else
+            c->too_large = 1;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    return dispatch(c);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                         enum MHD_RequestTerminationCode why)
+{
+    srv_server *s = cls;
+    conn *c = *con_cls;
+    if (!c)
+        return;
+    if (!c->streamed)
+        log_line(s, c->peer, c->method, c->path, c->status ? c->status : 499,
+                 c->prompt_tokens, c->completion_tokens, c->t0);
+    sb_free(&c->body);
+    free(c);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->active, 1);
+}
+
+/* ---- lifecycle ---- */
+
+int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
+{
+    srv_server *s = calloc(1, sizeof *s);
+    struct addrinfo *ai = NULL;
+    if (!s) {
+        err_set(e, "out of memory");
+        return -1;
+    }
+    s->o = *o;
+    if (!s->o.max_request_bytes)
+        s->o.max_request_bytes = (size_t)32 << 20;
+    if (o->api_key && *o->api_key)
+        s->api_key = strdup(o->api_key);
+    const char *host = o->host && *o->host ? o->host : "0.0.0.0";
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    char port[16];
+    snprintf(port, sizeof port, "%d", o->port);
+    int gai = getaddrinfo(host, port, &hints, &ai);
+    if (gai) {
+        err_set(e, "cannot resolve --host '%s': %s", host, gai_strerror(gai));
+        goto err;
+    }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_POLL | MHD_USE_ITC;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s,
+                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
+                            MHD_OPTION_THREAD_STACK_SIZE, (size_t)1 << 20,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                            MHD_OPTION_END);
+    if (!s->d) {
+        err_set(e, "cannot listen on %s:%d (address in use, or not an address of this "
+                "machine?)", host, o->port);
+        goto err;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : o->port;
+    freeaddrinfo(ai);
+    *out = s;
+    return 0;
+err:
+    if (ai)
+        freeaddrinfo(ai);
+    free(s->api_key);
+    free(s);
+    return -1;
+}
+
+int srv_port(const srv_server *s) { return s->port; }
+
+void srv_set_api(srv_server *s, api_ctx *a) { atomic_store(&s->api, a); }
+
+int srv_drain(srv_server *s, double timeout_s)
+{
+    /* MHD stops accepting but leaves the socket listening, where the kernel
+     * would still complete handshakes nobody answers: close it, so new
+     * clients are refused at once and can go to another replica. */
+    if (!s->quiesced) {
+        MHD_socket ls = MHD_quiesce_daemon(s->d);
+        if (ls != MHD_INVALID_SOCKET)
+            close(ls);
+        s->quiesced = 1;
+    }
+    double until = now_seconds() + timeout_s;
+    while (atomic_load(&s->active) > 0 && now_seconds() < until) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(&s->active);
+}
+
+void srv_stop(srv_server *s)
+{
+    if (!s)
+        return;
+    atomic_store(&s->aborting, 1);
+    MHD_stop_daemon(s->d);
+    free(s->api_key);
+    free(s);
+}

@@ -1,0 +1,36 @@
+/* server: the HTTP side of inferd on libmicrohttpd — sockets, one thread
+ * per connection, body size limits, API-key checks, SSE streaming, the
+ * access log and graceful shutdown. What a request means is api/'s job. */
+#ifndef INFERD_SERVER_H
+#define INFERD_SERVER_H
+
+#include <stddef.h>
+
+#include "api/api.h"
+#include "common/common.h"
+
+typedef struct srv_server srv_server;
+
+typedef struct srv_options {
+    const char *host;            /* address to bind, "0.0.0.0" if NULL */
+    int port;                    /* 0 = any free port (see srv_port) */
+    const char *api_key;         /* NULL or "": no authentication */
+    size_t max_request_bytes;    /* larger bodies get 413 (default 32 MiB) */
+    int access_log;              /* one line per request on stderr */
+} srv_options;
+
+/* Starts listening at once; until srv_set_api every route but /health and
+ * /metrics answers 503 "loading" (and /health 503 too), so a load balancer
+ * can watch the model load. */
+int srv_start(const srv_options *o, srv_server **out, inferd_error *e);
+int srv_port(const srv_server *s);
+/* The model is ready: requests go to a from now on. */
+void srv_set_api(srv_server *s, api_ctx *a);
+/* Stops accepting connections and waits up to timeout_s for requests in
+ * flight to finish. Returns how many are still running. */
+int srv_drain(srv_server *s, double timeout_s);
+/* Cancels what still runs, closes every connection and frees the server.
+ * The api context is not freed (the caller owns it). */
+void srv_stop(srv_server *s);
+
+#endif

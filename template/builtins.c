@@ -1,0 +1,1212 @@
+/* Jinja2's filters and tests, the Python str/dict/list methods templates
+ * call, and the globals transformers adds (raise_exception, strftime_now).
+ * Each follows the reference implementation's edge cases (jinja2/filters.py,
+ * jinja2/tests.py, CPython's str methods), since templates depend on them. */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <math.h>
+#include <time.h>
+#include <errno.h>
+#include <utf8proc.h>
+
+#include "template/jinja.h"
+
+#define NAMEIS(s) (n == sizeof(s) - 1 && !memcmp(name, s, n))
+
+/* ---- small helpers ---- */
+static int is_num(const val *v) { return v->t == V_INT || v->t == V_FLOAT || v->t == V_BOOL; }
+static int64_t inum(const val *v) { return v->t == V_INT ? v->u.i : v->t == V_BOOL ? v->u.b : (int64_t)v->u.f; }
+static double fnum(const val *v) { return v->t == V_FLOAT ? v->u.f : (double)inum(v); }
+
+static int mkstr(jctx *c, const node *at, strbuf *b, val *out)
+{
+    *out = v_strdup(c->ar, b->p ? b->p : "", b->n);
+    sb_free(b);
+    return out->t == V_STR ? 0 : jn_oom(c, at);
+}
+
+static val mklist(vlist *l, int t)
+{
+    val v = {.t = (uint8_t)t};
+    v.u.l = l;
+    return v;
+}
+
+/* Appends cp mapped through f (utf8proc case mapping). */
+static void put_cp(strbuf *b, uint32_t cp)
+{
+    char u[4];
+    int k = utf8_encode(cp, u);
+    sb_append(b, u, (size_t)k);
+}
+
+typedef enum { CASE_UPPER, CASE_LOWER, CASE_TITLE_PY, CASE_TITLE_JINJA, CASE_CAPITALIZE } casemode;
+
+static int is_cased(uint32_t cp)
+{
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
+    return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
+}
+
+static void casemap(const char *p, size_t n, casemode m, strbuf *b)
+{
+    int prev_cased = 0, first = 1;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int k = utf8_decode(p + i, n - i, &cp);
+        if (k <= 0) { sb_putc(b, p[i]); i++; continue; }
+        uint32_t o = cp;
+        switch (m) {
+        case CASE_UPPER: o = (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp); break;
+        case CASE_LOWER: o = (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp); break;
+        case CASE_CAPITALIZE:
+            o = first ? (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp) : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
+            break;
+        case CASE_TITLE_PY:
+            o = prev_cased ? (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp) : (uint32_t)utf8proc_totitle((utf8proc_int32_t)cp);
+            prev_cased = is_cased(cp);
+            break;
+        case CASE_TITLE_JINJA:
+            /* words begin after '-', whitespace, '(', '{', '[' or '<' */
+            o = first ? (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp) : (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp);
+            put_cp(b, o);
+            first = cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<' || py_isspace(cp);
+            i += (size_t)k;
+            continue;
+        }
+        put_cp(b, o);
+        first = 0;
+        i += (size_t)k;
+    }
+}
+
+/* Python str.strip/lstrip/rstrip: chars is a set of code points, or NULL
+ * for whitespace. which: 1 left, 2 right, 3 both. */
+static int in_chars(uint32_t cp, const val *chars)
+{
+    if (!chars || chars->t != V_STR) return py_isspace(cp);
+    for (size_t i = 0; i < chars->u.s.n;) {
+        uint32_t x;
+        int k = utf8_decode(chars->u.s.p + i, chars->u.s.n - i, &x);
+        if (k <= 0) { x = (unsigned char)chars->u.s.p[i]; k = 1; }
+        if (x == cp) return 1;
+        i += (size_t)k;
+    }
+    return 0;
+}
+
+static val strip(const val *s, const val *chars, int which)
+{
+    const char *p = s->u.s.p;
+    size_t a = 0, z = s->u.s.n;
+    if (which & 1) {
+        while (a < z) {
+            uint32_t cp;
+            int k = utf8_decode(p + a, z - a, &cp);
+            if (k <= 0 || !in_chars(cp, chars)) break;
+            a += (size_t)k;
+        }
+    }
+    if (which & 2) {
+        while (z > a) {
+            size_t st = z - 1;
+            while (st > a && ((unsigned char)p[st] & 0xC0) == 0x80) st--;
+            uint32_t cp;
+            int k = utf8_decode(p + st, z - st, &cp);
+            if (k <= 0 || !in_chars(cp, chars)) break;
+            z = st;
+        }
+    }
+    return v_str(p + a, z - a);
+}
+
+static int replace(jctx *c, const node *at, const val *s, const val *old, const val *new,
+                   int64_t count, val *out)
+{
+    strbuf b = {0};
+    const char *p = s->u.s.p;
+    size_t n = s->u.s.n, on = old->u.s.n;
+    if (on == 0) {
+        /* Python inserts `new` between every character and at both ends */
+        for (size_t i = 0; i <= n && count != 0;) {
+            sb_append(&b, new->u.s.p, new->u.s.n);
+            count--;
+            if (i == n) { i++; break; }
+            size_t k = 1;
+            while (i + k < n && ((unsigned char)p[i + k] & 0xC0) == 0x80) k++;
+            sb_append(&b, p + i, k);
+            i += k;
+            if (count == 0) { sb_append(&b, p + i, n - i); break; }
+        }
+        if (!b.n) sb_append(&b, p, n);
+        return mkstr(c, at, &b, out);
+    }
+    size_t i = 0;
+    while (i <= n) {
+        const char *f = count != 0 && n - i >= on ? memmem(p + i, n - i, old->u.s.p, on) : NULL;
+        if (!f) { sb_append(&b, p + i, n - i); break; }
+        sb_append(&b, p + i, (size_t)(f - (p + i)));
+        sb_append(&b, new->u.s.p, new->u.s.n);
+        i = (size_t)(f - p) + on;
+        if (count > 0) count--;
+    }
+    if (b.n > c->max_output * 4) { sb_free(&b); return jn_oom(c, at); }
+    return mkstr(c, at, &b, out);
+}
+
+/* Python str.split / rsplit. sep NULL: runs of whitespace. */
+static int split(jctx *c, const node *at, const val *s, const val *sep, int64_t maxsplit,
+                 int from_right, val *out)
+{
+    vlist *l = v_list_new(c->ar, 0);
+    if (!l) return jn_oom(c, at);
+    const char *p = s->u.s.p;
+    size_t n = s->u.s.n;
+    if (sep && sep->t == V_STR) {
+        size_t sn = sep->u.s.n;
+        if (!sn) return jn_fail(c, at, "empty separator");
+        if (!from_right) {
+            size_t i = 0;
+            for (;;) {
+                const char *f = maxsplit != 0 && n - i >= sn ? memmem(p + i, n - i, sep->u.s.p, sn) : NULL;
+                if (!f) { if (v_list_push(c->ar, l, v_str(p + i, n - i))) return jn_oom(c, at); break; }
+                if (v_list_push(c->ar, l, v_str(p + i, (size_t)(f - p) - i))) return jn_oom(c, at);
+                i = (size_t)(f - p) + sn;
+                if (maxsplit > 0) maxsplit--;
+            }
+        } else {
+            size_t end = n;
+            vlist *rev = v_list_new(c->ar, 0);
+            if (!rev) return jn_oom(c, at);
+            for (;;) {
+                size_t j = end;
+                int found = 0;
+                while (maxsplit != 0 && j >= sn) {
+                    if (!memcmp(p + j - sn, sep->u.s.p, sn)) { found = 1; break; }
+                    j--;
+                }
+                if (!found) { if (v_list_push(c->ar, rev, v_str(p, end))) return jn_oom(c, at); break; }
+                if (v_list_push(c->ar, rev, v_str(p + j, end - j))) return jn_oom(c, at);
+                end = j - sn;
+                if (maxsplit > 0) maxsplit--;
+            }
+            for (size_t k = rev->n; k-- > 0;)
+                if (v_list_push(c->ar, l, rev->items[k])) return jn_oom(c, at);
+        }
+        *out = mklist(l, V_LIST);
+        return 0;
+    }
+    /* whitespace split (rsplit with maxsplit differs only when limited) */
+    if (from_right && maxsplit >= 0) {
+        vlist *rev = v_list_new(c->ar, 0);
+        if (!rev) return jn_oom(c, at);
+        size_t end = n;
+        for (;;) {
+            while (end > 0 && py_isspace((unsigned char)p[end - 1])) end--;
+            if (!end) break;
+            size_t j = end;
+            if (maxsplit == 0) { if (v_list_push(c->ar, rev, v_str(p, end))) return jn_oom(c, at); break; }
+            while (j > 0 && !py_isspace((unsigned char)p[j - 1])) j--;
+            if (v_list_push(c->ar, rev, v_str(p + j, end - j))) return jn_oom(c, at);
+            end = j;
+            maxsplit--;
+        }
+        for (size_t k = rev->n; k-- > 0;)
+            if (v_list_push(c->ar, l, rev->items[k])) return jn_oom(c, at);
+        *out = mklist(l, V_LIST);
+        return 0;
+    }
+    size_t i = 0;
+    for (;;) {
+        while (i < n) {
+            uint32_t cp;
+            int k = utf8_decode(p + i, n - i, &cp);
+            if (k <= 0 || !py_isspace(cp)) break;
+            i += (size_t)k;
+        }
+        if (i >= n) break;
+        if (maxsplit == 0) {
+            if (v_list_push(c->ar, l, v_str(p + i, n - i))) return jn_oom(c, at);
+            break;
+        }
+        size_t j = i;
+        while (j < n) {
+            uint32_t cp;
+            int k = utf8_decode(p + j, n - j, &cp);
+            if (k <= 0) { j++; continue; }
+            if (py_isspace(cp)) break;
+            j += (size_t)k;
+        }
+        if (v_list_push(c->ar, l, v_str(p + i, j - i))) return jn_oom(c, at);
+        i = j;
+        if (maxsplit > 0) maxsplit--;
+    }
+    *out = mklist(l, V_LIST);
+    return 0;
+}
+
+static int splitlines(jctx *c, const node *at, const val *s, vlist **out)
+{
+    vlist *l = v_list_new(c->ar, 0);
+    if (!l) return jn_oom(c, at);
+    const char *p = s->u.s.p;
+    size_t n = s->u.s.n, st = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int k = utf8_decode(p + i, n - i, &cp);
+        if (k <= 0) { i++; continue; }
+        int brk = cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || cp == 0x1C || cp == 0x1D ||
+                  cp == 0x1E || cp == 0x85 || cp == 0x2028 || cp == 0x2029;
+        if (brk) {
+            if (v_list_push(c->ar, l, v_str(p + st, i - st))) return jn_oom(c, at);
+            i += (size_t)k;
+            if (cp == '\r' && i < n && p[i] == '\n') i++;
+            st = i;
+        } else {
+            i += (size_t)k;
+        }
+    }
+    if (st < n && v_list_push(c->ar, l, v_str(p + st, n - st))) return jn_oom(c, at);
+    *out = l;
+    return 0;
+}
+
+/* str.format with {} / {0} / {name} fields; no format specs. */
+static int str_format(jctx *c, const node *at, const val *fmt, jargs *a, val *out)
+{
+    strbuf b = {0};
+    const char *p = fmt->u.s.p;
+    size_t n = fmt->u.s.n, auto_i = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '}' ) {
+            if (i + 1 < n && p[i + 1] == '}') i++;
+            sb_putc(&b, '}');
+            continue;
+        }
+        if (p[i] != '{') { sb_putc(&b, p[i]); continue; }
+        if (i + 1 < n && p[i + 1] == '{') { sb_putc(&b, '{'); i++; continue; }
+        const char *close = memchr(p + i, '}', n - i);
+        if (!close) { sb_free(&b); return jn_fail(c, at, "Single '{' encountered in format string"); }
+        const char *f = p + i + 1;
+        size_t fl = (size_t)(close - f);
+        if (memchr(f, ':', fl) || memchr(f, '!', fl)) {
+            sb_free(&b);
+            return jn_fail(c, at, "str.format: format specs and conversions are not supported");
+        }
+        val *v = NULL;
+        if (fl == 0) v = auto_i < a->npos ? &a->pos[auto_i++] : NULL;
+        else if (f[0] >= '0' && f[0] <= '9') {
+            size_t k = (size_t)strtoul(f, NULL, 10);
+            v = k < a->npos ? &a->pos[k] : NULL;
+        } else {
+            for (size_t k = 0; k < a->nkw; k++)
+                if (a->kw[k]->name_len == fl && !memcmp(a->kw[k]->name, f, fl)) v = &a->kwv[k];
+        }
+        if (!v) { sb_free(&b); return jn_fail(c, at, "str.format: no argument for field '{%.*s}'", (int)fl, f); }
+        v_to_str(v, &b);
+        i = (size_t)(close - p);
+    }
+    return mkstr(c, at, &b, out);
+}
+
+/* ---- methods ---- */
+static const char *const STR_METHODS[] = {
+    "capitalize", "casefold", "center", "count", "encode", "endswith", "expandtabs", "find",
+    "format", "format_map", "index", "isalnum", "isalpha", "isascii", "isdecimal", "isdigit",
+    "isidentifier", "islower", "isnumeric", "isprintable", "isspace", "istitle", "isupper",
+    "join", "ljust", "lower", "lstrip", "maketrans", "partition", "removeprefix",
+    "removesuffix", "replace", "rfind", "rindex", "rjust", "rpartition", "rsplit", "rstrip",
+    "split", "splitlines", "startswith", "strip", "swapcase", "title", "translate", "upper",
+    "zfill", NULL};
+static const char *const DICT_METHODS[] = {"copy", "fromkeys", "get", "items", "keys", "values", NULL};
+static const char *const DICT_UNSAFE[] = {"clear", "pop", "popitem", "setdefault", "update", NULL};
+static const char *const LIST_METHODS[] = {"copy", "count", "index", NULL};
+static const char *const LIST_UNSAFE[] = {"append", "clear", "extend", "insert", "pop", "remove",
+                                          "reverse", "sort", NULL};
+
+static int in_names(const char *const *names, const char *name, size_t n)
+{
+    for (int i = 0; names[i]; i++)
+        if (strlen(names[i]) == n && !memcmp(names[i], name, n)) return 1;
+    return 0;
+}
+
+int jn_method_kind(vtype t, const char *name, size_t n)
+{
+    switch (t) {
+    case V_STR: return in_names(STR_METHODS, name, n);
+    case V_DICT: return in_names(DICT_METHODS, name, n) ? 1 : in_names(DICT_UNSAFE, name, n) ? -1 : 0;
+    case V_LIST: return in_names(LIST_METHODS, name, n) ? 1 : in_names(LIST_UNSAFE, name, n) ? -1 : 0;
+    case V_TUPLE: return NAMEIS("count") || NAMEIS("index");
+    default: return 0;
+    }
+}
+
+static int dict_items(jctx *c, const node *at, vdict *d, int which, val *out)
+{
+    vlist *l = v_list_new(c->ar, d->n);
+    if (!l) return jn_oom(c, at);
+    for (size_t i = 0; i < d->n; i++) {
+        if (which == 0) l->items[i] = d->keys[i];
+        else if (which == 1) l->items[i] = d->vals[i];
+        else {
+            vlist *pair = v_list_new(c->ar, 2);
+            if (!pair) return jn_oom(c, at);
+            pair->items[0] = d->keys[i];
+            pair->items[1] = d->vals[i];
+            pair->n = 2;
+            l->items[i] = mklist(pair, V_TUPLE);
+        }
+    }
+    l->n = d->n;
+    *out = mklist(l, V_LIST);
+    return 0;
+}
+
+static int affix(const val *s, const val *x, int end)
+{
+    if (x->t != V_STR || x->u.s.n > s->u.s.n) return 0;
+    const char *p = end ? s->u.s.p + s->u.s.n - x->u.s.n : s->u.s.p;
+    return !memcmp(p, x->u.s.p, x->u.s.n);
+}
+
+static int str_is(const val *s, int (*pred)(uint32_t))
+{
+    if (!s->u.s.n) return 0;
+    for (size_t i = 0; i < s->u.s.n;) {
+        uint32_t cp;
+        int k = utf8_decode(s->u.s.p + i, s->u.s.n - i, &cp);
+        if (k <= 0 || !pred(cp)) return 0;
+        i += (size_t)k;
+    }
+    return 1;
+}
+
+static int p_digit(uint32_t cp) { return utf8proc_category((utf8proc_int32_t)cp) == UTF8PROC_CATEGORY_ND; }
+static int p_alpha(uint32_t cp)
+{
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)cp);
+    return k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO;
+}
+static int p_alnum(uint32_t cp) { return p_alpha(cp) || p_digit(cp); }
+static int p_space(uint32_t cp) { return py_isspace(cp); }
+
+static int find(const val *s, const val *x, int rev, int64_t *out)
+{
+    const char *p = s->u.s.p, *f = NULL;
+    size_t n = s->u.s.n, xn = x->u.s.n;
+    if (!rev) f = memmem(p, n, x->u.s.p, xn);
+    else
+        for (size_t j = n + 1; j-- > 0;)
+            if (j + xn <= n && !memcmp(p + j, x->u.s.p, xn)) { f = p + j; break; }
+    *out = f ? (int64_t)u8_len(p, (size_t)(f - p)) : -1;
+    return 0;
+}
+
+static int str_method(jctx *c, const node *at, const val *s, const char *name, size_t n,
+                      jargs *a, val *out)
+{
+    val *a0 = jn_arg(a, 0, NULL), *a1 = jn_arg(a, 1, NULL);
+    strbuf b = {0};
+    if (NAMEIS("startswith") || NAMEIS("endswith")) {
+        int end = name[0] == 'e', r = 0;
+        if (!a0) return jn_fail(c, at, "%.*s() takes at least 1 argument (0 given)", (int)n, name);
+        if (a0->t == V_TUPLE || a0->t == V_LIST) {
+            for (size_t i = 0; i < a0->u.l->n; i++) r |= affix(s, &a0->u.l->items[i], end);
+        } else if (a0->t == V_STR) {
+            r = affix(s, a0, end);
+        } else {
+            return jn_fail(c, at, "%.*s first arg must be str or a tuple of str, not %s", (int)n, name, v_typename(a0));
+        }
+        *out = v_bool(r);
+        return 0;
+    }
+    if (NAMEIS("strip") || NAMEIS("lstrip") || NAMEIS("rstrip")) {
+        if (a0 && a0->t != V_STR && a0->t != V_NONE)
+            return jn_fail(c, at, "%.*s arg must be None or str", (int)n, name);
+        *out = strip(s, a0 && a0->t == V_STR ? a0 : NULL, name[0] == 'l' ? 1 : name[0] == 'r' ? 2 : 3);
+        return 0;
+    }
+    if (NAMEIS("split") || NAMEIS("rsplit")) {
+        val *sep = jn_arg(a, 0, "sep"), *mx = jn_arg(a, 1, "maxsplit");
+        if (sep && sep->t != V_STR && sep->t != V_NONE)
+            return jn_fail(c, at, "must be str or None, not %s", v_typename(sep));
+        return split(c, at, s, sep, mx && is_num(mx) ? inum(mx) : -1, name[0] == 'r', out);
+    }
+    if (NAMEIS("upper")) { casemap(s->u.s.p, s->u.s.n, CASE_UPPER, &b); return mkstr(c, at, &b, out); }
+    if (NAMEIS("lower") || NAMEIS("casefold")) { casemap(s->u.s.p, s->u.s.n, CASE_LOWER, &b); return mkstr(c, at, &b, out); }
+    if (NAMEIS("title")) { casemap(s->u.s.p, s->u.s.n, CASE_TITLE_PY, &b); return mkstr(c, at, &b, out); }
+    if (NAMEIS("capitalize")) { casemap(s->u.s.p, s->u.s.n, CASE_CAPITALIZE, &b); return mkstr(c, at, &b, out); }
+    if (NAMEIS("replace")) {
+        val *cnt = jn_arg(a, 2, "count");
+        if (!a0 || !a1 || a0->t != V_STR || a1->t != V_STR)
+            return jn_fail(c, at, "replace() expects two strings");
+        return replace(c, at, s, a0, a1, cnt && is_num(cnt) ? inum(cnt) : -1, out);
+    }
+    if (NAMEIS("format")) return str_format(c, at, s, a, out);
+    if (NAMEIS("join")) {
+        vlist *items;
+        if (!a0) return jn_fail(c, at, "join() takes exactly one argument (0 given)");
+        if (jn_iterate(c, at, a0, &items)) return -1;
+        for (size_t i = 0; i < items->n; i++) {
+            if (items->items[i].t != V_STR) {
+                sb_free(&b);
+                return jn_fail(c, at, "sequence item %zu: expected str instance, %s found", i, v_typename(&items->items[i]));
+            }
+            if (i) sb_append(&b, s->u.s.p, s->u.s.n);
+            sb_append(&b, items->items[i].u.s.p, items->items[i].u.s.n);
+        }
+        return mkstr(c, at, &b, out);
+    }
+    if (NAMEIS("find") || NAMEIS("rfind") || NAMEIS("index") || NAMEIS("rindex") || NAMEIS("count")) {
+        if (!a0 || a0->t != V_STR) return jn_fail(c, at, "%.*s() expects a string argument", (int)n, name);
+        if (NAMEIS("count")) {
+            int64_t k = 0;
+            if (!a0->u.s.n) k = (int64_t)u8_len(s->u.s.p, s->u.s.n) + 1;
+            else
+                for (const char *p = s->u.s.p, *e = p + s->u.s.n, *f; (f = memmem(p, (size_t)(e - p), a0->u.s.p, a0->u.s.n)); p = f + a0->u.s.n) k++;
+            *out = v_int(k);
+            return 0;
+        }
+        int64_t r;
+        find(s, a0, name[0] == 'r', &r);
+        if (r < 0 && name[name[0] == 'r'] == 'i') return jn_fail(c, at, "substring not found");
+        *out = v_int(r);
+        return 0;
+    }
+    if (NAMEIS("splitlines")) {
+        vlist *l;
+        if (splitlines(c, at, s, &l)) return -1;
+        *out = mklist(l, V_LIST);
+        return 0;
+    }
+    if (NAMEIS("removeprefix") || NAMEIS("removesuffix")) {
+        if (!a0 || a0->t != V_STR) return jn_fail(c, at, "%.*s() expects a string argument", (int)n, name);
+        int suf = name[6] == 's';
+        *out = *s;
+        if (affix(s, a0, suf)) {
+            out->u.s.n -= a0->u.s.n;
+            if (!suf) out->u.s.p += a0->u.s.n;
+        }
+        return 0;
+    }
+    if (NAMEIS("isdigit") || NAMEIS("isdecimal") || NAMEIS("isnumeric")) { *out = v_bool(str_is(s, p_digit)); return 0; }
+    if (NAMEIS("isalpha")) { *out = v_bool(str_is(s, p_alpha)); return 0; }
+    if (NAMEIS("isalnum")) { *out = v_bool(str_is(s, p_alnum)); return 0; }
+    if (NAMEIS("isspace")) { *out = v_bool(str_is(s, p_space)); return 0; }
+    if (NAMEIS("islower") || NAMEIS("isupper")) {
+        casemap(s->u.s.p, s->u.s.n, name[2] == 'l' ? CASE_LOWER : CASE_UPPER, &b);
+        int has_cased = 0;
+        for (size_t i = 0; i < s->u.s.n;) {
+            uint32_t cp;
+            int k = utf8_decode(s->u.s.p + i, s->u.s.n - i, &cp);
+            if (k <= 0) { i++; continue; }
+            has_cased |= is_cased(cp);
+            i += (size_t)k;
+        }
+        *out = v_bool(has_cased && b.n == s->u.s.n && !memcmp(b.p, s->u.s.p, b.n));
+        sb_free(&b);
+        return 0;
+    }
+    if (NAMEIS("partition") || NAMEIS("rpartition")) {
+        if (!a0 || a0->t != V_STR || !a0->u.s.n) return jn_fail(c, at, "%.*s() expects a non-empty string", (int)n, name);
+        int64_t r;
+        find(s, a0, name[0] == 'r', &r);
+        vlist *l = v_list_new(c->ar, 3);
+        if (!l) return jn_oom(c, at);
+        if (r < 0) {
+            l->items[0] = name[0] == 'r' ? v_str("", 0) : *s;
+            l->items[1] = v_str("", 0);
+            l->items[2] = name[0] == 'r' ? *s : v_str("", 0);
+        } else {
+            size_t off = u8_offset(s->u.s.p, s->u.s.n, (size_t)r);
+            l->items[0] = v_str(s->u.s.p, off);
+            l->items[1] = v_str(s->u.s.p + off, a0->u.s.n);
+            l->items[2] = v_str(s->u.s.p + off + a0->u.s.n, s->u.s.n - off - a0->u.s.n);
+        }
+        l->n = 3;
+        *out = mklist(l, V_TUPLE);
+        return 0;
+    }
+    return jn_fail(c, at, "str.%.*s() is not supported in templates", (int)n, name);
+}
+
+int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out)
+{
+    const char *name = m->name;
+    size_t n = strlen(name);
+    val *self = &m->self;
+    val *a0 = jn_arg(a, 0, NULL);
+    if (self->t == V_STR) return str_method(c, at, self, name, n, a, out);
+    if (self->t == V_LOOP) {
+        /* loop.cycle(a, b, ...) */
+        if (!a->npos) return jn_fail(c, at, "no items for cycling given");
+        *out = a->pos[self->u.loop->index0 % a->npos];
+        return 0;
+    }
+    if (self->t == V_DICT) {
+        if (NAMEIS("items")) return dict_items(c, at, self->u.d, 2, out);
+        if (NAMEIS("keys")) return dict_items(c, at, self->u.d, 0, out);
+        if (NAMEIS("values")) return dict_items(c, at, self->u.d, 1, out);
+        if (NAMEIS("get")) {
+            if (!a0) return jn_fail(c, at, "get expected at least 1 argument, got 0");
+            val *v = v_dict_get(self->u.d, a0), *d = jn_arg(a, 1, NULL);
+            *out = v ? *v : d ? *d : V_NONE_VAL;
+            return 0;
+        }
+        if (NAMEIS("copy")) { *out = *self; return 0; }
+    }
+    if (self->t == V_LIST || self->t == V_TUPLE) {
+        if (NAMEIS("copy")) { *out = *self; return 0; }
+        if (!a0) return jn_fail(c, at, "%s() takes exactly one argument (0 given)", name);
+        int64_t k = 0, idx = -1;
+        for (size_t i = 0; i < self->u.l->n; i++)
+            if (v_equal(&self->u.l->items[i], a0)) { k++; if (idx < 0) idx = (int64_t)i; }
+        if (NAMEIS("count")) { *out = v_int(k); return 0; }
+        if (idx < 0) return jn_fail(c, at, "value is not in list");
+        *out = v_int(idx);
+        return 0;
+    }
+    return jn_fail(c, at, "%s.%s() is not supported in templates", v_typename(self), name);
+}
+
+/* ---- globals ---- */
+int jn_func(jctx *c, const node *at, int fn, jargs *a, val *out)
+{
+    switch (fn) {
+    case FN_RANGE: {
+        int64_t lo = 0, hi, st = 1;
+        for (size_t i = 0; i < a->npos; i++)
+            if (a->pos[i].t != V_INT && a->pos[i].t != V_BOOL)
+                return jn_fail(c, at, "'%s' object cannot be interpreted as an integer", v_typename(&a->pos[i]));
+        if (a->npos == 1) hi = inum(&a->pos[0]);
+        else if (a->npos == 2 || a->npos == 3) {
+            lo = inum(&a->pos[0]);
+            hi = inum(&a->pos[1]);
+            if (a->npos == 3) st = inum(&a->pos[2]);
+        } else return jn_fail(c, at, "range expected 1 to 3 arguments, got %zu", a->npos);
+        if (st == 0) return jn_fail(c, at, "range() arg 3 must not be zero");
+        /* the sandbox's limit, which keeps range(10**9) from allocating */
+        int64_t cnt = 0;
+        if (st > 0 && hi > lo) cnt = (hi - lo + st - 1) / st;
+        if (st < 0 && lo > hi) cnt = (lo - hi - st - 1) / -st;
+        if (cnt > 100000)
+            return jn_fail(c, at, "Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
+        vlist *l = v_list_new(c->ar, (size_t)cnt);
+        if (!l) return jn_oom(c, at);
+        for (int64_t i = 0; i < cnt; i++) l->items[i] = v_int(lo + i * st);
+        l->n = (size_t)cnt;
+        *out = mklist(l, V_LIST);
+        return 0;
+    }
+    case FN_DICT: case FN_NAMESPACE: {
+        vdict *d = v_dict_new(c->ar, 0);
+        if (!d) return jn_oom(c, at);
+        if (a->npos > 1) return jn_fail(c, at, "%s expected at most 1 positional argument", fn == FN_DICT ? "dict" : "namespace");
+        if (a->npos == 1) {
+            if (a->pos[0].t != V_DICT) return jn_fail(c, at, "cannot convert '%s' to a dictionary", v_typename(&a->pos[0]));
+            for (size_t i = 0; i < a->pos[0].u.d->n; i++)
+                if (v_dict_set(c->ar, d, a->pos[0].u.d->keys[i], a->pos[0].u.d->vals[i])) return jn_oom(c, at);
+        }
+        for (size_t i = 0; i < a->nkw; i++)
+            if (v_dict_set(c->ar, d, v_str(a->kw[i]->name, a->kw[i]->name_len), a->kwv[i])) return jn_oom(c, at);
+        out->t = fn == FN_DICT ? V_DICT : V_NS;
+        out->u.d = d;
+        return 0;
+    }
+    case FN_RAISE: {
+        /* the message exactly as the template wrote it: clients show it */
+        val msg = a->npos ? a->pos[0] : v_str("", 0), s;
+        if (jn_str(c, at, &msg, &s)) return -1;
+        err_set(c->e, "%.*s", (int)s.u.s.n, s.u.s.p);
+        c->raised = 1;
+        return -1;
+    }
+    case FN_STRFTIME: {
+        if (!a->npos || a->pos[0].t != V_STR) return jn_fail(c, at, "strftime_now expects a format string");
+        char fmt[256], buf[512];
+        snprintf(fmt, sizeof fmt, "%.*s", (int)a->pos[0].u.s.n, a->pos[0].u.s.p);
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        size_t k = strftime(buf, sizeof buf, fmt, &tm);
+        *out = v_strdup(c->ar, buf, k);
+        return out->t == V_STR ? 0 : jn_oom(c, at);
+    }
+    }
+    return jn_fail(c, at, "internal error: unknown function %d", fn);
+}
+
+/* ---- tests ---- */
+static int test_sequence(const val *v)
+{
+    return v->t == V_STR || v->t == V_LIST || v->t == V_TUPLE || v->t == V_DICT || v->t == V_UNDEF;
+}
+
+int jn_test(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a, int *out)
+{
+    val *a0 = jn_arg(a, 0, NULL);
+    if (NAMEIS("defined")) { *out = v.t != V_UNDEF; return 0; }
+    if (NAMEIS("undefined")) { *out = v.t == V_UNDEF; return 0; }
+    if (NAMEIS("none")) { *out = v.t == V_NONE; return 0; }
+    if (NAMEIS("string")) { *out = v.t == V_STR; return 0; }
+    if (NAMEIS("number")) { *out = is_num(&v); return 0; }
+    if (NAMEIS("integer")) { *out = v.t == V_INT; return 0; }
+    if (NAMEIS("float")) { *out = v.t == V_FLOAT; return 0; }
+    if (NAMEIS("boolean")) { *out = v.t == V_BOOL; return 0; }
+    if (NAMEIS("true")) { *out = v.t == V_BOOL && v.u.b; return 0; }
+    if (NAMEIS("false")) { *out = v.t == V_BOOL && !v.u.b; return 0; }
+    if (NAMEIS("mapping")) { *out = v.t == V_DICT; return 0; }
+    if (NAMEIS("iterable")) { *out = test_sequence(&v); return 0; }
+    if (NAMEIS("sequence")) { *out = test_sequence(&v); return 0; }
+    if (NAMEIS("callable")) { *out = v.t == V_MACRO || v.t == V_FUNC || v.t == V_METHOD; return 0; }
+    if (NAMEIS("lower") || NAMEIS("upper")) {
+        if (v.t != V_STR) { *out = 0; return 0; }
+        strbuf b = {0};
+        casemap(v.u.s.p, v.u.s.n, name[0] == 'l' ? CASE_LOWER : CASE_UPPER, &b);
+        *out = b.n == v.u.s.n && (!b.n || !memcmp(b.p, v.u.s.p, b.n));
+        sb_free(&b);
+        return 0;
+    }
+    int op = -1;
+    if (NAMEIS("eq") || NAMEIS("equalto") || NAMEIS("==")) op = OP_EQ;
+    else if (NAMEIS("ne") || NAMEIS("!=")) op = OP_NE;
+    else if (NAMEIS("lt") || NAMEIS("lessthan") || NAMEIS("<")) op = OP_LT;
+    else if (NAMEIS("le") || NAMEIS("<=")) op = OP_LE;
+    else if (NAMEIS("gt") || NAMEIS("greaterthan") || NAMEIS(">")) op = OP_GT;
+    else if (NAMEIS("ge") || NAMEIS(">=")) op = OP_GE;
+    else if (NAMEIS("in")) op = OP_IN;
+    if (op >= 0) {
+        if (!a0) return jn_fail(c, at, "test '%.*s' needs an argument", (int)n, name);
+        return jn_compare(c, at, op, &v, a0, out);
+    }
+    if (NAMEIS("sameas")) {
+        if (!a0) return jn_fail(c, at, "test 'sameas' needs an argument");
+        /* Python identity: singletons, small ints, the same container */
+        if (v.t != a0->t) *out = 0;
+        else if (v.t == V_NONE) *out = 1;
+        else if (v.t == V_BOOL || v.t == V_INT) *out = v_equal(&v, a0);
+        else if (v.t == V_LIST || v.t == V_TUPLE) *out = v.u.l == a0->u.l;
+        else if (v.t == V_DICT || v.t == V_NS) *out = v.u.d == a0->u.d;
+        else *out = 0;
+        return 0;
+    }
+    if (NAMEIS("odd") || NAMEIS("even") || NAMEIS("divisibleby")) {
+        if (v.t == V_UNDEF) return jn_undef_fail(c, at, &v);
+        if (!is_num(&v)) return jn_fail(c, at, "unsupported operand type(s) for %%: '%s' and 'int'", v_typename(&v));
+        if (NAMEIS("divisibleby")) {
+            if (!a0 || !is_num(a0)) return jn_fail(c, at, "test 'divisibleby' needs a number");
+            if (fnum(a0) == 0) return jn_fail(c, at, "integer division or modulo by zero");
+            *out = fmod(fnum(&v), fnum(a0)) == 0;
+            return 0;
+        }
+        int64_t x = inum(&v);
+        int odd = v.t == V_FLOAT ? fmod(v.u.f, 2.0) != 0 : (x % 2 != 0);
+        *out = name[0] == 'o' ? odd : !odd;
+        return 0;
+    }
+    if (NAMEIS("escaped")) { *out = 0; return 0; }
+    return jn_fail(c, at, "no test named '%.*s'", (int)n, name);
+}
+
+/* ---- filters ---- */
+
+/* jinja's make_attrgetter: "a.b.0" walks getitem on each part. */
+static int attr_path(jctx *c, const node *at, val v, const val *path, val *out)
+{
+    if (path->t == V_INT) return jn_getitem(c, at, v, *path, out);
+    if (path->t != V_STR) return jn_fail(c, at, "attribute must be a string");
+    const char *p = path->u.s.p, *e = p + path->u.s.n;
+    while (p <= e) {
+        const char *dot = memchr(p, '.', (size_t)(e - p));
+        if (!dot) dot = e;
+        val key = v_str(p, (size_t)(dot - p));
+        int digits = dot > p;
+        for (const char *q = p; q < dot; q++) digits &= *q >= '0' && *q <= '9';
+        if (digits) key = v_int(strtoll(p, NULL, 10));
+        if (v.t == V_UNDEF) { *out = v; return 0; }
+        if (jn_getitem(c, at, v, key, &v)) return -1;
+        p = dot + 1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Sort key comparison for sort/dictsort/unique/min/max: strings compare
+ * lowercased unless case_sensitive. */
+typedef struct sortctx { jctx *c; const node *at; int cs, err; } sortctx;
+
+static int key_lower(jctx *c, const val *v, int cs, val *out)
+{
+    if (cs || v->t != V_STR) { *out = *v; return 0; }
+    strbuf b = {0};
+    casemap(v->u.s.p, v->u.s.n, CASE_LOWER, &b);
+    return mkstr(c, NULL, &b, out);
+}
+
+static int cmp_vals(sortctx *s, const val *a, const val *b)
+{
+    int lt, gt;
+    if (s->err) return 0;
+    if (jn_compare(s->c, s->at, OP_LT, a, b, &lt) || jn_compare(s->c, s->at, OP_GT, a, b, &gt)) {
+        s->err = 1;
+        return 0;
+    }
+    return lt ? -1 : gt ? 1 : 0;
+}
+
+/* Stable merge sort of items by keys (parallel arrays). */
+static void msort(sortctx *s, val *items, val *keys, val *ti, val *tk, size_t n, int rev)
+{
+    if (n < 2) return;
+    size_t h = n / 2;
+    msort(s, items, keys, ti, tk, h, rev);
+    msort(s, items + h, keys + h, ti, tk, n - h, rev);
+    size_t i = 0, j = h, k = 0;
+    while (i < h && j < n) {
+        int cmp = cmp_vals(s, &keys[j], &keys[i]);
+        int take_right = rev ? cmp > 0 : cmp < 0;
+        if (take_right) { ti[k] = items[j]; tk[k++] = keys[j++]; }
+        else { ti[k] = items[i]; tk[k++] = keys[i++]; }
+    }
+    while (i < h) { ti[k] = items[i]; tk[k++] = keys[i++]; }
+    while (j < n) { ti[k] = items[j]; tk[k++] = keys[j++]; }
+    memcpy(items, ti, n * sizeof *items);
+    memcpy(keys, tk, n * sizeof *keys);
+}
+
+static int sort_list(jctx *c, const node *at, vlist *in, const val *attr, int cs, int rev,
+                     int by_value, val *out)
+{
+    size_t n = in->n;
+    vlist *l = v_list_new(c->ar, n);
+    val *keys = ar_alloc(c->ar, (n + 1) * sizeof *keys), *ti = ar_alloc(c->ar, (n + 1) * sizeof *ti),
+        *tk = ar_alloc(c->ar, (n + 1) * sizeof *tk);
+    if (!l || !keys || !ti || !tk) return jn_oom(c, at);
+    for (size_t i = 0; i < n; i++) {
+        val k = in->items[i];
+        if (by_value >= 0) k = k.u.l->items[by_value];
+        if (attr && attr->t != V_NONE && attr_path(c, at, k, attr, &k)) return -1;
+        if (key_lower(c, &k, cs, &keys[i])) return jn_oom(c, at);
+        l->items[i] = in->items[i];
+    }
+    l->n = n;
+    sortctx s = {c, at, cs, 0};
+    msort(&s, l->items, keys, ti, tk, n, rev);
+    if (s.err) return -1;
+    *out = mklist(l, V_LIST);
+    return 0;
+}
+
+static int apply_filter_or_test(jctx *c, const node *at, int is_test, const char *name, size_t n,
+                                val v, jargs *rest, val *out)
+{
+    if (!is_test) return jn_filter(c, at, name, n, v, rest, out);
+    int r;
+    if (jn_test(c, at, name, n, v, rest, &r)) return -1;
+    *out = v_bool(r);
+    return 0;
+}
+
+/* select/reject/selectattr/rejectattr/map share the argument shapes:
+ * (attr?, name?, *args). */
+static int select_like(jctx *c, const node *at, val v, jargs *a, int attr, int keep, val *out)
+{
+    vlist *items, *res;
+    if (jn_iterate(c, at, &v, &items)) return -1;
+    if (!(res = v_list_new(c->ar, items->n))) return jn_oom(c, at);
+    size_t first = 0;
+    val *path = NULL;
+    if (attr) {
+        if (!a->npos) return jn_fail(c, at, "Missing parameter for attribute name");
+        path = &a->pos[0];
+        first = 1;
+    }
+    val *tname = first < a->npos ? &a->pos[first] : NULL;
+    if (tname && tname->t != V_STR) return jn_fail(c, at, "test name must be a string");
+    jargs rest = {.pos = a->pos + first + 1, .npos = a->npos > first + 1 ? a->npos - first - 1 : 0,
+                  .kw = a->kw, .kwv = a->kwv, .nkw = a->nkw};
+    for (size_t i = 0; i < items->n; i++) {
+        val x = items->items[i], r;
+        if (path && attr_path(c, at, x, path, &x)) return -1;
+        if (tname) {
+            if (apply_filter_or_test(c, at, 1, tname->u.s.p, tname->u.s.n, x, &rest, &r)) return -1;
+        } else {
+            r = x;
+        }
+        if (v_truthy(&r) == keep) res->items[res->n++] = items->items[i];
+    }
+    *out = mklist(res, V_LIST);
+    return 0;
+}
+
+static int do_map(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    vlist *items, *res;
+    if (jn_iterate(c, at, &v, &items)) return -1;
+    if (!(res = v_list_new(c->ar, items->n))) return jn_oom(c, at);
+    val *attr = jn_kwarg(a, "attribute");
+    if (attr) {
+        val *dflt = jn_kwarg(a, "default");
+        for (size_t i = 0; i < items->n; i++) {
+            val x;
+            if (attr_path(c, at, items->items[i], attr, &x)) return -1;
+            if (x.t == V_UNDEF && dflt) x = *dflt;
+            res->items[res->n++] = x;
+        }
+    } else {
+        if (!a->npos || a->pos[0].t != V_STR) return jn_fail(c, at, "map requires a filter argument");
+        jargs rest = {.pos = a->pos + 1, .npos = a->npos - 1, .kw = a->kw, .kwv = a->kwv, .nkw = a->nkw};
+        for (size_t i = 0; i < items->n; i++)
+            if (jn_filter(c, at, a->pos[0].u.s.p, a->pos[0].u.s.n, items->items[i], &rest, &res->items[res->n++]))
+                return -1;
+    }
+    *out = mklist(res, V_LIST);
+    return 0;
+}
+
+static int do_tojson(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    /* transformers: tojson(x, ensure_ascii=False, indent=None,
+     * separators=None, sort_keys=False) */
+    val *ea = jn_arg(a, 0, "ensure_ascii"), *ind = jn_arg(a, 1, "indent"),
+        *sep = jn_arg(a, 2, "separators"), *sk = jn_arg(a, 3, "sort_keys");
+    int indent = -1;
+    if (ind && ind->t != V_NONE) {
+        if (!is_num(ind)) return jn_fail(c, at, "tojson: indent must be an integer");
+        indent = (int)inum(ind);
+        if (indent < 0) indent = 0;
+        if (indent > 64) indent = 64;
+    }
+    const char *isep = indent >= 0 ? "," : ", ", *ksep = ": ";
+    char ib[16], kb[16];
+    if (sep && sep->t != V_NONE) {
+        if ((sep->t != V_TUPLE && sep->t != V_LIST) || sep->u.l->n != 2 ||
+            sep->u.l->items[0].t != V_STR || sep->u.l->items[1].t != V_STR ||
+            sep->u.l->items[0].u.s.n >= sizeof ib || sep->u.l->items[1].u.s.n >= sizeof kb)
+            return jn_fail(c, at, "tojson: separators must be a pair of short strings");
+        snprintf(ib, sizeof ib, "%.*s", (int)sep->u.l->items[0].u.s.n, sep->u.l->items[0].u.s.p);
+        snprintf(kb, sizeof kb, "%.*s", (int)sep->u.l->items[1].u.s.n, sep->u.l->items[1].u.s.p);
+        isep = ib;
+        ksep = kb;
+    }
+    strbuf b = {0};
+    char err[200];
+    if (v_to_json(&v, ea && v_truthy(ea), indent, isep, ksep, sk && v_truthy(sk), &b, 0, err, sizeof err)) {
+        sb_free(&b);
+        if (v.t == V_UNDEF) return jn_undef_fail(c, at, &v);
+        return jn_fail(c, at, "%s", err);
+    }
+    return mkstr(c, at, &b, out);
+}
+
+static int do_indent(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *w = jn_arg(a, 0, "width"), *first = jn_arg(a, 1, "first"), *blank = jn_arg(a, 2, "blank");
+    strbuf ind = {0}, b = {0};
+    if (w && w->t == V_STR) sb_append(&ind, w->u.s.p, w->u.s.n);
+    else for (int64_t i = 0, k = w && is_num(w) ? inum(w) : 4; i < k && i < 256; i++) sb_putc(&ind, ' ');
+    val s;
+    if (jn_str(c, at, &v, &s)) { sb_free(&ind); return -1; }
+    /* jinja appends "\n" before splitlines, so a trailing newline survives */
+    strbuf tmp = {0};
+    sb_append(&tmp, s.u.s.p, s.u.s.n);
+    sb_putc(&tmp, '\n');
+    val sv = v_strdup(c->ar, tmp.p, tmp.n);
+    sb_free(&tmp);
+    vlist *lines;
+    if (sv.t != V_STR) { sb_free(&ind); return jn_oom(c, at); }
+    if (splitlines(c, at, &sv, &lines)) { sb_free(&ind); return -1; }
+    int bl = blank && v_truthy(blank);
+    if (first && v_truthy(first)) sb_append(&b, ind.p ? ind.p : "", ind.n);
+    for (size_t i = 0; i < lines->n; i++) {
+        val *ln = &lines->items[i];
+        if (i) {
+            sb_putc(&b, '\n');
+            if (bl || ln->u.s.n) sb_append(&b, ind.p ? ind.p : "", ind.n);
+        }
+        sb_append(&b, ln->u.s.p, ln->u.s.n);
+    }
+    sb_free(&ind);
+    return mkstr(c, at, &b, out);
+}
+
+static int do_round(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *pr = jn_arg(a, 0, "precision"), *method = jn_arg(a, 1, "method");
+    int64_t p = pr && is_num(pr) ? inum(pr) : 0;
+    if (!is_num(&v)) return jn_fail(c, at, "type %s doesn't define __round__ method", v_typename(&v));
+    if (p < 0 || p > 30) return jn_fail(c, at, "round: precision out of range");
+    double x = fnum(&v), m = pow(10, (double)p);
+    if (method && method->t == V_STR && !(method->u.s.n == 6 && !memcmp(method->u.s.p, "common", 6))) {
+        if (method->u.s.n == 5 && !memcmp(method->u.s.p, "floor", 5)) { *out = v_float(floor(x * m) / m); return 0; }
+        if (method->u.s.n == 4 && !memcmp(method->u.s.p, "ceil", 4)) { *out = v_float(ceil(x * m) / m); return 0; }
+        return jn_fail(c, at, "method must be common, ceil or floor");
+    }
+    if (v.t != V_FLOAT) { *out = v_int(inum(&v)); return 0; }
+    /* Python rounds the exact binary value half-to-even, as printf does */
+    char buf[400];
+    snprintf(buf, sizeof buf, "%.*f", (int)p, x);
+    *out = v_float(strtod(buf, NULL));
+    return 0;
+}
+
+static int to_int(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *d = jn_arg(a, 0, "default"), *base = jn_arg(a, 1, "base");
+    val dflt = d ? *d : v_int(0);
+    if (v.t == V_INT || v.t == V_BOOL) { *out = v_int(inum(&v)); return 0; }
+    if (v.t == V_FLOAT) {
+        if (!isfinite(v.u.f) || fabs(v.u.f) > 9.2e18) { *out = dflt; return 0; }
+        *out = v_int((int64_t)v.u.f);
+        return 0;
+    }
+    if (v.t == V_STR) {
+        char buf[128];
+        val t = strip(&v, NULL, 3);
+        if (t.u.s.n == 0 || t.u.s.n >= sizeof buf) { *out = dflt; return 0; }
+        size_t k = 0;
+        for (size_t i = 0; i < t.u.s.n; i++) if (t.u.s.p[i] != '_') buf[k++] = t.u.s.p[i];
+        buf[k] = 0;
+        char *end;
+        errno = 0;
+        long long x = strtoll(buf, &end, base && is_num(base) ? (int)inum(base) : 10);
+        if (!*end && !errno) { *out = v_int(x); return 0; }
+        double f = strtod(buf, &end);
+        if (!*end && isfinite(f) && fabs(f) < 9.2e18) { *out = v_int((int64_t)f); return 0; }
+    }
+    *out = dflt;
+    return 0;
+}
+
+static int to_float(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *d = jn_arg(a, 0, "default");
+    if (is_num(&v)) { *out = v_float(fnum(&v)); return 0; }
+    if (v.t == V_STR) {
+        char buf[128];
+        val t = strip(&v, NULL, 3);
+        if (t.u.s.n && t.u.s.n < sizeof buf) {
+            memcpy(buf, t.u.s.p, t.u.s.n);
+            buf[t.u.s.n] = 0;
+            char *end;
+            double f = strtod(buf, &end);
+            if (!*end) { *out = v_float(f); return 0; }
+        }
+    }
+    *out = d ? *d : v_float(0.0);
+    return 0;
+}
+
+static int do_unique(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *cs = jn_arg(a, 0, "case_sensitive"), *attr = jn_arg(a, 1, "attribute");
+    vlist *items, *res;
+    if (jn_iterate(c, at, &v, &items)) return -1;
+    val *seen = ar_alloc(c->ar, (items->n + 1) * sizeof *seen);
+    if (!seen || !(res = v_list_new(c->ar, items->n))) return jn_oom(c, at);
+    size_t ns = 0;
+    for (size_t i = 0; i < items->n; i++) {
+        val k = items->items[i];
+        if (attr && attr_path(c, at, k, attr, &k)) return -1;
+        if (key_lower(c, &k, cs && v_truthy(cs), &k)) return jn_oom(c, at);
+        int dup = 0;
+        for (size_t j = 0; j < ns && !dup; j++) dup = v_equal(&seen[j], &k);
+        if (dup) continue;
+        seen[ns++] = k;
+        res->items[res->n++] = items->items[i];
+    }
+    *out = mklist(res, V_LIST);
+    return 0;
+}
+
+static int do_minmax(jctx *c, const node *at, val v, jargs *a, int want_max, val *out)
+{
+    val *cs = jn_arg(a, 0, "case_sensitive"), *attr = jn_arg(a, 1, "attribute");
+    vlist *items;
+    if (jn_iterate(c, at, &v, &items)) return -1;
+    if (!items->n) { *out = jn_undef(c, "No aggregated item, sequence was empty."); return 0; }
+    val best = items->items[0], bk;
+    if (attr && attr_path(c, at, best, attr, &bk)) return -1;
+    if (!attr) bk = best;
+    if (key_lower(c, &bk, cs && v_truthy(cs), &bk)) return jn_oom(c, at);
+    sortctx s = {c, at, 0, 0};
+    for (size_t i = 1; i < items->n; i++) {
+        val k = items->items[i];
+        if (attr && attr_path(c, at, k, attr, &k)) return -1;
+        if (key_lower(c, &k, cs && v_truthy(cs), &k)) return jn_oom(c, at);
+        int r = cmp_vals(&s, &k, &bk);
+        if (s.err) return -1;
+        if (want_max ? r > 0 : r < 0) { best = items->items[i]; bk = k; }
+    }
+    *out = best;
+    return 0;
+}
+
+static int do_sum(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *attr = jn_arg(a, 0, "attribute"), *start = jn_arg(a, 1, "start");
+    vlist *items;
+    if (jn_iterate(c, at, &v, &items)) return -1;
+    int fl = start && start->t == V_FLOAT;
+    int64_t si = start ? inum(start) : 0;
+    double sf = start ? fnum(start) : 0;
+    for (size_t i = 0; i < items->n; i++) {
+        val x = items->items[i];
+        if (attr && attr->t != V_NONE && attr_path(c, at, x, attr, &x)) return -1;
+        if (!is_num(&x)) return jn_fail(c, at, "unsupported operand type(s) for +: 'int' and '%s'", v_typename(&x));
+        if (x.t == V_FLOAT) fl = 1;
+        sf += fnum(&x);
+        if (__builtin_add_overflow(si, inum(&x), &si)) return jn_fail(c, at, "integer result too large");
+    }
+    *out = fl ? v_float(sf) : v_int(si);
+    return 0;
+}
+
+int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a, val *out)
+{
+    val *a0 = jn_arg(a, 0, NULL);
+    strbuf b = {0};
+    if (NAMEIS("safe") || NAMEIS("forceescape")) { *out = v; return 0; }
+    if (NAMEIS("default") || NAMEIS("d")) {
+        val *dv = jn_arg(a, 0, "default_value"), *boolean = jn_arg(a, 1, "boolean");
+        int use = v.t == V_UNDEF || (boolean && v_truthy(boolean) && !v_truthy(&v));
+        *out = use ? (dv ? *dv : v_str("", 0)) : v;
+        return 0;
+    }
+    if (NAMEIS("tojson")) return do_tojson(c, at, v, a, out);
+    if (NAMEIS("string")) return jn_str(c, at, &v, out);
+    if (NAMEIS("length") || NAMEIS("count")) {
+        switch (v.t) {
+        case V_STR: *out = v_int((int64_t)u8_len(v.u.s.p, v.u.s.n)); return 0;
+        case V_LIST: case V_TUPLE: *out = v_int((int64_t)v.u.l->n); return 0;
+        case V_DICT: *out = v_int((int64_t)v.u.d->n); return 0;
+        case V_UNDEF: *out = v_int(0); return 0;
+        default: return jn_fail(c, at, "object of type '%s' has no len()", v_typename(&v));
+        }
+    }
+    if (NAMEIS("first") || NAMEIS("last")) {
+        vlist *items;
+        if (jn_iterate(c, at, &v, &items)) return -1;
+        if (!items->n) {
+            *out = jn_undef(c, name[0] == 'f' ? "No first item, sequence was empty." : "No last item, sequence was empty.");
+            return 0;
+        }
+        *out = items->items[name[0] == 'f' ? 0 : items->n - 1];
+        return 0;
+    }
+    if (NAMEIS("list")) {
+        vlist *items;
+        if (jn_iterate(c, at, &v, &items)) return -1;
+        *out = mklist(items, V_LIST);
+        return 0;
+    }
+    if (NAMEIS("items")) {
+        if (v.t == V_UNDEF) { vlist *l = v_list_new(c->ar, 0); if (!l) return jn_oom(c, at); *out = mklist(l, V_LIST); return 0; }
+        if (v.t != V_DICT) return jn_fail(c, at, "Can only get item pairs from a mapping.");
+        return dict_items(c, at, v.u.d, 2, out);
+    }
+    if (NAMEIS("int")) return to_int(c, at, v, a, out);
+    if (NAMEIS("float")) return to_float(c, at, v, a, out);
+    if (NAMEIS("abs")) {
+        if (!is_num(&v)) return jn_fail(c, at, "bad operand type for abs(): '%s'", v_typename(&v));
+        *out = v.t == V_FLOAT ? v_float(fabs(v.u.f)) : v_int(inum(&v) < 0 ? -inum(&v) : inum(&v));
+        return 0;
+    }
+    if (NAMEIS("round")) return do_round(c, at, v, a, out);
+    if (NAMEIS("map")) return do_map(c, at, v, a, out);
+    if (NAMEIS("select")) return select_like(c, at, v, a, 0, 1, out);
+    if (NAMEIS("reject")) return select_like(c, at, v, a, 0, 0, out);
+    if (NAMEIS("selectattr")) return select_like(c, at, v, a, 1, 1, out);
+    if (NAMEIS("rejectattr")) return select_like(c, at, v, a, 1, 0, out);
+    if (NAMEIS("unique")) return do_unique(c, at, v, a, out);
+    if (NAMEIS("min")) return do_minmax(c, at, v, a, 0, out);
+    if (NAMEIS("max")) return do_minmax(c, at, v, a, 1, out);
+    if (NAMEIS("sum")) return do_sum(c, at, v, a, out);
+    if (NAMEIS("sort")) {
+        val *rev = jn_arg(a, 0, "reverse"), *cs = jn_arg(a, 1, "case_sensitive"), *attr = jn_arg(a, 2, "attribute");
+        vlist *items;
+        if (jn_iterate(c, at, &v, &items)) return -1;
+        return sort_list(c, at, items, attr, cs && v_truthy(cs), rev && v_truthy(rev), -1, out);
+    }
+    if (NAMEIS("dictsort")) {
+        val *cs = jn_arg(a, 0, "case_sensitive"), *by = jn_arg(a, 1, "by"), *rev = jn_arg(a, 2, "reverse");
+        if (v.t != V_DICT) return jn_fail(c, at, "dictsort expects a mapping");
+        val items;
+        if (dict_items(c, at, v.u.d, 2, &items)) return -1;
+        int byv = by && by->t == V_STR && by->u.s.n == 5 && !memcmp(by->u.s.p, "value", 5);
+        return sort_list(c, at, items.u.l, NULL, cs && v_truthy(cs), rev && v_truthy(rev), byv, out);
+    }
+    if (NAMEIS("reverse")) {
+        if (v.t == V_STR) {
+            vlist *chars;
+            if (jn_iterate(c, at, &v, &chars)) return -1;
+            for (size_t i = chars->n; i-- > 0;) sb_append(&b, chars->items[i].u.s.p, chars->items[i].u.s.n);
+            return mkstr(c, at, &b, out);
+        }
+        vlist *items, *res;
+        if (jn_iterate(c, at, &v, &items)) return -1;
+        if (!(res = v_list_new(c->ar, items->n))) return jn_oom(c, at);
+        for (size_t i = 0; i < items->n; i++) res->items[i] = items->items[items->n - 1 - i];
+        res->n = items->n;
+        *out = mklist(res, V_LIST);
+        return 0;
+    }
+    if (NAMEIS("join")) {
+        val *sep = jn_arg(a, 0, "d"), *attr = jn_arg(a, 1, "attribute");
+        vlist *items;
+        if (jn_iterate(c, at, &v, &items)) return -1;
+        for (size_t i = 0; i < items->n; i++) {
+            val x = items->items[i];
+            if (attr && attr->t != V_NONE && attr_path(c, at, x, attr, &x)) { sb_free(&b); return -1; }
+            if (i && sep) v_to_str(sep, &b);
+            v_to_str(&x, &b);
+        }
+        return mkstr(c, at, &b, out);
+    }
+    if (NAMEIS("attr")) {
+        if (!a0 || a0->t != V_STR) return jn_fail(c, at, "attr expects an attribute name");
+        /* getattr only: unlike `.name`, no fallback to a dict's items */
+        if (v.t == V_DICT && !jn_method_kind(V_DICT, a0->u.s.p, a0->u.s.n)) {
+            *out = jn_undef(c, "'dict object' has no attribute '%.*s'", (int)a0->u.s.n, a0->u.s.p);
+            return 0;
+        }
+        return jn_getattr(c, at, v, a0->u.s.p, a0->u.s.n, out);
+    }
+    if (NAMEIS("indent")) return do_indent(c, at, v, a, out);
+    /* the rest work on str(value) */
+    val s;
+    if (jn_str(c, at, &v, &s)) return -1;
+    if (NAMEIS("trim")) { *out = strip(&s, jn_arg(a, 0, "chars"), 3); return 0; }
+    if (NAMEIS("upper")) { casemap(s.u.s.p, s.u.s.n, CASE_UPPER, &b); return mkstr(c, at, &b, out); }
+    if (NAMEIS("lower")) { casemap(s.u.s.p, s.u.s.n, CASE_LOWER, &b); return mkstr(c, at, &b, out); }
+    if (NAMEIS("title")) { casemap(s.u.s.p, s.u.s.n, CASE_TITLE_JINJA, &b); return mkstr(c, at, &b, out); }
+    if (NAMEIS("capitalize")) { casemap(s.u.s.p, s.u.s.n, CASE_CAPITALIZE, &b); return mkstr(c, at, &b, out); }
+    if (NAMEIS("replace")) {
+        val *old = jn_arg(a, 0, "old"), *new = jn_arg(a, 1, "new"), *cnt = jn_arg(a, 2, "count");
+        val os, ns;
+        if (!old || !new) return jn_fail(c, at, "replace expects old and new strings");
+        if (jn_str(c, at, old, &os) || jn_str(c, at, new, &ns)) return -1;
+        return replace(c, at, &s, &os, &ns, cnt && is_num(cnt) ? inum(cnt) : -1, out);
+    }
+    if (NAMEIS("escape") || NAMEIS("e")) {
+        for (size_t i = 0; i < s.u.s.n; i++) {
+            char ch = s.u.s.p[i];
+            if (ch == '&') sb_puts(&b, "&amp;");
+            else if (ch == '<') sb_puts(&b, "&lt;");
+            else if (ch == '>') sb_puts(&b, "&gt;");
+            else if (ch == '"') sb_puts(&b, "&#34;");
+            else if (ch == '\'') sb_puts(&b, "&#39;");
+            else sb_putc(&b, ch);
+        }
+        return mkstr(c, at, &b, out);
+    }
+    if (NAMEIS("wordcount")) {
+        val words;
+        if (split(c, at, &s, NULL, -1, 0, &words)) return -1;
+        *out = v_int((int64_t)words.u.l->n);
+        return 0;
+    }
+    return jn_fail(c, at, "no filter named '%.*s'", (int)n, name);
+}
