@@ -23,7 +23,9 @@ static void serve_usage(FILE *f)
         "usage: inferd serve MODEL_DIR [options]\n\n"
         "Serves a Hugging Face model folder behind the OpenAI API:\n"
         "POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize;\n"
-        "GET /v1/models, /health (503 while loading), /metrics (Prometheus).\n\n"
+        "GET /v1/models, /health (503 while loading), /metrics (Prometheus).\n"
+        "An encoder folder (BertModel, XLMRobertaModel, *ForSequenceClassification)\n"
+        "serves POST /v1/embeddings, /v1/score, /v1/rerank and /classify instead.\n\n"
         "  --host ADDR                 address to bind (default 0.0.0.0)\n"
         "  --port N                    port (default 8000; 0 = any free port)\n"
         "  --served-model-name NAME    model id clients use (default: MODEL_DIR as given)\n"
@@ -47,6 +49,37 @@ static void serve_usage(FILE *f)
         "  --disable-log-requests      no access log line per request\n"
         "  -h, --help                  this text\n\n"
         "Environment: INFERD_API_KEY (same as --api-key).\n");
+}
+
+/* An encoder model needs no engine, KV cache or chat template; text
+ * inputs need its tokenizer, which may be missing (token ids still work). */
+static int serve_encoder(const char *dir, const char *name, const char *host, int port,
+                         const char *key, const mdl_options *mo, mdl_encoder **enc,
+                         tok_tokenizer **tok, api_ctx **api, inferd_error *e)
+{
+    if (mdl_encoder_load(dir, mo, enc, e))
+        return -1;
+    if (tok_load(dir, tok, e)) {
+        fprintf(stderr, "inferd serve: no tokenizer (%s); text inputs will answer 400, token "
+                        "ids work\n", e->msg);
+        *tok = NULL;
+    }
+    api_options ao = {.served_model_name = name, .model_root = dir, .tok = *tok,
+                      .encoder = *enc};
+    if (api_init(&ao, api, e))
+        return -1;
+    const ld_encoder_config *c = mdl_encoder_config(*enc);
+    const char *show = !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "localhost" : host;
+    printf("inferd: ready — serving %s (%s, %s) as '%s' on http://%s:%d/v1\n", dir,
+           c->architecture, c->num_labels ? "classifier" : "embeddings", name, host, port);
+    if (c->task[0])
+        printf("  ModelScope task: %s\n", c->task);
+    printf("  curl http://%s:%d/v1/%s -H 'Content-Type: application/json'%s -d '{\"model\": "
+           "\"%s\", %s}'\n", show, port, c->num_labels ? "rerank" : "embeddings",
+           key && *key ? " -H \"Authorization: Bearer $INFERD_API_KEY\"" : "", name,
+           c->num_labels ? "\"query\": \"...\", \"documents\": [\"...\"]" : "\"input\": \"...\"");
+    fflush(stdout);
+    return 0;
 }
 
 /* "4GiB", "512MiB", "1.5G", "1000000": binary units for K/M/G/KiB/MiB/GiB,
@@ -178,6 +211,7 @@ int cli_serve(int argc, char **argv)
     tok_tokenizer *tok = NULL;
     tmpl_chat *chat = NULL;
     eng_engine *eng = NULL;
+    mdl_encoder *enc = NULL;
     api_ctx *api = NULL;
     inferd_error e = {{0}};
     srv_options so = {.host = host, .port = (int)port, .api_key = key,
@@ -190,6 +224,12 @@ int cli_serve(int argc, char **argv)
 
     mdl_options mo = {.device = device, .n_threads = (int)threads};
     ld_generation_config gc;
+    if (ld_is_encoder_dir(dir)) {
+        if (serve_encoder(dir, name, host, bound, key, &mo, &enc, &tok, &api, &e))
+            goto err;
+        srv_set_api(srv, api);
+        goto wait;
+    }
     if (mdl_load(dir, &mo, &m, &e) || ld_generation_config_load(dir, &gc, &e) ||
         tok_load(dir, &tok, &e))
         goto err;
@@ -228,6 +268,7 @@ int cli_serve(int argc, char **argv)
            name);
     fflush(stdout);
 
+wait:;
     int sig = 0;
     sigwait(&sigs, &sig);
     fprintf(stderr, "inferd: %s: no new connections; waiting up to %gs for requests in "
@@ -241,6 +282,7 @@ err:
         fprintf(stderr, "inferd serve: %s\n", e.msg);
     srv_stop(srv);
     api_free(api);
+    mdl_encoder_free(enc);
     eng_destroy(eng);
     tmpl_chat_free(chat);
     tok_free(tok);
