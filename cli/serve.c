@@ -70,10 +70,9 @@ static int serve_encoder(const char *dir, const char *name, const char *host, in
         return -1;
     const ld_encoder_config *c = mdl_encoder_config(*enc);
     const char *show = !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "localhost" : host;
-    printf("inferd: ready — serving %s (%s, %s) as '%s' on http://%s:%d/v1\n", dir,
-           c->architecture, c->num_labels ? "classifier" : "embeddings", name, host, port);
-    if (c->task[0])
-        printf("  ModelScope task: %s\n", c->task);
+    printf("inferd: ready — serving %s (%s, %s%s%s) as '%s' on http://%s:%d/v1\n", dir,
+           c->architecture, c->num_labels ? "classifier" : "embeddings",
+           c->task[0] ? ", ModelScope task " : "", c->task, name, host, port);
     printf("  curl http://%s:%d/v1/%s -H 'Content-Type: application/json'%s -d '{\"model\": "
            "\"%s\", %s}'\n", show, port, c->num_labels ? "rerank" : "embeddings",
            key && *key ? " -H \"Authorization: Bearer $INFERD_API_KEY\"" : "", name,
