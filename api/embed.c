@@ -321,6 +321,7 @@ static void embeddings(api_ctx *a, json_t *b, api_response *r, enc_err *er)
     }
     api_set_json(r, 200, json_pack("{s:s, s:o, s:s, s:o}", "object", "list", "data", data,
                                    "model", a->model_name, "usage", usage(s.q_start[s.n])));
+    r->prompt_tokens = s.q_start[s.n];
 out:
     free(vec);
     seqs_free(&s);
@@ -434,6 +435,7 @@ static void score(api_ctx *a, json_t *b, api_response *r, enc_err *er)
     api_set_json(r, 200, json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "id", id, "object", "list",
                                    "created", (json_int_t)time(NULL), "model", a->model_name,
                                    "data", data, "usage", usage(tokens)));
+    r->prompt_tokens = tokens;
 out:
     free(sc);
     seqs_free(&x);
@@ -508,6 +510,7 @@ static void rerank(api_ctx *a, json_t *b, api_response *r, enc_err *er)
     id_string(a, "rerank", id, sizeof id);
     api_set_json(r, 200, json_pack("{s:s, s:s, s:o, s:o}", "id", id, "model", a->model_name,
                                    "results", results, "usage", usage(tokens)));
+    r->prompt_tokens = tokens;
 out:
     json_decref(texts);
     free(order);
@@ -567,6 +570,7 @@ static void classify(api_ctx *a, json_t *b, api_response *r, enc_err *er)
     api_set_json(r, 200, json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "id", id, "object", "list",
                                    "created", (json_int_t)time(NULL), "model", a->model_name,
                                    "data", data, "usage", usage(s.q_start[s.n])));
+    r->prompt_tokens = s.q_start[s.n];
 out:
     free(lg);
     seqs_free(&s);
