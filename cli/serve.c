@@ -53,8 +53,8 @@ static void serve_usage(FILE *f)
 
 /* An encoder model needs no engine, KV cache or chat template; text
  * inputs need its tokenizer, which may be missing (token ids still work). */
-static int serve_encoder(const char *dir, const char *name, const char *host, int port,
-                         const char *key, const mdl_options *mo, mdl_encoder **enc,
+static int serve_encoder(srv_server *srv, const char *dir, const char *name, const char *host,
+                         int port, const char *key, const mdl_options *mo, mdl_encoder **enc,
                          tok_tokenizer **tok, api_ctx **api, inferd_error *e)
 {
     if (mdl_encoder_load(dir, mo, enc, e))
@@ -68,6 +68,7 @@ static int serve_encoder(const char *dir, const char *name, const char *host, in
                       .encoder = *enc};
     if (api_init(&ao, api, e))
         return -1;
+    srv_set_api(srv, *api); /* before "ready": a client may act on that line at once */
     const ld_encoder_config *c = mdl_encoder_config(*enc);
     const char *show = !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "localhost" : host;
     printf("inferd: ready — serving %s (%s, %s%s%s) as '%s' on http://%s:%d/v1\n", dir,
@@ -224,9 +225,8 @@ int cli_serve(int argc, char **argv)
     mdl_options mo = {.device = device, .n_threads = (int)threads};
     ld_generation_config gc;
     if (ld_is_encoder_dir(dir)) {
-        if (serve_encoder(dir, name, host, bound, key, &mo, &enc, &tok, &api, &e))
+        if (serve_encoder(srv, dir, name, host, bound, key, &mo, &enc, &tok, &api, &e))
             goto err;
-        srv_set_api(srv, api);
         goto wait;
     }
     if (mdl_load(dir, &mo, &m, &e) || ld_generation_config_load(dir, &gc, &e) ||
