@@ -63,6 +63,20 @@ static int serve_encoder(srv_server *srv, const char *dir, const char *name, con
         fprintf(stderr, "inferd serve: no tokenizer (%s); text inputs will answer 400, token "
                         "ids work\n", e->msg);
         *tok = NULL;
+    } else {
+        /* Pooling and heads read the first token: a tokenizer that does not
+         * open with [CLS] / <s> would give wrong vectors without a sign. */
+        const char *open = mdl_encoder_config(*enc)->roberta ? "<s>" : "[CLS]";
+        int32_t *ids = NULL;
+        size_t n = 0;
+        int32_t want = tok_token_to_id(*tok, open);
+        if (want < 0 || tok_encode(*tok, "a", 1, 1, &ids, &n, e) || n < 2 || ids[0] != want) {
+            fprintf(stderr, "inferd serve: the tokenizer of %s does not start sequences with "
+                            "%s; text inputs will answer 400, token ids work\n", dir, open);
+            tok_free(*tok);
+            *tok = NULL;
+        }
+        free(ids);
     }
     api_options ao = {.served_model_name = name, .model_root = dir, .tok = *tok,
                       .encoder = *enc};
