@@ -92,13 +92,18 @@ def dumps(obj, proto=2):
     return b.getvalue()
 
 
-def zip_bytes(pkl, storages, compress=False, prefix="archive"):
+def zip_bytes(pkl, storages, compress=False, prefix="archive", align=False):
+    """align: pad each entry's local header so its data starts at a multiple
+    of 64 bytes, as torch.save does (its readers then map tensors in place)."""
     b = io.BytesIO()
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(b, "w", method) as z:
         def put(name, data):  # fixed dates: the output is deterministic
-            z.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data,
-                       compress_type=method)
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            if align:
+                pad = -(b.tell() + 30 + len(name.encode()) + 4) % 64
+                info.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad
+            z.writestr(info, data, compress_type=method)
         put(prefix + "/data.pkl", pkl)
         put(prefix + "/byteorder", "little")
         for k, data in storages.items():
