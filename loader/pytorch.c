@@ -360,7 +360,9 @@ static int vm_memo_put(pk_vm *vm, uint64_t idx)
     pk_obj *o = vm_top(vm);
     if (!o)
         return -1;
-    if (idx >= PK_MAX_MEMO)
+    /* Every memoized object took at least one byte of pickle to make, so an
+     * index past the pickle's length is a lie meant to make us allocate. */
+    if (idx >= PK_MAX_MEMO || idx > (uint64_t)(vm->end - vm->start))
         return vm_fail(vm, "pickle memo index %llu too large", (unsigned long long)idx);
     size_t old = vm->memo_cap;
     if (grow((void **)&vm->memo, &vm->memo_cap, idx + 1, sizeof *vm->memo))

@@ -212,6 +212,8 @@ def main():
     put("storage_clash.bin", zip_bytes(dumps(clash), stor), error="declared twice")
     put("not_a_dict.bin", zip_bytes(dumps([1, 2, 3]), {}), error="does not hold a dict")
     put("no_tensors.bin", zip_bytes(dumps({"a": 1}), {}), error="holds no tensors")
+    put("memo_huge_index.bin", zip_bytes(b"\x80\x02Nr\xff\xff\xff\x03.", {}),
+        error="memo index 67108863 too large")
     put("memo_missing.bin", zip_bytes(b"\x80\x02h\x05.", {}), error="memo entry 5")
     put("stack_underflow.bin", zip_bytes(b"\x80\x02(t0.", {}), error="opcode 0x30")
     put("underflow_setitem.bin", zip_bytes(b"\x80\x02}s.", {}), error="underflow")
