@@ -231,6 +231,24 @@ static int get_trunc(json_t *b, int *trunc, enc_err *er)
     return 0;
 }
 
+/* The `input` of /v1/embeddings and /classify as sequences, and a buffer
+ * of width floats per sequence for the answer (NULL on error). */
+static float *inputs_and_buffer(api_ctx *a, json_t *b, enc_seqs *s, int width, enc_err *er)
+{
+    json_t *input = json_object_get(b, "input");
+    int trunc;
+    if (!input) {
+        fail(er, 400, "input", "'input' is required");
+        return NULL;
+    }
+    if (get_trunc(b, &trunc, er) || collect(a, input, "input", trunc, s, er))
+        return NULL;
+    float *out = malloc((size_t)s->n * width * sizeof *out);
+    if (!out)
+        fail(er, 500, NULL, "out of memory");
+    return out;
+}
+
 static char *base64(const float *v, int n)
 {
     static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -273,9 +291,8 @@ static void embeddings(api_ctx *a, json_t *b, api_response *r, enc_err *er)
     const ld_encoder_config *c = mdl_encoder_config(a->enc);
     enc_seqs s = {0};
     float *vec = NULL;
-    int trunc, b64 = 0;
+    int b64 = 0;
     json_t *fmt = json_object_get(b, "encoding_format"), *dims = json_object_get(b, "dimensions");
-    json_t *input = json_object_get(b, "input");
     if (fmt && !json_is_null(fmt)) {
         const char *f = json_string_value(fmt);
         if (!f || (strcmp(f, "float") && strcmp(f, "base64"))) {
@@ -290,17 +307,8 @@ static void embeddings(api_ctx *a, json_t *b, api_response *r, enc_err *er)
              "must be absent or %d", c->hidden_size);
         goto out;
     }
-    if (!input) {
-        fail(er, 400, "input", "'input' is required");
+    if (!(vec = inputs_and_buffer(a, b, &s, c->hidden_size, er)))
         goto out;
-    }
-    if (get_trunc(b, &trunc, er) || collect(a, input, "input", trunc, &s, er))
-        goto out;
-    vec = malloc((size_t)s.n * c->hidden_size * sizeof *vec);
-    if (!vec) {
-        fail(er, 500, NULL, "out of memory");
-        goto out;
-    }
     if (run(a, &s, c->pooling, c->normalize, vec, NULL, er))
         goto out;
     json_t *data = json_array();
@@ -524,24 +532,13 @@ static void classify(api_ctx *a, json_t *b, api_response *r, enc_err *er)
     const ld_encoder_config *c = mdl_encoder_config(a->enc);
     enc_seqs s = {0};
     float *lg = NULL;
-    int trunc;
-    json_t *input = json_object_get(b, "input");
     if (!c->num_labels) {
         fail(er, 400, NULL, "'%s' has no classification head (%s); use /v1/embeddings",
              a->model_name, c->architecture);
         goto out;
     }
-    if (!input) {
-        fail(er, 400, "input", "'input' is required");
+    if (!(lg = inputs_and_buffer(a, b, &s, c->num_labels, er)))
         goto out;
-    }
-    if (get_trunc(b, &trunc, er) || collect(a, input, "input", trunc, &s, er))
-        goto out;
-    lg = malloc((size_t)s.n * c->num_labels * sizeof *lg);
-    if (!lg) {
-        fail(er, 500, NULL, "out of memory");
-        goto out;
-    }
     if (run(a, &s, LD_POOL_CLS, 0, NULL, lg, er))
         goto out;
     json_t *data = json_array();
