@@ -194,7 +194,7 @@ static void mutate(const char *src)
     }
     assert_int_equal(loaded, 0);
     unsigned rng = 12345;
-    for (int k = 0; k < 3000; k++) {
+    for (int k = 0; k < 1500; k++) {
         rng = rng * 1103515245u + 12345u;
         size_t at = (rng >> 8) % n;
         char saved = data[at];
