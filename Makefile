@@ -22,11 +22,6 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
-# Until tokenizer/ has its implementation, a crude stand-in lets the server
-# build and run its tests; it drops out as soon as tokenizer/*.c exists.
-ifeq ($(wildcard tokenizer/*.c),)
-LIB_SRC  += tools/tokenizer_stub.c
-endif
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)

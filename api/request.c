@@ -674,6 +674,9 @@ int gen_parse(api_gen *g, json_t *b)
     if ((long)g->n_prompts * g->n > API_MAX_CHOICES)
         return gen_fail(g, 400, "n", "prompts x n is %d, at most %d choices per request",
                         g->n_prompts * g->n, API_MAX_CHOICES);
+    if (g->echo && g->logprobs && g->stream)
+        return gen_fail(g, 400, "echo", "'echo' with 'logprobs' is not supported when "
+                        "streaming (the prompt's logprobs would be missing); use stream: false");
     if (g->echo && g->logprobs) {
         g->s.prompt_logprobs = 1;
         g->s.prompt_top_logprobs = g->top_logprobs;

@@ -8,6 +8,8 @@ int cli_generate(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_embed(int argc, char **argv);
 int cli_chat_template(int argc, char **argv);
+int cli_tokenize(int argc, char **argv);
+int cli_detokenize(int argc, char **argv);
 
 /* Shared helpers for subcommands. */
 int cli_parse_int(const char *flag, const char *s, long min, long max, long *out);

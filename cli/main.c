@@ -19,6 +19,8 @@ static const command commands[] = {
     {"embed", cli_embed, "pooled vectors / classifier logits of an encoder for token ids"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
     {"chat-template", cli_chat_template, "render a chat request with a model's chat template"},
+    {"tokenize", cli_tokenize, "text on stdin -> token ids (JSON array) with a model's tokenizer"},
+    {"detokenize", cli_detokenize, "token ids (JSON array) on stdin -> text"},
 };
 
 static void usage(FILE *f)

@@ -3,13 +3,14 @@
  * template, starts the engine, and serves until SIGINT or SIGTERM; then it
  * stops accepting, lets requests in flight finish (--shutdown-timeout) and
  * exits 0. Flag names are vLLM's where vLLM has the flag. */
+#include <errno.h>
 #include <getopt.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "cli/cli.h"
@@ -94,6 +95,18 @@ static int serve_encoder(srv_server *srv, const char *dir, const char *name, con
            c->num_labels ? "\"query\": \"...\", \"documents\": [\"...\"]" : "\"input\": \"...\"");
     fflush(stdout);
     return 0;
+}
+
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    unsigned char b = (unsigned char)sig;
+    int saved = errno;
+    if (write(sig_pipe[1], &b, 1) < 0) {
+        /* nothing a signal handler can do */
+    }
+    errno = saved;
 }
 
 /* "4GiB", "512MiB", "1.5G", "1000000": binary units for K/M/G/KiB/MiB/GiB,
@@ -210,13 +223,20 @@ int cli_serve(int argc, char **argv)
     if (!name)
         name = dir;
 
-    /* Signals are taken by sigwait below, never by a handler: block them
-     * before any thread starts so every thread inherits the mask. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* A handler, not sigwait: libraries (OpenBLAS) start threads before
+     * main that do not block signals, so any thread may take SIGTERM. The
+     * handler only writes the signal number to a pipe main reads. */
+    if (pipe(sig_pipe)) {
+        perror("inferd serve: pipe");
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     int rc = 1;
@@ -282,8 +302,9 @@ int cli_serve(int argc, char **argv)
     fflush(stdout);
 
 wait:;
-    int sig = 0;
-    sigwait(&sigs, &sig);
+    unsigned char sig = 0;
+    while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR)
+        ;
     fprintf(stderr, "inferd: %s: no new connections; waiting up to %gs for requests in "
                     "flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM", shutdown_timeout);
     int left = srv_drain(srv, shutdown_timeout);
@@ -300,6 +321,11 @@ err:
     tmpl_chat_free(chat);
     tok_free(tok);
     mdl_free(m);
+    close(sig_pipe[0]);
+    close(sig_pipe[1]);
+    sig_pipe[0] = sig_pipe[1] = -1;
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     if (!rc)
         fprintf(stderr, "inferd: stopped\n");
     return rc;

@@ -24,7 +24,11 @@ struct srv_server {
     srv_options o;
     char *api_key;
     _Atomic(api_ctx *) api;
-    atomic_int active;           /* requests between first call and completion */
+    /* Requests not yet fully answered: counted from the first call until the
+     * body (or the stream's last byte) is handed to MHD, not until MHD's
+     * completion callback, so draining does not wait on MHD's bookkeeping
+     * of keep-alive connections. */
+    atomic_int active;
     atomic_int aborting;         /* srv_stop: every wait gives up */
     int port;
     int quiesced;                /* no longer accepting */
@@ -36,6 +40,7 @@ typedef struct conn {
     struct MHD_Connection *mc;
     strbuf body;
     int too_large, streamed;
+    int counted;                 /* holds one of s->active */
     double t0;
     int status, prompt_tokens, completion_tokens;
     char method[16], path[256], peer[64];
@@ -48,6 +53,7 @@ typedef struct sse_ctx {
     strbuf pending;
     size_t off;
     int ended, fd;
+    int counted;                 /* holds one of s->active (taken from the conn) */
     double t0;
     char method[16], path[256], peer[64];
 } sse_ctx;
@@ -135,6 +141,14 @@ static enum MHD_Result send_error(conn *c, int status, const char *param, const 
     return send_body(c->mc, status, "application/json", body, strlen(body), retry_after);
 }
 
+static void uncount(srv_server *s, int *counted)
+{
+    if (*counted) {
+        *counted = 0;
+        atomic_fetch_sub(&s->active, 1);
+    }
+}
+
 /* ---- SSE ---- */
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -151,15 +165,21 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         }
         x->pending.n = 0;
         x->off = 0;
-        if (x->ended)
+        if (x->ended) {
+            uncount(x->s, &x->counted);
             return MHD_CONTENT_READER_END_OF_STREAM;
-        if (atomic_load(&x->s->aborting))
+        }
+        if (atomic_load(&x->s->aborting)) {
+            uncount(x->s, &x->counted);
             return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
         int rc = api_stream_next(x->st, &x->pending, 100);
         if (rc < 0)
             x->ended = 1;
-        else if (rc == 0 && !fd_alive(x->fd))
+        else if (rc == 0 && !fd_alive(x->fd)) {
+            uncount(x->s, &x->counted);
             return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
     }
 }
 
@@ -170,6 +190,7 @@ static void sse_free(void *cls)
     api_stream_usage(x->st, &pt, &ct);
     log_line(x->s, x->peer, x->method, x->path, x->ended ? 200 : 499, pt, ct, x->t0);
     api_stream_free(x->st);
+    uncount(x->s, &x->counted);
     sb_free(&x->pending);
     free(x);
 }
@@ -186,6 +207,8 @@ static enum MHD_Result send_stream(conn *c, api_response *ar)
     ar->stream = NULL;
     x->fd = conn_fd(c->mc);
     x->t0 = c->t0;
+    x->counted = c->counted;
+    c->counted = 0;
     memcpy(x->method, c->method, sizeof x->method);
     memcpy(x->path, c->path, sizeof x->path);
     memcpy(x->peer, c->peer, sizeof x->peer);
@@ -214,7 +237,7 @@ static int needs_key(const char *path)
            !strcmp(path, "/detokenize");
 }
 
-static enum MHD_Result dispatch(conn *c)
+static enum MHD_Result answer(conn *c)
 {
     srv_server *s = c->s;
     api_ctx *a = atomic_load(&s->api);
@@ -255,6 +278,13 @@ static enum MHD_Result dispatch(conn *c)
     return ok;
 }
 
+static enum MHD_Result dispatch(conn *c)
+{
+    enum MHD_Result ok = answer(c);
+    uncount(c->s, &c->counted);   /* a stream took it over already */
+    return ok;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **con_cls)
@@ -284,6 +314,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         if (!c->peer[0])
             snprintf(c->peer, sizeof c->peer, "-");
         *con_cls = c;
+        c->counted = 1;
         atomic_fetch_add(&s->active, 1);
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -315,10 +346,10 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     if (!c->streamed)
         log_line(s, c->peer, c->method, c->path, c->status ? c->status : 499,
                  c->prompt_tokens, c->completion_tokens, c->t0);
+    uncount(s, &c->counted);
     sb_free(&c->body);
     free(c);
     *con_cls = NULL;
-    atomic_fetch_sub(&s->active, 1);
 }
 
 /* ---- lifecycle ---- */

@@ -11,6 +11,9 @@ FILTER=${2:-}
 export INFERD="$PWD/$BUILD/inferd" INFERD_BUILD="$PWD/$BUILD"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# The suite shares 2 cores with itself and with builds: OpenMP threads that
+# spin at barriers would starve the thread they wait for.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 LOGDIR="$BUILD/test-logs"
 mkdir -p "$LOGDIR"
 pass=0; fail=0; failed=()

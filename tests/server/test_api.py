@@ -181,6 +181,8 @@ with Server("qwen3", ["--max-request-bytes", "200000"]) as s:
     check("bad logit_bias -> 400", err_ok(r, 400, "logit_bias"), r.text)
     r = requests.post(s.url + "/v1/completions", data=b'{"prompt": "' + b"a" * 250000 + b'"}', timeout=30)
     check("body over --max-request-bytes -> 413", err_ok(r, 413), r.text[:200])
+    r = s.post("/v1/completions", {"prompt": "x", "echo": True, "logprobs": 1, "stream": True})
+    check("echo + logprobs + stream -> 400 (not silently partial)", err_ok(r, 400, "echo"), r.text)
     r = s.post("/detokenize", {"tokens": [1, -1]})
     check("/detokenize bad id -> 400", err_ok(r, 400, "tokens"), r.text)
     r = s.post("/v1/completions", {"prompt": "still here", "max_tokens": 3})

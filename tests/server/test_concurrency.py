@@ -174,7 +174,7 @@ rc = s.stop()
 check("SIGTERM: in-flight stream completes", "r" in out and out["r"][2] == "[DONE]"
       and out["r"][1]["completion_tokens"] == 300, out)
 check("SIGTERM: new connections refused", refused)
-check("SIGTERM: exit 0", rc == 0, s.stderr()[-800:])
+check(f"SIGTERM: exit 0 (got {rc})", rc == 0, s.stderr()[-800:])
 shutil.rmtree(d)
 
 finish()
