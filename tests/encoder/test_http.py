@@ -9,6 +9,9 @@ Jina, Cohere and SiliconFlow show it) and Python requests:
   - an XLM-R one-logit cross-encoder: score = sigmoid(logit);
   - the sentence-transformers XLM-R: /v1/score is the cosine of the pooled,
     normalized vectors; /v1/embeddings as float and base64;
+  - text through tokenizer.json (BERT WordPiece) equal to transformers'
+    BertTokenizer ids; the README's 今天天气很好 / 今天是个好天气 pair scored by
+    the classifier as transformers does;
   - errors: text without a tokenizer, too long, bad ids, dimensions, chat on
     an encoder, embeddings on a causal LM, classify on an embedding model.
 Queries and documents are token ids split from transformers' pair encodings:
@@ -17,9 +20,11 @@ import base64
 import json
 import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
 from serverlib import Server, check, finish  # noqa: E402
@@ -102,6 +107,44 @@ def classifier_server():
         check("unknown model: 404", code == 404, r)
 
 
+def text_servers():
+    """With tokenizer.json the server tokenizes text itself: the vectors and
+    scores must equal those of transformers' BertTokenizer ids."""
+    tok = golden("bert_tokenizer")
+    texts, ids = tok["texts"], tok["settings"]["lower"]["ids"]
+    with Server(model_dir=f"{FIX}/models/bert") as srv:
+        picks = [texts.index("今天天气很好"), texts.index("今天是个好天气"), 0, 17, 530, 600]
+        a = srv.post("/v1/embeddings", {"input": [texts[i] for i in picks]})
+        b = srv.post("/v1/embeddings", {"input": [ids[i] for i in picks]})
+        check("text input through tokenizer.json = BertTokenizer ids (same vectors, same usage)",
+              a.status_code == 200 and b.status_code == 200 and a.json()["data"] == b.json()["data"]
+              and a.json()["usage"] == b.json()["usage"], (a.text[:300], b.text[:300]))
+        code, r = curl(srv, "/v1/score", {"text_1": "今天天气很好", "text_2": "今天是个好天气"})
+        va, vb = (d["embedding"] for d in b.json()["data"][:2]) if b.status_code == 200 else ([1], [1])
+        check("score of two sentences on an embedding model = cosine of their vectors",
+              code == 200 and abs(r["data"][0]["score"] - cosine(va, vb)) <= TOL, r)
+    # the sentence-similarity classifier with the same vocabulary's tokenizer.json
+    g = golden("bert_cls_bin")
+    d = tempfile.mkdtemp(prefix="inferd-enc-")
+    try:
+        for f in ("config.json", "configuration.json", "pytorch_model.bin", "vocab.txt"):
+            shutil.copy(f"{FIX}/models/bert_cls_bin/{f}", d)
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(f"{FIX}/models/bert/{f}", d)
+        with Server(model_dir=d) as srv:
+            code, r = curl(srv, "/v1/score", {"text_1": "今天天气很好", "text_2": "今天是个好天气"})
+            check("classifier: score('今天天气很好', '今天是个好天气') = transformers' P(相似)",
+                  code == 200 and abs(r["data"][0]["score"] - g["probs"][0][1]) <= TOL, (r, g["probs"][0]))
+            code, r = curl(srv, "/v1/rerank", {"query": "今天天气很好",
+                                               "documents": ["明月几时有", "今天是个好天气"]})
+            want = {0: g["probs"][1][1], 1: g["probs"][0][1]}
+            check("classifier: rerank of text documents",
+                  code == 200 and all(abs(x["relevance_score"] - want[x["index"]]) <= TOL for x in r["results"])
+                  and r["results"][0]["document"]["text"] in ("明月几时有", "今天是个好天气"), (r, want))
+    finally:
+        shutil.rmtree(d)
+
+
 def cross_encoder_server():
     g = golden("xlmr_rerank")
     a, b = split_pair(g["inputs"][5]["input_ids"], 2, True)
@@ -152,19 +195,13 @@ def embedding_server():
         r = srv.post("/classify", {"input": [ids[0]]})
         check("classify on an embedding model: 400", r.status_code == 400 and "classification head" in r.text, r.text)
 
-    # Stopped without checking the exit status: under ASan a sanitizer thread
-    # without the blocked-signal mask sometimes takes the SIGTERM (a serve.c
-    # matter, reported), and this check is about the 400 only.
-    srv = Server("qwen3")
-    try:
+    with Server("qwen3") as srv:
         r = srv.post("/v1/embeddings", {"input": [[1, 2, 3]]})
         check("embeddings on a causal LM: 400", r.status_code == 400 and "encoder" in r.text, r.text)
-    finally:
-        srv.stop()
-        os.unlink(srv.log.name)
 
 
 classifier_server()
+text_servers()
 cross_encoder_server()
 embedding_server()
 finish()
