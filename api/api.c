@@ -35,6 +35,7 @@ int api_init(const api_options *o, api_ctx **out, inferd_error *e)
         return -1;
     }
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->enc_mu, NULL);
     a->model_name = strdup(o->served_model_name ? o->served_model_name : "model");
     a->model_root = strdup(o->model_root ? o->model_root : "");
     if (!a->model_name || !a->model_root || hist_init(&a->ttft, ttft_bounds, NB(ttft_bounds)) ||
@@ -44,6 +45,7 @@ int api_init(const api_options *o, api_ctx **out, inferd_error *e)
         goto err;
     }
     a->eng = o->engine;
+    a->enc = o->encoder;
     a->tok = o->tok;
     a->chat = o->chat;
     if (o->gen) {
@@ -55,8 +57,14 @@ int api_init(const api_options *o, api_ctx **out, inferd_error *e)
         a->max_logprobs = ENG_MAX_TOP_LOGPROBS;
     a->max_queue = o->max_queue;
     a->max_num_seqs = o->max_num_seqs > 0 ? o->max_num_seqs : 256;
-    a->max_model_len = eng_max_model_len(o->engine);
-    a->vocab = tok_vocab_size(o->tok);
+    if (o->engine)
+        a->max_model_len = eng_max_model_len(o->engine);
+    else if (o->encoder) {
+        const ld_encoder_config *ec = mdl_encoder_config(o->encoder);
+        a->max_model_len = ec->max_position_embeddings - (ec->roberta ? ec->pad_token_id + 1 : 0);
+    }
+    a->vocab = o->tok ? tok_vocab_size(o->tok)
+                      : o->encoder ? mdl_encoder_config(o->encoder)->vocab_size : 0;
     a->created = (long)time(NULL);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -79,6 +87,7 @@ void api_free(api_ctx *a)
     free(a->model_name);
     free(a->model_root);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->enc_mu);
     free(a);
 }
 
@@ -133,6 +142,13 @@ static void set_json(api_response *r, int status, json_t *j)
     r->len = strlen(r->body);
     json_decref(j);
 }
+
+void api_set_error(api_response *r, int status, const char *param, const char *msg)
+{
+    set_error(r, status, param, msg);
+}
+
+void api_set_json(api_response *r, int status, json_t *j) { set_json(r, status, j); }
 
 char *api_dump(json_t *j)
 {
@@ -205,7 +221,9 @@ static void metric(strbuf *o, const char *name, const char *type, const char *he
 static void metrics_text(api_ctx *a, api_response *r)
 {
     eng_stats st;
-    eng_get_stats(a->eng, &st);
+    memset(&st, 0, sizeof st);
+    if (a->eng)
+        eng_get_stats(a->eng, &st);
     strbuf o = {0};
     char label[256];
     /* The served name goes into a label: escape what Prometheus escapes. */
@@ -281,7 +299,7 @@ static void models(api_ctx *a, api_response *r)
     set_json(r, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", m));
 }
 
-static int check_model(api_ctx *a, json_t *b, api_response *r)
+int api_check_model(api_ctx *a, json_t *b, api_response *r)
 {
     json_t *m = json_object_get(b, "model");
     if (!m || json_is_null(m))
@@ -309,7 +327,7 @@ static void tokenize(api_ctx *a, json_t *b, api_response *r)
         set_error(r, 500, NULL, "out of memory");
         return;
     }
-    if (check_model(a, b, r))
+    if (api_check_model(a, b, r))
         goto out;
     json_t *prompt = json_object_get(b, "prompt"), *msgs = json_object_get(b, "messages");
     int is_chat = msgs && !json_is_null(msgs);
@@ -360,7 +378,7 @@ out:
 
 static void detokenize(api_ctx *a, json_t *b, api_response *r)
 {
-    if (check_model(a, b, r))
+    if (api_check_model(a, b, r))
         return;
     json_t *t = json_object_get(b, "tokens");
     if (!json_is_array(t)) {
@@ -405,6 +423,15 @@ static void detokenize(api_ctx *a, json_t *b, api_response *r)
 static void generation(api_ctx *a, int chat, json_t *b, api_alive_fn alive, void *cls,
                        api_response *r)
 {
+    if (!a->eng) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "'%.100s' is an encoder model (%s): it serves /v1/embeddings, "
+                 "/v1/score, /v1/rerank and /classify, not %s", a->model_name,
+                 mdl_encoder_config(a->enc)->architecture,
+                 chat ? "/v1/chat/completions" : "/v1/completions");
+        set_error(r, 400, NULL, msg);
+        return;
+    }
     api_gen *g = gen_new(a, chat);
     if (!g) {
         set_error(r, 500, NULL, "out of memory");
@@ -459,7 +486,8 @@ void api_handle(api_ctx *a, const char *method, const char *path, const char *bo
     r->content_type = "application/json";
     int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
     static const char *const posts[] = {"/v1/chat/completions", "/v1/completions",
-                                        "/tokenize", "/detokenize", NULL};
+                                        "/tokenize", "/detokenize", "/v1/embeddings",
+                                        "/v1/score", "/v1/rerank", "/classify", NULL};
     static const char *const gets[] = {"/v1/models", "/health", "/metrics", NULL};
     int want_post = 0, want_get = 0;
     for (int i = 0; posts[i]; i++)
@@ -495,7 +523,12 @@ void api_handle(api_ctx *a, const char *method, const char *path, const char *bo
     json_t *b = parse_body(body, len, r);
     if (!b)
         return;
-    if (!strcmp(path, "/tokenize"))
+    if (!strcmp(path, "/v1/embeddings") || !strcmp(path, "/v1/score") ||
+        !strcmp(path, "/v1/rerank") || !strcmp(path, "/classify"))
+        api_encoder_route(a, path, b, r);
+    else if ((!strcmp(path, "/tokenize") || !strcmp(path, "/detokenize")) && !a->tok)
+        set_error(r, 400, NULL, "this model has no tokenizer that inferd can load");
+    else if (!strcmp(path, "/tokenize"))
         tokenize(a, b, r);
     else if (!strcmp(path, "/detokenize"))
         detokenize(a, b, r);

@@ -29,6 +29,10 @@ typedef struct api_options {
     int max_queue;                   /* live generations beyond max_num_seqs
                                         before 503 (0 = unlimited) */
     int max_num_seqs;                /* the engine's, for the queue limit */
+    /* An encoder model instead of an engine (engine NULL, tok may be NULL):
+     * serves POST /v1/embeddings, /v1/score, /v1/rerank and /classify;
+     * the generation routes answer 400. Owned by the caller. */
+    mdl_encoder *encoder;
 } api_options;
 
 int api_init(const api_options *o, api_ctx **out, inferd_error *e);

@@ -23,7 +23,9 @@ typedef struct api_hist {
 
 struct api_ctx {
     char *model_name, *model_root;
-    eng_engine *eng;
+    eng_engine *eng;              /* NULL when serving an encoder */
+    mdl_encoder *enc;             /* NULL when serving a causal LM */
+    pthread_mutex_t enc_mu;       /* one encoder forward pass at a time */
     const tok_tokenizer *tok;
     const tmpl_chat *chat;
     ld_generation_config gen;
@@ -124,7 +126,13 @@ void gen_finalize(api_gen *g);
 void gen_append_valid_utf8(strbuf *b, const char *s, size_t n);
 void gen_usage(const api_gen *g, int *prompt, int *gen);
 
+/* embed.c: /v1/embeddings, /v1/score, /v1/rerank, /classify */
+void api_encoder_route(api_ctx *a, const char *path, json_t *body, api_response *r);
+
 /* api.c */
+void api_set_error(api_response *r, int status, const char *param, const char *msg);
+void api_set_json(api_response *r, int status, json_t *j);
+int api_check_model(api_ctx *a, json_t *b, api_response *r);
 void api_observe(api_ctx *a, api_hist *h, double v);
 void api_count_finish(api_ctx *a, const char *finish, int prompt_tokens, int gen_tokens);
 char *api_dump(json_t *j);   /* compact JSON, malloc'd; frees nothing */

@@ -94,6 +94,22 @@ typedef struct be_vtable {
                    inferd_error *e);
     /* Device memory now free and in total (for sizing the KV pool). */
     int (*mem_info)(be_backend *b, size_t *free_bytes, size_t *total_bytes, inferd_error *e);
+    /* ---- encoder (BERT family) ops ---- */
+    /* LayerNorm over each row: (x - mean) / sqrt(var + eps) * w + bias, with
+     * the biased variance, as torch computes it. w, bias: [1][cols]. */
+    void (*layernorm)(be_backend *b, const float *x, const be_weight *w,
+                      const be_weight *bias, float eps, int rows, int cols, float *out);
+    /* GELU: exact (erf) as transformers' "gelu", or the tanh approximation
+     * ("gelu_new", "gelu_pytorch_tanh"). out may equal x. */
+    void (*gelu)(be_backend *b, const float *x, size_t n, int tanh_approx, float *out);
+    void (*tanh)(be_backend *b, const float *x, size_t n, float *out);
+    /* Bidirectional attention without a cache: the rows of sequence s,
+     * [q_start[s], q_start[s+1]), attend to each other and to nothing else —
+     * packing sequences this way is what a padding mask does. q, k, v, out:
+     * [n][heads][head_dim]. */
+    void (*attention_full)(be_backend *b, const float *q, const float *k, const float *v,
+                           int heads, int head_dim, float scale, int n_seqs,
+                           const int32_t *q_start, float *out);
 } be_vtable;
 
 struct be_backend {

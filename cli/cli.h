@@ -10,6 +10,7 @@ int cli_list(int argc, char **argv);
 int cli_rm(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_perplexity(int argc, char **argv);
+int cli_embed(int argc, char **argv);
 int cli_chat_template(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);

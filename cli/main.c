@@ -19,6 +19,7 @@ static const command commands[] = {
     {"pull", cli_pull, "download a model from the Hugging Face Hub or ModelScope into the cache"},
     {"list", cli_list, "list cached models (both caches) with revision and size"},
     {"rm", cli_rm, "delete a cached model"},
+    {"embed", cli_embed, "pooled vectors / classifier logits of an encoder for token ids"},
     {"bench", cli_bench, "load test an OpenAI-compatible server (throughput, TTFT, ITL)"},
     {"perplexity", cli_perplexity, "mean loss / perplexity over token-id conversations"},
     {"chat-template", cli_chat_template, "render a chat request with a model's chat template"},

@@ -24,7 +24,9 @@ static void serve_usage(FILE *f)
         "usage: inferd serve MODEL_DIR [options]\n\n"
         "Serves a Hugging Face model folder behind the OpenAI API:\n"
         "POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize;\n"
-        "GET /v1/models, /health (503 while loading), /metrics (Prometheus).\n\n"
+        "GET /v1/models, /health (503 while loading), /metrics (Prometheus).\n"
+        "An encoder folder (BertModel, XLMRobertaModel, *ForSequenceClassification)\n"
+        "serves POST /v1/embeddings, /v1/score, /v1/rerank and /classify instead.\n\n"
         "  --host ADDR                 address to bind (default 0.0.0.0)\n"
         "  --port N                    port (default 8000; 0 = any free port)\n"
         "  --served-model-name NAME    model id clients use (default: MODEL_DIR as given)\n"
@@ -48,6 +50,51 @@ static void serve_usage(FILE *f)
         "  --disable-log-requests      no access log line per request\n"
         "  -h, --help                  this text\n\n"
         "Environment: INFERD_API_KEY (same as --api-key).\n");
+}
+
+/* An encoder model needs no engine, KV cache or chat template; text
+ * inputs need its tokenizer, which may be missing (token ids still work). */
+static int serve_encoder(srv_server *srv, const char *dir, const char *name, const char *host,
+                         int port, const char *key, const mdl_options *mo, mdl_encoder **enc,
+                         tok_tokenizer **tok, api_ctx **api, inferd_error *e)
+{
+    if (mdl_encoder_load(dir, mo, enc, e))
+        return -1;
+    if (tok_load(dir, tok, e)) {
+        fprintf(stderr, "inferd serve: no tokenizer (%s); text inputs will answer 400, token "
+                        "ids work\n", e->msg);
+        *tok = NULL;
+    } else {
+        /* Pooling and heads read the first token: a tokenizer that does not
+         * open with [CLS] / <s> would give wrong vectors without a sign. */
+        const char *open = mdl_encoder_config(*enc)->roberta ? "<s>" : "[CLS]";
+        int32_t *ids = NULL;
+        size_t n = 0;
+        int32_t want = tok_token_to_id(*tok, open);
+        if (want < 0 || tok_encode(*tok, "a", 1, 1, &ids, &n, e) || n < 2 || ids[0] != want) {
+            fprintf(stderr, "inferd serve: the tokenizer of %s does not start sequences with "
+                            "%s; text inputs will answer 400, token ids work\n", dir, open);
+            tok_free(*tok);
+            *tok = NULL;
+        }
+        free(ids);
+    }
+    api_options ao = {.served_model_name = name, .model_root = dir, .tok = *tok,
+                      .encoder = *enc};
+    if (api_init(&ao, api, e))
+        return -1;
+    srv_set_api(srv, *api); /* before "ready": a client may act on that line at once */
+    const ld_encoder_config *c = mdl_encoder_config(*enc);
+    const char *show = !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "localhost" : host;
+    printf("inferd: ready — serving %s (%s, %s%s%s) as '%s' on http://%s:%d/v1\n", dir,
+           c->architecture, c->num_labels ? "classifier" : "embeddings",
+           c->task[0] ? ", ModelScope task " : "", c->task, name, host, port);
+    printf("  curl http://%s:%d/v1/%s -H 'Content-Type: application/json'%s -d '{\"model\": "
+           "\"%s\", %s}'\n", show, port, c->num_labels ? "rerank" : "embeddings",
+           key && *key ? " -H \"Authorization: Bearer $INFERD_API_KEY\"" : "", name,
+           c->num_labels ? "\"query\": \"...\", \"documents\": [\"...\"]" : "\"input\": \"...\"");
+    fflush(stdout);
+    return 0;
 }
 
 static int sig_pipe[2] = {-1, -1};
@@ -198,6 +245,7 @@ int cli_serve(int argc, char **argv)
     tok_tokenizer *tok = NULL;
     tmpl_chat *chat = NULL;
     eng_engine *eng = NULL;
+    mdl_encoder *enc = NULL;
     api_ctx *api = NULL;
     inferd_error e = {{0}};
     srv_options so = {.host = host, .port = (int)port, .api_key = key,
@@ -210,6 +258,11 @@ int cli_serve(int argc, char **argv)
 
     mdl_options mo = {.device = device, .n_threads = (int)threads};
     ld_generation_config gc;
+    if (ld_is_encoder_dir(dir)) {
+        if (serve_encoder(srv, dir, name, host, bound, key, &mo, &enc, &tok, &api, &e))
+            goto err;
+        goto wait;
+    }
     if (mdl_load(dir, &mo, &m, &e) || ld_generation_config_load(dir, &gc, &e) ||
         tok_load(dir, &tok, &e))
         goto err;
@@ -248,6 +301,7 @@ int cli_serve(int argc, char **argv)
            name);
     fflush(stdout);
 
+wait:;
     unsigned char sig = 0;
     while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR)
         ;
@@ -262,6 +316,7 @@ err:
         fprintf(stderr, "inferd serve: %s\n", e.msg);
     srv_stop(srv);
     api_free(api);
+    mdl_encoder_free(enc);
     eng_destroy(eng);
     tmpl_chat_free(chat);
     tok_free(tok);

@@ -417,3 +417,275 @@ out:
     json_decref(root);
     return rc;
 }
+
+/* ---- encoder models ---- */
+
+/* A JSON object from DIR/NAME; a missing file gives *out = NULL, not an
+ * error, unless required. */
+static int load_json_object(const char *dir, const char *name, int required, json_t **out,
+                            inferd_error *e)
+{
+    char path[4096];
+    *out = NULL;
+    if (path_join(path, sizeof path, dir, name)) {
+        err_set(e, "%s: path too long", dir);
+        return -1;
+    }
+    if (!file_exists(path)) {
+        if (required)
+            err_set(e, "%s: missing (not a Hugging Face model folder?)", path);
+        return required ? -1 : 0;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (file_read_all(path, 16u << 20, &text, &len, e))
+        return -1;
+    json_error_t je;
+    json_t *root = json_loadb(text, len, 0, &je);
+    free(text);
+    if (!root) {
+        err_set(e, "%s: not valid JSON: %s (line %d)", path, je.text, je.line);
+        return -1;
+    }
+    if (!json_is_object(root) && !json_is_array(root)) {
+        json_decref(root);
+        err_set(e, "%s: must be a JSON object", path);
+        return -1;
+    }
+    *out = root;
+    return 0;
+}
+
+static const struct {
+    const char *architecture;
+    int roberta, classifier;
+} encoder_archs[] = {
+    {"BertModel", 0, 0}, {"BertForMaskedLM", 0, 0}, {"BertForPreTraining", 0, 0},
+    {"BertForSequenceClassification", 0, 1}, {"XLMRobertaModel", 1, 0},
+    {"XLMRobertaForMaskedLM", 1, 0}, {"XLMRobertaForSequenceClassification", 1, 1},
+    {"RobertaModel", 1, 0}, {"RobertaForMaskedLM", 1, 0},
+    {"RobertaForSequenceClassification", 1, 1},
+};
+#define N_ENCODER_ARCHS (sizeof encoder_archs / sizeof encoder_archs[0])
+
+/* Index into encoder_archs for config.json's architectures[0], or for its
+ * model_type when there is no architectures list; -1 if not an encoder. */
+static int encoder_arch(json_t *root)
+{
+    json_t *archs = json_object_get(root, "architectures");
+    const char *a = json_string_value(json_array_get(archs, 0));
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    for (size_t i = 0; a && i < N_ENCODER_ARCHS; i++)
+        if (!strcmp(a, encoder_archs[i].architecture))
+            return (int)i;
+    if (!a && mt) {
+        if (!strcmp(mt, "bert"))
+            return 0;
+        if (!strcmp(mt, "xlm-roberta"))
+            return 4;
+        if (!strcmp(mt, "roberta"))
+            return 7;
+    }
+    return -1;
+}
+
+int ld_is_encoder_dir(const char *dir)
+{
+    json_t *root = NULL;
+    inferd_error e;
+    if (load_json_object(dir, "config.json", 1, &root, &e) || !json_is_object(root)) {
+        json_decref(root);
+        return 0;
+    }
+    int r = encoder_arch(root) >= 0;
+    json_decref(root);
+    return r;
+}
+
+static int parse_labels(json_t *root, ld_encoder_config *c, const char *what, inferd_error *e)
+{
+    json_t *map = json_object_get(root, "id2label");
+    int n = 0;
+    if (json_is_object(map))
+        n = (int)json_object_size(map);
+    else if (get_int(root, "num_labels", 0, 1, LD_MAX_LABELS, &n, what, e))
+        return -1;
+    if (n == 0)
+        n = 2; /* transformers' default */
+    if (n > LD_MAX_LABELS) {
+        err_set(e, "%s: %d labels (at most %d are supported)", what, n, LD_MAX_LABELS);
+        return -1;
+    }
+    c->num_labels = n;
+    for (int i = 0; i < n; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", i);
+        json_t *v = json_is_object(map) ? json_object_get(map, key) : NULL;
+        if (json_is_object(map) && !json_is_string(v)) {
+            err_set(e, "%s: id2label must map \"0\"..\"%d\" to label names", what, n - 1);
+            return -1;
+        }
+        snprintf(c->labels[i], sizeof c->labels[i], "%s", v ? json_string_value(v) : "");
+        if (!v)
+            snprintf(c->labels[i], sizeof c->labels[i], "LABEL_%d", i);
+    }
+    return 0;
+}
+
+/* sentence-transformers: modules.json lists Transformer, Pooling and
+ * Normalize modules; the Pooling folder's config.json says which pooling. */
+static int parse_sentence_transformers(const char *dir, ld_encoder_config *c, inferd_error *e)
+{
+    json_t *mods = NULL, *pool = NULL;
+    int rc = -1;
+    if (load_json_object(dir, "modules.json", 0, &mods, e))
+        return -1;
+    if (!mods)
+        return 0;
+    if (!json_is_array(mods)) {
+        err_set(e, "%s/modules.json: must be a list of modules", dir);
+        goto out;
+    }
+    size_t i;
+    json_t *m;
+    const char *pool_path = NULL;
+    json_array_foreach(mods, i, m) {
+        const char *type = json_string_value(json_object_get(m, "type"));
+        const char *path = json_string_value(json_object_get(m, "path"));
+        if (!type || !path) {
+            err_set(e, "%s/modules.json: module %zu needs \"type\" and \"path\"", dir, i);
+            goto out;
+        }
+        const char *cls = strrchr(type, '.') ? strrchr(type, '.') + 1 : type;
+        if (!strcmp(cls, "Transformer"))
+            continue;
+        if (!strcmp(cls, "Pooling"))
+            pool_path = path;
+        else if (!strcmp(cls, "Normalize"))
+            c->normalize = 1;
+        else {
+            err_set(e, "%s/modules.json: sentence-transformers module '%s' is not supported "
+                       "(supported: Transformer, Pooling, Normalize)", dir, type);
+            goto out;
+        }
+    }
+    if (pool_path) {
+        char sub[4096];
+        if (strstr(pool_path, "..") || pool_path[0] == '/' ||
+            path_join(sub, sizeof sub, pool_path, "config.json")) {
+            err_set(e, "%s/modules.json: bad Pooling path '%s'", dir, pool_path);
+            goto out;
+        }
+        if (load_json_object(dir, sub, 1, &pool, e))
+            goto out;
+        static const struct { const char *key; int mode; } modes[] = {
+            {"pooling_mode_cls_token", LD_POOL_CLS}, {"pooling_mode_mean_tokens", LD_POOL_MEAN},
+            {"pooling_mode_lasttoken", LD_POOL_LAST}, {"pooling_mode_max_tokens", -1},
+            {"pooling_mode_mean_sqrt_len_tokens", -1}, {"pooling_mode_weightedmean_tokens", -1},
+        };
+        int n_on = 0;
+        for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++) {
+            if (!json_is_true(json_object_get(pool, modes[k].key)))
+                continue;
+            if (modes[k].mode < 0) {
+                err_set(e, "%s/%s: %s is not supported (cls, mean and last token are)", dir,
+                        sub, modes[k].key);
+                goto out;
+            }
+            c->pooling = (ld_pooling)modes[k].mode;
+            n_on++;
+        }
+        if (n_on != 1) {
+            err_set(e, "%s/%s: exactly one pooling mode must be on (found %d)", dir, sub, n_on);
+            goto out;
+        }
+        c->has_st_config = 1;
+    }
+    rc = 0;
+out:
+    json_decref(pool);
+    json_decref(mods);
+    return rc;
+}
+
+int ld_encoder_config_load(const char *dir, ld_encoder_config *c, inferd_error *e)
+{
+    json_t *root = NULL, *ms = NULL;
+    char what[4200];
+    snprintf(what, sizeof what, "%s/config.json", dir);
+    memset(c, 0, sizeof *c);
+    int rc = -1;
+    if (load_json_object(dir, "config.json", 1, &root, e))
+        return -1;
+    if (!json_is_object(root)) {
+        err_set(e, "%s: must be a JSON object", what);
+        goto out;
+    }
+    int a = encoder_arch(root);
+    if (a < 0) {
+        const char *name = json_string_value(json_array_get(json_object_get(root, "architectures"), 0));
+        err_set(e, "%s: architecture '%s' is not an encoder inferd supports (supported: "
+                   "BertModel, BertForMaskedLM, BertForSequenceClassification, XLMRobertaModel, "
+                   "XLMRobertaForSequenceClassification, RobertaModel, ...)",
+                what, name ? name : "(none)");
+        goto out;
+    }
+    snprintf(c->architecture, sizeof c->architecture, "%s", encoder_archs[a].architecture);
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    snprintf(c->model_type, sizeof c->model_type, "%s", mt ? mt : "");
+    c->roberta = encoder_archs[a].roberta;
+    c->type_vocab_size = 2;
+    c->pad_token_id = c->roberta ? 1 : 0;
+    c->layer_norm_eps = 1e-12;
+    if (get_int(root, "vocab_size", 1, 1, 1 << 28, &c->vocab_size, what, e) ||
+        get_int(root, "hidden_size", 1, 1, 1 << 16, &c->hidden_size, what, e) ||
+        get_int(root, "intermediate_size", 1, 1, 1 << 20, &c->intermediate_size, what, e) ||
+        get_int(root, "num_hidden_layers", 1, 1, 4096, &c->num_hidden_layers, what, e) ||
+        get_int(root, "num_attention_heads", 1, 1, 4096, &c->num_attention_heads, what, e) ||
+        get_int(root, "max_position_embeddings", 1, 1, 1 << 24, &c->max_position_embeddings,
+                what, e) ||
+        get_int(root, "type_vocab_size", 0, 1, 1 << 16, &c->type_vocab_size, what, e) ||
+        get_int(root, "pad_token_id", 0, 0, INT32_MAX, &c->pad_token_id, what, e) ||
+        get_num(root, "layer_norm_eps", &c->layer_norm_eps, what, e) ||
+        parse_dtype(root, &c->dtype, what, e))
+        goto out;
+    if (c->hidden_size % c->num_attention_heads) {
+        err_set(e, "%s: hidden_size (%d) is not a multiple of num_attention_heads (%d)", what,
+                c->hidden_size, c->num_attention_heads);
+        goto out;
+    }
+    if (!(c->layer_norm_eps > 0)) {
+        err_set(e, "%s: layer_norm_eps must be positive", what);
+        goto out;
+    }
+    const char *act = json_string_value(json_object_get(root, "hidden_act"));
+    if (!act || !strcmp(act, "gelu"))
+        c->gelu_tanh = 0;
+    else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh") ||
+             !strcmp(act, "gelu_fast"))
+        c->gelu_tanh = 1;
+    else {
+        err_set(e, "%s: hidden_act '%s' is not supported (gelu, gelu_new)", what, act);
+        goto out;
+    }
+    const char *pet = json_string_value(json_object_get(root, "position_embedding_type"));
+    if (pet && strcmp(pet, "absolute")) {
+        err_set(e, "%s: position_embedding_type '%s' is not supported (absolute)", what, pet);
+        goto out;
+    }
+    if (encoder_archs[a].classifier && parse_labels(root, c, what, e))
+        goto out;
+    c->pooling = LD_POOL_CLS;
+    if (parse_sentence_transformers(dir, c, e))
+        goto out;
+    if (load_json_object(dir, "configuration.json", 0, &ms, e))
+        goto out;
+    const char *task = json_string_value(json_object_get(ms, "task"));
+    if (task)
+        snprintf(c->task, sizeof c->task, "%s", task);
+    rc = 0;
+out:
+    json_decref(ms);
+    json_decref(root);
+    return rc;
+}

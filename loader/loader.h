@@ -29,6 +29,15 @@ typedef struct ld_weights ld_weights;
 int ld_weights_open_dir(const char *dir, ld_weights **out, inferd_error *e);
 /* One .safetensors file alone (tests and tools). */
 int ld_weights_open_file(const char *path, ld_weights **out, inferd_error *e);
+/* One PyTorch checkpoint (torch.save of a state dict: the zip format, or the
+ * legacy pickle-stream format). ld_weights_open_dir falls back to
+ * pytorch_model.bin / pytorch_model.bin.index.json when a folder has no
+ * safetensors. The pickle inside is never executed: only the opcodes and
+ * globals a state dict needs are understood (OrderedDict, torch._utils.
+ * _rebuild_tensor_v2 / _rebuild_parameter, torch.{Float,Half,BFloat16,Long,
+ * Int}Storage); anything else is refused by name. Non-contiguous views get a
+ * contiguous copy; tensors of dtype I64/I32 are kept as such. */
+int ld_weights_open_pytorch(const char *path, ld_weights **out, inferd_error *e);
 size_t ld_weights_count(const ld_weights *w);
 const ld_tensor *ld_weights_at(const ld_weights *w, size_t i);
 const ld_tensor *ld_weights_find(const ld_weights *w, const char *name);
@@ -95,6 +104,52 @@ int ld_config_load(const char *dir, ld_config *c, inferd_error *e);
 /* Same, from a JSON text (tests). `what` names it in messages. */
 int ld_config_parse(const char *json, size_t len, const char *what,
                     ld_config *c, inferd_error *e);
+
+/* ---- encoder models (BERT family): config.json + the files beside it ---- */
+
+typedef enum ld_pooling {
+    LD_POOL_CLS = 0,    /* hidden state of the first token */
+    LD_POOL_MEAN,       /* mean over the sequence's tokens */
+    LD_POOL_LAST,       /* hidden state of the last token */
+    LD_POOL_POOLER,     /* BertPooler: tanh(dense(CLS)) */
+} ld_pooling;
+
+#define LD_MAX_LABELS 64
+typedef struct ld_encoder_config {
+    char architecture[64];     /* e.g. "BertModel", "XLMRobertaForSequenceClassification" */
+    char model_type[32];       /* "bert", "xlm-roberta", "roberta" */
+    int roberta;               /* positions count from pad_token_id + 1 */
+    int vocab_size;
+    int hidden_size;
+    int intermediate_size;
+    int num_hidden_layers;
+    int num_attention_heads;
+    int max_position_embeddings;
+    int type_vocab_size;       /* default 2 */
+    int pad_token_id;          /* default 0 (1 for RoBERTa family) */
+    double layer_norm_eps;     /* default 1e-12 */
+    int gelu_tanh;             /* hidden_act gelu_new / gelu_pytorch_tanh */
+    inferd_dtype dtype;
+    /* *ForSequenceClassification: the head and its labels (id2label, else
+     * "LABEL_i"). num_labels 0 = an embedding model. */
+    int num_labels;
+    char labels[LD_MAX_LABELS][64];
+    /* sentence-transformers (modules.json, 1_Pooling/config.json), else CLS */
+    ld_pooling pooling;
+    int normalize;             /* a Normalize module follows pooling */
+    int has_st_config;         /* the pooling above came from sentence-transformers */
+    /* ModelScope configuration.json "task", e.g. "sentence-similarity" */
+    char task[64];
+} ld_encoder_config;
+
+/* Reads DIR/config.json for BertModel / BertFor* / XLMRobertaModel /
+ * XLMRobertaForSequenceClassification / RobertaModel checkpoints, plus
+ * modules.json + 1_Pooling/config.json (sentence-transformers) and
+ * configuration.json (ModelScope) when present. */
+int ld_encoder_config_load(const char *dir, ld_encoder_config *c, inferd_error *e);
+/* 1 if DIR/config.json names an encoder architecture ld_encoder_config_load
+ * reads (how `inferd embed` and serve tell encoders from causal LMs). */
+int ld_is_encoder_dir(const char *dir);
 
 /* ---- generation_config.json ---- */
 

@@ -3,6 +3,7 @@
  * header and every offset in it are untrusted: all of it is checked before a
  * pointer into the mapping is handed out. */
 #include "loader/loader.h"
+#include "loader/loader_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -96,12 +97,13 @@ static int map_file(const char *path, mapping *m, inferd_error *e)
     return 0;
 }
 
-static int push_tensor(ld_weights *w, const ld_tensor *t, inferd_error *e)
+int ldi_push_tensor(ld_weights *w, const ld_tensor *t, inferd_error *e)
 {
     if (w->n_tensors == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 256;
         ld_tensor *n = realloc(w->tensors, cap * sizeof *n);
         if (!n) {
+            free((char *)t->name);
             err_set(e, "out of memory");
             return -1;
         }
@@ -115,24 +117,33 @@ static int push_tensor(ld_weights *w, const ld_tensor *t, inferd_error *e)
 /* Tensors are usually aligned to their element size; an odd writer may not
  * do that, and the backends read elements directly, so such a tensor gets an
  * aligned copy instead of failing. */
-static const void *aligned_data(ld_weights *w, const uint8_t *p, size_t n, size_t align,
-                                inferd_error *e)
+void *ldi_own(ld_weights *w, size_t n, inferd_error *e)
 {
-    if (align <= 1 || ((uintptr_t)p % align) == 0 || n == 0)
-        return p;
     void **owned = realloc(w->owned, (w->n_owned + 1) * sizeof *owned);
     if (!owned) {
         err_set(e, "out of memory");
         return NULL;
     }
     w->owned = owned;
-    void *copy = aligned_alloc(64, (n + 63) / 64 * 64);
-    if (!copy) {
+    size_t bytes = (n + 63) / 64 * 64;
+    void *buf = aligned_alloc(64, bytes ? bytes : 64);
+    if (!buf) {
         err_set(e, "out of memory");
         return NULL;
     }
-    memcpy(copy, p, n);
-    w->owned[w->n_owned++] = copy;
+    memset(buf, 0, bytes ? bytes : 64);
+    w->owned[w->n_owned++] = buf;
+    return buf;
+}
+
+const void *ldi_aligned_data(ld_weights *w, const uint8_t *p, size_t n, size_t align,
+                             inferd_error *e)
+{
+    if (align <= 1 || ((uintptr_t)p % align) == 0 || n == 0)
+        return p;
+    void *copy = ldi_own(w, n, e);
+    if (copy)
+        memcpy(copy, p, n);
     return copy;
 }
 
@@ -165,9 +176,8 @@ static int parse_shape(json_t *shape, ld_tensor *t, const char *file, const char
     return 0;
 }
 
-/* Parses one file's header and appends its tensors to w. The tensor names are
- * owned by w (strdup). */
-static int add_file(ld_weights *w, const char *path, inferd_error *e)
+int ldi_map(ld_weights *w, const char *path, const uint8_t **base, size_t *size,
+            inferd_error *e)
 {
     mapping *maps = realloc(w->maps, (w->n_maps + 1) * sizeof *maps);
     if (!maps) {
@@ -184,9 +194,21 @@ static int add_file(ld_weights *w, const char *path, inferd_error *e)
         return -1;
     }
     w->n_maps++;
-    const uint8_t *base = m->base;
-    if (m->size < 8) {
-        err_set(e, "%s: file is too small to be safetensors (%zu bytes)", path, m->size);
+    *base = m->base;
+    *size = m->size;
+    return 0;
+}
+
+/* Parses one file's header and appends its tensors to w. The tensor names are
+ * owned by w (strdup). */
+static int add_file(ld_weights *w, const char *path, inferd_error *e)
+{
+    const uint8_t *base;
+    size_t size;
+    if (ldi_map(w, path, &base, &size, e))
+        return -1;
+    if (size < 8) {
+        err_set(e, "%s: file is too small to be safetensors (%zu bytes)", path, size);
         return -1;
     }
     uint64_t hlen = 0;
@@ -197,10 +219,10 @@ static int add_file(ld_weights *w, const char *path, inferd_error *e)
                 path, (unsigned long long)hlen);
         return -1;
     }
-    if (hlen > m->size - 8) {
+    if (hlen > size - 8) {
         err_set(e, "%s: header length %llu runs past the end of the file (%zu bytes); "
                    "the file is truncated or not safetensors",
-                path, (unsigned long long)hlen, m->size);
+                path, (unsigned long long)hlen, size);
         return -1;
     }
     json_error_t je;
@@ -217,7 +239,7 @@ static int add_file(ld_weights *w, const char *path, inferd_error *e)
         goto out;
     }
     const uint8_t *data = base + 8 + hlen;
-    uint64_t data_size = m->size - 8 - hlen;
+    uint64_t data_size = size - 8 - hlen;
     spans = calloc(json_object_size(root) + 1, sizeof *spans);
     if (!spans) {
         err_set(e, "out of memory");
@@ -277,7 +299,7 @@ static int add_file(ld_weights *w, const char *path, inferd_error *e)
             goto out;
         }
         t.nbytes = (size_t)(end - begin);
-        t.data = aligned_data(w, data + begin, t.nbytes, esz, e);
+        t.data = ldi_aligned_data(w, data + begin, t.nbytes, esz, e);
         if (!t.data)
             goto out;
         t.name = strdup(name);
@@ -285,10 +307,8 @@ static int add_file(ld_weights *w, const char *path, inferd_error *e)
             err_set(e, "out of memory");
             goto out;
         }
-        if (push_tensor(w, &t, e)) {
-            free((char *)t.name);
+        if (ldi_push_tensor(w, &t, e))
             goto out;
-        }
         spans[n_spans++] = (span){begin, end, w->tensors[w->n_tensors - 1].name};
     }
     qsort(spans, n_spans, sizeof *spans, cmp_span);
@@ -307,7 +327,7 @@ out:
 
 /* Sorts the table and refuses a name present twice (two shards claiming the
  * same tensor would make the model depend on file order). */
-static int finish(ld_weights *w, inferd_error *e)
+int ldi_finish(ld_weights *w, inferd_error *e)
 {
     qsort(w->tensors, w->n_tensors, sizeof *w->tensors, cmp_tensor_name);
     for (size_t i = 1; i < w->n_tensors; i++)
@@ -325,7 +345,7 @@ int ld_weights_open_file(const char *path, ld_weights **out, inferd_error *e)
         err_set(e, "out of memory");
         return -1;
     }
-    if (add_file(w, path, e) || finish(w, e)) {
+    if (add_file(w, path, e) || ldi_finish(w, e)) {
         ld_weights_close(w);
         return -1;
     }
@@ -339,7 +359,9 @@ static int valid_shard_name(const char *s)
     return n > 0 && n < 256 && !strchr(s, '/') && strcmp(s, ".") && strcmp(s, "..");
 }
 
-static int open_sharded(ld_weights *w, const char *dir, const char *index_path,
+typedef int (*add_fn)(ld_weights *w, const char *path, inferd_error *e);
+
+static int open_sharded(ld_weights *w, const char *dir, const char *index_path, add_fn add,
                         inferd_error *e)
 {
     char *text = NULL;
@@ -386,10 +408,10 @@ static int open_sharded(ld_weights *w, const char *dir, const char *index_path,
             err_set(e, "%s: path too long", dir);
             goto out;
         }
-        if (add_file(w, path, e))
+        if (add(w, path, e))
             goto out;
     }
-    if (finish(w, e))
+    if (ldi_finish(w, e))
         goto out;
     json_object_foreach(map, name, v) {
         if (!ld_weights_find(w, name)) {
@@ -405,11 +427,15 @@ out:
     return rc;
 }
 
+/* safetensors first; PyTorch's pytorch_model.bin (single or sharded) only
+ * when a folder has no safetensors, as transformers decides. */
 int ld_weights_open_dir(const char *dir, ld_weights **out, inferd_error *e)
 {
-    char single[4096], index[4096];
+    char single[4096], index[4096], bin[4096], bin_index[4096];
     if (path_join(single, sizeof single, dir, "model.safetensors") ||
-        path_join(index, sizeof index, dir, "model.safetensors.index.json")) {
+        path_join(index, sizeof index, dir, "model.safetensors.index.json") ||
+        path_join(bin, sizeof bin, dir, "pytorch_model.bin") ||
+        path_join(bin_index, sizeof bin_index, dir, "pytorch_model.bin.index.json")) {
         err_set(e, "%s: path too long", dir);
         return -1;
     }
@@ -420,16 +446,35 @@ int ld_weights_open_dir(const char *dir, ld_weights **out, inferd_error *e)
     }
     int rc;
     if (file_exists(index))
-        rc = open_sharded(w, dir, index, e);
+        rc = open_sharded(w, dir, index, add_file, e);
     else if (file_exists(single))
-        rc = add_file(w, single, e) || finish(w, e) ? -1 : 0;
+        rc = add_file(w, single, e) || ldi_finish(w, e) ? -1 : 0;
+    else if (file_exists(bin_index))
+        rc = open_sharded(w, dir, bin_index, ldi_add_pytorch, e);
+    else if (file_exists(bin))
+        rc = ldi_add_pytorch(w, bin, e) || ldi_finish(w, e) ? -1 : 0;
     else {
-        err_set(e, "%s: no model.safetensors or model.safetensors.index.json (only safetensors "
-                   "checkpoints are supported)",
+        err_set(e, "%s: no model.safetensors or model.safetensors.index.json (nor "
+                   "pytorch_model.bin or pytorch_model.bin.index.json)",
                 dir);
         rc = -1;
     }
     if (rc) {
+        ld_weights_close(w);
+        return -1;
+    }
+    *out = w;
+    return 0;
+}
+
+int ld_weights_open_pytorch(const char *path, ld_weights **out, inferd_error *e)
+{
+    ld_weights *w = calloc(1, sizeof *w);
+    if (!w) {
+        err_set(e, "out of memory");
+        return -1;
+    }
+    if (ldi_add_pytorch(w, path, e) || ldi_finish(w, e)) {
         ld_weights_close(w);
         return -1;
     }

@@ -1,6 +1,7 @@
 /* model: decoder architectures (Llama, Mistral, Qwen2, Qwen3) written as a
- * sequence of backend ops over a paged KV cache. The model executes the batch
- * it is given; it never decides who runs (that is the engine's job). */
+ * sequence of backend ops over a paged KV cache, and BERT-family encoders.
+ * The model executes the batch it is given; it never decides who runs (that
+ * is the engine's job). */
 #ifndef INFERD_MODEL_H
 #define INFERD_MODEL_H
 
@@ -53,5 +54,37 @@ typedef struct mdl_batch {
 
 /* logits: [n_logits][vocab_size] float32, host memory. */
 int mdl_forward(mdl_model *m, const mdl_batch *b, float *logits, inferd_error *e);
+
+/* ---- encoders: BertModel / XLMRobertaModel and their classifiers ---- */
+
+typedef struct mdl_encoder mdl_encoder;
+
+/* Loads an encoder folder: config.json (ld_encoder_config_load) and its
+ * weights (safetensors, else pytorch_model.bin), whether saved from the bare
+ * model or with the "bert." / "roberta." prefix of *ForMaskedLM /
+ * *ForSequenceClassification; old "gamma"/"beta" LayerNorm names too. */
+int mdl_encoder_load(const char *dir, const mdl_options *opt, mdl_encoder **out,
+                     inferd_error *e);
+void mdl_encoder_free(mdl_encoder *m);
+const ld_encoder_config *mdl_encoder_config(const mdl_encoder *m);
+/* 1 if the checkpoint has BertPooler weights (LD_POOL_POOLER usable). */
+int mdl_encoder_has_pooler(const mdl_encoder *m);
+
+/* Sequences packed back to back, no padding: sequence s is rows
+ * [q_start[s], q_start[s+1]) and attends only to itself. Each sequence holds
+ * its special tokens already ([CLS] ... [SEP], <s> ... </s>). */
+typedef struct mdl_enc_batch {
+    int n_seqs;
+    const int32_t *q_start;      /* [n_seqs + 1], q_start[0] = 0 */
+    const int32_t *tokens;       /* [q_start[n_seqs]] */
+    const int32_t *token_types;  /* [q_start[n_seqs]], or NULL for all 0 */
+} mdl_enc_batch;
+
+/* One forward pass. pooled (may be NULL): [n_seqs][hidden_size], pooled as
+ * `pooling` says and L2-normalized when normalize. logits (may be NULL; only
+ * for models with num_labels > 0): [n_seqs][num_labels], the classifier head
+ * as transformers applies it. Bad ids, types or lengths are refused. */
+int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooling,
+                        int normalize, float *pooled, float *logits, inferd_error *e);
 
 #endif

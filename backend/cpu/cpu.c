@@ -575,6 +575,116 @@ static void cpu_gather_rows(be_backend *b, const float *x, int cols, const int32
                (size_t)cols * sizeof(float));
 }
 
+/* torch's LayerNorm: mean, then the biased variance of (x - mean), both in
+ * float32. */
+static void cpu_layernorm(be_backend *bk, const float *x, const be_weight *w,
+                          const be_weight *bias, float eps, int rows, int cols, float *out)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    float *wf = malloc((size_t)cols * 2 * sizeof(float));
+    if (!wf)
+        abort();
+    float *bf = wf + cols;
+    weight_row_f32(w, 0, wf);
+    if (bias)
+        weight_row_f32(bias, 0, bf);
+    else
+        memset(bf, 0, (size_t)cols * sizeof(float));
+#pragma omp parallel for num_threads(b->n_threads) schedule(static) if (rows > 64)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (int64_t)r * cols;
+        float *o = out + (int64_t)r * cols;
+        float mean = 0.0f, var = 0.0f;
+        for (int i = 0; i < cols; i++)
+            mean += xr[i];
+        mean /= (float)cols;
+        for (int i = 0; i < cols; i++)
+            var += (xr[i] - mean) * (xr[i] - mean);
+        float inv = 1.0f / sqrtf(var / (float)cols + eps);
+        for (int i = 0; i < cols; i++)
+            o[i] = (xr[i] - mean) * inv * wf[i] + bf[i];
+    }
+    free(wf);
+}
+
+static void cpu_gelu(be_backend *bk, const float *x, size_t n, int tanh_approx, float *out)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+#pragma omp parallel for num_threads(b->n_threads) schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        if (tanh_approx)
+            out[i] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+        else
+            out[i] = 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+    }
+}
+
+static void cpu_tanh(be_backend *b, const float *x, size_t n, float *out)
+{
+    (void)b;
+    for (size_t i = 0; i < n; i++)
+        out[i] = tanhf(x[i]);
+}
+
+/* One (row, head) pair per work item; keys are the rows of the same
+ * sequence, all of them (no causal mask). */
+static void cpu_attention_full(be_backend *bk, const float *q, const float *k, const float *v,
+                               int heads, int head_dim, float scale, int n_seqs,
+                               const int32_t *q_start, float *out)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    const int n = q_start[n_seqs];
+    int max_len = 1;
+    for (int s = 0; s < n_seqs; s++)
+        if (q_start[s + 1] - q_start[s] > max_len)
+            max_len = q_start[s + 1] - q_start[s];
+    int *row_seq = malloc((size_t)(n ? n : 1) * sizeof(int));
+    if (!row_seq)
+        abort();
+    for (int s = 0; s < n_seqs; s++)
+        for (int t = q_start[s]; t < q_start[s + 1]; t++)
+            row_seq[t] = s;
+    const int64_t items = (int64_t)n * heads, stride = (int64_t)heads * head_dim;
+#pragma omp parallel num_threads(b->n_threads)
+    {
+        float *score = malloc((size_t)max_len * sizeof(float));
+        float *acc = malloc((size_t)head_dim * sizeof(float));
+        if (!score || !acc)
+            abort();
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t it = 0; it < items; it++) {
+            int t = (int)(it / heads), h = (int)(it % heads), s = row_seq[t];
+            int j0 = q_start[s], len = q_start[s + 1] - j0;
+            const float *qv = q + t * stride + h * head_dim;
+            float mx = -INFINITY;
+            for (int j = 0; j < len; j++) {
+                float sc = dot_f32(qv, k + (j0 + j) * stride + h * head_dim, head_dim) * scale;
+                score[j] = sc;
+                if (sc > mx)
+                    mx = sc;
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < len; j++) {
+                score[j] = expf(score[j] - mx);
+                sum += score[j];
+            }
+            float inv = 1.0f / sum;
+            memset(acc, 0, (size_t)head_dim * sizeof(float));
+            for (int j = 0; j < len; j++) {
+                const float *vv = v + (j0 + j) * stride + h * head_dim;
+                float p = score[j] * inv;
+                for (int d = 0; d < head_dim; d++)
+                    acc[d] += p * vv[d];
+            }
+            memcpy(out + t * stride + h * head_dim, acc, (size_t)head_dim * sizeof(float));
+        }
+        free(score);
+        free(acc);
+    }
+    free(row_seq);
+}
+
 static const be_vtable cpu_vtable = {
     .name = "cpu",
     .free = cpu_free,
@@ -590,6 +700,10 @@ static const be_vtable cpu_vtable = {
     .silu_mul = cpu_silu_mul,
     .add = cpu_add,
     .gather_rows = cpu_gather_rows,
+    .layernorm = cpu_layernorm,
+    .gelu = cpu_gelu,
+    .tanh = cpu_tanh,
+    .attention_full = cpu_attention_full,
 };
 
 be_backend *be_cpu_new(int n_threads, inferd_error *e)

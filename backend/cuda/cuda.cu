@@ -1106,6 +1106,11 @@ static const be_vtable cu_vtable = {
     .begin_step = cu_begin_step,
     .to_host = cu_to_host,
     .mem_info = cu_mem_info,
+    /* Encoder ops are CPU-only for now; model/bert.c refuses other devices. */
+    .layernorm = NULL,
+    .gelu = NULL,
+    .tanh = NULL,
+    .attention_full = NULL,
 };
 
 extern "C" int be_cuda_available(void) { return 1; }
