@@ -74,6 +74,12 @@ typedef struct cu_backend {
     float *d_inv_freq;
     void *scratch;             /* bf16/f16 copies of GEMM inputs */
     size_t scratch_bytes;
+    int n_sm;                  /* multiprocessors: sizes the split-KV and GEMV grids */
+    int att_v1;                /* INFERD_CUDA_ATT=v1: the first decode kernel, no split-KV */
+    int gemv_v1;               /* INFERD_CUDA_GEMV=v1: the first GEMV kernel */
+    int max_keys;              /* the step's longest context (host pos), for split-KV */
+    float *att_part;           /* split-KV partial results */
+    size_t att_part_bytes;
 } cu_backend;
 
 /* ---- errors ---- */
@@ -411,6 +417,113 @@ gemv_kernel(const float *x, const TW *w, const void *bias, int bdt, int n, int64
     }
 }
 
+/* 8 weights as floats, loaded with the streaming hint (read once: no L1
+ * allocation, evict first from L2) so they do not push x out of the caches. */
+__device__ __forceinline__ void load8s(const __nv_bfloat16 *p, float *o)
+{
+    uint4 u = __ldcs((const uint4 *)p);
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8s(const __half *p, float *o)
+{
+    uint4 u = __ldcs((const uint4 *)p);
+    const __half2 *h = (const __half2 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __half22float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8s(const float *p, float *o)
+{
+    float4 a = __ldcs((const float4 *)p), c = __ldcs((const float4 *)p + 1);
+    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+    o[4] = c.x; o[5] = c.y; o[6] = c.z; o[7] = c.w;
+}
+
+/* GEMV, second version: blocks of 4 warps, WPR warps per output row (split
+ * K inside the block, partial sums merged in shared memory), so that small
+ * matrices still put enough loads in flight and large ones finish in about
+ * one wave of small blocks instead of a long tail. Warp `part` of a row
+ * takes the 1024-element chunks part, part + WPR, ...; each chunk is 4
+ * loads of 16 bytes per lane issued before the first use. */
+#define GEMV2_WARPS 4
+template <typename TW, int NR>
+__global__ void __launch_bounds__(GEMV2_WARPS * 32, NR == 1 ? 8 : 4)
+gemv2_kernel(const float *x, const TW *w, const void *bias, int bdt, int n, int64_t rows,
+             int64_t cols, int vec, int wpr, float *y)
+{
+    __shared__ float red[GEMV2_WARPS][NR];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int rpb = GEMV2_WARPS / wpr, part = warp % wpr;
+    const int64_t r = (int64_t)blockIdx.x * rpb + warp / wpr;
+    const bool live = r < rows;
+    const TW *wr = w + (live ? r : 0) * cols;
+    for (int i0 = 0; i0 < n; i0 += NR) {
+        int nr = n - i0 < NR ? n - i0 : NR;
+        float acc[NR];
+#pragma unroll
+        for (int i = 0; i < NR; i++)
+            acc[i] = 0.0f;
+        if (live && vec) {
+            for (int64_t kc = (int64_t)part * 1024; kc < cols; kc += (int64_t)wpr * 1024) {
+                float wf[4][8];
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const int64_t k = kc + 256 * u + lane * 8;
+                    if (k < cols)
+                        load8s(wr + k, wf[u]);
+                }
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const int64_t k = kc + 256 * u + lane * 8;
+                    if (k >= cols)
+                        break;
+#pragma unroll
+                    for (int i = 0; i < NR; i++) {
+                        if (i < nr) {
+                            const float *xr = x + (int64_t)(i0 + i) * cols + k;
+                            float4 a = ((const float4 *)xr)[0], c = ((const float4 *)xr)[1];
+                            acc[i] += a.x * wf[u][0] + a.y * wf[u][1] + a.z * wf[u][2] +
+                                      a.w * wf[u][3] + c.x * wf[u][4] + c.y * wf[u][5] +
+                                      c.z * wf[u][6] + c.w * wf[u][7];
+                        }
+                    }
+                }
+            }
+        } else if (live) {
+            for (int64_t k = (int64_t)part * 32 + lane; k < cols; k += (int64_t)wpr * 32) {
+                float wv = to_f(wr[k]);
+#pragma unroll
+                for (int i = 0; i < NR; i++)
+                    if (i < nr)
+                        acc[i] += x[(int64_t)(i0 + i) * cols + k] * wv;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < NR; i++) {
+            float s = warp_sum(acc[i]);
+            if (lane == 0)
+                red[warp][i] = s;
+        }
+        __syncthreads();
+        if (live && part == 0 && lane < nr) {
+            float s = 0.0f;
+            for (int p = 0; p < wpr; p++)
+                s += red[warp + p][lane];
+            y[(int64_t)(i0 + lane) * rows + r] = s + (bias ? ldw(bias, bdt, r) : 0.0f);
+        }
+        __syncthreads(); /* red is reused by the next group of input rows */
+    }
+}
+
 /* ---- attention ---- */
 
 /* Decode: one block per (row, head); each warp runs an online softmax over
@@ -484,6 +597,125 @@ attn_decode_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_h
             if (sm_m[w] != -INFINITY)
                 o += sm_acc[w][i] * expf(sm_m[w] - mx);
         out[((int64_t)t * heads + h) * hd + i] = o / sum;
+    }
+}
+
+/* Decode, split-KV (flash-decoding): one block per (row, head, split); the
+ * split takes a contiguous range of the row's keys, its ATT_SPLIT_WARPS
+ * warps an online softmax each over every 4th key of the range, merged in
+ * shared memory. With one split the block writes the output; otherwise it
+ * writes its running max, sum and unnormalised output to part[] and
+ * attn_merge_kernel combines the splits. The split count comes from the
+ * host (enough blocks to fill the GPU); the ranges from pos on the device. */
+#define ATT_SPLIT_WARPS 4
+template <typename T, int DPL>
+__global__ void __launch_bounds__(ATT_SPLIT_WARPS * 32)
+attn_split_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_heads, int hd,
+                  float scale, const int32_t *q_start, int n_seqs, const int32_t *block_table,
+                  int max_blocks, int block_size, const int32_t *pos, float *out, float *part)
+{
+    __shared__ float sm_m[ATT_SPLIT_WARPS], sm_l[ATT_SPLIT_WARPS];
+    __shared__ float sm_acc[ATT_SPLIT_WARPS][DPL * 32];
+    const int t = blockIdx.x, h = blockIdx.y, sp = blockIdx.z, n_split = gridDim.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lo = 0, hi = n_seqs - 1;
+    while (lo < hi) { /* the sequence that owns row t */
+        int mid = (lo + hi + 1) / 2;
+        if (q_start[mid] <= t)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    const int32_t *bt = block_table + (int64_t)lo * max_blocks;
+    const int n_keys = pos[t] + 1, kv_dim = kv_heads * hd;
+    const int chunk = (n_keys + n_split - 1) / n_split;
+    const int k_begin = sp * chunk, k_end = min(n_keys, k_begin + chunk);
+    const int64_t koff = (int64_t)(h / (heads / kv_heads)) * hd;
+    float qr[DPL], acc[DPL];
+#pragma unroll
+    for (int d = 0; d < DPL; d++) {
+        int i = lane + 32 * d;
+        qr[d] = i < hd ? q[((int64_t)t * heads + h) * hd + i] * scale : 0.0f;
+        acc[d] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+#pragma unroll 2
+    for (int j = k_begin + warp; j < k_end; j += ATT_SPLIT_WARPS) {
+        int64_t slot = (int64_t)bt[j / block_size] * block_size + j % block_size;
+        const T *kr = kc + slot * kv_dim + koff, *vr = vc + slot * kv_dim + koff;
+        float kv[DPL], vv[DPL];
+#pragma unroll
+        for (int d = 0; d < DPL; d++) { /* every load before the first use */
+            int i = lane + 32 * d;
+            kv[d] = i < hd ? to_f(kr[i]) : 0.0f;
+            vv[d] = i < hd ? to_f(vr[i]) : 0.0f;
+        }
+        float dot = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            dot += qr[d] * kv[d];
+        dot = warp_sum(dot);
+        float mn = fmaxf(m, dot), corr = expf(m - mn), p = expf(dot - mn);
+        l = l * corr + p;
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            acc[d] = acc[d] * corr + p * vv[d];
+        m = mn;
+    }
+    if (lane == 0) {
+        sm_m[warp] = m;
+        sm_l[warp] = l;
+    }
+#pragma unroll
+    for (int d = 0; d < DPL; d++)
+        sm_acc[warp][lane + 32 * d] = acc[d];
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int w = 0; w < ATT_SPLIT_WARPS; w++)
+        mx = fmaxf(mx, sm_m[w]);
+    float sum = 0.0f;
+    for (int w = 0; w < ATT_SPLIT_WARPS; w++)
+        sum += sm_m[w] == -INFINITY ? 0.0f : sm_l[w] * expf(sm_m[w] - mx);
+    const int64_t th = (int64_t)t * heads + h;
+    float *pp = part ? part + (th * n_split + sp) * (int64_t)(hd + 2) : NULL;
+    if (pp && threadIdx.x == 0) {
+        pp[0] = mx; /* -inf: an empty split (fewer keys than splits) */
+        pp[1] = sum;
+    }
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float o = 0.0f;
+        for (int w = 0; w < ATT_SPLIT_WARPS; w++)
+            if (sm_m[w] != -INFINITY)
+                o += sm_acc[w][i] * expf(sm_m[w] - mx);
+        if (pp)
+            pp[2 + i] = o;
+        else
+            out[th * hd + i] = o / sum;
+    }
+}
+
+/* One block per (row, head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s. */
+__global__ void attn_merge_kernel(const float *part, int n_split, int heads, int hd, float *out)
+{
+    const int64_t th = (int64_t)blockIdx.x * heads + blockIdx.y;
+    const float *pp = part + th * n_split * (int64_t)(hd + 2);
+    float mx = -INFINITY;
+    for (int s = 0; s < n_split; s++)
+        mx = fmaxf(mx, pp[s * (int64_t)(hd + 2)]);
+    float sum = 0.0f;
+    for (int s = 0; s < n_split; s++) {
+        float ms = pp[s * (int64_t)(hd + 2)];
+        if (ms != -INFINITY)
+            sum += pp[s * (int64_t)(hd + 2) + 1] * expf(ms - mx);
+    }
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float o = 0.0f;
+        for (int s = 0; s < n_split; s++) {
+            const float *ps = pp + s * (int64_t)(hd + 2);
+            if (ps[0] != -INFINITY)
+                o += ps[2 + i] * expf(ps[0] - mx);
+        }
+        out[th * hd + i] = o / sum;
     }
 }
 
@@ -640,6 +872,7 @@ static void cu_free(be_backend *bk)
     cudaFreeHost(b->h_stage);
     cudaFree(b->d_inv_freq);
     cudaFree(b->scratch);
+    cudaFree(b->att_part);
     if (b->stage_done)
         cudaEventDestroy(b->stage_done);
     if (b->blas)
@@ -767,6 +1000,27 @@ static void gemv(cu_backend *b, const float *x, const be_weight *w, const be_wei
     int vec = w->cols % 8 == 0;
     const void *bd = bias ? bias->data : NULL;
     int bdt = bias ? (int)bias->dtype : 0;
+    if (!b->gemv_v1) {
+        /* Split K until the matrix gives ~32 warps to every SM (one wave of
+         * 8 blocks per SM), but keep >= 2 chunks of 1024 per warp. */
+        int wpr = 1;
+        while (wpr < GEMV2_WARPS && w->rows * wpr < 32LL * b->n_sm &&
+               w->cols >= 2048LL * 2 * wpr)
+            wpr *= 2;
+        const int rpb = GEMV2_WARPS / wpr;
+        unsigned g2 = (unsigned)((w->rows + rpb - 1) / rpb);
+        if (n == 1)
+            gemv2_kernel<TW, 1><<<g2, GEMV2_WARPS * 32, 0, b->stream>>>(
+                x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, wpr, y);
+        else if (n <= 4)
+            gemv2_kernel<TW, 4><<<g2, GEMV2_WARPS * 32, 0, b->stream>>>(
+                x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, wpr, y);
+        else
+            gemv2_kernel<TW, 8><<<g2, GEMV2_WARPS * 32, 0, b->stream>>>(
+                x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, wpr, y);
+        LAUNCHED(b, "gemv2_kernel");
+        return;
+    }
     if (n == 1)
         gemv_kernel<TW, 1><<<grid, GEMV_WARPS * 32, 0, b->stream>>>(
             x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, y);
@@ -900,6 +1154,41 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
                   *pos = dev_idx(b, l->pos);
     if (b->failed)
         return;
+    if (b->n_tiles == 0 && !b->att_v1) {
+        /* Enough splits to give each SM ~4 blocks, none shorter than 64 keys. */
+        const int base = l->n_tokens * heads;
+        int ns = (b->max_keys + 63) / 64, fill = (4 * b->n_sm + base - 1) / base;
+        ns = ns < fill ? ns : fill;
+        ns = ns < 1 ? 1 : ns > 64 ? 64 : ns;
+        float *part = NULL;
+        if (ns > 1) {
+            size_t bytes = (size_t)base * (size_t)ns * (size_t)(hd + 2) * sizeof(float);
+            if (bytes > b->att_part_bytes) {
+                if (CK(b, cudaStreamSynchronize(b->stream)) || CK(b, cudaFree(b->att_part)))
+                    return;
+                b->att_part = NULL;
+                b->att_part_bytes = 0;
+                if (CK(b, cudaMalloc((void **)&b->att_part, bytes * 2)))
+                    return;
+                b->att_part_bytes = bytes * 2;
+            }
+            part = b->att_part;
+        }
+        dim3 grid((unsigned)l->n_tokens, (unsigned)heads, (unsigned)ns);
+        prof_begin(b);
+        attn_split_kernel<T, DPL><<<grid, ATT_SPLIT_WARPS * 32, 0, b->stream>>>(
+            q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab,
+            l->max_blocks, l->block_size, pos, out, part);
+        if (LAUNCHED(b, "attn_split_kernel"))
+            return;
+        if (part) {
+            attn_merge_kernel<<<dim3((unsigned)l->n_tokens, (unsigned)heads), 128, 0,
+                                b->stream>>>(part, ns, heads, hd, out);
+            LAUNCHED(b, "attn_merge_kernel");
+        }
+        prof_end(b, P_ATT_DEC);
+        return;
+    }
     if (b->n_tiles == 0) {
         dim3 grid((unsigned)l->n_tokens, (unsigned)heads);
         prof_begin(b);
@@ -1055,6 +1344,9 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
         off += arr[i].n;
     }
     b->n_tiles = decode_only ? 0 : n_tiles;
+    b->max_keys = 1;
+    for (int t = 0; t < l->n_tokens; t++)
+        b->max_keys = l->pos[t] + 1 > b->max_keys ? l->pos[t] + 1 : b->max_keys;
     b->d_tiles = b->d_stage + off;
     for (int s = 0; s < l->n_seqs && !decode_only; s++)
         for (int r = l->q_start[s]; r < l->q_start[s + 1]; r += ATT_BQ) {
@@ -1125,6 +1417,9 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->force_gemv = mm && strcmp(mm, "f32") == 0;
     b->gemm_one_pass = gm && strcmp(gm, "bf16") == 0;
     b->profile = pr && strcmp(pr, "1") == 0;
+    const char *av = getenv("INFERD_CUDA_ATT"), *gv = getenv("INFERD_CUDA_GEMV");
+    b->att_v1 = av && strcmp(av, "v1") == 0;
+    b->gemv_v1 = gv && strcmp(gv, "v1") == 0;
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {
@@ -1142,6 +1437,7 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
         CK(b, cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking)) ||
         CK(b, cudaEventCreateWithFlags(&b->stage_done, cudaEventDisableTiming)) ||
         CK(b, cudaEventCreate(&b->prof_start)) || CK(b, cudaEventCreate(&b->prof_stop)) ||
+        CK(b, cudaDeviceGetAttribute(&b->n_sm, cudaDevAttrMultiProcessorCount, device)) ||
         CKB(b, cublasCreate(&b->blas)) || CKB(b, cublasSetStream(b->blas, b->stream)))
         goto err;
     return &b->base;
