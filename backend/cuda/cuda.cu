@@ -45,6 +45,21 @@ typedef struct idx_map {
     const int32_t *dev;
 } idx_map;
 
+/* One recorded op of a decode step (see "decode steps: tape and graphs"). */
+enum { OP_KEY, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_KV, OP_ATT, OP_SILU, OP_ADD,
+       OP_GATHER };
+typedef struct tape_op {
+    int kind;
+    float f;
+    const void *p[8];
+    int64_t i[8];
+} tape_op;
+
+typedef struct tape {
+    tape_op *ops;
+    int n, cap;
+} tape;
+
 typedef struct cu_backend {
     be_backend base;
     int device;
@@ -80,6 +95,14 @@ typedef struct cu_backend {
     int max_keys;              /* the step's longest context (host pos), for split-KV */
     float *att_part;           /* split-KV partial results */
     size_t att_part_bytes;
+    /* decode steps: ops are recorded between begin_step and to_host, then
+     * run (with q/k/v and gate/up fused) or replayed as one CUDA graph */
+    int use_graph, use_fuse;   /* INFERD_CUDA_GRAPH=0, INFERD_CUDA_FUSE=0 turn them off */
+    int recording;
+    unsigned gen;              /* bumped when a buffer that kernels see is reallocated */
+    tape cur, last, gtape;     /* this step, the step before, the graph's */
+    cudaGraphExec_t gexec;
+    long graph_launches, graph_captures;
 } cu_backend;
 
 /* ---- errors ---- */
@@ -455,15 +478,38 @@ __device__ __forceinline__ void load8s(const float *p, float *o)
  * takes the 1024-element chunks part, part + WPR, ...; each chunk is 4
  * loads of 16 bytes per lane issued before the first use. */
 #define GEMV2_WARPS 4
+#define GEMV_SET 3 /* matrices one launch can take: q, k, v (or gate, up) share x */
+typedef struct gemv_set {
+    const void *w[GEMV_SET], *bias[GEMV_SET];
+    float *y[GEMV_SET];
+    int64_t rows[GEMV_SET];
+    int bdt[GEMV_SET], wpr[GEMV_SET];
+    unsigned first[GEMV_SET + 1]; /* first block of each matrix; first[n_mat]: the grid */
+    int n_mat;
+} gemv_set;
+
+/* A parameter array element by a run-time index without a local copy. */
+template <typename V> __device__ __forceinline__ V pick(const V *a, int m)
+{
+    return m == 0 ? a[0] : m == 1 ? a[1] : a[2];
+}
+
 template <typename TW, int NR>
-__global__ void __launch_bounds__(GEMV2_WARPS * 32, NR == 1 ? 8 : 4)
-gemv2_kernel(const float *x, const TW *w, const void *bias, int bdt, int n, int64_t rows,
-             int64_t cols, int vec, int wpr, float *y)
+__global__ void __launch_bounds__(GEMV2_WARPS * 32, NR == 1 ? 6 : 4)
+gemv2_kernel(const float *x, const gemv_set S, int n, int64_t cols, int vec)
 {
     __shared__ float red[GEMV2_WARPS][NR];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int m = 0;
+    while (m + 1 < S.n_mat && blockIdx.x >= pick(S.first, m + 1))
+        m++;
+    const TW *w = (const TW *)pick(S.w, m);
+    const void *bias = pick(S.bias, m);
+    float *y = pick(S.y, m);
+    const int64_t rows = pick(S.rows, m);
+    const int bdt = pick(S.bdt, m), wpr = pick(S.wpr, m);
     const int rpb = GEMV2_WARPS / wpr, part = warp % wpr;
-    const int64_t r = (int64_t)blockIdx.x * rpb + warp / wpr;
+    const int64_t r = (int64_t)(blockIdx.x - pick(S.first, m)) * rpb + warp / wpr;
     const bool live = r < rows;
     const TW *wr = w + (live ? r : 0) * cols;
     for (int i0 = 0; i0 < n; i0 += NR) {
@@ -850,8 +896,232 @@ static const int32_t *dev_idx(cu_backend *b, const int32_t *host)
     for (int i = 0; i < b->n_map; i++)
         if (b->map[i].host == host)
             return b->map[i].dev;
+    /* a recorded op (see flush) holds the device copy itself */
+    uintptr_t h = (uintptr_t)host, d = (uintptr_t)b->d_stage;
+    if (b->d_stage && h >= d && h < d + b->stage_cap * sizeof(int32_t))
+        return host;
     fail_msg(b, "cuda backend: an index array was used that begin_step did not upload");
     return NULL;
+}
+
+/* ---- decode steps: tape and graphs ----
+ *
+ * Between begin_step and to_host of a decode step (every row a decode row,
+ * at most GEMV_MAX_N of them) the ops only append their arguments to a
+ * tape; to_host runs it. Running it fuses matmuls that share their input
+ * (q/k/v, gate/up: one launch instead of three or two). A step whose tape
+ * equals the previous step's is captured into a CUDA graph; later steps with
+ * the same tape replay it: one launch for the whole step. The tape holds
+ * every argument a kernel sees (buffers, shapes, the step's upload layout,
+ * the split-KV count and a generation number of the backend's own
+ * buffers), so equal tapes launch identical kernels; what changes from step
+ * to step (tokens, positions, slots, block tables) is read from the device
+ * copies begin_step uploads. A tape is captured only after it ran once
+ * uncaptured, so every buffer it needs has been allocated and nothing
+ * synchronises during capture. */
+
+static tape_op *record(cu_backend *b, int kind)
+{
+    tape *t = &b->cur;
+    if (t->n == t->cap) {
+        int cap = t->cap ? 2 * t->cap : 1024;
+        tape_op *ops = (tape_op *)realloc(t->ops, (size_t)cap * sizeof *ops);
+        if (!ops) {
+            fail_msg(b, "cuda backend: out of memory for the step's op list");
+            return NULL;
+        }
+        t->ops = ops;
+        t->cap = cap;
+    }
+    tape_op *o = &t->ops[t->n++];
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    return o;
+}
+
+static int tape_eq(const tape *a, const tape *c)
+{
+    return a->n == c->n && a->n > 0 && memcmp(a->ops, c->ops, (size_t)a->n * sizeof *a->ops) == 0;
+}
+
+static int tape_copy(cu_backend *b, tape *dst, const tape *src)
+{
+    if (dst->cap < src->n) {
+        tape_op *ops = (tape_op *)realloc(dst->ops, (size_t)src->n * sizeof *ops);
+        if (!ops) {
+            fail_msg(b, "cuda backend: out of memory for the step's op list");
+            return -1;
+        }
+        dst->ops = ops;
+        dst->cap = src->n;
+    }
+    memcpy(dst->ops, src->ops, (size_t)src->n * sizeof *src->ops);
+    dst->n = src->n;
+    return 0;
+}
+
+static void cu_embed(be_backend *bk, const be_weight *table, const int32_t *ids, int n,
+                     float *out);
+static void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float eps, int rows,
+                       int cols, float *out);
+static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const be_weight *bias,
+                      int n, float *y);
+static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, const be_rope *r,
+                    const int32_t *pos);
+static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, int kv_dim,
+                        const int32_t *slot, float *k_cache, float *v_cache);
+static void cu_attention(be_backend *bk, const float *q, const float *k_cache,
+                         const float *v_cache, int heads, int kv_heads, int head_dim,
+                         float scale, const be_attn_layout *l, float *out);
+static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size_t n, float *out);
+static void cu_add(be_backend *bk, float *x, const float *y, size_t n);
+static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32_t *rows, int n,
+                           float *out);
+template <typename TW>
+static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
+                       const be_weight *const *bias, float *const *y, int n_mat, int n);
+
+/* Matmuls from op i on that share x and n, as one launch; returns how many. */
+static int run_fused(cu_backend *b, const tape *t, int i)
+{
+    const tape_op *o = &t->ops[i];
+    const be_weight *w[GEMV_SET], *bias[GEMV_SET];
+    float *y[GEMV_SET];
+    int k = 0;
+    for (; k < GEMV_SET && i + k < t->n; k++) {
+        const tape_op *c = &t->ops[i + k];
+        if (c->kind != OP_MATMUL || c->p[0] != o->p[0] || c->i[0] != o->i[0])
+            break;
+        const be_weight *cw = (const be_weight *)c->p[1];
+        if (k > 0 && (cw->dtype != w[0]->dtype || cw->cols != w[0]->cols))
+            break;
+        w[k] = cw;
+        bias[k] = (const be_weight *)c->p[2];
+        y[k] = (float *)c->p[3];
+    }
+    if (k < 2)
+        return 0;
+    const float *x = (const float *)o->p[0];
+    const int n = (int)o->i[0];
+    if (w[0]->dtype == DT_BF16)
+        gemv_multi<__nv_bfloat16>(b, x, w, bias, y, k, n);
+    else if (w[0]->dtype == DT_F16)
+        gemv_multi<__half>(b, x, w, bias, y, k, n);
+    else
+        gemv_multi<float>(b, x, w, bias, y, k, n);
+    return k;
+}
+
+static void run_tape(cu_backend *b, const tape *t)
+{
+    be_backend *bk = &b->base;
+    for (int i = 0; i < t->n && !b->failed; i++) {
+        const tape_op *o = &t->ops[i];
+        switch (o->kind) {
+        case OP_KEY:
+            break;
+        case OP_EMBED:
+            cu_embed(bk, (const be_weight *)o->p[0], (const int32_t *)o->p[1], (int)o->i[0],
+                     (float *)o->p[2]);
+            break;
+        case OP_RMSNORM:
+            cu_rmsnorm(bk, (const float *)o->p[0], (const be_weight *)o->p[1], o->f,
+                       (int)o->i[0], (int)o->i[1], (float *)o->p[2]);
+            break;
+        case OP_MATMUL: {
+            int k = b->use_fuse && !b->gemv_v1 ? run_fused(b, t, i) : 0;
+            if (k > 1) {
+                i += k - 1;
+                break;
+            }
+            cu_matmul(bk, (const float *)o->p[0], (const be_weight *)o->p[1],
+                      (const be_weight *)o->p[2], (int)o->i[0], (float *)o->p[3]);
+            break;
+        }
+        case OP_ROPE:
+            cu_rope(bk, (float *)o->p[0], (int)o->i[0], (int)o->i[1], (int)o->i[2],
+                    (const be_rope *)o->p[1], (const int32_t *)o->p[2]);
+            break;
+        case OP_KV:
+            cu_kv_store(bk, (const float *)o->p[0], (const float *)o->p[1], (int)o->i[0],
+                        (int)o->i[1], (const int32_t *)o->p[2], (float *)o->p[3],
+                        (float *)o->p[4]);
+            break;
+        case OP_ATT: {
+            be_attn_layout l;
+            memset(&l, 0, sizeof l);
+            l.q_start = (const int32_t *)o->p[4];
+            l.block_table = (const int32_t *)o->p[5];
+            l.pos = (const int32_t *)o->p[6];
+            l.n_tokens = (int)o->i[3];
+            l.n_seqs = (int)o->i[4];
+            l.max_blocks = (int)o->i[5];
+            l.block_size = (int)o->i[6];
+            cu_attention(bk, (const float *)o->p[0], (const float *)o->p[1],
+                         (const float *)o->p[2], (int)o->i[0], (int)o->i[1], (int)o->i[2], o->f,
+                         &l, (float *)o->p[3]);
+            break;
+        }
+        case OP_SILU:
+            cu_silu_mul(bk, (const float *)o->p[0], (const float *)o->p[1], (size_t)o->i[0],
+                        (float *)o->p[2]);
+            break;
+        case OP_ADD:
+            cu_add(bk, (float *)o->p[0], (const float *)o->p[1], (size_t)o->i[0]);
+            break;
+        case OP_GATHER:
+            cu_gather_rows(bk, (const float *)o->p[0], (int)o->i[0], (const int32_t *)o->p[1],
+                           (int)o->i[1], (float *)o->p[2]);
+            break;
+        }
+    }
+}
+
+/* Runs the recorded step: by its graph, by capturing one, or op by op. */
+static void flush(cu_backend *b)
+{
+    b->recording = 0;
+    tape *t = &b->cur;
+    if (b->failed)
+        goto done;
+    if (b->use_graph && b->gexec && tape_eq(t, &b->gtape)) {
+        if (!CK(b, cudaGraphLaunch(b->gexec, b->stream)))
+            b->graph_launches++;
+    } else if (b->use_graph && tape_eq(t, &b->last)) {
+        cudaGraph_t g = NULL;
+        if (CK(b, cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeRelaxed)))
+            goto done;
+        run_tape(b, t);
+        cudaError_t rc = cudaStreamEndCapture(b->stream, &g);
+        if (cuda_fail(b, "cudaStreamEndCapture", rc) || b->failed) {
+            if (g)
+                cudaGraphDestroy(g);
+            goto done;
+        }
+        if (b->gexec)
+            CK(b, cudaGraphExecDestroy(b->gexec));
+        b->gexec = NULL;
+        b->gtape.n = 0;
+        rc = cudaGraphInstantiate(&b->gexec, g, 0);
+        cudaGraphDestroy(g);
+        if (cuda_fail(b, "cudaGraphInstantiate", rc)) {
+            b->gexec = NULL;
+            goto done;
+        }
+        if (tape_copy(b, &b->gtape, t))
+            goto done;
+        if (!CK(b, cudaGraphLaunch(b->gexec, b->stream))) {
+            b->graph_captures++;
+            b->graph_launches++;
+        }
+    } else {
+        run_tape(b, t);
+    }
+done:;
+    tape tmp = b->last; /* this step becomes the one before */
+    b->last = b->cur;
+    b->cur = tmp;
+    b->cur.n = 0;
 }
 
 static void cu_free(be_backend *bk)
@@ -861,6 +1131,15 @@ static void cu_free(be_backend *bk)
     cudaStreamSynchronize(b->stream);
     if (b->profile)
         prof_print(b);
+    const char *gs = getenv("INFERD_CUDA_GRAPH_STATS");
+    if (gs && strcmp(gs, "1") == 0)
+        fprintf(stderr, "cuda graphs: %ld captured, %ld launches\n", b->graph_captures,
+                b->graph_launches);
+    if (b->gexec)
+        cudaGraphExecDestroy(b->gexec);
+    free(b->cur.ops);
+    free(b->last.ops);
+    free(b->gtape.ops);
     if (b->prof_start)
         cudaEventDestroy(b->prof_start);
     if (b->prof_stop)
@@ -954,6 +1233,13 @@ static void cu_embed(be_backend *bk, const be_weight *table, const int32_t *ids,
                      float *out)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_EMBED);
+        if (o) {
+            o->p[0] = table; o->p[1] = dev_idx(b, ids); o->p[2] = out; o->i[0] = n;
+        }
+        return;
+    }
     const int32_t *d_ids = dev_idx(b, ids);
     if (b->failed || n <= 0)
         return;
@@ -968,6 +1254,14 @@ static void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float
                        int cols, float *out)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_RMSNORM);
+        if (o) {
+            o->p[0] = x; o->p[1] = w; o->p[2] = out; o->f = eps; o->i[0] = rows;
+            o->i[1] = cols;
+        }
+        return;
+    }
     if (b->failed || rows <= 0)
         return;
     int threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64;
@@ -984,12 +1278,51 @@ static void *scratch(cu_backend *b, size_t bytes)
     if (CK(b, cudaStreamSynchronize(b->stream)))
         return NULL;
     CK(b, cudaFree(b->scratch));
+    b->gen++;
     b->scratch = NULL;
     b->scratch_bytes = 0;
     if (CK(b, cudaMalloc(&b->scratch, bytes)))
         return NULL;
     b->scratch_bytes = bytes;
     return b->scratch;
+}
+
+/* One launch for n_mat matrices of the same dtype and width sharing x. */
+template <typename TW>
+static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
+                       const be_weight *const *bias, float *const *y, int n_mat, int n)
+{
+    gemv_set S;
+    memset(&S, 0, sizeof S);
+    S.n_mat = n_mat;
+    unsigned blocks = 0;
+    for (int m = 0; m < n_mat; m++) {
+        /* Split K until the matrix gives ~32 warps to every SM (one wave of
+         * 8 blocks per SM), but keep >= 2 chunks of 1024 per warp. */
+        int wpr = 1;
+        while (wpr < GEMV2_WARPS && w[m]->rows * wpr < 32LL * b->n_sm &&
+               w[m]->cols >= 2048LL * 2 * wpr)
+            wpr *= 2;
+        const int rpb = GEMV2_WARPS / wpr;
+        S.w[m] = w[m]->data;
+        S.bias[m] = bias[m] ? bias[m]->data : NULL;
+        S.bdt[m] = bias[m] ? (int)bias[m]->dtype : 0;
+        S.y[m] = y[m];
+        S.rows[m] = w[m]->rows;
+        S.wpr[m] = wpr;
+        S.first[m] = blocks;
+        blocks += (unsigned)((w[m]->rows + rpb - 1) / rpb);
+    }
+    S.first[n_mat] = blocks;
+    const int64_t cols = w[0]->cols;
+    const int vec = cols % 8 == 0;
+    if (n == 1)
+        gemv2_kernel<TW, 1><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(x, S, n, cols, vec);
+    else if (n <= 4)
+        gemv2_kernel<TW, 4><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(x, S, n, cols, vec);
+    else
+        gemv2_kernel<TW, 8><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(x, S, n, cols, vec);
+    LAUNCHED(b, "gemv2_kernel");
 }
 
 template <typename TW>
@@ -1001,24 +1334,7 @@ static void gemv(cu_backend *b, const float *x, const be_weight *w, const be_wei
     const void *bd = bias ? bias->data : NULL;
     int bdt = bias ? (int)bias->dtype : 0;
     if (!b->gemv_v1) {
-        /* Split K until the matrix gives ~32 warps to every SM (one wave of
-         * 8 blocks per SM), but keep >= 2 chunks of 1024 per warp. */
-        int wpr = 1;
-        while (wpr < GEMV2_WARPS && w->rows * wpr < 32LL * b->n_sm &&
-               w->cols >= 2048LL * 2 * wpr)
-            wpr *= 2;
-        const int rpb = GEMV2_WARPS / wpr;
-        unsigned g2 = (unsigned)((w->rows + rpb - 1) / rpb);
-        if (n == 1)
-            gemv2_kernel<TW, 1><<<g2, GEMV2_WARPS * 32, 0, b->stream>>>(
-                x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, wpr, y);
-        else if (n <= 4)
-            gemv2_kernel<TW, 4><<<g2, GEMV2_WARPS * 32, 0, b->stream>>>(
-                x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, wpr, y);
-        else
-            gemv2_kernel<TW, 8><<<g2, GEMV2_WARPS * 32, 0, b->stream>>>(
-                x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, wpr, y);
-        LAUNCHED(b, "gemv2_kernel");
+        gemv_multi<TW>(b, x, &w, &bias, &y, 1, n);
         return;
     }
     if (n == 1)
@@ -1037,6 +1353,13 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
                       int n, float *y)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_MATMUL);
+        if (o) {
+            o->p[0] = x; o->p[1] = w; o->p[2] = bias; o->p[3] = y; o->i[0] = n;
+        }
+        return;
+    }
     if (b->failed || n <= 0)
         return;
     if (n <= GEMV_MAX_N || b->force_gemv) {
@@ -1105,6 +1428,15 @@ static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, co
                     const int32_t *pos)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_ROPE);
+        if (o) {
+            o->p[0] = x; o->p[1] = r; o->p[2] = dev_idx(b, pos); o->p[3] = r->inv_freq; o->i[0] = n;
+            o->i[1] = heads; o->i[2] = head_dim; o->i[3] = r->rot_dim;
+            o->f = r->mscale;
+        }
+        return;
+    }
     const int32_t *d_pos = dev_idx(b, pos);
     if (b->failed || n <= 0)
         return;
@@ -1114,6 +1446,7 @@ static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, co
             return;
         b->d_inv_freq = NULL;
         b->rope_host = NULL;
+        b->gen++;
         if (CK(b, cudaMalloc(&b->d_inv_freq, (size_t)half * sizeof(float))) ||
             CK(b, cudaMemcpy(b->d_inv_freq, r->inv_freq, (size_t)half * sizeof(float),
                              cudaMemcpyHostToDevice)))
@@ -1132,6 +1465,14 @@ static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, i
                         const int32_t *slot, float *k_cache, float *v_cache)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_KV);
+        if (o) {
+            o->p[0] = k; o->p[1] = v; o->p[2] = dev_idx(b, slot); o->p[3] = k_cache; o->p[4] = v_cache;
+            o->i[0] = n; o->i[1] = kv_dim;
+        }
+        return;
+    }
     const int32_t *d_slot = dev_idx(b, slot);
     if (b->failed || n <= 0)
         return;
@@ -1168,6 +1509,7 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
                     return;
                 b->att_part = NULL;
                 b->att_part_bytes = 0;
+                b->gen++;
                 if (CK(b, cudaMalloc((void **)&b->att_part, bytes * 2)))
                     return;
                 b->att_part_bytes = bytes * 2;
@@ -1233,6 +1575,18 @@ static void cu_attention(be_backend *bk, const float *q, const float *k_cache,
                          float scale, const be_attn_layout *l, float *out)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_ATT);
+        if (o) {
+            o->p[0] = q; o->p[1] = k_cache; o->p[2] = v_cache; o->p[3] = out;
+            o->p[4] = dev_idx(b, l->q_start); o->p[5] = dev_idx(b, l->block_table);
+            o->p[6] = dev_idx(b, l->pos);
+            o->i[0] = heads; o->i[1] = kv_heads; o->i[2] = head_dim; o->i[3] = l->n_tokens;
+            o->i[4] = l->n_seqs; o->i[5] = l->max_blocks; o->i[6] = l->block_size;
+            o->f = scale;
+        }
+        return;
+    }
     if (b->failed || l->n_tokens <= 0)
         return;
     if (head_dim > MAX_HEAD_DIM || kv_heads <= 0 || heads % kv_heads) {
@@ -1251,6 +1605,13 @@ static void cu_attention(be_backend *bk, const float *q, const float *k_cache,
 static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size_t n, float *out)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_SILU);
+        if (o) {
+            o->p[0] = gate; o->p[1] = up; o->p[2] = out; o->i[0] = (int64_t)n;
+        }
+        return;
+    }
     if (b->failed || n == 0)
         return;
     prof_begin(b);
@@ -1262,6 +1623,13 @@ static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size
 static void cu_add(be_backend *bk, float *x, const float *y, size_t n)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_ADD);
+        if (o) {
+            o->p[0] = x; o->p[1] = y; o->i[0] = (int64_t)n;
+        }
+        return;
+    }
     if (b->failed || n == 0)
         return;
     prof_begin(b);
@@ -1274,6 +1642,13 @@ static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32
                            float *out)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_GATHER);
+        if (o) {
+            o->p[0] = x; o->p[1] = dev_idx(b, rows); o->p[2] = out; o->i[0] = cols; o->i[1] = n;
+        }
+        return;
+    }
     const int32_t *d_rows = dev_idx(b, rows);
     if (b->failed || n <= 0)
         return;
@@ -1289,6 +1664,8 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
 {
     cu_backend *b = (cu_backend *)bk;
     const be_attn_layout *l = st->layout;
+    b->recording = 0; /* a step that ended before to_host leaves its tape */
+    b->cur.n = 0;
     if (report(b, e))
         return -1;
     /* The current device is per host thread, and the engine steps from its own. */
@@ -1324,6 +1701,7 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
             return report(b, e);
         b->h_stage = b->d_stage = NULL;
         b->stage_cap = 0;
+        b->gen++;
         if (CK(b, cudaHostAlloc((void **)&b->h_stage, cap * sizeof(int32_t),
                                 cudaHostAllocDefault)) ||
             CK(b, cudaMalloc((void **)&b->d_stage, cap * sizeof(int32_t))))
@@ -1359,12 +1737,29 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
         CK(b, cudaEventRecord(b->stage_done, b->stream)))
         return report(b, e);
     prof_end(b, P_UPLOAD);
+    if ((b->use_graph || b->use_fuse) && !b->profile && decode_only &&
+        l->n_tokens <= GEMV_MAX_N) {
+        b->recording = 1;
+        for (int i = 0; i < b->n_map; i += 8) {
+            tape_op *o = record(b, OP_KEY);
+            if (!o)
+                return report(b, e);
+            for (int j = 0; j < 8 && i + j < b->n_map; j++)
+                o->p[j] = b->map[i + j].dev; /* host arrays may move; their copies may not */
+            o->i[0] = b->gen;
+            o->i[1] = b->max_keys > 64 * 64 ? 64 : (b->max_keys + 63) / 64;
+            o->i[2] = b->n_map;
+            o->i[3] = i;
+        }
+    }
     return 0;
 }
 
 static int cu_to_host(be_backend *bk, void *dst, const void *src, size_t bytes, inferd_error *e)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording)
+        flush(b);
     if (!b->failed && bytes)
         CK(b, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, b->stream));
     if (!b->failed)
@@ -1420,6 +1815,9 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     const char *av = getenv("INFERD_CUDA_ATT"), *gv = getenv("INFERD_CUDA_GEMV");
     b->att_v1 = av && strcmp(av, "v1") == 0;
     b->gemv_v1 = gv && strcmp(gv, "v1") == 0;
+    const char *ug = getenv("INFERD_CUDA_GRAPH"), *uf = getenv("INFERD_CUDA_FUSE");
+    b->use_graph = !(ug && strcmp(ug, "0") == 0);
+    b->use_fuse = !(uf && strcmp(uf, "0") == 0);
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {
