@@ -14,6 +14,8 @@
 #   `llama-bench -ngl 99 -fa 1 -p 1024 -n 128`.
 # `inferd serve` does not exist yet, so the serving workloads (inferd bench
 # against inferd serve and llama-server) are not run.
+# LLAMA=0 skips llama.cpp (its CUDA build alone takes ~10 min on the 16-core
+# machine: 39 % after 255 s in the first run, niced beside the checkpoint).
 # Writes logs, results.jsonl rows and a RESULTS.md table to $OUT (and appends
 # them to bench/ of the checkout it runs in). Time limits keep it under ~330 s.
 set -uo pipefail
@@ -29,8 +31,9 @@ mkdir -p "$O" "$W/dist"
 T0=$(date +%s)
 el() { echo "[$(( $(date +%s) - T0 )) s]"; }
 
+LLAMA=${LLAMA:-1}
 # ---- llama.cpp build, in the background (its README's flags) ----
-(
+[ "$LLAMA" = 1 ] && (
     cd "$W" && tar -xJf "$LSRC" &&
         nice -n 19 cmake -S src -B src/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
             -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
@@ -39,6 +42,7 @@ el() { echo "[$(( $(date +%s) - T0 )) s]"; }
         nice -n 19 cmake --build src/build -j 16 --target llama-bench
 ) > "$O/llama_build.log" 2>&1 &
 BUILD_PID=$!
+[ "$LLAMA" = 1 ] || BUILD_PID=
 
 tar -C "$W/dist" -xzf "$BUNDLE"
 export INFERD=$W/dist/inferd/inferd
@@ -61,7 +65,7 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 (
     timeout 120 python3 "$ROOT/tools/make_checkpoint.py" --shape llama-3.1-8b --out "$W/l8b" \
         --fast && cp "$TOK"/tokenizer.json "$TOK"/tokenizer_config.json "$W/l8b/" &&
-        echo "checkpoint done" &&
+        echo "checkpoint done" && [ "$LLAMA" = 1 ] &&
         timeout 200 env PYTHONPATH="$W/src/gguf-py" python3 "$W/src/convert_hf_to_gguf.py" \
             "$W/l8b" --outtype bf16 --outfile "$W/l8b.gguf" && echo "gguf done"
 ) > "$O/checkpoint.log" 2>&1 &
@@ -89,20 +93,26 @@ run8b() { # label, env...
     env "$@" timeout 45 "$INFERD" generate --model "$W/l8b" --device cuda --prompt-ids "$ids" \
         --max-tokens 257 --timing 2>&1 >/dev/null | sed "s/^/$label: /" | tee -a "$O/bench8b.log"
 }
+run8b default INFERD_CUDA_GRAPH_STATS=1
 run8b default
-run8b default
-run8b att-v1 INFERD_CUDA_ATT=v1
-run8b gemv-v1 INFERD_CUDA_GEMV=v1
+run8b no-graph INFERD_CUDA_GRAPH=0
+run8b no-graph-no-fuse INFERD_CUDA_GRAPH=0 INFERD_CUDA_FUSE=0
+run8b att-v1-no-graph-no-fuse INFERD_CUDA_ATT=v1 INFERD_CUDA_GRAPH=0 INFERD_CUDA_FUSE=0
+run8b gemm-bf16 INFERD_CUDA_GEMM=bf16
+run8b eager-load CUDA_MODULE_LOADING=EAGER
 run8b profile INFERD_CUDA_PROFILE=1 2>&1 | grep -v '^profile: prefill' | tail -16
 
 # ---- llama.cpp ----
 echo "== llama.cpp $(el)"
 wait $CKPT_PID
 tail -2 "$O/checkpoint.log"
+[ "$LLAMA" = 1 ] || echo "llama.cpp skipped (LLAMA=0)"
 left=$(( 300 - ($(date +%s) - T0) ))
-while kill -0 $BUILD_PID 2>/dev/null && [ $left -gt 40 ]; do sleep 2; left=$(( 300 - ($(date +%s) - T0) )); done
+while [ -n "$BUILD_PID" ] && kill -0 $BUILD_PID 2>/dev/null && [ $left -gt 40 ]; do sleep 2; left=$(( 300 - ($(date +%s) - T0) )); done
 LB=$W/src/build/bin/llama-bench
-if [ -x "$LB" ] && [ -f "$W/l8b.gguf" ]; then
+if [ "$LLAMA" != 1 ]; then
+    :
+elif [ -x "$LB" ] && [ -f "$W/l8b.gguf" ]; then
     timeout $(( left > 20 ? left - 5 : 15 )) "$LB" -m "$W/l8b.gguf" -ngl 99 -fa 1 -p 1024 -n 128 \
         -r 3 -o json > "$O/llama_bench.json" 2> "$O/llama_bench.err"
     echo "llama-bench exit $?"
@@ -110,7 +120,7 @@ else
     echo "llama.cpp not ready (build running: $(kill -0 $BUILD_PID 2>/dev/null && echo yes || echo no))"
     tail -3 "$O/llama_build.log"
 fi
-kill $BUILD_PID 2>/dev/null
+[ -n "$BUILD_PID" ] && kill $BUILD_PID 2>/dev/null
 
 # ---- results ----
 echo "== results $(el)"
@@ -128,6 +138,11 @@ cmd = "inferd generate --model l8b --device cuda --prompt-ids <1024 random> --ma
 for label, rs in runs.items():
     pf = statistics.median(r[0] for r in rs); dc = statistics.median(r[1] for r in rs)
     env = {"default": "", "att-v1": "INFERD_CUDA_ATT=v1 ", "gemv-v1": "INFERD_CUDA_GEMV=v1 ",
+           "no-graph": "INFERD_CUDA_GRAPH=0 ",
+           "no-graph-no-fuse": "INFERD_CUDA_GRAPH=0 INFERD_CUDA_FUSE=0 ",
+           "att-v1-no-graph-no-fuse": "INFERD_CUDA_ATT=v1 INFERD_CUDA_GRAPH=0 INFERD_CUDA_FUSE=0 ",
+           "gemm-bf16": "INFERD_CUDA_GEMM=bf16 ",
+           "eager-load": "CUDA_MODULE_LOADING=EAGER ",
            "profile": "INFERD_CUDA_PROFILE=1 "}.get(label, "")
     rows.append(dict(date=date, commit=commit, machine=gpu, engine="inferd",
                      workload="cuda-llama31-8b-generate", variant=label, prompt_tokens=1024,
