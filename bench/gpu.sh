@@ -74,8 +74,15 @@ CKPT_PID=$!
 echo "== golden $(el)"
 cd "$ROOT"
 timeout 110 python3 tests/cuda/test_cuda_golden.py > "$O/golden.log" 2>&1
-echo "golden exit $?"
+rc=$?
+echo "golden exit $rc"
 tail -5 "$O/golden.log"
+if [ $rc != 0 ]; then # which part: the graphs, the fused GEMV, or neither
+    for v in "INFERD_CUDA_GRAPH=0" "INFERD_CUDA_GRAPH=0 INFERD_CUDA_FUSE=0"; do
+        env $v timeout 60 python3 tests/cuda/test_cuda_golden.py > "$O/golden_alt.log" 2>&1
+        echo "golden with $v: exit $?"; tail -2 "$O/golden_alt.log"
+    done
+fi
 
 echo "== memcheck (200-token prompt: split-KV decode) $(el)"
 ids=$(python3 -c 'import random; r = random.Random(3); print(",".join(str(r.randrange(512)) for _ in range(200)))')
