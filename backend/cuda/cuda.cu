@@ -11,9 +11,12 @@
  * INFERD_CUDA_GEMM=bf16 does one bf16 pass instead (faster prefill, vLLM's
  * precision); INFERD_CUDA_MATMUL=f32 sends every matmul to the float32
  * kernel. INFERD_CUDA_PROFILE=1 times every op (synchronously) and prints
- * the totals when the backend is freed. Attention: a per-row kernel over the paged cache for decode
- * steps, and a tiled kernel with online softmax for steps that carry
- * prompt rows; both read cached prefix blocks through the block table.
+ * the totals when the backend is freed. Attention: split-KV over the paged
+ * cache for decode steps (INFERD_CUDA_ATT=v1: the first per-row kernel),
+ * and a tiled kernel with online softmax for steps that carry prompt rows;
+ * both read cached prefix blocks through the block table. Decode steps are
+ * recorded and run with fused launches, and replayed as CUDA graphs where
+ * they repeat (see "decode steps: tape and graphs").
  *
  * All work goes to one stream. Ops return nothing (backend.h), so the first
  * failing CUDA call is kept, named, and reported by the next begin_step or
