@@ -11,9 +11,12 @@
  * INFERD_CUDA_GEMM=bf16 does one bf16 pass instead (faster prefill, vLLM's
  * precision); INFERD_CUDA_MATMUL=f32 sends every matmul to the float32
  * kernel. INFERD_CUDA_PROFILE=1 times every op (synchronously) and prints
- * the totals when the backend is freed. Attention: a per-row kernel over the paged cache for decode
- * steps, and a tiled kernel with online softmax for steps that carry
- * prompt rows; both read cached prefix blocks through the block table.
+ * the totals when the backend is freed. Attention: split-KV over the paged
+ * cache for decode steps (INFERD_CUDA_ATT=v1: the first per-row kernel),
+ * and a tiled kernel with online softmax for steps that carry prompt rows;
+ * both read cached prefix blocks through the block table. Decode steps are
+ * recorded and run with fused launches, and replayed as CUDA graphs where
+ * they repeat (see "decode steps: tape and graphs").
  *
  * All work goes to one stream. Ops return nothing (backend.h), so the first
  * failing CUDA call is kept, named, and reported by the next begin_step or
@@ -45,6 +48,21 @@ typedef struct idx_map {
     const int32_t *dev;
 } idx_map;
 
+/* One recorded op of a decode step (see "decode steps: tape and graphs"). */
+enum { OP_KEY, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_KV, OP_ATT, OP_SILU, OP_ADD,
+       OP_GATHER };
+typedef struct tape_op {
+    int kind;
+    float f;
+    const void *p[8];
+    int64_t i[8];
+} tape_op;
+
+typedef struct tape {
+    tape_op *ops;
+    int n, cap;
+} tape;
+
 typedef struct cu_backend {
     be_backend base;
     int device;
@@ -74,6 +92,20 @@ typedef struct cu_backend {
     float *d_inv_freq;
     void *scratch;             /* bf16/f16 copies of GEMM inputs */
     size_t scratch_bytes;
+    int n_sm;                  /* multiprocessors: sizes the split-KV and GEMV grids */
+    int att_v1;                /* INFERD_CUDA_ATT=v1: the first decode kernel, no split-KV */
+    int gemv_v1;               /* INFERD_CUDA_GEMV=v1: the first GEMV kernel */
+    int max_keys;              /* the step's longest context (host pos), for split-KV */
+    float *att_part;           /* split-KV partial results */
+    size_t att_part_bytes;
+    /* decode steps: ops are recorded between begin_step and to_host, then
+     * run (with q/k/v and gate/up fused) or replayed as one CUDA graph */
+    int use_graph, use_fuse;   /* INFERD_CUDA_GRAPH=0, INFERD_CUDA_FUSE=0 turn them off */
+    int recording;
+    unsigned gen;              /* bumped when a buffer that kernels see is reallocated */
+    tape cur, last, gtape;     /* this step, the step before, the graph's */
+    cudaGraphExec_t gexec;
+    long graph_launches, graph_captures;
 } cu_backend;
 
 /* ---- errors ---- */
@@ -411,6 +443,136 @@ gemv_kernel(const float *x, const TW *w, const void *bias, int bdt, int n, int64
     }
 }
 
+/* 8 weights as floats, loaded with the streaming hint (read once: no L1
+ * allocation, evict first from L2) so they do not push x out of the caches. */
+__device__ __forceinline__ void load8s(const __nv_bfloat16 *p, float *o)
+{
+    uint4 u = __ldcs((const uint4 *)p);
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8s(const __half *p, float *o)
+{
+    uint4 u = __ldcs((const uint4 *)p);
+    const __half2 *h = (const __half2 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __half22float2(h[i]);
+        o[2 * i] = f.x;
+        o[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8s(const float *p, float *o)
+{
+    float4 a = __ldcs((const float4 *)p), c = __ldcs((const float4 *)p + 1);
+    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
+    o[4] = c.x; o[5] = c.y; o[6] = c.z; o[7] = c.w;
+}
+
+/* GEMV, second version: blocks of 4 warps, WPR warps per output row (split
+ * K inside the block, partial sums merged in shared memory), so that small
+ * matrices still put enough loads in flight and large ones finish in about
+ * one wave of small blocks instead of a long tail. Warp `part` of a row
+ * takes the 1024-element chunks part, part + WPR, ...; each chunk is 4
+ * loads of 16 bytes per lane issued before the first use. */
+#define GEMV2_WARPS 4
+#define GEMV_SET 3 /* matrices one launch can take: q, k, v (or gate, up) share x */
+typedef struct gemv_set {
+    const void *w[GEMV_SET], *bias[GEMV_SET];
+    float *y[GEMV_SET];
+    int64_t rows[GEMV_SET];
+    int bdt[GEMV_SET], wpr[GEMV_SET];
+    unsigned first[GEMV_SET + 1]; /* first block of each matrix; first[n_mat]: the grid */
+    int n_mat;
+} gemv_set;
+
+/* A parameter array element by a run-time index without a local copy. */
+template <typename V> __device__ __forceinline__ V pick(const V *a, int m)
+{
+    return m == 0 ? a[0] : m == 1 ? a[1] : a[2];
+}
+
+template <typename TW, int NR>
+__global__ void __launch_bounds__(GEMV2_WARPS * 32, NR == 1 ? 6 : 4)
+gemv2_kernel(const float *x, const gemv_set S, int n, int64_t cols, int vec)
+{
+    __shared__ float red[GEMV2_WARPS][NR];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int m = 0;
+    while (m + 1 < S.n_mat && blockIdx.x >= pick(S.first, m + 1))
+        m++;
+    const TW *w = (const TW *)pick(S.w, m);
+    const void *bias = pick(S.bias, m);
+    float *y = pick(S.y, m);
+    const int64_t rows = pick(S.rows, m);
+    const int bdt = pick(S.bdt, m), wpr = pick(S.wpr, m);
+    const int rpb = GEMV2_WARPS / wpr, part = warp % wpr;
+    const int64_t r = (int64_t)(blockIdx.x - pick(S.first, m)) * rpb + warp / wpr;
+    const bool live = r < rows;
+    const TW *wr = w + (live ? r : 0) * cols;
+    for (int i0 = 0; i0 < n; i0 += NR) {
+        int nr = n - i0 < NR ? n - i0 : NR;
+        float acc[NR];
+#pragma unroll
+        for (int i = 0; i < NR; i++)
+            acc[i] = 0.0f;
+        if (live && vec) {
+            for (int64_t kc = (int64_t)part * 1024; kc < cols; kc += (int64_t)wpr * 1024) {
+                float wf[4][8];
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const int64_t k = kc + 256 * u + lane * 8;
+                    if (k < cols)
+                        load8s(wr + k, wf[u]);
+                }
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    const int64_t k = kc + 256 * u + lane * 8;
+                    if (k >= cols)
+                        break;
+#pragma unroll
+                    for (int i = 0; i < NR; i++) {
+                        if (i < nr) {
+                            const float *xr = x + (int64_t)(i0 + i) * cols + k;
+                            float4 a = ((const float4 *)xr)[0], c = ((const float4 *)xr)[1];
+                            acc[i] += a.x * wf[u][0] + a.y * wf[u][1] + a.z * wf[u][2] +
+                                      a.w * wf[u][3] + c.x * wf[u][4] + c.y * wf[u][5] +
+                                      c.z * wf[u][6] + c.w * wf[u][7];
+                        }
+                    }
+                }
+            }
+        } else if (live) {
+            for (int64_t k = (int64_t)part * 32 + lane; k < cols; k += (int64_t)wpr * 32) {
+                float wv = to_f(wr[k]);
+#pragma unroll
+                for (int i = 0; i < NR; i++)
+                    if (i < nr)
+                        acc[i] += x[(int64_t)(i0 + i) * cols + k] * wv;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < NR; i++) {
+            float s = warp_sum(acc[i]);
+            if (lane == 0)
+                red[warp][i] = s;
+        }
+        __syncthreads();
+        if (live && part == 0 && lane < nr) {
+            float s = 0.0f;
+            for (int p = 0; p < wpr; p++)
+                s += red[warp + p][lane];
+            y[(int64_t)(i0 + lane) * rows + r] = s + (bias ? ldw(bias, bdt, r) : 0.0f);
+        }
+        __syncthreads(); /* red is reused by the next group of input rows */
+    }
+}
+
 /* ---- attention ---- */
 
 /* Decode: one block per (row, head); each warp runs an online softmax over
@@ -484,6 +646,125 @@ attn_decode_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_h
             if (sm_m[w] != -INFINITY)
                 o += sm_acc[w][i] * expf(sm_m[w] - mx);
         out[((int64_t)t * heads + h) * hd + i] = o / sum;
+    }
+}
+
+/* Decode, split-KV (flash-decoding): one block per (row, head, split); the
+ * split takes a contiguous range of the row's keys, its ATT_SPLIT_WARPS
+ * warps an online softmax each over every 4th key of the range, merged in
+ * shared memory. With one split the block writes the output; otherwise it
+ * writes its running max, sum and unnormalised output to part[] and
+ * attn_merge_kernel combines the splits. The split count comes from the
+ * host (enough blocks to fill the GPU); the ranges from pos on the device. */
+#define ATT_SPLIT_WARPS 4
+template <typename T, int DPL>
+__global__ void __launch_bounds__(ATT_SPLIT_WARPS * 32)
+attn_split_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_heads, int hd,
+                  float scale, const int32_t *q_start, int n_seqs, const int32_t *block_table,
+                  int max_blocks, int block_size, const int32_t *pos, float *out, float *part)
+{
+    __shared__ float sm_m[ATT_SPLIT_WARPS], sm_l[ATT_SPLIT_WARPS];
+    __shared__ float sm_acc[ATT_SPLIT_WARPS][DPL * 32];
+    const int t = blockIdx.x, h = blockIdx.y, sp = blockIdx.z, n_split = gridDim.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lo = 0, hi = n_seqs - 1;
+    while (lo < hi) { /* the sequence that owns row t */
+        int mid = (lo + hi + 1) / 2;
+        if (q_start[mid] <= t)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    const int32_t *bt = block_table + (int64_t)lo * max_blocks;
+    const int n_keys = pos[t] + 1, kv_dim = kv_heads * hd;
+    const int chunk = (n_keys + n_split - 1) / n_split;
+    const int k_begin = sp * chunk, k_end = min(n_keys, k_begin + chunk);
+    const int64_t koff = (int64_t)(h / (heads / kv_heads)) * hd;
+    float qr[DPL], acc[DPL];
+#pragma unroll
+    for (int d = 0; d < DPL; d++) {
+        int i = lane + 32 * d;
+        qr[d] = i < hd ? q[((int64_t)t * heads + h) * hd + i] * scale : 0.0f;
+        acc[d] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+#pragma unroll 2
+    for (int j = k_begin + warp; j < k_end; j += ATT_SPLIT_WARPS) {
+        int64_t slot = (int64_t)bt[j / block_size] * block_size + j % block_size;
+        const T *kr = kc + slot * kv_dim + koff, *vr = vc + slot * kv_dim + koff;
+        float kv[DPL], vv[DPL];
+#pragma unroll
+        for (int d = 0; d < DPL; d++) { /* every load before the first use */
+            int i = lane + 32 * d;
+            kv[d] = i < hd ? to_f(kr[i]) : 0.0f;
+            vv[d] = i < hd ? to_f(vr[i]) : 0.0f;
+        }
+        float dot = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            dot += qr[d] * kv[d];
+        dot = warp_sum(dot);
+        float mn = fmaxf(m, dot), corr = expf(m - mn), p = expf(dot - mn);
+        l = l * corr + p;
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            acc[d] = acc[d] * corr + p * vv[d];
+        m = mn;
+    }
+    if (lane == 0) {
+        sm_m[warp] = m;
+        sm_l[warp] = l;
+    }
+#pragma unroll
+    for (int d = 0; d < DPL; d++)
+        sm_acc[warp][lane + 32 * d] = acc[d];
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int w = 0; w < ATT_SPLIT_WARPS; w++)
+        mx = fmaxf(mx, sm_m[w]);
+    float sum = 0.0f;
+    for (int w = 0; w < ATT_SPLIT_WARPS; w++)
+        sum += sm_m[w] == -INFINITY ? 0.0f : sm_l[w] * expf(sm_m[w] - mx);
+    const int64_t th = (int64_t)t * heads + h;
+    float *pp = part ? part + (th * n_split + sp) * (int64_t)(hd + 2) : NULL;
+    if (pp && threadIdx.x == 0) {
+        pp[0] = mx; /* -inf: an empty split (fewer keys than splits) */
+        pp[1] = sum;
+    }
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float o = 0.0f;
+        for (int w = 0; w < ATT_SPLIT_WARPS; w++)
+            if (sm_m[w] != -INFINITY)
+                o += sm_acc[w][i] * expf(sm_m[w] - mx);
+        if (pp)
+            pp[2 + i] = o;
+        else
+            out[th * hd + i] = o / sum;
+    }
+}
+
+/* One block per (row, head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s. */
+__global__ void attn_merge_kernel(const float *part, int n_split, int heads, int hd, float *out)
+{
+    const int64_t th = (int64_t)blockIdx.x * heads + blockIdx.y;
+    const float *pp = part + th * n_split * (int64_t)(hd + 2);
+    float mx = -INFINITY;
+    for (int s = 0; s < n_split; s++)
+        mx = fmaxf(mx, pp[s * (int64_t)(hd + 2)]);
+    float sum = 0.0f;
+    for (int s = 0; s < n_split; s++) {
+        float ms = pp[s * (int64_t)(hd + 2)];
+        if (ms != -INFINITY)
+            sum += pp[s * (int64_t)(hd + 2) + 1] * expf(ms - mx);
+    }
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float o = 0.0f;
+        for (int s = 0; s < n_split; s++) {
+            const float *ps = pp + s * (int64_t)(hd + 2);
+            if (ps[0] != -INFINITY)
+                o += ps[2 + i] * expf(ps[0] - mx);
+        }
+        out[th * hd + i] = o / sum;
     }
 }
 
@@ -618,8 +899,232 @@ static const int32_t *dev_idx(cu_backend *b, const int32_t *host)
     for (int i = 0; i < b->n_map; i++)
         if (b->map[i].host == host)
             return b->map[i].dev;
+    /* a recorded op (see flush) holds the device copy itself */
+    uintptr_t h = (uintptr_t)host, d = (uintptr_t)b->d_stage;
+    if (b->d_stage && h >= d && h < d + b->stage_cap * sizeof(int32_t))
+        return host;
     fail_msg(b, "cuda backend: an index array was used that begin_step did not upload");
     return NULL;
+}
+
+/* ---- decode steps: tape and graphs ----
+ *
+ * Between begin_step and to_host of a decode step (every row a decode row,
+ * at most GEMV_MAX_N of them) the ops only append their arguments to a
+ * tape; to_host runs it. Running it fuses matmuls that share their input
+ * (q/k/v, gate/up: one launch instead of three or two). A step whose tape
+ * equals the previous step's is captured into a CUDA graph; later steps with
+ * the same tape replay it: one launch for the whole step. The tape holds
+ * every argument a kernel sees (buffers, shapes, the step's upload layout,
+ * the split-KV count and a generation number of the backend's own
+ * buffers), so equal tapes launch identical kernels; what changes from step
+ * to step (tokens, positions, slots, block tables) is read from the device
+ * copies begin_step uploads. A tape is captured only after it ran once
+ * uncaptured, so every buffer it needs has been allocated and nothing
+ * synchronises during capture. */
+
+static tape_op *record(cu_backend *b, int kind)
+{
+    tape *t = &b->cur;
+    if (t->n == t->cap) {
+        int cap = t->cap ? 2 * t->cap : 1024;
+        tape_op *ops = (tape_op *)realloc(t->ops, (size_t)cap * sizeof *ops);
+        if (!ops) {
+            fail_msg(b, "cuda backend: out of memory for the step's op list");
+            return NULL;
+        }
+        t->ops = ops;
+        t->cap = cap;
+    }
+    tape_op *o = &t->ops[t->n++];
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    return o;
+}
+
+static int tape_eq(const tape *a, const tape *c)
+{
+    return a->n == c->n && a->n > 0 && memcmp(a->ops, c->ops, (size_t)a->n * sizeof *a->ops) == 0;
+}
+
+static int tape_copy(cu_backend *b, tape *dst, const tape *src)
+{
+    if (dst->cap < src->n) {
+        tape_op *ops = (tape_op *)realloc(dst->ops, (size_t)src->n * sizeof *ops);
+        if (!ops) {
+            fail_msg(b, "cuda backend: out of memory for the step's op list");
+            return -1;
+        }
+        dst->ops = ops;
+        dst->cap = src->n;
+    }
+    memcpy(dst->ops, src->ops, (size_t)src->n * sizeof *src->ops);
+    dst->n = src->n;
+    return 0;
+}
+
+static void cu_embed(be_backend *bk, const be_weight *table, const int32_t *ids, int n,
+                     float *out);
+static void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float eps, int rows,
+                       int cols, float *out);
+static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const be_weight *bias,
+                      int n, float *y);
+static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, const be_rope *r,
+                    const int32_t *pos);
+static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, int kv_dim,
+                        const int32_t *slot, float *k_cache, float *v_cache);
+static void cu_attention(be_backend *bk, const float *q, const float *k_cache,
+                         const float *v_cache, int heads, int kv_heads, int head_dim,
+                         float scale, const be_attn_layout *l, float *out);
+static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size_t n, float *out);
+static void cu_add(be_backend *bk, float *x, const float *y, size_t n);
+static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32_t *rows, int n,
+                           float *out);
+template <typename TW>
+static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
+                       const be_weight *const *bias, float *const *y, int n_mat, int n);
+
+/* Matmuls from op i on that share x and n, as one launch; returns how many. */
+static int run_fused(cu_backend *b, const tape *t, int i)
+{
+    const tape_op *o = &t->ops[i];
+    const be_weight *w[GEMV_SET], *bias[GEMV_SET];
+    float *y[GEMV_SET];
+    int k = 0;
+    for (; k < GEMV_SET && i + k < t->n; k++) {
+        const tape_op *c = &t->ops[i + k];
+        if (c->kind != OP_MATMUL || c->p[0] != o->p[0] || c->i[0] != o->i[0])
+            break;
+        const be_weight *cw = (const be_weight *)c->p[1];
+        if (k > 0 && (cw->dtype != w[0]->dtype || cw->cols != w[0]->cols))
+            break;
+        w[k] = cw;
+        bias[k] = (const be_weight *)c->p[2];
+        y[k] = (float *)c->p[3];
+    }
+    if (k < 2)
+        return 0;
+    const float *x = (const float *)o->p[0];
+    const int n = (int)o->i[0];
+    if (w[0]->dtype == DT_BF16)
+        gemv_multi<__nv_bfloat16>(b, x, w, bias, y, k, n);
+    else if (w[0]->dtype == DT_F16)
+        gemv_multi<__half>(b, x, w, bias, y, k, n);
+    else
+        gemv_multi<float>(b, x, w, bias, y, k, n);
+    return k;
+}
+
+static void run_tape(cu_backend *b, const tape *t)
+{
+    be_backend *bk = &b->base;
+    for (int i = 0; i < t->n && !b->failed; i++) {
+        const tape_op *o = &t->ops[i];
+        switch (o->kind) {
+        case OP_KEY:
+            break;
+        case OP_EMBED:
+            cu_embed(bk, (const be_weight *)o->p[0], (const int32_t *)o->p[1], (int)o->i[0],
+                     (float *)o->p[2]);
+            break;
+        case OP_RMSNORM:
+            cu_rmsnorm(bk, (const float *)o->p[0], (const be_weight *)o->p[1], o->f,
+                       (int)o->i[0], (int)o->i[1], (float *)o->p[2]);
+            break;
+        case OP_MATMUL: {
+            int k = b->use_fuse && !b->gemv_v1 ? run_fused(b, t, i) : 0;
+            if (k > 1) {
+                i += k - 1;
+                break;
+            }
+            cu_matmul(bk, (const float *)o->p[0], (const be_weight *)o->p[1],
+                      (const be_weight *)o->p[2], (int)o->i[0], (float *)o->p[3]);
+            break;
+        }
+        case OP_ROPE:
+            cu_rope(bk, (float *)o->p[0], (int)o->i[0], (int)o->i[1], (int)o->i[2],
+                    (const be_rope *)o->p[1], (const int32_t *)o->p[2]);
+            break;
+        case OP_KV:
+            cu_kv_store(bk, (const float *)o->p[0], (const float *)o->p[1], (int)o->i[0],
+                        (int)o->i[1], (const int32_t *)o->p[2], (float *)o->p[3],
+                        (float *)o->p[4]);
+            break;
+        case OP_ATT: {
+            be_attn_layout l;
+            memset(&l, 0, sizeof l);
+            l.q_start = (const int32_t *)o->p[4];
+            l.block_table = (const int32_t *)o->p[5];
+            l.pos = (const int32_t *)o->p[6];
+            l.n_tokens = (int)o->i[3];
+            l.n_seqs = (int)o->i[4];
+            l.max_blocks = (int)o->i[5];
+            l.block_size = (int)o->i[6];
+            cu_attention(bk, (const float *)o->p[0], (const float *)o->p[1],
+                         (const float *)o->p[2], (int)o->i[0], (int)o->i[1], (int)o->i[2], o->f,
+                         &l, (float *)o->p[3]);
+            break;
+        }
+        case OP_SILU:
+            cu_silu_mul(bk, (const float *)o->p[0], (const float *)o->p[1], (size_t)o->i[0],
+                        (float *)o->p[2]);
+            break;
+        case OP_ADD:
+            cu_add(bk, (float *)o->p[0], (const float *)o->p[1], (size_t)o->i[0]);
+            break;
+        case OP_GATHER:
+            cu_gather_rows(bk, (const float *)o->p[0], (int)o->i[0], (const int32_t *)o->p[1],
+                           (int)o->i[1], (float *)o->p[2]);
+            break;
+        }
+    }
+}
+
+/* Runs the recorded step: by its graph, by capturing one, or op by op. */
+static void flush(cu_backend *b)
+{
+    b->recording = 0;
+    tape *t = &b->cur;
+    if (b->failed)
+        goto done;
+    if (b->use_graph && b->gexec && tape_eq(t, &b->gtape)) {
+        if (!CK(b, cudaGraphLaunch(b->gexec, b->stream)))
+            b->graph_launches++;
+    } else if (b->use_graph && tape_eq(t, &b->last)) {
+        cudaGraph_t g = NULL;
+        if (CK(b, cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeRelaxed)))
+            goto done;
+        run_tape(b, t);
+        cudaError_t rc = cudaStreamEndCapture(b->stream, &g);
+        if (cuda_fail(b, "cudaStreamEndCapture", rc) || b->failed) {
+            if (g)
+                cudaGraphDestroy(g);
+            goto done;
+        }
+        if (b->gexec)
+            CK(b, cudaGraphExecDestroy(b->gexec));
+        b->gexec = NULL;
+        b->gtape.n = 0;
+        rc = cudaGraphInstantiate(&b->gexec, g, 0);
+        cudaGraphDestroy(g);
+        if (cuda_fail(b, "cudaGraphInstantiate", rc)) {
+            b->gexec = NULL;
+            goto done;
+        }
+        if (tape_copy(b, &b->gtape, t))
+            goto done;
+        if (!CK(b, cudaGraphLaunch(b->gexec, b->stream))) {
+            b->graph_captures++;
+            b->graph_launches++;
+        }
+    } else {
+        run_tape(b, t);
+    }
+done:;
+    tape tmp = b->last; /* this step becomes the one before */
+    b->last = b->cur;
+    b->cur = tmp;
+    b->cur.n = 0;
 }
 
 static void cu_free(be_backend *bk)
@@ -629,6 +1134,15 @@ static void cu_free(be_backend *bk)
     cudaStreamSynchronize(b->stream);
     if (b->profile)
         prof_print(b);
+    const char *gs = getenv("INFERD_CUDA_GRAPH_STATS");
+    if (gs && strcmp(gs, "1") == 0)
+        fprintf(stderr, "cuda graphs: %ld captured, %ld launches\n", b->graph_captures,
+                b->graph_launches);
+    if (b->gexec)
+        cudaGraphExecDestroy(b->gexec);
+    free(b->cur.ops);
+    free(b->last.ops);
+    free(b->gtape.ops);
     if (b->prof_start)
         cudaEventDestroy(b->prof_start);
     if (b->prof_stop)
@@ -640,6 +1154,7 @@ static void cu_free(be_backend *bk)
     cudaFreeHost(b->h_stage);
     cudaFree(b->d_inv_freq);
     cudaFree(b->scratch);
+    cudaFree(b->att_part);
     if (b->stage_done)
         cudaEventDestroy(b->stage_done);
     if (b->blas)
@@ -721,6 +1236,13 @@ static void cu_embed(be_backend *bk, const be_weight *table, const int32_t *ids,
                      float *out)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_EMBED);
+        if (o) {
+            o->p[0] = table; o->p[1] = dev_idx(b, ids); o->p[2] = out; o->i[0] = n;
+        }
+        return;
+    }
     const int32_t *d_ids = dev_idx(b, ids);
     if (b->failed || n <= 0)
         return;
@@ -735,6 +1257,14 @@ static void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float
                        int cols, float *out)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_RMSNORM);
+        if (o) {
+            o->p[0] = x; o->p[1] = w; o->p[2] = out; o->f = eps; o->i[0] = rows;
+            o->i[1] = cols;
+        }
+        return;
+    }
     if (b->failed || rows <= 0)
         return;
     int threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64;
@@ -751,12 +1281,51 @@ static void *scratch(cu_backend *b, size_t bytes)
     if (CK(b, cudaStreamSynchronize(b->stream)))
         return NULL;
     CK(b, cudaFree(b->scratch));
+    b->gen++;
     b->scratch = NULL;
     b->scratch_bytes = 0;
     if (CK(b, cudaMalloc(&b->scratch, bytes)))
         return NULL;
     b->scratch_bytes = bytes;
     return b->scratch;
+}
+
+/* One launch for n_mat matrices of the same dtype and width sharing x. */
+template <typename TW>
+static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
+                       const be_weight *const *bias, float *const *y, int n_mat, int n)
+{
+    gemv_set S;
+    memset(&S, 0, sizeof S);
+    S.n_mat = n_mat;
+    unsigned blocks = 0;
+    for (int m = 0; m < n_mat; m++) {
+        /* Split K until the matrix gives ~32 warps to every SM (one wave of
+         * 8 blocks per SM), but keep >= 2 chunks of 1024 per warp. */
+        int wpr = 1;
+        while (wpr < GEMV2_WARPS && w[m]->rows * wpr < 32LL * b->n_sm &&
+               w[m]->cols >= 2048LL * 2 * wpr)
+            wpr *= 2;
+        const int rpb = GEMV2_WARPS / wpr;
+        S.w[m] = w[m]->data;
+        S.bias[m] = bias[m] ? bias[m]->data : NULL;
+        S.bdt[m] = bias[m] ? (int)bias[m]->dtype : 0;
+        S.y[m] = y[m];
+        S.rows[m] = w[m]->rows;
+        S.wpr[m] = wpr;
+        S.first[m] = blocks;
+        blocks += (unsigned)((w[m]->rows + rpb - 1) / rpb);
+    }
+    S.first[n_mat] = blocks;
+    const int64_t cols = w[0]->cols;
+    const int vec = cols % 8 == 0;
+    if (n == 1)
+        gemv2_kernel<TW, 1><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(x, S, n, cols, vec);
+    else if (n <= 4)
+        gemv2_kernel<TW, 4><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(x, S, n, cols, vec);
+    else
+        gemv2_kernel<TW, 8><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(x, S, n, cols, vec);
+    LAUNCHED(b, "gemv2_kernel");
 }
 
 template <typename TW>
@@ -767,6 +1336,10 @@ static void gemv(cu_backend *b, const float *x, const be_weight *w, const be_wei
     int vec = w->cols % 8 == 0;
     const void *bd = bias ? bias->data : NULL;
     int bdt = bias ? (int)bias->dtype : 0;
+    if (!b->gemv_v1) {
+        gemv_multi<TW>(b, x, &w, &bias, &y, 1, n);
+        return;
+    }
     if (n == 1)
         gemv_kernel<TW, 1><<<grid, GEMV_WARPS * 32, 0, b->stream>>>(
             x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, y);
@@ -783,6 +1356,13 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
                       int n, float *y)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_MATMUL);
+        if (o) {
+            o->p[0] = x; o->p[1] = w; o->p[2] = bias; o->p[3] = y; o->i[0] = n;
+        }
+        return;
+    }
     if (b->failed || n <= 0)
         return;
     if (n <= GEMV_MAX_N || b->force_gemv) {
@@ -851,6 +1431,15 @@ static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, co
                     const int32_t *pos)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_ROPE);
+        if (o) {
+            o->p[0] = x; o->p[1] = r; o->p[2] = dev_idx(b, pos); o->p[3] = r->inv_freq; o->i[0] = n;
+            o->i[1] = heads; o->i[2] = head_dim; o->i[3] = r->rot_dim;
+            o->f = r->mscale;
+        }
+        return;
+    }
     const int32_t *d_pos = dev_idx(b, pos);
     if (b->failed || n <= 0)
         return;
@@ -860,6 +1449,7 @@ static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, co
             return;
         b->d_inv_freq = NULL;
         b->rope_host = NULL;
+        b->gen++;
         if (CK(b, cudaMalloc(&b->d_inv_freq, (size_t)half * sizeof(float))) ||
             CK(b, cudaMemcpy(b->d_inv_freq, r->inv_freq, (size_t)half * sizeof(float),
                              cudaMemcpyHostToDevice)))
@@ -878,6 +1468,14 @@ static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, i
                         const int32_t *slot, float *k_cache, float *v_cache)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_KV);
+        if (o) {
+            o->p[0] = k; o->p[1] = v; o->p[2] = dev_idx(b, slot); o->p[3] = k_cache; o->p[4] = v_cache;
+            o->i[0] = n; o->i[1] = kv_dim;
+        }
+        return;
+    }
     const int32_t *d_slot = dev_idx(b, slot);
     if (b->failed || n <= 0)
         return;
@@ -900,6 +1498,42 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
                   *pos = dev_idx(b, l->pos);
     if (b->failed)
         return;
+    if (b->n_tiles == 0 && !b->att_v1) {
+        /* Enough splits to give each SM ~4 blocks, none shorter than 64 keys. */
+        const int base = l->n_tokens * heads;
+        int ns = (b->max_keys + 63) / 64, fill = (4 * b->n_sm + base - 1) / base;
+        ns = ns < fill ? ns : fill;
+        ns = ns < 1 ? 1 : ns > 64 ? 64 : ns;
+        float *part = NULL;
+        if (ns > 1) {
+            size_t bytes = (size_t)base * (size_t)ns * (size_t)(hd + 2) * sizeof(float);
+            if (bytes > b->att_part_bytes) {
+                if (CK(b, cudaStreamSynchronize(b->stream)) || CK(b, cudaFree(b->att_part)))
+                    return;
+                b->att_part = NULL;
+                b->att_part_bytes = 0;
+                b->gen++;
+                if (CK(b, cudaMalloc((void **)&b->att_part, bytes * 2)))
+                    return;
+                b->att_part_bytes = bytes * 2;
+            }
+            part = b->att_part;
+        }
+        dim3 grid((unsigned)l->n_tokens, (unsigned)heads, (unsigned)ns);
+        prof_begin(b);
+        attn_split_kernel<T, DPL><<<grid, ATT_SPLIT_WARPS * 32, 0, b->stream>>>(
+            q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab,
+            l->max_blocks, l->block_size, pos, out, part);
+        if (LAUNCHED(b, "attn_split_kernel"))
+            return;
+        if (part) {
+            attn_merge_kernel<<<dim3((unsigned)l->n_tokens, (unsigned)heads), 128, 0,
+                                b->stream>>>(part, ns, heads, hd, out);
+            LAUNCHED(b, "attn_merge_kernel");
+        }
+        prof_end(b, P_ATT_DEC);
+        return;
+    }
     if (b->n_tiles == 0) {
         dim3 grid((unsigned)l->n_tokens, (unsigned)heads);
         prof_begin(b);
@@ -944,6 +1578,18 @@ static void cu_attention(be_backend *bk, const float *q, const float *k_cache,
                          float scale, const be_attn_layout *l, float *out)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_ATT);
+        if (o) {
+            o->p[0] = q; o->p[1] = k_cache; o->p[2] = v_cache; o->p[3] = out;
+            o->p[4] = dev_idx(b, l->q_start); o->p[5] = dev_idx(b, l->block_table);
+            o->p[6] = dev_idx(b, l->pos);
+            o->i[0] = heads; o->i[1] = kv_heads; o->i[2] = head_dim; o->i[3] = l->n_tokens;
+            o->i[4] = l->n_seqs; o->i[5] = l->max_blocks; o->i[6] = l->block_size;
+            o->f = scale;
+        }
+        return;
+    }
     if (b->failed || l->n_tokens <= 0)
         return;
     if (head_dim > MAX_HEAD_DIM || kv_heads <= 0 || heads % kv_heads) {
@@ -962,6 +1608,13 @@ static void cu_attention(be_backend *bk, const float *q, const float *k_cache,
 static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size_t n, float *out)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_SILU);
+        if (o) {
+            o->p[0] = gate; o->p[1] = up; o->p[2] = out; o->i[0] = (int64_t)n;
+        }
+        return;
+    }
     if (b->failed || n == 0)
         return;
     prof_begin(b);
@@ -973,6 +1626,13 @@ static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size
 static void cu_add(be_backend *bk, float *x, const float *y, size_t n)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_ADD);
+        if (o) {
+            o->p[0] = x; o->p[1] = y; o->i[0] = (int64_t)n;
+        }
+        return;
+    }
     if (b->failed || n == 0)
         return;
     prof_begin(b);
@@ -985,6 +1645,13 @@ static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32
                            float *out)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording) {
+        tape_op *o = record(b, OP_GATHER);
+        if (o) {
+            o->p[0] = x; o->p[1] = dev_idx(b, rows); o->p[2] = out; o->i[0] = cols; o->i[1] = n;
+        }
+        return;
+    }
     const int32_t *d_rows = dev_idx(b, rows);
     if (b->failed || n <= 0)
         return;
@@ -1000,6 +1667,8 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
 {
     cu_backend *b = (cu_backend *)bk;
     const be_attn_layout *l = st->layout;
+    b->recording = 0; /* a step that ended before to_host leaves its tape */
+    b->cur.n = 0;
     if (report(b, e))
         return -1;
     /* The current device is per host thread, and the engine steps from its own. */
@@ -1035,6 +1704,7 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
             return report(b, e);
         b->h_stage = b->d_stage = NULL;
         b->stage_cap = 0;
+        b->gen++;
         if (CK(b, cudaHostAlloc((void **)&b->h_stage, cap * sizeof(int32_t),
                                 cudaHostAllocDefault)) ||
             CK(b, cudaMalloc((void **)&b->d_stage, cap * sizeof(int32_t))))
@@ -1055,6 +1725,9 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
         off += arr[i].n;
     }
     b->n_tiles = decode_only ? 0 : n_tiles;
+    b->max_keys = 1;
+    for (int t = 0; t < l->n_tokens; t++)
+        b->max_keys = l->pos[t] + 1 > b->max_keys ? l->pos[t] + 1 : b->max_keys;
     b->d_tiles = b->d_stage + off;
     for (int s = 0; s < l->n_seqs && !decode_only; s++)
         for (int r = l->q_start[s]; r < l->q_start[s + 1]; r += ATT_BQ) {
@@ -1067,12 +1740,29 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
         CK(b, cudaEventRecord(b->stage_done, b->stream)))
         return report(b, e);
     prof_end(b, P_UPLOAD);
+    if ((b->use_graph || b->use_fuse) && !b->profile && decode_only &&
+        l->n_tokens <= GEMV_MAX_N) {
+        b->recording = 1;
+        for (int i = 0; i < b->n_map; i += 8) {
+            tape_op *o = record(b, OP_KEY);
+            if (!o)
+                return report(b, e);
+            for (int j = 0; j < 8 && i + j < b->n_map; j++)
+                o->p[j] = b->map[i + j].dev; /* host arrays may move; their copies may not */
+            o->i[0] = b->gen;
+            o->i[1] = b->max_keys > 64 * 64 ? 64 : (b->max_keys + 63) / 64;
+            o->i[2] = b->n_map;
+            o->i[3] = i;
+        }
+    }
     return 0;
 }
 
 static int cu_to_host(be_backend *bk, void *dst, const void *src, size_t bytes, inferd_error *e)
 {
     cu_backend *b = (cu_backend *)bk;
+    if (b->recording)
+        flush(b);
     if (!b->failed && bytes)
         CK(b, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, b->stream));
     if (!b->failed)
@@ -1130,6 +1820,12 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->force_gemv = mm && strcmp(mm, "f32") == 0;
     b->gemm_one_pass = gm && strcmp(gm, "bf16") == 0;
     b->profile = pr && strcmp(pr, "1") == 0;
+    const char *av = getenv("INFERD_CUDA_ATT"), *gv = getenv("INFERD_CUDA_GEMV");
+    b->att_v1 = av && strcmp(av, "v1") == 0;
+    b->gemv_v1 = gv && strcmp(gv, "v1") == 0;
+    const char *ug = getenv("INFERD_CUDA_GRAPH"), *uf = getenv("INFERD_CUDA_FUSE");
+    b->use_graph = !(ug && strcmp(ug, "0") == 0);
+    b->use_fuse = !(uf && strcmp(uf, "0") == 0);
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {
@@ -1147,6 +1843,7 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
         CK(b, cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking)) ||
         CK(b, cudaEventCreateWithFlags(&b->stage_done, cudaEventDisableTiming)) ||
         CK(b, cudaEventCreate(&b->prof_start)) || CK(b, cudaEventCreate(&b->prof_stop)) ||
+        CK(b, cudaDeviceGetAttribute(&b->n_sm, cudaDevAttrMultiProcessorCount, device)) ||
         CKB(b, cublasCreate(&b->blas)) || CKB(b, cublasSetStream(b->blas, b->stream)))
         goto err;
     return &b->base;
