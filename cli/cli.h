@@ -5,6 +5,7 @@
 
 int cli_serve(int argc, char **argv);
 int cli_generate(int argc, char **argv);
+int cli_run(int argc, char **argv);
 int cli_pull(int argc, char **argv);
 int cli_list(int argc, char **argv);
 int cli_rm(int argc, char **argv);

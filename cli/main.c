@@ -15,6 +15,7 @@ typedef struct command {
 /* One line per subcommand; keep the order of the --help listing. */
 static const command commands[] = {
     {"serve", cli_serve, "serve a model behind the OpenAI API (chat, completions, streaming)"},
+    {"run", cli_run, "chat with a model in the terminal (default: the bundled demo model)"},
     {"generate", cli_generate, "greedy continuation of token ids (checks against transformers)"},
     {"pull", cli_pull, "download a model from the Hugging Face Hub or ModelScope into the cache"},
     {"list", cli_list, "list cached models (both caches) with revision and size"},

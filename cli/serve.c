@@ -15,13 +15,16 @@
 #include "api/api.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
+#include "hub/hub.h"
 #include "model/model.h"
 #include "server/server.h"
 
 static void serve_usage(FILE *f)
 {
     fprintf(f,
-        "usage: inferd serve MODEL_DIR [options]\n\n"
+        "usage: inferd serve MODEL [options]\n\n"
+        "MODEL is a model folder, or a Hugging Face / ModelScope repo id (org/name)\n"
+        "found in the local cache or pulled first (see `inferd pull --help`).\n\n"
         "Serves a Hugging Face model folder behind the OpenAI API:\n"
         "POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize;\n"
         "GET /v1/models, /health (503 while loading), /metrics (Prometheus).\n"
@@ -240,6 +243,7 @@ int cli_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     int rc = 1;
+    char *resolved = NULL;
     srv_server *srv = NULL;
     mdl_model *m = NULL;
     tok_tokenizer *tok = NULL;
@@ -256,6 +260,13 @@ int cli_serve(int argc, char **argv)
     printf("inferd: listening on http://%s:%d (loading %s)\n", host, bound, dir);
     fflush(stdout);
 
+    /* A repo id is found in the Hugging Face / ModelScope cache or pulled
+     * first; /health answers 503 meanwhile. */
+    hub_options ho;
+    hub_options_init(&ho);
+    if (hub_resolve_model(dir, &ho, &resolved, &e))
+        goto err;
+    dir = resolved;
     mdl_options mo = {.device = device, .n_threads = (int)threads};
     ld_generation_config gc;
     if (ld_is_encoder_dir(dir)) {
@@ -321,6 +332,7 @@ err:
     tmpl_chat_free(chat);
     tok_free(tok);
     mdl_free(m);
+    free(resolved);
     close(sig_pipe[0]);
     close(sig_pipe[1]);
     sig_pipe[0] = sig_pipe[1] = -1;
