@@ -41,7 +41,8 @@ static void serve_usage(FILE *f)
         "  --kv-cache-memory SIZE      KV cache pool, e.g. 512MiB, 4GiB (default 4GiB)\n"
         "  --no-enable-prefix-caching  turn automatic prefix caching off\n"
         "  --threads N                 CPU threads (default: all cores)\n"
-        "  --device DEV                cpu (default)\n"
+        "  --device DEV                cpu (default) or cuda\n"
+        "  --gpu-memory-utilization F  share of GPU memory for weights + KV cache (0.9)\n"
         "  --chat-template FILE        Jinja chat template replacing the model's\n"
         "  --seed N                    seed for requests that bring none (default 0)\n"
         "  --max-logprobs N            top_logprobs at most (default 20)\n"
@@ -144,7 +145,7 @@ static int parse_size(const char *s, size_t *out)
 int cli_serve(int argc, char **argv)
 {
     enum { O_HOST = 256, O_PORT, O_NAME, O_KEY, O_MAXLEN, O_SEQS, O_BATCHED, O_KV, O_NOPC,
-           O_THREADS, O_DEVICE, O_TMPL, O_SEED, O_LOGPROBS, O_MAXREQ, O_QUEUE, O_SHUT,
+           O_THREADS, O_DEVICE, O_GPU_UTIL, O_TMPL, O_SEED, O_LOGPROBS, O_MAXREQ, O_QUEUE, O_SHUT,
            O_NOLOG, O_MODEL };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST}, {"port", required_argument, 0, O_PORT},
@@ -156,6 +157,7 @@ int cli_serve(int argc, char **argv)
         {"kv-cache-memory", required_argument, 0, O_KV},
         {"no-enable-prefix-caching", no_argument, 0, O_NOPC},
         {"threads", required_argument, 0, O_THREADS}, {"device", required_argument, 0, O_DEVICE},
+        {"gpu-memory-utilization", required_argument, 0, O_GPU_UTIL},
         {"chat-template", required_argument, 0, O_TMPL}, {"seed", required_argument, 0, O_SEED},
         {"max-logprobs", required_argument, 0, O_LOGPROBS},
         {"max-request-bytes", required_argument, 0, O_MAXREQ},
@@ -171,6 +173,8 @@ int cli_serve(int argc, char **argv)
     long max_logprobs = 20, maxreq = 32L << 20, queue = 1024;
     double shutdown_timeout = 30;
     size_t kv_bytes = (size_t)4 << 30;
+    int kv_given = 0;
+    double gpu_util = 0.9;
     int prefix_caching = 1, access_log = 1, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -184,7 +188,15 @@ int cli_serve(int argc, char **argv)
         case O_BATCHED:
             if (cli_parse_int("--max-num-batched-tokens", optarg, 1, 1L << 24, &batched)) return 2;
             break;
+        case O_GPU_UTIL:
+            if (cli_parse_double("--gpu-memory-utilization", optarg, &gpu_util) ||
+                !(gpu_util > 0 && gpu_util <= 1)) {
+                fprintf(stderr, "inferd serve: --gpu-memory-utilization must be in (0, 1]\n");
+                return 2;
+            }
+            break;
         case O_KV:
+            kv_given = 1;
             if (parse_size(optarg, &kv_bytes) || kv_bytes == 0) {
                 fprintf(stderr, "inferd serve: --kv-cache-memory expects a size like 512MiB "
                                 "or 4GiB, got '%s'\n", optarg);
@@ -216,11 +228,6 @@ int cli_serve(int argc, char **argv)
     if (!dir || optind < argc) {
         fprintf(stderr, "inferd serve: expects one MODEL_DIR\n\n");
         serve_usage(stderr);
-        return 2;
-    }
-    if (strcmp(device, "cpu")) {
-        fprintf(stderr, "inferd serve: --device %s is not available in this build (cpu)\n",
-                device);
         return 2;
     }
     if (!name)
@@ -289,6 +296,25 @@ int cli_serve(int argc, char **argv)
     int n_eos = gc.n_eos > 0 ? gc.n_eos : cfg->n_eos;
     eng_config ec;
     eng_config_defaults(&ec);
+    /* On a GPU the pool takes what --gpu-memory-utilization leaves after the
+     * weights, less a margin for activations and cuBLAS workspace, as vLLM
+     * sizes it; --kv-cache-memory overrides. */
+    size_t dev_free = 0, dev_total = 0;
+    inferd_error me = {{0}};
+    if (!kv_given && mdl_device_memory(m, &dev_free, &dev_total, &me) == 0) {
+        double budget = (double)dev_free - (1.0 - gpu_util) * (double)dev_total -
+                        (double)((size_t)2 << 30);
+        if (budget < (double)((size_t)256 << 20)) {
+            err_set(&e, "the model leaves %.1f GiB of %.1f GiB free on the GPU; with "
+                        "--gpu-memory-utilization %.2f there is no room for a KV cache "
+                        "(raise it, or use a GPU with more memory)",
+                    (double)dev_free / (1 << 30), (double)dev_total / (1 << 30), gpu_util);
+            goto err;
+        }
+        kv_bytes = (size_t)budget;
+        fprintf(stderr, "inferd: KV cache %.1f GiB (--gpu-memory-utilization %.2f)\n",
+                budget / (1 << 30), gpu_util);
+    }
     ec.kv_cache_bytes = kv_bytes;
     ec.max_num_seqs = (int)seqs;
     ec.max_num_batched_tokens = (int)batched;
