@@ -37,7 +37,9 @@ class Server:
     def __init__(self, model="qwen3", args=(), env=None, wait_ready=True, model_dir=None):
         self.log = tempfile.NamedTemporaryFile(prefix="inferd-serve-", suffix=".log", delete=False)
         cmd = [INFERD, "serve", model_dir or f"{MODELS}/{model}", "--host", "127.0.0.1", "--port", "0",
-               "--served-model-name", "tiny", "--kv-cache-memory", "64MiB", "--threads", "2", *args]
+               "--served-model-name", "tiny", "--kv-cache-memory", "64MiB", "--threads", "2",
+               # e.g. "--device cuda": the same tests against a GPU server
+               *os.environ.get("INFERD_SERVE_ARGS", "").split(), *args]
         e = dict(os.environ)
         e.pop("INFERD_API_KEY", None)
         e.update(env or {})

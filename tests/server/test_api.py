@@ -64,8 +64,17 @@ with Server("qwen3", ["--max-request-bytes", "200000"]) as s:
     check("max_tokens honoured with ignore_eos", j["usage"]["completion_tokens"] == 28, j["usage"])
 
     # Greedy through the whole stack equals transformers' greedy continuation.
+    # A GPU server computes in bf16 (logprobs within 0.05 of the reference),
+    # so there greedy must agree only up to the first step whose top-2 margin
+    # is under 0.1; the CPU must agree on every step.
+    gpu = "cuda" in os.environ.get("INFERD_SERVE_ARGS", "")
     for i, case in enumerate(golden["cases"]):
         n = len(case["greedy"])
+        if gpu:
+            n = next((k for k, m in enumerate(case["margins"]) if m < 0.1), n)
+            case = dict(case, greedy=case["greedy"][:n])
+            if n == 0:
+                continue
         r = s.post("/v1/completions", {"prompt": case["prompt"], "max_tokens": n, "temperature": 0,
                                        "ignore_eos": True, "skip_special_tokens": False})
         want = s.post("/detokenize", {"tokens": case["greedy"]}).json()["prompt"]
