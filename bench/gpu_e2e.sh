@@ -4,16 +4,9 @@
 # compute-sanitizer memcheck on a short serving run.
 #   bench/gpu_e2e.sh BUNDLE.tar.gz     (from the repository root; logs to $OUT)
 set -uo pipefail
+BUNDLE=$(realpath "$1")
 O=${OUT:-/tmp/out}; mkdir -p "$O" /tmp/e2e
-tar -C /tmp/e2e -xzf "$1"
-export INFERD=/tmp/e2e/inferd/inferd
-if ldd "$INFERD" | grep -q 'libcublas.*not found'; then
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-        $(python3 -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null); do
-        f=$(find "$d" -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
-        [ -n "$f" ] && { export LD_LIBRARY_PATH=$(dirname "$f"); break; }
-    done
-fi
+source "$(dirname "$0")/bundle_env.sh" /tmp/e2e
 export INFERD_SERVE_ARGS="--device cuda"
 rc=0
 for t in tests/server/test_api.py tests/server/test_concurrency.py; do

@@ -9,15 +9,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=$(realpath "$1"); COMMIT=${2:-unknown}
 O=${OUT:-/tmp/out}; mkdir -p "$O" /tmp/sdist
-tar -C /tmp/sdist -xzf "$BUNDLE"
-INFERD=/tmp/sdist/inferd/inferd
-if ldd "$INFERD" | grep -q 'libcublas.*not found'; then
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-        $(python3 -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null); do
-        f=$(find "$d" -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
-        [ -n "$f" ] && { export LD_LIBRARY_PATH=$(dirname "$f"); break; }
-    done
-fi
+source "$(dirname "$0")/bundle_env.sh" /tmp/sdist
 M=/tmp/l8b
 [ -f $M/config.json ] || python3 "$ROOT/tools/make_checkpoint.py" --shape llama-3.1-8b --fast --out $M > "$O/ckpt.log" 2>&1
 cp "${TOKDIR:-$ROOT/.cache/serve/tok}"/tokenizer*.json $M/ 2>/dev/null
