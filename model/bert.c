@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "model/internal.h"
 #include "model/model.h"
 
 typedef struct enc_layer {
@@ -61,23 +62,8 @@ static const ld_tensor *find(const mdl_encoder *m, const char *prefix, const cha
 static int get(mdl_encoder *m, const char *prefix, const char *name, int64_t rows,
                int64_t cols, int optional, be_weight *out, inferd_error *e)
 {
-    const ld_tensor *t = find(m, prefix, name);
-    memset(out, 0, sizeof *out);
-    if (!t) {
-        if (optional)
-            return 0;
-        err_set(e, "tensor '%s%s' is missing from the checkpoint", prefix, name);
-        return -1;
-    }
-    int64_t tr = t->n_dims == 1 ? 1 : t->shape[0];
-    int64_t tc = t->n_dims == 1 ? t->shape[0] : t->shape[1];
-    if (t->n_dims < 1 || t->n_dims > 2 || tr != rows || tc != cols) {
-        err_set(e, "tensor '%s%s' has shape [%lld, %lld], expected [%lld, %lld] from "
-                   "config.json", prefix, name, (long long)tr, (long long)tc, (long long)rows,
-                (long long)cols);
-        return -1;
-    }
-    return m->be->vt->weight(m->be, t->data, t->dtype, rows, cols, out, e);
+    return mdl_weight_from_tensor(m->be, find(m, prefix, name), prefix, name, rows, cols,
+                                  optional, out, e);
 }
 
 static int load_layer(mdl_encoder *m, int i, inferd_error *e)

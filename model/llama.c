@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "model/internal.h"
 #include "model/model.h"
 
 typedef struct layer_weights {
@@ -148,26 +149,11 @@ static int rope_init(mdl_model *m, inferd_error *e)
 
 /* ---- weights ---- */
 
-/* Looks up a tensor and checks its shape; rows/cols of a vector are (1, n). */
 static int get_weight(mdl_model *m, const char *name, int64_t rows, int64_t cols,
                       int optional, be_weight *out, inferd_error *e)
 {
-    const ld_tensor *t = ld_weights_find(m->files, name);
-    memset(out, 0, sizeof *out);
-    if (!t) {
-        if (optional)
-            return 0;
-        err_set(e, "tensor '%s' is missing from the checkpoint", name);
-        return -1;
-    }
-    int64_t tr = t->n_dims == 1 ? 1 : t->shape[0];
-    int64_t tc = t->n_dims == 1 ? t->shape[0] : t->shape[1];
-    if (t->n_dims > 2 || tr != rows || tc != cols) {
-        err_set(e, "tensor '%s' has shape [%lld, %lld], expected [%lld, %lld] from config.json",
-                name, (long long)tr, (long long)tc, (long long)rows, (long long)cols);
-        return -1;
-    }
-    return m->be->vt->weight(m->be, t->data, t->dtype, rows, cols, out, e);
+    return mdl_weight_from_tensor(m->be, ld_weights_find(m->files, name), "", name, rows, cols,
+                                  optional, out, e);
 }
 
 static int load_layer(mdl_model *m, int i, inferd_error *e)
