@@ -362,18 +362,20 @@ int ld_config_load(const char *dir, ld_config *c, inferd_error *e)
     return rc;
 }
 
-int ld_generation_config_load(const char *dir, ld_generation_config *g, inferd_error *e)
+static int load_json_object(const char *dir, const char *name, int required, json_t **out,
+                            inferd_error *e)
 {
-    memset(g, 0, sizeof *g);
-    g->bos_token_id = -1;
-    g->do_sample = -1;
     char path[4096];
-    if (path_join(path, sizeof path, dir, "generation_config.json")) {
+    *out = NULL;
+    if (path_join(path, sizeof path, dir, name)) {
         err_set(e, "%s: path too long", dir);
         return -1;
     }
-    if (!file_exists(path))
-        return 0;
+    if (!file_exists(path)) {
+        if (required)
+            err_set(e, "%s: missing (not a Hugging Face model folder?)", path);
+        return required ? -1 : 0;
+    }
     char *text = NULL;
     size_t len = 0;
     if (file_read_all(path, 16u << 20, &text, &len, e))
@@ -385,6 +387,27 @@ int ld_generation_config_load(const char *dir, ld_generation_config *g, inferd_e
         err_set(e, "%s: not valid JSON: %s (line %d)", path, je.text, je.line);
         return -1;
     }
+    if (!json_is_object(root) && !json_is_array(root)) {
+        json_decref(root);
+        err_set(e, "%s: must be a JSON object", path);
+        return -1;
+    }
+    *out = root;
+    return 0;
+}
+
+int ld_generation_config_load(const char *dir, ld_generation_config *g, inferd_error *e)
+{
+    memset(g, 0, sizeof *g);
+    g->bos_token_id = -1;
+    g->do_sample = -1;
+    json_t *root;
+    if (load_json_object(dir, "generation_config.json", 0, &root, e))
+        return -1;
+    if (!root)
+        return 0;
+    char path[4096];
+    path_join(path, sizeof path, dir, "generation_config.json");
     int rc = -1;
     if (!json_is_object(root)) {
         err_set(e, "%s: must be a JSON object", path);
@@ -422,39 +445,6 @@ out:
 
 /* A JSON object from DIR/NAME; a missing file gives *out = NULL, not an
  * error, unless required. */
-static int load_json_object(const char *dir, const char *name, int required, json_t **out,
-                            inferd_error *e)
-{
-    char path[4096];
-    *out = NULL;
-    if (path_join(path, sizeof path, dir, name)) {
-        err_set(e, "%s: path too long", dir);
-        return -1;
-    }
-    if (!file_exists(path)) {
-        if (required)
-            err_set(e, "%s: missing (not a Hugging Face model folder?)", path);
-        return required ? -1 : 0;
-    }
-    char *text = NULL;
-    size_t len = 0;
-    if (file_read_all(path, 16u << 20, &text, &len, e))
-        return -1;
-    json_error_t je;
-    json_t *root = json_loadb(text, len, 0, &je);
-    free(text);
-    if (!root) {
-        err_set(e, "%s: not valid JSON: %s (line %d)", path, je.text, je.line);
-        return -1;
-    }
-    if (!json_is_object(root) && !json_is_array(root)) {
-        json_decref(root);
-        err_set(e, "%s: must be a JSON object", path);
-        return -1;
-    }
-    *out = root;
-    return 0;
-}
 
 static const struct {
     const char *architecture;
