@@ -486,6 +486,19 @@ static void cpu_kv_store(be_backend *b, const float *k, const float *v, int n, i
 
 /* Causal attention over the paged cache: row t of sequence s attends to its
  * sequence's positions 0..pos[t]. One (row, head) pair per work item. */
+/* Attention weights from raw scores and their maximum, in place. */
+static void softmax_from_max(float *score, int n, float mx)
+{
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        score[j] = expf(score[j] - mx);
+        sum += score[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++)
+        score[j] *= inv;
+}
+
 static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                           const float *v_cache, int heads, int kv_heads, int head_dim,
                           float scale, const be_attn_layout *l, float *out)
@@ -524,18 +537,13 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                 if (sc > mx)
                     mx = sc;
             }
-            float sum = 0.0f;
-            for (int j = 0; j < n_keys; j++) {
-                score[j] = expf(score[j] - mx);
-                sum += score[j];
-            }
-            float inv = 1.0f / sum;
+            softmax_from_max(score, n_keys, mx);
             memset(acc, 0, (size_t)head_dim * sizeof(float));
             for (int j = 0; j < n_keys; j++) {
                 int64_t slot = (int64_t)bt[j / l->block_size] * l->block_size +
                                j % l->block_size;
                 const float *vv = v_cache + slot * kv_dim + kvh * head_dim;
-                float p = score[j] * inv;
+                float p = score[j];
                 for (int d = 0; d < head_dim; d++)
                     acc[d] += p * vv[d];
             }
@@ -664,16 +672,11 @@ static void cpu_attention_full(be_backend *bk, const float *q, const float *k, c
                 if (sc > mx)
                     mx = sc;
             }
-            float sum = 0.0f;
-            for (int j = 0; j < len; j++) {
-                score[j] = expf(score[j] - mx);
-                sum += score[j];
-            }
-            float inv = 1.0f / sum;
+            softmax_from_max(score, len, mx);
             memset(acc, 0, (size_t)head_dim * sizeof(float));
             for (int j = 0; j < len; j++) {
                 const float *vv = v + (j0 + j) * stride + h * head_dim;
-                float p = score[j] * inv;
+                float p = score[j];
                 for (int d = 0; d < head_dim; d++)
                     acc[d] += p * vv[d];
             }
