@@ -15,15 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=$(realpath "$1")
 O=${OUT:-/tmp/out}
 mkdir -p "$O" /tmp/dist
-tar -C /tmp/dist -xzf "$BUNDLE"
-export INFERD=/tmp/dist/inferd/inferd
-if ldd "$INFERD" | grep -q 'libcublas.*not found'; then
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-        $(python3 -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null); do
-        f=$(find "$d" -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
-        [ -n "$f" ] && { export LD_LIBRARY_PATH=$(dirname "$f"); break; }
-    done
-fi
+source "$ROOT/bench/bundle_env.sh" /tmp/dist
 {
     date -u
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv

@@ -44,15 +44,7 @@ LLAMA=${LLAMA:-1}
 BUILD_PID=$!
 [ "$LLAMA" = 1 ] || BUILD_PID=
 
-tar -C "$W/dist" -xzf "$BUNDLE"
-export INFERD=$W/dist/inferd/inferd
-if ldd "$INFERD" | grep -q 'libcublas.*not found'; then
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-        $(python3 -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null); do
-        f=$(find "$d" -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
-        [ -n "$f" ] && { export LD_LIBRARY_PATH=$(dirname "$f"); break; }
-    done
-fi
+source "$ROOT/bench/bundle_env.sh" "$W/dist"
 {
     date -u
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
