@@ -117,6 +117,10 @@ struct be_backend {
     /* Element type of the KV cache buffers given to kv_store and attention:
      * DT_F32 (the zero value, the CPU's) or DT_BF16. */
     inferd_dtype kv_dtype;
+    /* 1: matmul rounds the float32 activations to bf16 and multiplies once
+     * (vLLM's and llama.cpp's precision, --matmul-precision bfloat16); 0
+     * (default): products as exact as float32 activations allow. */
+    int matmul_bf16;
 };
 
 /* Backends. be_cpu_new: n_threads 0 = all cores. be_cuda_new: CUDA device

@@ -22,6 +22,8 @@ static void generate_usage(FILE *f)
         "  --max-tokens N      tokens to generate (default 16)\n"
         "  --threads N         CPU threads (default: all cores)\n"
         "  --device DEV        cpu (default) or cuda\n"
+        "  --matmul-precision P  float32 (default) or bfloat16: activations rounded to\n"
+        "                      bf16 for the weight products (faster; vLLM's precision)\n"
         "  --prefill-chunk N   run the prompt N tokens per step (chunked prefill: later\n"
         "                      chunks attend to the cached earlier ones); default: all\n"
         "  --timing            print prefill and decode speed to stderr\n"
@@ -108,9 +110,10 @@ int cli_generate(int argc, char **argv)
         {"model", required_argument, 0, 'm'}, {"prompt-ids", required_argument, 0, 'p'},
         {"max-tokens", required_argument, 0, 'n'}, {"threads", required_argument, 0, 't'},
         {"json", no_argument, 0, 'j'}, {"timing", no_argument, 0, 'T'}, {"device", required_argument, 0, 'd'},
-        {"prefill-chunk", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"prefill-chunk", required_argument, 0, 'c'},
+        {"matmul-precision", required_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    const char *dir = NULL, *ids_s = NULL, *device = "cpu";
+    const char *dir = NULL, *ids_s = NULL, *device = "cpu", *precision = NULL;
     long max_tokens = 16, threads = 0, chunk = 0;
     int json = 0, timing = 0, c;
     optind = 1;
@@ -123,6 +126,7 @@ int cli_generate(int argc, char **argv)
         case 'j': json = 1; break;
         case 'T': timing = 1; break;
         case 'd': device = optarg; break;
+        case 'P': precision = optarg; break;
         case 'c': if (cli_parse_int("--prefill-chunk", optarg, 1, 1 << 20, &chunk)) return 2; break;
         case 'h': generate_usage(stdout); return 0;
         default: generate_usage(stderr); return 2;
@@ -140,7 +144,8 @@ int cli_generate(int argc, char **argv)
     inferd_error e = {{0}};
     if (parse_ids(ids_s, &prompt, &n_prompt))
         return 2;
-    mdl_options mo = {.device = device, .n_threads = (int)threads};
+    mdl_options mo = {.device = device, .n_threads = (int)threads,
+                      .matmul_precision = precision};
     if (mdl_load(dir, &mo, &m, &e))
         goto err;
     const ld_config *cfg = mdl_config(m);

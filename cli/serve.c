@@ -43,6 +43,9 @@ static void serve_usage(FILE *f)
         "  --threads N                 CPU threads (default: all cores)\n"
         "  --device DEV                cpu (default) or cuda\n"
         "  --gpu-memory-utilization F  share of GPU memory for weights + KV cache (0.9)\n"
+        "  --matmul-precision P        float32 (default): weight products as exact as\n"
+        "                              float32 activations allow; bfloat16: activations\n"
+        "                              rounded to bf16 (faster prefill; vLLM's precision)\n"
         "  --chat-template FILE        Jinja chat template replacing the model's\n"
         "  --seed N                    seed for requests that bring none (default 0)\n"
         "  --max-logprobs N            top_logprobs at most (default 20)\n"
@@ -145,7 +148,7 @@ static int parse_size(const char *s, size_t *out)
 int cli_serve(int argc, char **argv)
 {
     enum { O_HOST = 256, O_PORT, O_NAME, O_KEY, O_MAXLEN, O_SEQS, O_BATCHED, O_KV, O_NOPC,
-           O_THREADS, O_DEVICE, O_GPU_UTIL, O_TMPL, O_SEED, O_LOGPROBS, O_MAXREQ, O_QUEUE, O_SHUT,
+           O_THREADS, O_DEVICE, O_PRECISION, O_GPU_UTIL, O_TMPL, O_SEED, O_LOGPROBS, O_MAXREQ, O_QUEUE, O_SHUT,
            O_NOLOG, O_MODEL };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST}, {"port", required_argument, 0, O_PORT},
@@ -156,6 +159,7 @@ int cli_serve(int argc, char **argv)
         {"max-num-batched-tokens", required_argument, 0, O_BATCHED},
         {"kv-cache-memory", required_argument, 0, O_KV},
         {"no-enable-prefix-caching", no_argument, 0, O_NOPC},
+        {"matmul-precision", required_argument, 0, O_PRECISION},
         {"threads", required_argument, 0, O_THREADS}, {"device", required_argument, 0, O_DEVICE},
         {"gpu-memory-utilization", required_argument, 0, O_GPU_UTIL},
         {"chat-template", required_argument, 0, O_TMPL}, {"seed", required_argument, 0, O_SEED},
@@ -168,7 +172,7 @@ int cli_serve(int argc, char **argv)
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *host = "0.0.0.0", *name = NULL, *key = getenv("INFERD_API_KEY");
-    const char *dir = NULL, *tmpl_path = NULL, *device = "cpu";
+    const char *dir = NULL, *tmpl_path = NULL, *device = "cpu", *precision = NULL;
     long port = 8000, maxlen = 0, seqs = 256, batched = 2048, threads = 0, seed = 0;
     long max_logprobs = 20, maxreq = 32L << 20, queue = 1024;
     double shutdown_timeout = 30;
@@ -206,6 +210,7 @@ int cli_serve(int argc, char **argv)
         case O_NOPC: prefix_caching = 0; break;
         case O_THREADS: if (cli_parse_int("--threads", optarg, 0, 1024, &threads)) return 2; break;
         case O_DEVICE: device = optarg; break;
+        case O_PRECISION: precision = optarg; break;
         case O_TMPL: tmpl_path = optarg; break;
         case O_SEED: if (cli_parse_int("--seed", optarg, 0, 1L << 62, &seed)) return 2; break;
         case O_LOGPROBS:
@@ -274,7 +279,8 @@ int cli_serve(int argc, char **argv)
     if (hub_resolve_model(dir, &ho, &resolved, &e))
         goto err;
     dir = resolved;
-    mdl_options mo = {.device = device, .n_threads = (int)threads};
+    mdl_options mo = {.device = device, .n_threads = (int)threads,
+                      .matmul_precision = precision};
     ld_generation_config gc;
     if (ld_is_encoder_dir(dir)) {
         if (serve_encoder(srv, dir, name, host, bound, key, &mo, &enc, &tok, &api, &e))

@@ -212,10 +212,14 @@ int mdl_load(const char *dir, const mdl_options *opt, mdl_model **out, inferd_er
                 c->hidden_act);
         goto err;
     }
+    int bf16 = 0;
+    if (mdl_parse_matmul_precision(opt ? opt->matmul_precision : NULL, &bf16, e))
+        goto err;
     m->be = strcmp(device, "cuda") == 0 ? be_cuda_new(0, e)
                                         : be_cpu_new(opt ? opt->n_threads : 0, e);
     if (!m->be)
         goto err;
+    m->be->matmul_bf16 = bf16;
     if (ld_weights_open_dir(dir, &m->files, e))
         goto err;
     if (get_weight(m, "model.embed_tokens.weight", c->vocab_size, c->hidden_size, 0,

@@ -16,7 +16,13 @@ typedef struct mdl_model mdl_model;
 typedef struct mdl_options {
     const char *device;   /* "cpu" (default) or "cuda" */
     int n_threads;        /* CPU threads, 0 = all cores */
+    /* "float32" (NULL, default) or "bfloat16": activations rounded to bf16
+     * for the weight matrix products (faster, as vLLM and llama.cpp do). */
+    const char *matmul_precision;
 } mdl_options;
+
+/* 0 and the bf16 flag for a --matmul-precision value, -1 with a message. */
+int mdl_parse_matmul_precision(const char *s, int *bf16, inferd_error *e);
 
 /* Loads config.json and the safetensors weights of DIR. */
 int mdl_load(const char *dir, const mdl_options *opt, mdl_model **out,

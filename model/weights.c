@@ -23,3 +23,17 @@ int mdl_weight_from_tensor(be_backend *be, const ld_tensor *t, const char *prefi
     }
     return be->vt->weight(be, t->data, t->dtype, rows, cols, out, e);
 }
+
+int mdl_parse_matmul_precision(const char *s, int *bf16, inferd_error *e)
+{
+    if (!s || strcmp(s, "float32") == 0 || strcmp(s, "highest") == 0) {
+        *bf16 = 0;
+        return 0;
+    }
+    if (strcmp(s, "bfloat16") == 0 || strcmp(s, "bf16") == 0) {
+        *bf16 = 1;
+        return 0;
+    }
+    err_set(e, "unknown matmul precision '%s' (use float32 or bfloat16)", s);
+    return -1;
+}

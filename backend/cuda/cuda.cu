@@ -8,8 +8,8 @@
  * activations to bf16 costs up to ~0.1 in logprob on the golden fixtures; so
  * by default each activation is split into a bf16 high part and a bf16
  * remainder and multiplied twice (16 mantissa bits, 2x the GEMM work).
- * INFERD_CUDA_GEMM=bf16 does one bf16 pass instead (faster prefill, vLLM's
- * precision); INFERD_CUDA_MATMUL=f32 sends every matmul to the float32
+ * --matmul-precision bfloat16 (or INFERD_CUDA_GEMM=bf16) does one bf16 pass
+ * instead (faster prefill, vLLM's precision); INFERD_CUDA_MATMUL=f32 sends every matmul to the float32
  * kernel. INFERD_CUDA_PROFILE=1 times every op (synchronously) and prints
  * the totals when the backend is freed. Attention: split-KV over the paged
  * cache for decode steps (INFERD_CUDA_ATT=v1: the first per-row kernel),
@@ -1384,7 +1384,7 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
     cudaDataType_t ty = CUDA_R_32F;
     prof_begin(b);
     if (w->dtype != DT_F32) {
-        const int split = !b->gemm_one_pass;
+        const int split = !b->gemm_one_pass && !b->base.matmul_bf16;
         char *s = (char *)scratch(b, nx * 2 * (split ? 2 : 1));
         if (!s)
             return;
