@@ -70,12 +70,24 @@ typedef struct be_sample_out {
      * first id, in id order, where the running sum of w_i / total passes u
      * (the last kept id if rounding leaves u past the end). */
     int32_t token;
+    /* The raw logit of token, so that its logprob (token_logit - lse) is
+     * known when a draw picks a token outside the top list. */
+    float token_logit;
     float lse;          /* log-sum-exp of the raw row: logprob(i) = l_i - lse */
     double total;       /* sum of the kept weights (0 when greedy) */
     int n_top;          /* min(BE_TOPK, vocab) */
     int32_t top_ids[BE_TOPK]; /* the largest raw logits, descending, lower id first on ties */
     float top_vals[BE_TOPK];
 } be_sample_out;
+
+/* The float64 host computation of sample_rows, row after row: the CPU
+ * backend's op, the reference a device backend is tested against, and what
+ * the model runs on host copies for a backend without the op. The draw
+ * normalises each kept weight to float (w_i / total rounded to float) and
+ * sums those in float64, as smp_probs and smp_sample do, so on the CPU a
+ * seeded request draws the same token as the full-row sampler. */
+void be_sample_rows_host(const float *logits, int n, int vocab, const be_sample_row *in,
+                         be_sample_out *out);
 
 typedef struct be_backend be_backend;
 

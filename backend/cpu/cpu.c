@@ -688,6 +688,86 @@ static void cpu_attention_full(be_backend *bk, const float *q, const float *k, c
     free(row_seq);
 }
 
+/* ---- sampling ---- */
+
+/* One row of sample_rows (backend.h). The weights are recomputed for the
+ * draw rather than stored: expf of the same float gives the same float, and
+ * the row needs no scratch. */
+static void sample_one(const float *l, int vocab, const be_sample_row *in, be_sample_out *o)
+{
+    int best = 0;
+    float mx = l[0];
+    for (int i = 1; i < vocab; i++)
+        if (l[i] > mx) {
+            mx = l[i];
+            best = i;
+        }
+    double z = 0;
+    for (int i = 0; i < vocab; i++)
+        z += exp((double)l[i] - mx);
+    o->lse = (float)(mx + log(z));
+    /* top list by insertion: most values fail the first comparison */
+    int k = vocab < BE_TOPK ? vocab : BE_TOPK, n = 0;
+    for (int i = 0; i < vocab; i++) {
+        float v = l[i];
+        if (n == k && !(v > o->top_vals[k - 1]))
+            continue;
+        int j = n < k ? n++ : k - 1;
+        while (j > 0 && v > o->top_vals[j - 1]) {
+            o->top_vals[j] = o->top_vals[j - 1];
+            o->top_ids[j] = o->top_ids[j - 1];
+            j--;
+        }
+        o->top_vals[j] = v;
+        o->top_ids[j] = i;
+    }
+    o->n_top = n;
+    o->token = best;
+    o->total = 0;
+    if (in->temperature >= 1e-5f) {
+        /* the same float operations as engine/sampler.c's smp_probs */
+        float t = in->temperature, min_p = in->min_p;
+        double total = 0, acc = 0;
+        for (int i = 0; i < vocab; i++) {
+            float w = expf((l[i] - mx) / t);
+            total += w < min_p ? 0 : w;
+        }
+        int last = -1;
+        for (int i = 0; i < vocab; i++) {
+            float w = expf((l[i] - mx) / t);
+            float p = w < min_p ? 0 : (float)(w / total);
+            if (p <= 0)
+                continue;
+            acc += p;
+            last = i;
+            if (acc > in->u)
+                break;
+        }
+        o->token = last >= 0 ? last : best;
+        o->total = total;
+    }
+    o->token_logit = l[o->token];
+}
+
+void be_sample_rows_host(const float *logits, int n, int vocab, const be_sample_row *in,
+                         be_sample_out *out)
+{
+    for (int r = 0; r < n; r++)
+        sample_one(logits + (size_t)r * vocab, vocab, in + r, out + r);
+}
+
+static int cpu_sample_rows(be_backend *bk, const float *logits, int n, int vocab,
+                           const be_sample_row *in, be_sample_out *out, inferd_error *e)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    (void)e;
+    /* rows are independent: each row's result is the same on any thread */
+#pragma omp parallel for num_threads(b->n_threads) schedule(dynamic, 1) if (n > 1)
+    for (int r = 0; r < n; r++)
+        sample_one(logits + (size_t)r * vocab, vocab, in + r, out + r);
+    return 0;
+}
+
 static const be_vtable cpu_vtable = {
     .name = "cpu",
     .free = cpu_free,
@@ -707,6 +787,7 @@ static const be_vtable cpu_vtable = {
     .gelu = cpu_gelu,
     .tanh = cpu_tanh,
     .attention_full = cpu_attention_full,
+    .sample_rows = cpu_sample_rows,
 };
 
 be_backend *be_cpu_new(int n_threads, inferd_error *e)
