@@ -258,6 +258,9 @@ static void metrics_text(api_ctx *a, api_response *r)
            (double)st.preemptions);
     metric(&o, "inferd:engine_steps_total", "counter", "Forward passes run.", label,
            (double)st.steps);
+    metric(&o, "inferd:sampler_full_row_fallbacks_total", "counter",
+           "Tokens sampled from their whole logits row on the host instead of the "
+           "device's candidates.", label, (double)st.sampler_full_row_fallbacks);
     pthread_mutex_lock(&a->mu);
     metric(&o, "inferd:prompt_tokens_total", "counter", "Prompt tokens of finished requests.",
            label, (double)a->prompt_tokens);
