@@ -266,8 +266,10 @@ static int build_batch(eng_engine *g, mdl_batch *b)
                 g->s_in[k] = (be_sample_row){0}; /* prompt rows: the cheapest (greedy) */
                 g->b_rows[k++] = q;
             }
-        else if (to == r->n_tokens)
+        else if (to == r->n_tokens) {
+            g->s_in[k] = (be_sample_row){0};
             g->b_rows[k++] = g->b_qs[i + 1] - 1;
+        }
         /* The row that samples r's next token gets r's draw now, before the
          * forward pass: one draw per sampled token, as smp_sample takes it. */
         if (to == r->n_tokens && r->s.max_tokens > 0) {
