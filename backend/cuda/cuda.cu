@@ -36,6 +36,7 @@ extern "C" {
 }
 
 #define GEMV_MAX_N 8   /* input rows up to which matmul streams weights itself */
+#define SPLIT_ONE_GEMM_N 256 /* see cu_matmul */
 #define GEMV_WARPS 8   /* output rows per GEMV block, one per warp */
 #define ATT_BQ 16      /* query rows per prefill attention block (4 per warp) */
 #define ATT_BK 32      /* keys per prefill attention tile (one per lane) */
@@ -92,6 +93,8 @@ typedef struct cu_backend {
     float *d_inv_freq;
     void *scratch;             /* bf16/f16 copies of GEMM inputs */
     size_t scratch_bytes;
+    void *smp_buf;             /* sample_rows: rows' parameters, then their results */
+    size_t smp_bytes;
     int n_sm;                  /* multiprocessors: sizes the split-KV and GEMV grids */
     int att_v1;                /* INFERD_CUDA_ATT=v1: the first decode kernel, no split-KV */
     int gemv_v1;               /* INFERD_CUDA_GEMV=v1: the first GEMV kernel */
@@ -159,10 +162,10 @@ static int report(cu_backend *b, inferd_error *e)
 /* ---- profile: per-op device time, measured synchronously ---- */
 
 enum { P_EMBED, P_RMSNORM, P_GEMV, P_GEMM, P_ROPE, P_KV, P_ATT_DEC, P_ATT_PRE, P_SILU, P_ADD,
-       P_GATHER, P_UPLOAD, P_N };
+       P_GATHER, P_UPLOAD, P_SAMPLE, P_N };
 static const char *const prof_names[P_N] = {
     "embed", "rmsnorm", "matmul gemv", "matmul gemm", "rope", "kv_store", "attention decode",
-    "attention prefill", "silu_mul", "add", "gather_rows", "step upload"};
+    "attention prefill", "silu_mul", "add", "gather_rows", "step upload", "sample"};
 
 static void prof_begin(cu_backend *b)
 {
@@ -340,6 +343,16 @@ __global__ void split_kernel(const float *x, size_t n, T *hi, T *lo)
         hi[i] = h;
         lo[i] = from_f<T>(x[i] - to_f(h));
     }
+}
+
+/* y[i] = y2[i] + y2[n + i] (+ bias): the two halves of a split product
+ * done as one GEMM over 2n columns. */
+__global__ void sum_halves_kernel(float *y, const float *y2, const void *bias, int dt,
+                                  int64_t rows, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] = y2[i] + y2[n + i] + (bias ? ldw(bias, dt, (int64_t)(i % (size_t)rows)) : 0.0f);
 }
 
 /* y[i][r] += bias[r] */
@@ -1154,6 +1167,7 @@ static void cu_free(be_backend *bk)
     cudaFreeHost(b->h_stage);
     cudaFree(b->d_inv_freq);
     cudaFree(b->scratch);
+    cudaFree(b->smp_buf);
     cudaFree(b->att_part);
     if (b->stage_done)
         cudaEventDestroy(b->stage_done);
@@ -1379,13 +1393,21 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
     /* Row-major y[n][rows] = x[n][cols] * w[rows][cols]^T is, column-major,
      * y^T = w^T(as stored) * x^T: op(A) = T on the weights, op(B) = N. */
     const float one = 1.0f, zero = 0.0f;
-    const size_t nx = (size_t)n * (size_t)w->cols;
-    const void *xb = x, *xlo = NULL;
+    const size_t nx = (size_t)n * (size_t)w->cols, ny = (size_t)n * (size_t)w->rows;
+    const void *xb = x;
     cudaDataType_t ty = CUDA_R_32F;
+    int split = 0;
+    float *y2 = NULL;
     prof_begin(b);
     if (w->dtype != DT_F32) {
-        const int split = !b->gemm_one_pass && !b->base.matmul_bf16;
-        char *s = (char *)scratch(b, nx * 2 * (split ? 2 : 1));
+        split = !b->gemm_one_pass && !b->base.matmul_bf16;
+        /* Up to SPLIT_ONE_GEMM_N rows the product is bound by reading the
+         * weights: hi and lo (adjacent in scratch, so one [2n][cols]
+         * operand) go through one GEMM that reads them once, and a small
+         * kernel adds the halves. Above it the GEMM is bound by arithmetic
+         * either way, and two passes accumulating into y need no [2n] buffer. */
+        const int one_gemm = split && n <= SPLIT_ONE_GEMM_N;
+        char *s = (char *)scratch(b, nx * 2 * (split ? 2 : 1) + (one_gemm ? ny * 2 * 4 : 0));
         if (!s)
             return;
         const unsigned g = grid_for(nx, 256);
@@ -1407,19 +1429,32 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
         if (LAUNCHED(b, "split_kernel"))
             return;
         xb = s;
-        xlo = split ? s + nx * 2 : NULL;
+        if (one_gemm)
+            y2 = (float *)(s + nx * 4);
+    }
+    if (y2) {
+        if (CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, 2 * n,
+                                (int)w->cols, &one, w->data, ty, (int)w->cols, xb, ty,
+                                (int)w->cols, &zero, y2, CUDA_R_32F, (int)w->rows,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
+            return;
+        sum_halves_kernel<<<grid_for(ny, 256), 256, 0, b->stream>>>(
+            y, y2, bias ? bias->data : NULL, bias ? bias->dtype : 0, w->rows, ny);
+        LAUNCHED(b, "sum_halves_kernel");
+        prof_end(b, P_GEMM);
+        return;
     }
     if (CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n, (int)w->cols,
                             &one, w->data, ty, (int)w->cols, xb, ty, (int)w->cols, &zero, y,
                             CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
         return;
-    if (xlo && CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n,
-                                   (int)w->cols, &one, w->data, ty, (int)w->cols, xlo, ty,
-                                   (int)w->cols, &one, y, CUDA_R_32F, (int)w->rows,
-                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
+    if (split && CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n,
+                                     (int)w->cols, &one, w->data, ty, (int)w->cols,
+                                     (const char *)xb + nx * 2, ty, (int)w->cols, &one, y,
+                                     CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT)))
         return;
     if (bias) {
-        size_t ny = (size_t)n * (size_t)w->rows;
         bias_kernel<<<grid_for(ny, 256), 256, 0, b->stream>>>(y, bias->data, bias->dtype,
                                                               w->rows, ny);
         LAUNCHED(b, "bias_kernel");
@@ -1770,6 +1805,267 @@ static int cu_to_host(be_backend *bk, void *dst, const void *src, size_t bytes, 
     return report(b, e);
 }
 
+/* ---- sampling on the device (backend.h: sample_rows) ---- */
+
+#define SMP_THREADS 1024
+
+/* Block-wide sum; every thread gets the total. red: >= 32 doubles of shared. */
+__device__ double block_sum(double v, double *red)
+{
+    for (int o = 16; o; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0)
+        red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    double t = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++)
+        t += red[i];
+    return t;
+}
+
+/* Exclusive prefix sum over the block in thread order. */
+__device__ double block_exclusive_scan(double v, double *red)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    double inc = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        double t = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o)
+            inc += t;
+    }
+    __syncthreads();
+    if (lane == 31)
+        red[warp] = inc;
+    __syncthreads();
+    double before = 0;
+    for (int i = 0; i < warp; i++)
+        before += red[i];
+    return before + inc - v;
+}
+
+/* Orders floats as unsigned keys: a larger float has a larger key. */
+__device__ __forceinline__ unsigned order_key(float f)
+{
+    unsigned u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* One block a row: argmax, log-sum-exp, the temperature draw and the top
+ * BE_TOPK logits, found exactly by a radix select of the BE_TOPK-th key
+ * (four passes of 8 bits) and gathered in id order for ties. */
+__global__ void __launch_bounds__(SMP_THREADS)
+sample_kernel(const float *logits, int vocab, const be_sample_row *in, be_sample_out *out)
+{
+    __shared__ double red[32];
+    __shared__ float rv[32];
+    __shared__ int ri[32];
+    __shared__ unsigned hist[256];
+    __shared__ unsigned s_prefix, s_need;
+    __shared__ int s_token, s_ncand;
+    __shared__ int32_t cid[BE_TOPK];
+    __shared__ float cval[BE_TOPK];
+    const float *x = logits + (size_t)blockIdx.x * vocab;
+    const be_sample_row r = in[blockIdx.x];
+    be_sample_out *o = out + blockIdx.x;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+
+    /* argmax, lowest id on ties */
+    float bv = -INFINITY;
+    int bi = vocab;
+    for (int i = tid; i < vocab; i += blockDim.x)
+        if (x[i] > bv || (x[i] == bv && i < bi)) {
+            bv = x[i];
+            bi = i;
+        }
+    for (int off = 16; off; off >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    if (lane == 0) {
+        rv[warp] = bv;
+        ri[warp] = bi;
+    }
+    __syncthreads();
+    bv = rv[0];
+    bi = ri[0];
+    for (int w = 1; w < nw; w++)
+        if (rv[w] > bv || (rv[w] == bv && ri[w] < bi)) {
+            bv = rv[w];
+            bi = ri[w];
+        }
+    const float mx = bv;
+    const int argmax = bi < vocab ? bi : 0;
+
+    double z = 0;
+    for (int i = tid; i < vocab; i += blockDim.x)
+        z += exp((double)x[i] - (double)mx);
+    z = block_sum(z, red);
+
+    /* the draw: weights over contiguous chunks, so a scan of chunk sums
+     * gives each chunk's place in id order */
+    const int greedy = !(r.temperature >= 1e-5f);
+    const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
+    const int c0 = tid * chunk, c1 = min(vocab, c0 + chunk);
+    double total = 0;
+    if (tid == 0)
+        s_token = -1;
+    if (!greedy) {
+        const float t = r.temperature;
+        double cs = 0;
+        int last = -1;
+        for (int i = c0; i < c1; i++) {
+            float wgt = expf((x[i] - mx) / t);
+            if (wgt >= r.min_p) {
+                cs += wgt;
+                last = i;
+            }
+        }
+        double before = block_exclusive_scan(cs, red);
+        total = block_sum(cs, red);
+        const double target = r.u * total;
+        if (cs > 0 && before <= target && target < before + cs) {
+            double acc = before;
+            int tok = last;
+            for (int i = c0; i < c1; i++) {
+                float wgt = expf((x[i] - mx) / t);
+                if (wgt < r.min_p)
+                    continue;
+                acc += wgt;
+                if (acc > target) {
+                    tok = i;
+                    break;
+                }
+            }
+            s_token = tok;
+        }
+        /* rounding left the target past the end: the last kept id */
+        int lk = last;
+        for (int off = 16; off; off >>= 1)
+            lk = max(lk, __shfl_xor_sync(0xffffffffu, lk, off));
+        if (lane == 0)
+            ri[warp] = lk;
+        __syncthreads();
+        if (tid == 0 && s_token < 0) {
+            int m = -1;
+            for (int w = 0; w < nw; w++)
+                m = max(m, ri[w]);
+            s_token = m >= 0 ? m : argmax;
+        }
+    }
+
+    /* top BE_TOPK: radix select of the K-th largest key */
+    const int K = min(BE_TOPK, vocab);
+    if (tid == 0) {
+        s_prefix = 0;
+        s_need = (unsigned)K;
+    }
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = tid; i < 256; i += blockDim.x)
+            hist[i] = 0;
+        __syncthreads();
+        const unsigned hmask = shift == 24 ? 0u : 0xffffffffu << (shift + 8);
+        const unsigned prefix = s_prefix;
+        for (int i = tid; i < vocab; i += blockDim.x) {
+            unsigned k = order_key(x[i]);
+            if ((k & hmask) == (prefix & hmask))
+                atomicAdd(&hist[(k >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (tid == 0) {
+            unsigned need = s_need, d = 255;
+            for (;; d--) {
+                if (hist[d] >= need || d == 0)
+                    break;
+                need -= hist[d];
+            }
+            s_prefix = prefix | (d << shift);
+            s_need = need; /* how many of the keys equal to the digit path to take */
+        }
+        __syncthreads();
+    }
+    const unsigned kth = s_prefix, take_eq = s_need;
+    if (tid == 0)
+        s_ncand = 0;
+    __syncthreads();
+    /* keys above kth go in any order (sorted below); keys equal to kth are
+     * taken lowest ids first */
+    int n_eq = 0;
+    for (int i = c0; i < c1; i++) {
+        unsigned k = order_key(x[i]);
+        if (k > kth) {
+            int at = atomicAdd(&s_ncand, 1);
+            cid[at] = i;
+            cval[at] = x[i];
+        } else if (k == kth) {
+            n_eq++;
+        }
+    }
+    int eq_before = (int)block_exclusive_scan((double)n_eq, red);
+    __syncthreads();
+    const int n_gt = s_ncand;
+    for (int i = c0; i < c1 && eq_before < (int)take_eq; i++)
+        if (order_key(x[i]) == kth) {
+            cid[n_gt + eq_before] = i;
+            cval[n_gt + eq_before] = x[i];
+            eq_before++;
+        }
+    __syncthreads();
+    if (tid < K) {
+        const float v = cval[tid];
+        const int id = cid[tid];
+        int rank = 0;
+        for (int j = 0; j < K; j++)
+            rank += cval[j] > v || (cval[j] == v && cid[j] < id);
+        o->top_ids[rank] = id;
+        o->top_vals[rank] = v;
+    }
+    if (tid == 0) {
+        o->token = greedy ? argmax : s_token;
+        o->lse = (float)((double)mx + log(z));
+        o->total = greedy ? 0 : total;
+        o->n_top = K;
+    }
+}
+
+static int cu_sample_rows(be_backend *bk, const float *logits, int n, int vocab,
+                          const be_sample_row *in, be_sample_out *out, inferd_error *e)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (b->recording)
+        flush(b);
+    if (n > 0 && !b->failed) {
+        size_t need = (size_t)n * (sizeof *in + sizeof *out);
+        if (need > b->smp_bytes) {
+            CK(b, cudaFree(b->smp_buf));
+            b->smp_buf = NULL;
+            b->smp_bytes = 0;
+            if (!CK(b, cudaMalloc(&b->smp_buf, need)))
+                b->smp_bytes = need;
+        }
+        if (!b->failed) {
+            be_sample_row *din = (be_sample_row *)b->smp_buf;
+            be_sample_out *dout = (be_sample_out *)(din + n);
+            prof_begin(b);
+            if (!CK(b, cudaMemcpyAsync(din, in, (size_t)n * sizeof *in, cudaMemcpyHostToDevice,
+                                       b->stream))) {
+                sample_kernel<<<n, SMP_THREADS, 0, b->stream>>>(logits, vocab, din, dout);
+                if (!LAUNCHED(b, "sample_kernel"))
+                    CK(b, cudaMemcpyAsync(out, dout, (size_t)n * sizeof *out,
+                                          cudaMemcpyDeviceToHost, b->stream));
+            }
+            prof_end(b, P_SAMPLE);
+        }
+    }
+    if (!b->failed)
+        CK(b, cudaStreamSynchronize(b->stream));
+    return report(b, e);
+}
+
 static int cu_mem_info(be_backend *bk, size_t *free_bytes, size_t *total_bytes, inferd_error *e)
 {
     cu_backend *b = (cu_backend *)bk;
@@ -1801,6 +2097,7 @@ static const be_vtable cu_vtable = {
     .gelu = NULL,
     .tanh = NULL,
     .attention_full = NULL,
+    .sample_rows = cu_sample_rows,
 };
 
 extern "C" int be_cuda_available(void) { return 1; }
