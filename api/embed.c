@@ -92,9 +92,8 @@ static int input_ids(api_ctx *a, json_t *v, const char *param, int idx, int32_t 
             return fail(er, 400, param, "%s[%d] is an empty string", param, idx);
         if (!a->tok)
             return fail(er, 400, param, "this model has no tokenizer inferd can use (it reads "
-                        "tokenizer.json; a folder with only vocab.txt is not supported yet); "
-                        "send token ids (lists of integers, special tokens included) instead "
-                        "of text");
+                        "tokenizer.json, or vocab.txt for BERT); send token ids (lists of "
+                        "integers, special tokens included) instead of text");
         inferd_error e = {{0}};
         if (tok_encode(a->tok, json_string_value(v), json_string_length(v), 1, ids, n, &e))
             return fail(er, 400, param, "%s[%d]: %s", param, idx, e.msg);
