@@ -34,6 +34,7 @@
 extern "C" {
 #include "backend/backend.h"
 }
+#include "backend/cuda/internal.h"
 
 #define GEMV_MAX_N 8   /* input rows up to which matmul streams weights itself */
 #define GEMV_WARPS 8   /* output rows per GEMV block, one per warp */
@@ -1778,6 +1779,14 @@ static int cu_mem_info(be_backend *bk, size_t *free_bytes, size_t *total_bytes, 
     return 0;
 }
 
+/* For backend/cuda/encoder.cu (internal.h). */
+cudaStream_t cu_stream_of(be_backend *bk) { return ((cu_backend *)bk)->stream; }
+int cu_note_error(be_backend *bk, const char *call, cudaError_t rc)
+{
+    return cuda_fail((cu_backend *)bk, call, rc);
+}
+int cu_has_failed(be_backend *bk) { return ((cu_backend *)bk)->failed; }
+
 static const be_vtable cu_vtable = {
     .name = "cuda",
     .free = cu_free,
@@ -1796,11 +1805,11 @@ static const be_vtable cu_vtable = {
     .begin_step = cu_begin_step,
     .to_host = cu_to_host,
     .mem_info = cu_mem_info,
-    /* Encoder ops are CPU-only for now; model/bert.c refuses other devices. */
-    .layernorm = NULL,
-    .gelu = NULL,
-    .tanh = NULL,
-    .attention_full = NULL,
+    /* encoder ops: backend/cuda/encoder.cu */
+    .layernorm = cu_enc_layernorm,
+    .gelu = cu_enc_gelu,
+    .tanh = cu_enc_tanh,
+    .attention_full = cu_enc_attention_full,
 };
 
 extern "C" int be_cuda_available(void) { return 1; }

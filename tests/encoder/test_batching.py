@@ -10,9 +10,11 @@ The model is the ModelScope-style classifier folder (pytorch_model.bin +
 vocab.txt) with two extra lines in vocab.txt: their ids pass the server's
 check against the tokenizer's vocabulary but not the model's, so the model
 itself refuses them, inside a shared pass."""
+import base64
 import json
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import threading
@@ -23,6 +25,28 @@ from serverlib import Server, check, finish  # noqa: E402
 FIX = "tests/fixtures/encoder"
 texts = json.load(open(f"{FIX}/golden/bert_tokenizer.json"))["texts"]
 model_vocab = json.load(open(f"{FIX}/models/bert_cls_bin/config.json"))["vocab_size"]
+# On the GPU (INFERD_SERVE_ARGS="--device cuda") cuBLAS picks its kernels by
+# batch shape, so answers are compared within INFERD_BATCH_TOL there.
+BATCH_TOL = float(os.environ.get("INFERD_BATCH_TOL", "0"))
+
+
+def same(a, b):
+    if not BATCH_TOL:
+        return a == b
+    if isinstance(a, str) and isinstance(b, str) and a != b and a.endswith("=") is b.endswith("="):
+        try:
+            x, y = base64.b64decode(a, validate=True), base64.b64decode(b, validate=True)
+        except ValueError:
+            return False
+        return len(x) == len(y) and same(list(struct.unpack(f"<{len(x) // 4}f", x)),
+                                         list(struct.unpack(f"<{len(y) // 4}f", y)))
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return abs(a - b) <= BATCH_TOL
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
 
 
 def bodies():
@@ -80,8 +104,9 @@ try:
         m0 = srv.metrics()
         rounds = 3
         conc = fire(srv, reqs, rounds)
-        diff = [(rd, i) for rd in range(rounds) for i in range(len(reqs)) if conc[rd][i] != seq[i]]
-        check(f"{rounds} x {len(reqs)} concurrent requests: answers bit-identical to sequential",
+        diff = [(rd, i) for rd in range(rounds) for i in range(len(reqs)) if not same(conc[rd][i], seq[i])]
+        check(f"{rounds} x {len(reqs)} concurrent requests: answers " +
+              (f"within {BATCH_TOL} of" if BATCH_TOL else "bit-identical to") + " sequential",
               not diff, [(reqs[i][0], conc[rd][i], seq[i]) for rd, i in diff[:2]])
         m1 = srv.metrics()
         passes = m1["inferd:encoder_batch_size_count"] - m0["inferd:encoder_batch_size_count"]
@@ -101,7 +126,7 @@ try:
         mixed = [bad] + [r for r in reqs if r[0] == "/classify"]
         want = [None] + [seq[i] for i, r in enumerate(reqs) if r[0] == "/classify"]
         got = fire(srv, mixed, 3)
-        ok = all(g[0][0] == 400 and "outside the vocabulary" in g[0][1] and g[1:] == want[1:]
+        ok = all(g[0][0] == 400 and "outside the vocabulary" in g[0][1] and same(g[1:], want[1:])
                  for g in got)
         check("a refused input fails its own request only, not those sharing its pass",
               ok, [g[0] for g in got])
