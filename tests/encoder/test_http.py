@@ -151,6 +151,27 @@ def text_servers():
               (str(r)[:300], str(r2)[:300]))
 
 
+def hostile_vocab_server():
+    """A vocab.txt the tokenizer refuses: the server still serves token ids,
+    says why on stderr, and text gets a 400 that says what to send."""
+    d = tempfile.mkdtemp(prefix="inferd-enc-")
+    try:
+        for f in ("config.json", "configuration.json", "pytorch_model.bin"):
+            shutil.copy(f"{FIX}/models/bert_cls_bin/{f}", d)
+        with open(f"{d}/vocab.txt", "wb") as f:
+            f.write(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n\xff\xfe\n")
+        with Server(model_dir=d) as srv:
+            code, r = curl(srv, "/v1/score", {"text_1": "今天天气很好", "text_2": "今天是个好天气"})
+            check("invalid UTF-8 in vocab.txt: text answers 400 asking for token ids",
+                  code == 400 and "token ids" in r["error"]["message"], r)
+            code, r = curl(srv, "/classify", {"input": [[2, 5, 3]]})
+            check("invalid UTF-8 in vocab.txt: token ids still work", code == 200, r)
+            check("invalid UTF-8 in vocab.txt: the server log says which line",
+                  "vocab.txt: line 5 is not valid UTF-8" in srv.stderr(), srv.stderr()[-500:])
+    finally:
+        shutil.rmtree(d)
+
+
 def cross_encoder_server():
     g = golden("xlmr_rerank")
     a, b = split_pair(g["inputs"][5]["input_ids"], 2, True)
@@ -211,6 +232,7 @@ def embedding_server():
 
 classifier_server()
 text_servers()
+hostile_vocab_server()
 cross_encoder_server()
 embedding_server()
 finish()
