@@ -34,6 +34,7 @@
 extern "C" {
 #include "backend/backend.h"
 }
+#include "backend/cuda/internal.h"
 
 #define GEMV_MAX_N 8   /* input rows up to which matmul streams weights itself */
 #define SPLIT_ONE_GEMM_N 256 /* see cu_matmul */
@@ -2337,6 +2338,14 @@ static int cu_mem_info(be_backend *bk, size_t *free_bytes, size_t *total_bytes, 
     return 0;
 }
 
+/* For backend/cuda/encoder.cu (internal.h). */
+cudaStream_t cu_stream_of(be_backend *bk) { return ((cu_backend *)bk)->stream; }
+int cu_note_error(be_backend *bk, const char *call, cudaError_t rc)
+{
+    return cuda_fail((cu_backend *)bk, call, rc);
+}
+int cu_has_failed(be_backend *bk) { return ((cu_backend *)bk)->failed; }
+
 static const be_vtable cu_vtable = {
     .name = "cuda",
     .free = cu_free,
@@ -2355,11 +2364,11 @@ static const be_vtable cu_vtable = {
     .begin_step = cu_begin_step,
     .to_host = cu_to_host,
     .mem_info = cu_mem_info,
-    /* Encoder ops are CPU-only for now; model/bert.c refuses other devices. */
-    .layernorm = NULL,
-    .gelu = NULL,
-    .tanh = NULL,
-    .attention_full = NULL,
+    /* encoder ops: backend/cuda/encoder.cu */
+    .layernorm = cu_enc_layernorm,
+    .gelu = cu_enc_gelu,
+    .tanh = cu_enc_tanh,
+    .attention_full = cu_enc_attention_full,
     .sample_rows = cu_sample_rows,
 };
 

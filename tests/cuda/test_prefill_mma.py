@@ -36,7 +36,7 @@ def make(dirname, head_dim):
     cfg = LlamaConfig(hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
                       num_attention_heads=512 // head_dim, num_key_value_heads=2 if head_dim == 128 else 4,
                       head_dim=head_dim, vocab_size=1000, max_position_embeddings=4096,
-                      initializer_range=0.1, rope_theta=10000.0, tie_word_embeddings=False)
+                      initializer_range=0.5, rope_theta=10000.0, tie_word_embeddings=False)
     m = LlamaForCausalLM(cfg).to(torch.bfloat16)
     m.save_pretrained(dirname, safe_serialization=True)
     return m.float().cuda().eval()
@@ -78,9 +78,9 @@ with tempfile.TemporaryDirectory() as tmp:
                                       ("mma chunk100", 100, None),
                                       ("f32 kernel", 0, {"INFERD_CUDA_PREFILL": "f32"})):
                 got = run(d, ids, chunk, env)
-                diff = 0.0
-                for i, v in ref:
-                    diff = max(diff, abs(got.get(i, -1e9) - v))
+                # ids both top-10 lists hold (near-ties at the list's end may differ)
+                common = [(i, v) for i, v in ref if i in got]
+                diff = max(abs(got[i] - v) for i, v in common) if len(common) >= 5 else 1e9
                 top_ok = max(got, key=got.get) == ref[0][0] or ref[0][1] - ref[1][1] < 0.01
                 key = f"hd{hd} {label}"
                 worst[key] = max(worst.get(key, 0.0), diff)
