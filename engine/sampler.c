@@ -400,13 +400,18 @@ int smp_pick_from_candidates(const eng_sampling *s, const be_sample_out *o, int 
 int smp_logprobs_from_candidates(const be_sample_out *o, int vocab, int32_t tok, int k,
                                  float *lp, int32_t *top_ids, float *top_lp)
 {
-    float l = o->token_logit;
-    int found = tok == o->token;
+    /* the list first: token_logit is only needed for a draw outside it */
+    float l = 0;
+    int found = 0;
     for (int i = 0; !found && i < o->n_top; i++)
         if (o->top_ids[i] == tok) {
             l = o->top_vals[i];
             found = 1;
         }
+    if (!found && tok == o->token) {
+        l = o->token_logit;
+        found = 1;
+    }
     if (!found)
         return -1;
     if (k > vocab)
