@@ -146,11 +146,75 @@ static void test_draw_ends(void **state)
     assert_true(o.token_logit == 3);
 }
 
+/* A device backend's sample_rows against the CPU reference on the same
+ * rows (uploaded as float32 weights): the argmax, the top list and
+ * token_logit exactly; lse and total to float rounding; a draw may differ
+ * only within 1e-6 of a boundary. Skipped without CUDA or a GPU. */
+static void test_cuda_against_cpu(void **state)
+{
+    (void)state;
+    inferd_error e = {{0}};
+    if (!be_cuda_available())
+        skip();
+    be_backend *g = be_cuda_new(0, &e);
+    if (!g) {
+        print_message("no GPU: %s\n", e.msg);
+        skip();
+    }
+    assert_non_null(g->vt->sample_rows);
+    const int vocabs[] = {50, 1000, 151936};
+    uint64_t x = 99;
+    int boundary = 0;
+    for (size_t v = 0; v < sizeof vocabs / sizeof *vocabs; v++) {
+        enum { R = 16 };
+        int vocab = vocabs[v];
+        float *l = malloc(sizeof(float) * R * vocab);
+        be_sample_row in[R];
+        be_sample_out got[R], want[R];
+        for (int r = 0; r < R; r++) {
+            for (int i = 0; i < vocab; i++) {
+                double a = (double)lcg(&x) / 2147483648.0, b = (double)lcg(&x) / 2147483648.0;
+                l[r * vocab + i] = r % 4 == 0 ? (float)(int)(a * 6) /* ties */
+                                              : (float)(14 * a * b) - 7;
+            }
+            in[r] = (be_sample_row){.temperature = r % 4 == 1 ? 0 : 0.3f * (float)(r % 5 + 1),
+                                    .min_p = r % 3 == 2 ? 0.05f : 0,
+                                    .u = (double)lcg(&x) / 2147483648.0};
+        }
+        be_weight w;
+        assert_int_equal(g->vt->weight(g, l, DT_F32, R, vocab, &w, &e), 0);
+        memset(got, 0, sizeof got);
+        if (g->vt->sample_rows(g, w.data, R, vocab, in, got, &e))
+            fail_msg("sample_rows: %s", e.msg);
+        be_sample_rows_host(l, R, vocab, in, want);
+        for (int r = 0; r < R; r++) {
+            const float *row = l + (size_t)r * vocab;
+            assert_int_equal(got[r].n_top, want[r].n_top);
+            assert_memory_equal(got[r].top_ids, want[r].top_ids, sizeof(int32_t) * want[r].n_top);
+            assert_memory_equal(got[r].top_vals, want[r].top_vals, sizeof(float) * want[r].n_top);
+            assert_true(fabsf(got[r].lse - want[r].lse) <= 1e-5f * fmaxf(1, fabsf(want[r].lse)));
+            assert_true(fabs(got[r].total - want[r].total) <= 1e-6 * want[r].total);
+            if (got[r].token != want[r].token) {
+                assert_true(in[r].temperature > 0);
+                boundary++;
+                check_row(row, vocab, &in[r], &got[r]); /* fails unless u is at a boundary */
+            }
+            if (!(got[r].token_logit == row[got[r].token]))
+                fail_msg("row %d: token_logit %g, the row's logit of token %d is %g", r,
+                         got[r].token_logit, got[r].token, row[got[r].token]);
+        }
+        free(l);
+    }
+    assert_true(boundary <= 2);
+    be_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows),
         cmocka_unit_test(test_draw_ends),
+        cmocka_unit_test(test_cuda_against_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
