@@ -280,16 +280,17 @@ __global__ void rmsnorm_kernel(const float *x, const void *w, int dt, float eps,
         o[i] = ldw(w, dt, i) * (xr[i] * inv);
 }
 
+/* One block per (row, head): a decode step's rope is 32 short blocks in
+ * parallel rather than one block walking every head. */
 __global__ void rope_kernel(float *x, int heads, int head_dim, int half,
                             const float *inv_freq, float mscale, const int32_t *pos)
 {
-    int64_t t = blockIdx.x;
-    float p = (float)pos[t];
-    for (int k = threadIdx.x; k < heads * half; k += blockDim.x) {
-        int h = k / half, i = k % half;
+    const int64_t t = blockIdx.x;
+    const float p = (float)pos[t];
+    float *v = x + (t * heads + blockIdx.y) * head_dim;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float ang = p * inv_freq[i];
         float c = cosf(ang) * mscale, s = sinf(ang) * mscale;
-        float *v = x + (t * heads + h) * head_dim;
         float a = v[i], bb = v[i + half];
         v[i] = a * c - bb * s;
         v[i + half] = bb * c + a * s;
@@ -1715,8 +1716,9 @@ static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, co
         b->rope_half = half;
     }
     prof_begin(b);
-    rope_kernel<<<n, 128, 0, b->stream>>>(x, heads, head_dim, half, b->d_inv_freq, r->mscale,
-                                          d_pos);
+    const int threads = half >= 128 ? 128 : half >= 64 ? 64 : 32;
+    rope_kernel<<<dim3((unsigned)n, (unsigned)heads), threads, 0, b->stream>>>(
+        x, heads, head_dim, half, b->d_inv_freq, r->mscale, d_pos);
     LAUNCHED(b, "rope_kernel");
     prof_end(b, P_ROPE);
 }
@@ -2111,7 +2113,7 @@ __device__ double block_exclusive_scan(double v, double *red)
 /* Orders floats as unsigned keys: a larger float has a larger key. */
 __device__ __forceinline__ unsigned order_key(float f)
 {
-    unsigned u = __float_as_uint(f);
+    unsigned u = __float_as_uint(f == 0.0f ? 0.0f : f); /* -0 ties with +0, as on the host */
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
@@ -2290,6 +2292,7 @@ sample_kernel(const float *logits, int vocab, const be_sample_row *in, be_sample
     }
     if (tid == 0) {
         o->token = greedy ? argmax : s_token;
+        o->token_logit = x[o->token];
         o->lse = (float)((double)mx + log(z));
         o->total = greedy ? 0 : total;
         o->n_top = K;
