@@ -215,12 +215,12 @@ int tk_is_punct(uint32_t c)
     return tk_urange_get(tk_uni_punct, tk_uni_punct_n, c);
 }
 
+/* Digits: Rust's char::is_numeric, whose Unicode is newer than utf8proc's. */
 int tk_is_numeric(uint32_t c)
 {
     if (c < 0x80)
         return c >= '0' && c <= '9';
-    int k = cat(c);
-    return k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO;
+    return tk_urange_get(tk_uni_numeric, tk_uni_numeric_n, c);
 }
 
 int tk_is_alnum(uint32_t c)
@@ -232,12 +232,11 @@ int tk_is_alnum(uint32_t c)
            (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO);
 }
 
+/* StripAccents: unicode_normalization_alignments' is_combining_mark (M*,
+ * Unicode 9.0). */
 int tk_is_mark(uint32_t c)
 {
-    if (c < 0x300)
-        return 0;
-    int k = cat(c);
-    return k >= UTF8PROC_CATEGORY_MN && k <= UTF8PROC_CATEGORY_ME;
+    return c >= 0x300 && tk_urange_get(tk_uni_mark, tk_uni_mark_n, c);
 }
 
 /* BertNormalizer strip_accents: Mn as of unicode_categories (Unicode 8.0). */

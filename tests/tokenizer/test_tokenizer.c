@@ -109,7 +109,7 @@ static void test_hostile_files(void **s)
     snprintf(buf, sizeof buf, "%s, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"a\"}, "
              "\"behavior\": \"Sideways\"}}", WL_HEAD);
     expect_load_error(buf, "behavior");
-    snprintf(buf, sizeof buf, "%s, \"pre_tokenizer\": {\"type\": \"UnicodeScripts\"}}", WL_HEAD);
+    snprintf(buf, sizeof buf, "%s, \"pre_tokenizer\": {\"type\": \"Frobnicate\"}}", WL_HEAD);
     expect_load_error(buf, "unsupported pre-tokenizer");
     snprintf(buf, sizeof buf, "%s, \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"ab\"}}", WL_HEAD);
     expect_load_error(buf, "one character");

@@ -42,8 +42,11 @@ CATEGORIES_AGE = (8, 0)
 # Values that changed in the UCD after those versions (so the current files
 # give the wrong old value): script as of 9.0, general category as of 8.0.
 # Found by --check against the reference, then confirmed in the UCD history.
+NORM_AGE = (9, 0)
 OLD_SCRIPT = {0x0589: "Common", 0x061C: "Common", 0x0953: "Devanagari", 0x0954: "Devanagari"}
 OLD_GC = {0x166D: "Po", 0x111C9: "Po", 0x1734: "Mn", 0x1885: "Lo", 0x1886: "Lo", 0xA9BD: "Mc"}
+# ... and as of NORM_AGE (9.0)
+OLD_GC_NORM = {0x1CF2: "Mc", 0x1CF3: "Mc", 0x111C9: "Po"}
 
 
 def parse_ranges(path):
@@ -68,13 +71,16 @@ def load_age(ucd):
     return age
 
 
-def load_gc(ucd):
+def load_gc(ucd, nf=None):
+    """General categories; nf (a dict) gets cp -> (ccc, decomposition field)."""
     gc = {}
     first = None
     with open(os.path.join(ucd, "UnicodeData.txt"), encoding="utf-8") as fh:
         for line in fh:
             f = line.split(";")
             c, name, cat = int(f[0], 16), f[1], f[2]
+            if nf is not None and (int(f[3]) or f[5]):
+                nf[c] = (int(f[3]), f[5])
             if name.endswith(", First>"):
                 first = c
                 continue
@@ -97,15 +103,18 @@ def to_ranges(pairs):
     return out
 
 
-def build(ucd):
+def build(ucd, ref_path):
     age = load_age(ucd)
-    gc = load_gc(ucd)
+    nf = {}
+    gc = load_gc(ucd, nf)
     script = {}
     for lo, hi, v, _ in parse_ranges(os.path.join(ucd, "Scripts.txt")):
         for c in range(lo, hi + 1):
             if age.get(c, (99,)) <= SCRIPTS_AGE:
                 script[c] = v
     script.update(OLD_SCRIPT)
+    gc_norm = dict(gc)
+    gc_norm.update(OLD_GC_NORM)
     gc.update(OLD_GC)
     # The reference pre-tokenizer's own adjustments.
     for c, v in list(script.items()):
@@ -121,7 +130,39 @@ def build(ucd):
         cs = sorted(c for c, k in gc.items() if k in cats and age.get(c, (99,)) <= CATEGORIES_AGE)
         return [(lo, hi) for lo, hi, _ in to_ranges((c, 1) for c in cs)]
 
+    # StripAccents: unicode_normalization_alignments' is_combining_mark, M*
+    # as of NORM_AGE.
+    mark = sorted(c for c, k in gc_norm.items() if k[0] == "M" and age.get(c, (99,)) <= NORM_AGE)
+    # Digits: Rust's char::is_numeric, whose Unicode can be newer than
+    # Debian's: N*, plus the numeric chars the reference knows that are not
+    # in this UCD at all (read from the reference's recorded behaviour).
+    numeric = set(c for c, k in gc_norm.items() if k[0] == "N")
+    newer = 0
+    if ref_path and os.path.exists(ref_path):
+        with open(ref_path, encoding="utf-8") as fh:
+            ref = json.load(fh)
+        for lo, hi in ref.get("numeric", []):
+            for c in range(lo, hi + 1):
+                if c not in age:
+                    numeric.add(c)
+                    newer += 1
+    # Normalization: the reference's tables are Unicode NORM_AGE. A later
+    # char with a decomposition, a combining class or a part in a canonical
+    # composition is, for it, an unassigned starter that nothing touches:
+    # inferd normalizes around such chars ("frozen") with utf8proc.
+    frozen = set()
+    for c, (ccc, dec) in nf.items():
+        if age.get(c, (99,)) > NORM_AGE:
+            frozen.add(c)
+        if dec and not dec.startswith("<"):
+            for x in dec.split():
+                if age.get(int(x, 16), (99,)) > NORM_AGE:
+                    frozen.add(int(x, 16))
     return {
+        "mark": [(lo, hi) for lo, hi, _ in to_ranges((c, 1) for c in mark)],
+        "numeric": [(lo, hi) for lo, hi, _ in to_ranges((c, 1) for c in sorted(numeric))],
+        "numeric_newer": newer,
+        "nf_frozen": [(lo, hi) for lo, hi, _ in to_ranges((c, 1) for c in sorted(frozen))],
         "script_names": ["Any"] + names,
         "scripts": scr,
         "punct": cat_set({"Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po"}),
@@ -157,7 +198,7 @@ def emit_c(t, out):
     for i in range(0, 128, 16):
         w("    " + " ".join(row[i:i + 16]))
     w("};")
-    for name in ("punct", "other", "mn"):
+    for name in ("punct", "other", "mn", "mark", "numeric", "nf_frozen"):
         w("")
         w("const tk_urange tk_uni_%s[] = {" % name)
         rows = ["{0x%04X, 0x%04X, 1}," % (lo, hi) for lo, hi in t[name]]
@@ -210,7 +251,7 @@ def check(t, ref_path):
     if diffs:
         print("scripts: %d code points differ, e.g. %s" % (len(diffs), ", ".join("U+%04X" % c for c in diffs[:12])))
     bad += len(diffs)
-    for name in ("punct", "other", "mn"):
+    for name in ("punct", "other", "mn", "mark", "numeric"):
         if name not in ref:
             continue
         a = set(c for lo, hi in t[name] for c in range(lo, hi + 1))
@@ -219,7 +260,7 @@ def check(t, ref_path):
             a |= set(c for c in range(0x80) if chr(c) in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
         if name == "other":  # clean_text: NUL and U+FFFD always go, \t \n \r never
             a = (a - {9, 10, 13}) | {0, 0xFFFD}
-        if name == "mn":  # the probe covers the code points that NFD leaves alone
+        if name in ("mn", "mark"):  # the probe covers the code points that NFD leaves alone
             a = set(c for c in a if unicodedata.normalize("NFD", chr(c)) == chr(c))
         d = sorted(a ^ b)
         if d:
@@ -229,16 +270,21 @@ def check(t, ref_path):
     return bad
 
 
+REF = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "tokenizer", "unicode_ref.json")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ucd", default="/usr/share/unicode")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "..", "tokenizer", "tk_unitab.c"))
     ap.add_argument("--check", help="reference behaviour (unicode_ref.json) to compare with")
     args = ap.parse_args()
-    t = build(args.ucd)
+    t = build(args.ucd, args.check or REF)
     emit_c(t, args.out)
-    print("%s: %d script ranges, %d punct, %d other, %d mn" % (
-        os.path.normpath(args.out), len(t["scripts"]), len(t["punct"]), len(t["other"]), len(t["mn"])))
+    print("%s: %d script ranges; ranges: %d punct, %d other, %d mn, %d mark, %d numeric (%d chars newer"
+          " than the UCD), %d nf_frozen" % (
+              os.path.normpath(args.out), len(t["scripts"]), len(t["punct"]), len(t["other"]), len(t["mn"]),
+              len(t["mark"]), len(t["numeric"]), t["numeric_newer"], len(t["nf_frozen"])))
     if args.check:
         sys.exit(1 if check(t, args.check) else 0)
 
