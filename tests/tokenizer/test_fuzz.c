@@ -6,7 +6,7 @@
  * tok_encode / tok_decode / the streaming decoder. Every call must either
  * succeed with sane output or fail with a message; never crash, leak or read
  * out of bounds. The hand-written malformed files are in test_tokenizer.c.
- * INFERD_FUZZ_ITERS (default 60) sets the mutations per tokenizer file;
+ * INFERD_FUZZ_ITERS (default 40) sets the mutations per tokenizer file;
  * INFERD_FUZZ_SEED changes the seed. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -427,7 +427,7 @@ static int setup(void **s)
 {
     (void)s;
     const char *it = getenv("INFERD_FUZZ_ITERS"), *seed = getenv("INFERD_FUZZ_SEED");
-    iters = it ? atoi(it) : 60;
+    iters = it ? atoi(it) : 40;
     rng_state = 0x9E3779B97F4A7C15ull ^ (seed ? strtoull(seed, NULL, 0) : 20261125);
     if (!rng_state)
         rng_state = 1;
