@@ -1,4 +1,5 @@
-/* Shared helpers of the tokenizer: hash maps, Unicode classes (utf8proc),
+/* Shared helpers of the tokenizer: hash maps, Unicode classes (utf8proc, and
+ * the generated tables of tk_unitab.c where the reference's Unicode differs),
  * the byte-level table, Oniguruma regexes with the reference's iteration
  * rules, and small JSON accessors. */
 #include <stdlib.h>
