@@ -147,6 +147,11 @@ int32_t tk_model_token_to_id(const tk_model *m, const char *s, size_t n);
 const char *tk_model_id_to_token(const tk_model *m, int32_t id, size_t *len);
 int32_t tk_model_max_id(const tk_model *m); /* -1 when empty */
 
+/* The tokenizer.json that transformers' BertTokenizer amounts to, built from
+ * DIR's vocab.txt, tokenizer_config.json, special_tokens_map.json and
+ * added_tokens.json. NULL with *e set on error. */
+json_t *tk_bert_json(const char *dir, inferd_error *e);
+
 /* JSON helpers with messages naming the key. */
 int tk_json_str(json_t *o, const char *key, int required, const char **out, inferd_error *e);
 int tk_json_bool(json_t *o, const char *key, int dflt, inferd_error *e); /* -1: error */
