@@ -50,8 +50,8 @@ def reference(model, ids):
     return [(int(i), float(v)) for v, i in zip(top.values, top.indices)]
 
 
-def run(dirname, ids, chunk=0, env=None):
-    cmd = [INFERD, "generate", "--model", dirname, "--device", "cuda", "--prompt-ids",
+def run(dirname, ids, chunk=0, env=None, device="cuda"):
+    cmd = [INFERD, "generate", "--model", dirname, "--device", device, "--prompt-ids",
            ",".join(map(str, ids)), "--max-tokens", "1", "--json"]
     if chunk:
         cmd += ["--prefill-chunk", str(chunk)]
@@ -74,10 +74,21 @@ with tempfile.TemporaryDirectory() as tmp:
         for n in (100, 333, 700):
             ids = [rng.randrange(1000) for _ in range(n)]
             ref = reference(model, ids)
+            cpu = run(d, ids, device="cpu")
+            if n == 100:
+                print(f"hd{hd} n={n}: transformers top3 {ref[:3]}", flush=True)
+                print(f"hd{hd} n={n}: inferd cpu top3 {sorted(cpu.items(), key=lambda x: -x[1])[:3]}",
+                      flush=True)
             for label, chunk, env in (("mma", 0, None), ("mma chunk64", 64, None),
                                       ("mma chunk100", 100, None),
                                       ("f32 kernel", 0, {"INFERD_CUDA_PREFILL": "f32"})):
                 got = run(d, ids, chunk, env)
+                gc = max(abs(got[i] - v) for i, v in cpu.items() if i in got)
+                key = f"hd{hd} {label} vs inferd cpu"
+                worst[key] = max(worst.get(key, 0.0), gc)
+                if gc > TOL:
+                    fails += 1
+                    print(f"FAIL hd{hd} n={n} {label} vs cpu: max |diff| {gc:.4f}")
                 # ids both top-10 lists hold (near-ties at the list's end may differ)
                 common = [(i, v) for i, v in ref if i in got]
                 diff = max(abs(got[i] - v) for i, v in common) if len(common) >= 5 else 1e9
