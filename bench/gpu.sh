@@ -39,7 +39,7 @@ R=$([ -n "${SHORT:-}" ] && echo 128 || echo 256)
 checkpoint() { # TOKDIR
     [ -f $M/config.json ] ||
         python3 "$ROOT/tools/make_checkpoint.py" --shape llama-3.1-8b --fast --out $M \
-            > "$O/ckpt.log" 2>&1 || return 1
+            > /tmp/ckpt.log 2>&1 || { tail /tmp/ckpt.log; return 1; }
     for f in "$1"/tokenizer*; do
         case $f in *.xz) xz -dc "$f" > $M/"$(basename "${f%.xz}")" ;; *) cp "$f" $M/ ;; esac
     done
@@ -63,7 +63,7 @@ wait_health() {
 bench() {
     local engine=$1 label=$2${SUFFIX:-}; shift 2
     echo "== $engine $label $(el)"
-    timeout 200 "$INFERD" bench --url http://127.0.0.1:$PORT --model l8b --id-range 1000,120000 \
+    timeout 170 "$INFERD" bench --url http://127.0.0.1:$PORT --model l8b --id-range 1000,120000 \
         --label "$label" --json-out "$O/bench.jsonl" "$@" 2>&1 | tee -a "$O/bench.log"
 }
 
@@ -96,7 +96,7 @@ inferd)
     COMMIT=${3:-unknown}
     source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
-    checkpoint "$TOK" || { tail "$O/ckpt.log"; exit 1; }
+    checkpoint "$TOK" || exit 1
     cat $M/*.safetensors > /dev/null # page cache warm, as the start-up goal says
     start() {
         "$INFERD" serve $M --device cuda --host 127.0.0.1 --port $PORT --served-model-name l8b \
@@ -121,8 +121,8 @@ inferd)
     echo "== GPU tests $(el)"
     export INFERD
     (cd "$ROOT" && timeout 150 python3 tests/cuda/test_cuda_golden.py 2>&1 | tail -6) | tee "$O/golden.log"
-    (cd "$ROOT" && timeout 150 python3 tests/cuda/test_prefill_mma.py > "$O/prefill_mma.log" 2>&1; echo "test_prefill_mma exit $?") | tee -a "$O/golden.log"
-    tail -16 "$O/prefill_mma.log"
+    (cd "$ROOT" && timeout 150 python3 tests/cuda/test_prefill_mma.py > /tmp/prefill_mma.log 2>&1
+        echo "test_prefill_mma exit $?"; tail -20 /tmp/prefill_mma.log) | tee -a "$O/golden.log"
     ;;
 llama)
     LD=$(realpath "$1"); CONV=$(realpath "$2"); TOK=$(realpath "$3")
@@ -135,7 +135,7 @@ llama)
     [ -x /tmp/gpudist/inferd/inferd ] && INFERD=/tmp/gpudist/inferd/inferd
     [ -n "${INFERD:-}" ] || { echo "no inferd for the load generator: run the inferd phase first"; exit 1; }
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
-    checkpoint "$TOK" || { tail "$O/ckpt.log"; exit 1; }
+    checkpoint "$TOK" || exit 1
     mkdir -p $W/conv && tar -xJf "$CONV" -C $W/conv
     G=$W/l8b-bf16.gguf
     if [ ! -f $G ]; then
