@@ -132,6 +132,9 @@ llama)
             tar -xJ -C $W && B=$W/llama/bin
     fi
     export LD_LIBRARY_PATH=$B${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    if [ -n "${BUNDLE:-}" ] && [ ! -x /tmp/gpudist/inferd/inferd ]; then
+        BUNDLE=$(realpath "$BUNDLE"); source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
+    fi
     [ -x /tmp/gpudist/inferd/inferd ] && INFERD=/tmp/gpudist/inferd/inferd
     [ -n "${INFERD:-}" ] || { echo "no inferd for the load generator: run the inferd phase first"; exit 1; }
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
