@@ -37,9 +37,10 @@ def make(dirname, head_dim):
                       num_attention_heads=512 // head_dim, num_key_value_heads=2 if head_dim == 128 else 4,
                       head_dim=head_dim, vocab_size=1000, max_position_embeddings=4096,
                       initializer_range=0.1, rope_theta=10000.0, tie_word_embeddings=False)
-    m = LlamaForCausalLM(cfg).to(torch.bfloat16)
-    m.save_pretrained(dirname, safe_serialization=True)
-    return m.float().cuda().eval()
+    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(dirname, safe_serialization=True)
+    # Reloaded, not cast back: .to(bfloat16) also rounds the rotary inv_freq
+    # buffer, and a reference with bf16 rope frequencies drifts with position.
+    return LlamaForCausalLM.from_pretrained(dirname, dtype=torch.float32).cuda().eval()
 
 
 def reference(model, ids):
