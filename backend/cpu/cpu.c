@@ -10,12 +10,16 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/internal.h"
 
 typedef struct cpu_backend {
     be_backend base;
     int n_threads;
     void **packed;            /* weight copies made by cpu_weight */
     size_t n_packed;
+    int bf16_native;          /* AVX512_BF16 kernels for --matmul-precision bfloat16 */
+    uint32_t *xbuf;           /* activations rounded to bf16 pairs (bfloat16 precision) */
+    size_t xbuf_cap;          /* in uint32 */
 } cpu_backend;
 
 /* Output rows converted to float32 together: 12 rows of a 4864-wide matrix
@@ -28,6 +32,7 @@ static void cpu_free(be_backend *bk)
     for (size_t i = 0; i < b->n_packed; i++)
         free(b->packed[i]);
     free(b->packed);
+    free(b->xbuf);
     free(b);
 }
 
@@ -70,7 +75,10 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
     out->dtype = dt;
     out->rows = rows;
     out->cols = cols;
-    if (dt == DT_F32 || rows < 8 || rows % 8 || cols % 8)
+    /* bfloat16 precision multiplies bf16 weights as they are; f16 and f32
+     * checkpoints keep the float32 path. Rows of 1 are norms and biases. */
+    const int pairs = b->base.matmul_bf16 && dt == DT_BF16 && rows > 1;
+    if (!pairs && (dt == DT_F32 || rows < 8 || rows % 8 || cols % 8))
         return 0;
     void **list = realloc(b->packed, (b->n_packed + 1) * sizeof *list);
     if (!list) {
@@ -78,6 +86,20 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
         return -1;
     }
     b->packed = list;
+    if (pairs) {
+        size_t bytes = cpu_pairs_bytes(rows, cols);
+        uint16_t *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (!p) {
+            err_set(e, "out of memory packing a %lld x %lld weight", (long long)rows,
+                    (long long)cols);
+            return -1;
+        }
+        cpu_pairs_pack(host, rows, cols, p, b->n_threads);
+        b->packed[b->n_packed++] = p;
+        out->data = p;
+        out->packed_pairs = 1;
+        return 0;
+    }
     size_t bytes = (size_t)rows * (size_t)cols * 2;
     uint16_t *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!p) {
@@ -99,6 +121,10 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
 /* Row r of a weight as float32. */
 static void weight_row_f32(const be_weight *w, int64_t r, float *out)
 {
+    if (w->packed_pairs) {
+        cpu_pairs_row_f32(w, r, out);
+        return;
+    }
     if (w->packed8) {
         be_weight row = {.data = NULL, .dtype = w->dtype, .rows = 1, .cols = w->cols};
         uint16_t tmp[4096];
@@ -356,6 +382,19 @@ static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
 {
     cpu_backend *b = (cpu_backend *)bk;
     const int64_t rows = w->rows, cols = w->cols;
+    if (w->packed_pairs) {
+        size_t need = (size_t)n * (size_t)((cols + 1) / 2);
+        if (need > b->xbuf_cap) {
+            free(b->xbuf);
+            b->xbuf = NULL;
+            b->xbuf_cap = 0;
+            if (posix_memalign((void **)&b->xbuf, 64, need * sizeof(uint32_t)))
+                abort();
+            b->xbuf_cap = need;
+        }
+        cpu_matmul_pairs(b->n_threads, b->bf16_native, b->xbuf, x, w, bias, n, y);
+        return;
+    }
     if (n < 4) {
         matmul_direct(b, x, w, bias, n, y);
         return;
@@ -718,5 +757,6 @@ be_backend *be_cpu_new(int n_threads, inferd_error *e)
     }
     b->base.vt = &cpu_vtable;
     b->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
+    b->bf16_native = cpu_bf16_native();
     return &b->base;
 }
