@@ -538,6 +538,38 @@ static void softmax_from_max(float *score, int n, float mx)
         score[j] *= inv;
 }
 
+/* acc[d] += p[j] * v[j * ldv + d] for j = 0, 1, ... in that order, each
+ * product rounded then added (no FMA): per element exactly the scalar loop,
+ * 8 dims at a time and 64 held in registers across the rows. */
+static void weighted_rows(float *acc, int hd, const float *p, int n, const float *v,
+                          int64_t ldv)
+{
+    int d0 = 0;
+    for (; d0 + 64 <= hd; d0 += 64) {
+        __m256 a[8];
+        for (int u = 0; u < 8; u++)
+            a[u] = _mm256_loadu_ps(acc + d0 + u * 8);
+        for (int j = 0; j < n; j++) {
+            const __m256 pj = _mm256_set1_ps(p[j]);
+            const float *vj = v + j * ldv + d0;
+            for (int u = 0; u < 8; u++)
+                a[u] = _mm256_add_ps(a[u], _mm256_mul_ps(pj, _mm256_loadu_ps(vj + u * 8)));
+        }
+        for (int u = 0; u < 8; u++)
+            _mm256_storeu_ps(acc + d0 + u * 8, a[u]);
+    }
+    for (; d0 + 8 <= hd; d0 += 8) {
+        __m256 a = _mm256_loadu_ps(acc + d0);
+        for (int j = 0; j < n; j++)
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(p[j]),
+                                               _mm256_loadu_ps(v + j * ldv + d0)));
+        _mm256_storeu_ps(acc + d0, a);
+    }
+    for (; d0 < hd; d0++)
+        for (int j = 0; j < n; j++)
+            acc[d0] += p[j] * v[j * ldv + d0];
+}
+
 static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                           const float *v_cache, int heads, int kv_heads, int head_dim,
                           float scale, const be_attn_layout *l, float *out)
@@ -567,24 +599,35 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
             const int32_t *bt = l->block_table + (int64_t)row_seq[t] * l->max_blocks;
             int n_keys = l->pos[t] + 1;
             const float *qv = q + ((int64_t)t * heads + h) * head_dim;
+            /* Keys block by block: 4 dot products at once, each the same
+             * operations as dot_f32. */
+            for (int j = 0, blk = 0; j < n_keys; blk++) {
+                const int m = n_keys - j < l->block_size ? n_keys - j : l->block_size;
+                const float *kb = k_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
+                                  kvh * head_dim;
+                int i = 0;
+                for (; i + 4 <= m; i += 4)
+                    dot_1x4(qv, kb + (int64_t)i * kv_dim, kv_dim, head_dim, score + j + i);
+                for (; i < m; i++)
+                    score[j + i] = dot_f32(qv, kb + (int64_t)i * kv_dim, head_dim);
+                j += m;
+            }
             float mx = -INFINITY;
             for (int j = 0; j < n_keys; j++) {
-                int64_t slot = (int64_t)bt[j / l->block_size] * l->block_size +
-                               j % l->block_size;
-                float sc = dot_f32(qv, k_cache + slot * kv_dim + kvh * head_dim, head_dim) * scale;
+                float sc = score[j] * scale;
                 score[j] = sc;
                 if (sc > mx)
                     mx = sc;
             }
             softmax_from_max(score, n_keys, mx);
             memset(acc, 0, (size_t)head_dim * sizeof(float));
-            for (int j = 0; j < n_keys; j++) {
-                int64_t slot = (int64_t)bt[j / l->block_size] * l->block_size +
-                               j % l->block_size;
-                const float *vv = v_cache + slot * kv_dim + kvh * head_dim;
-                float p = score[j];
-                for (int d = 0; d < head_dim; d++)
-                    acc[d] += p * vv[d];
+            for (int j = 0, blk = 0; j < n_keys; blk++) {
+                const int m = n_keys - j < l->block_size ? n_keys - j : l->block_size;
+                weighted_rows(acc, head_dim, score + j, m,
+                              v_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
+                                  kvh * head_dim,
+                              kv_dim);
+                j += m;
             }
             memcpy(out + ((int64_t)t * heads + h) * head_dim, acc,
                    (size_t)head_dim * sizeof(float));
@@ -713,12 +756,7 @@ static void cpu_attention_full(be_backend *bk, const float *q, const float *k, c
             }
             softmax_from_max(score, len, mx);
             memset(acc, 0, (size_t)head_dim * sizeof(float));
-            for (int j = 0; j < len; j++) {
-                const float *vv = v + (j0 + j) * stride + h * head_dim;
-                float p = score[j];
-                for (int d = 0; d < head_dim; d++)
-                    acc[d] += p * vv[d];
-            }
+            weighted_rows(acc, head_dim, score, len, v + j0 * stride + h * head_dim, stride);
             memcpy(out + t * stride + h * head_dim, acc, (size_t)head_dim * sizeof(float));
         }
         free(score);
