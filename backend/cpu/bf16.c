@@ -14,14 +14,19 @@
 #define MR 6     /* input rows per register tile: 6 x 4 accumulators + 4 weights */
 #define MCHUNK 48 /* input rows per work item: a multiple of MR */
 
-int cpu_bf16_native(void)
+int cpu_avx512_usable(void)
 {
-    const char *off = getenv("INFERD_CPU_NO_AVX512BF16");
+    const char *off = getenv("INFERD_CPU_NO_AVX512");
     if (off && *off && strcmp(off, "0") != 0)
         return 0;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl");
+    return __builtin_cpu_supports("avx512f");
+}
+
+int cpu_bf16_native(void)
+{
+    return cpu_avx512_usable() && __builtin_cpu_supports("avx512bf16") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
 
 static int64_t pad16(int64_t rows)

@@ -25,8 +25,10 @@
  * computes the same chain with FMAs under MXCSR FTZ/DAZ, so both give the
  * same bits. */
 
-/* 1 when this CPU runs AVX512_BF16 and the environment does not disable it
- * (INFERD_CPU_NO_AVX512BF16=1 forces the AVX2 path, for tests). */
+/* 1 when this CPU runs AVX-512F and the environment does not disable it:
+ * INFERD_CPU_NO_AVX512=1 forces the AVX2 kernels (tests, A/B timings). */
+int cpu_avx512_usable(void);
+/* 1 when, in addition, it runs AVX512_BF16. */
 int cpu_bf16_native(void);
 
 /* Bytes of the pair-panel copy of a rows x cols bf16 matrix. */

@@ -8,7 +8,7 @@ this is a tolerance check, not parity: over every golden checkpoint and
 prompt, each of the reference's 10 most likely next tokens must have
 |logprob - reference| <= TOL, and the top-1 token must agree with the
 reference's wherever its top-2 margin exceeds MARGIN. The AVX2 emulation
-(INFERD_CPU_NO_AVX512BF16=1) must give the same bytes as this CPU's kernels.
+(INFERD_CPU_NO_AVX512=1) must give the same bytes as this CPU's kernels.
 Prints the largest |delta logprob| seen."""
 import json
 import os
@@ -32,7 +32,7 @@ failures = 0
 checked = 0
 top1_same = 0
 worst = 0.0
-avx2_env = dict(os.environ, INFERD_CPU_NO_AVX512BF16="1")
+avx2_env = dict(os.environ, INFERD_CPU_NO_AVX512="1")
 for name in sorted(os.listdir(os.path.join(FIX, "model_golden"))):
     ref = json.load(open(os.path.join(FIX, "model_golden", name)))
     model_dir = os.path.join(FIX, "models", ref["model"])

@@ -1,4 +1,10 @@
-/* backend/cpu, --matmul-precision bfloat16: the matmul gives bitwise what a
+/* backend/cpu matmul kernels.
+ *
+ * float32 precision: the AVX-512F prefill kernel gives bitwise the results of
+ * the AVX2 kernels (the same float operations per element), for every batch
+ * size, shape and thread count.
+ *
+ * bfloat16 precision: the matmul gives bitwise what a
  * scalar model of the arithmetic gives (activations rounded to bf16 to
  * nearest even; per output, pairs of products accumulated odd element then
  * even, each sum rounded to nearest even, denormal inputs read as zero,
@@ -54,10 +60,10 @@ static float model_dot(const float *x, const uint16_t *w, int64_t cols, float bi
 static be_backend *open_backend(int threads, int avx2)
 {
     if (avx2)
-        setenv("INFERD_CPU_NO_AVX512BF16", "1", 1);
+        setenv("INFERD_CPU_NO_AVX512", "1", 1);
     inferd_error e = {{0}};
     be_backend *b = be_cpu_new(threads, &e);
-    unsetenv("INFERD_CPU_NO_AVX512BF16");
+    unsetenv("INFERD_CPU_NO_AVX512");
     assert_non_null(b);
     b->matmul_bf16 = 1;
     return b;
@@ -149,7 +155,7 @@ static void test_avx512bf16_matches_model(void **state)
 {
     (void)state;
     if (!cpu_bf16_native()) {
-        print_message("this CPU has no AVX512_BF16 (or INFERD_CPU_NO_AVX512BF16 is set): "
+        print_message("this CPU has no AVX512_BF16 (or INFERD_CPU_NO_AVX512 is set): "
                       "kernel test skipped, the AVX2 emulation is tested below\n");
         skip();
     }
@@ -260,6 +266,67 @@ static void test_other_dtypes_stay_float32(void **state)
     }
 }
 
+/* float32 precision: the AVX-512F kernel (6 x 8 tiles) and the AVX2 ones
+ * (4 x 3 tiles, single rows below 4) agree bitwise, bias or not, whatever
+ * the weight dtype, and a row alone equals the same row in a batch. */
+static void test_f32_kernels_agree(void **state)
+{
+    (void)state;
+    if (!cpu_avx512_usable()) {
+        print_message("this CPU has no AVX-512F: only the AVX2 float32 kernels exist\n");
+        skip();
+    }
+    static const shape f32_shapes[] = {{64, 64}, {40, 24}, {17, 40}, {130, 96}, {24, 36},
+                                       {200, 160}};
+    static const int f32_batch[] = {4, 5, 6, 7, 12, 13, 50};
+    for (size_t s = 0; s < sizeof f32_shapes / sizeof f32_shapes[0]; s++) {
+        const int64_t rows = f32_shapes[s].rows, cols = f32_shapes[s].cols;
+        uint16_t *w = malloc((size_t)(rows * cols) * 2), *bias = malloc((size_t)rows * 2);
+        float *w32 = malloc(sizeof(float) * (size_t)(rows * cols));
+        float *x = malloc(sizeof(float) * 50 * (size_t)cols);
+        float *y[2], *one = malloc(sizeof(float) * (size_t)rows);
+        y[0] = malloc(sizeof(float) * 50 * (size_t)rows);
+        y[1] = malloc(sizeof(float) * 50 * (size_t)rows);
+        fill(w, rows, cols, x, 50, bias);
+        for (int64_t i = 0; i < rows * cols; i++)
+            w32[i] = frand();
+        for (int dt = 0; dt < 3; dt++) {
+            const inferd_dtype dtype = dt == 0 ? DT_BF16 : dt == 1 ? DT_F16 : DT_F32;
+            const void *wd = dt == 2 ? (const void *)w32 : (const void *)w;
+            for (size_t k = 0; k < sizeof f32_batch / sizeof f32_batch[0]; k++) {
+                const int n = f32_batch[k];
+                for (int avx2 = 0; avx2 < 2; avx2++) {
+                    if (avx2)
+                        setenv("INFERD_CPU_NO_AVX512", "1", 1);
+                    inferd_error e = {{0}};
+                    be_backend *b = be_cpu_new(avx2 ? 1 : 3, &e);
+                    unsetenv("INFERD_CPU_NO_AVX512");
+                    be_weight wt, bt;
+                    assert_int_equal(b->vt->weight(b, wd, dtype, rows, cols, &wt, &e), 0);
+                    assert_int_equal(b->vt->weight(b, bias, DT_BF16, 1, rows, &bt, &e), 0);
+                    b->vt->matmul(b, x, &wt, n & 1 ? &bt : NULL, n, y[avx2]);
+                    if (!avx2) {
+                        b->vt->matmul(b, x + (n - 1) * cols, &wt, n & 1 ? &bt : NULL, 1, one);
+                        assert_memory_equal(one, y[0] + (n - 1) * rows,
+                                            sizeof(float) * (size_t)rows);
+                    }
+                    be_free(b);
+                }
+                if (memcmp(y[0], y[1], sizeof(float) * (size_t)(n * rows)) != 0)
+                    fail_msg("float32 %lldx%lld dtype %d n=%d: AVX-512F and AVX2 differ",
+                             (long long)rows, (long long)cols, dt, n);
+            }
+        }
+        free(w);
+        free(w32);
+        free(bias);
+        free(x);
+        free(y[0]);
+        free(y[1]);
+        free(one);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +335,7 @@ int main(void)
         cmocka_unit_test(test_paths_agree_large),
         cmocka_unit_test(test_flush_to_zero),
         cmocka_unit_test(test_other_dtypes_stay_float32),
+        cmocka_unit_test(test_f32_kernels_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
