@@ -234,11 +234,18 @@ void cpu_matmul_pairs(int n_threads, int native, uint32_t *xbuf, const float *x,
     const int64_t rows = w->rows, cols = w->cols, kp = (cols + 1) / 2;
     const int64_t panels = (pad16(rows) + PANEL - 1) / PANEL;
     const int64_t chunks = (n + MCHUNK - 1) / MCHUNK, items = panels * chunks;
+    /* Decode-sized inputs are rounded before the threads start: cheaper than
+     * the barrier that parallel rounding needs. */
+    const int serial = (int64_t)n * cols <= 16384;
+    for (int i = 0; serial && i < n; i++)
+        round_row(x + (int64_t)i * cols, cols, xbuf + (int64_t)i * kp);
 #pragma omp parallel num_threads(n_threads)
     {
+        if (!serial) {
 #pragma omp for schedule(static)
-        for (int i = 0; i < n; i++)
-            round_row(x + (int64_t)i * cols, cols, xbuf + (int64_t)i * kp);
+            for (int i = 0; i < n; i++)
+                round_row(x + (int64_t)i * cols, cols, xbuf + (int64_t)i * kp);
+        }
         unsigned csr = _mm_getcsr();
         if (!native) /* DAZ, FTZ, round to nearest */
             _mm_setcsr((csr & ~0x6000u) | 0x8040u);

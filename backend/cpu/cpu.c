@@ -1,8 +1,10 @@
 /* backend/cpu: the reference backend. float32 compute on bf16/f16/f32
- * weights, OpenMP threads, AVX2/FMA. Every output element is one dot product
- * whose summation order depends only on the reduction length — never on the
- * batch size or the thread count — so a sequence's logits are the same
- * whatever else is in the batch (greedy output is batch-invariant). */
+ * weights, OpenMP threads, AVX2/FMA, and AVX-512 kernels chosen at run time
+ * where the CPU has them (the build stays x86-64-v3). Every output element is
+ * one dot product whose summation order depends only on the reduction length
+ * — never on the batch size, the thread count or the kernel — so a
+ * sequence's logits are the same whatever else is in the batch (greedy
+ * output is batch-invariant). --matmul-precision bfloat16 lives in bf16.c. */
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
