@@ -670,14 +670,17 @@ static void weighted_rows(float *acc, int hd, const float *p, int n, const float
     int d0 = 0;
     for (; d0 + 64 <= hd; d0 += 64) {
         __m256 a[8];
+#pragma GCC unroll 8
         for (int u = 0; u < 8; u++)
             a[u] = _mm256_loadu_ps(acc + d0 + u * 8);
         for (int j = 0; j < n; j++) {
             const __m256 pj = _mm256_set1_ps(p[j]);
             const float *vj = v + j * ldv + d0;
+#pragma GCC unroll 8
             for (int u = 0; u < 8; u++)
                 a[u] = _mm256_add_ps(a[u], _mm256_mul_ps(pj, _mm256_loadu_ps(vj + u * 8)));
         }
+#pragma GCC unroll 8
         for (int u = 0; u < 8; u++)
             _mm256_storeu_ps(acc + d0 + u * 8, a[u]);
     }
