@@ -768,10 +768,23 @@ static void cpu_silu_mul(be_backend *bk, const float *gate, const float *up, siz
                          float *out)
 {
     cpu_backend *b = (cpu_backend *)bk;
+    const size_t blocks = (n + 63) / 64;
+    /* libm's expf one at a time (its bits are part of the results), the
+     * division and product 8 at a time: the same IEEE operations. */
 #pragma omp parallel for num_threads(b->n_threads) schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+    for (size_t t = 0; t < blocks; t++) {
+        const size_t i0 = t * 64, i1 = i0 + 64 < n ? i0 + 64 : n;
+        float e[64];
+        for (size_t i = i0; i < i1; i++)
+            e[i - i0] = expf(-gate[i]);
+        size_t i = i0;
+        for (; i + 8 <= i1; i += 8) {
+            __m256 g = _mm256_loadu_ps(gate + i);
+            __m256 d = _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_loadu_ps(e + (i - i0)));
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, d), _mm256_loadu_ps(up + i)));
+        }
+        for (; i < i1; i++)
+            out[i] = gate[i] / (1.0f + e[i - i0]) * up[i];
     }
 }
 
