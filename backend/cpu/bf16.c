@@ -78,22 +78,27 @@ void cpu_pairs_row_f32(const be_weight *w, int64_t r, float *out)
     }
 }
 
-/* One row of activations to bf16 pairs, round to nearest even (what
- * f32_to_bf16 does, 8 at a time); an odd last column is paired with 0. */
+/* 8 floats rounded to bf16, nearest even (what f32_to_bf16 does, NaN
+ * included): each 32-bit lane holds the bf16 in its low half. */
+static inline __m256i round8(__m256 v)
+{
+    const __m256i u = _mm256_castps_si256(v), hi = _mm256_srli_epi32(u, 16);
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
+                         _mm256_and_si256(hi, _mm256_set1_epi32(1))),
+        16);
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                     _mm256_set1_epi32(0x7f800000));
+    return _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
+}
+
+/* One row of activations to bf16 pairs; an odd last column is paired with 0. */
 static void round_row(const float *x, int64_t cols, uint32_t *out)
 {
     uint16_t *o = (uint16_t *)out;
-    const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff);
-    const __m256i abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
-    const __m256i quiet = _mm256_set1_epi32(0x40);
     int64_t k = 0;
     for (; k + 8 <= cols; k += 8) {
-        __m256i u = _mm256_castps_si256(_mm256_loadu_ps(x + k));
-        __m256i hi = _mm256_srli_epi32(u, 16);
-        __m256i r = _mm256_srli_epi32(
-            _mm256_add_epi32(_mm256_add_epi32(u, half), _mm256_and_si256(hi, one)), 16);
-        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs), inf);
-        r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, quiet), nan);
+        __m256i r = round8(_mm256_loadu_ps(x + k));
         _mm_storeu_si128((__m128i *)(o + k),
                          _mm_packus_epi32(_mm256_castsi256_si128(r),
                                           _mm256_extracti128_si256(r, 1)));
@@ -102,6 +107,22 @@ static void round_row(const float *x, int64_t cols, uint32_t *out)
         o[k] = f32_to_bf16(x[k]);
     if (cols & 1)
         o[cols] = 0;
+}
+
+/* The same rounding for the AVX2 path, kept as float32 and each pair stored
+ * odd element first (the order the products are added in), so the kernel
+ * broadcasts them straight from memory. */
+static void split_row(const float *x, int64_t cols, float *out)
+{
+    int64_t k = 0;
+    for (; k + 8 <= cols; k += 8) {
+        __m256 f = _mm256_castsi256_ps(_mm256_slli_epi32(round8(_mm256_loadu_ps(x + k)), 16));
+        _mm256_storeu_ps(out + k, _mm256_permute_ps(f, 0xb1));
+    }
+    for (; k < cols; k++)
+        out[k ^ 1] = bf16_to_f32(f32_to_bf16(x[k]));
+    if (cols & 1)
+        out[cols - 1] = 0.0f;
 }
 
 /* ---- AVX512_BF16 ---- */
@@ -170,54 +191,69 @@ static const tile_fn tiles512[MR][4] = {K512_NAMES(1), K512_NAMES(2), K512_NAMES
  * float32, so fma(w, x, acc) rounds once, like VDPBF16PS's each step), run
  * under MXCSR DAZ+FTZ and round-to-nearest like VDPBF16PS. ---- */
 
+#define MR2 5 /* input rows per AVX2 tile: 10 accumulators + 4 weights + 2 inputs */
+
+/* m input rows (x split as above, ldx floats apart) x 16 weight rows. */
 static inline __attribute__((always_inline)) void
-tile256(const uint32_t *x, int64_t ldx, const uint16_t *w, int64_t kp, const float *bv,
-        float *y, int64_t ldy, int nvalid, const int mr, const int nr)
+tile256(const float *x, int64_t ldx, const uint16_t *w, int64_t step, int64_t kp,
+        const float *bv, float *y, int64_t ldy, int nvalid, const int m)
 {
     const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
-    const int64_t step = (int64_t)nr * 32;
-    for (int g = 0; g < nr; g++) { /* 16 weight rows at a time: 2 ymm */
-        for (int i0 = 0; i0 < mr; i0 += 4) {
-            const int m = mr - i0 < 4 ? mr - i0 : 4;
-            __m256 acc[4][2];
-            for (int i = 0; i < 4; i++)
-                acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-            const uint16_t *wg = w + g * 32;
-            for (int64_t q = 0; q < kp; q++, wg += step) {
-                __m256i v0 = _mm256_loadu_si256((const __m256i *)wg);
-                __m256i v1 = _mm256_loadu_si256((const __m256i *)(wg + 16));
-                __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask));
-                __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
-                __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask));
-                __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
-                for (int i = 0; i < m; i++) {
-                    uint32_t xv = x[(i0 + i) * ldx + q];
-                    __m256 xo = _mm256_castsi256_ps(_mm256_set1_epi32((int)(xv & 0xffff0000u)));
-                    __m256 xe = _mm256_castsi256_ps(_mm256_set1_epi32((int)(xv << 16)));
-                    acc[i][0] = _mm256_fmadd_ps(o0, xo, acc[i][0]);
-                    acc[i][0] = _mm256_fmadd_ps(e0, xe, acc[i][0]);
-                    acc[i][1] = _mm256_fmadd_ps(o1, xo, acc[i][1]);
-                    acc[i][1] = _mm256_fmadd_ps(e1, xe, acc[i][1]);
-                }
-            }
-            for (int h = 0; h < 2; h++) {
-                const int r = g * 16 + h * 8;
-                for (int i = 0; i < m; i++) {
-                    float t[8];
-                    _mm256_storeu_ps(t, _mm256_add_ps(acc[i][h], _mm256_loadu_ps(bv + r)));
-                    for (int l = 0; l < 8 && r + l < nvalid; l++)
-                        y[(i0 + i) * ldy + r + l] = t[l];
-                }
+    __m256 acc[MR2][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < m; i++)
+        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int64_t q = 0; q < kp; q++, w += step) {
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)w);
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(w + 16));
+        __m256 o0 = _mm256_castsi256_ps(_mm256_and_si256(v0, hi_mask));
+        __m256 e0 = _mm256_castsi256_ps(_mm256_slli_epi32(v0, 16));
+        __m256 o1 = _mm256_castsi256_ps(_mm256_and_si256(v1, hi_mask));
+        __m256 e1 = _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16));
+#pragma GCC unroll 8
+        for (int i = 0; i < m; i++) {
+            __m256 xo = _mm256_broadcast_ss(x + i * ldx + 2 * q);
+            __m256 xe = _mm256_broadcast_ss(x + i * ldx + 2 * q + 1);
+            acc[i][0] = _mm256_fmadd_ps(o0, xo, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(o1, xo, acc[i][1]);
+            acc[i][0] = _mm256_fmadd_ps(e0, xe, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(e1, xe, acc[i][1]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const int left = nvalid - h * 8;
+        if (left <= 0)
+            break;
+        const __m256 b = _mm256_loadu_ps(bv + h * 8);
+#pragma GCC unroll 8
+        for (int i = 0; i < m; i++) {
+            __m256 t = _mm256_add_ps(acc[i][h], b);
+            if (left >= 8) {
+                _mm256_storeu_ps(y + i * ldy + h * 8, t);
+            } else {
+                float tmp[8];
+                _mm256_storeu_ps(tmp, t);
+                memcpy(y + i * ldy + h * 8, tmp, (size_t)left * sizeof(float));
             }
         }
     }
 }
 
-static void tile_avx2(const uint32_t *x, int64_t ldx, const uint16_t *w, int64_t kp,
-                      const float *bv, float *y, int64_t ldy, int nvalid, int mr, int nr)
-{
-    tile256(x, ldx, w, kp, bv, y, ldy, nvalid, mr, nr);
-}
+#define K256(M)                                                                         \
+    static void k256_##M(const float *x, int64_t ldx, const uint16_t *w, int64_t step, \
+                         int64_t kp, const float *bv, float *y, int64_t ldy, int nvalid) \
+    {                                                                                   \
+        tile256(x, ldx, w, step, kp, bv, y, ldy, nvalid, M);                            \
+    }
+K256(1)
+K256(2)
+K256(3)
+K256(4)
+K256(5)
+typedef void (*tile2_fn)(const float *x, int64_t ldx, const uint16_t *w, int64_t step,
+                         int64_t kp, const float *bv, float *y, int64_t ldy, int nvalid);
+static const tile2_fn tiles256[MR2] = {k256_1, k256_2, k256_3, k256_4, k256_5};
 
 static float bias_f32(const be_weight *bias, int64_t r)
 {
@@ -237,14 +273,23 @@ void cpu_matmul_pairs(int n_threads, int native, uint32_t *xbuf, const float *x,
     /* Decode-sized inputs are rounded before the threads start: cheaper than
      * the barrier that parallel rounding needs. */
     const int serial = (int64_t)n * cols <= 16384;
-    for (int i = 0; serial && i < n; i++)
-        round_row(x + (int64_t)i * cols, cols, xbuf + (int64_t)i * kp);
+    float *xf = (float *)xbuf; /* AVX2: rows of 2 * kp floats */
+    for (int i = 0; serial && i < n; i++) {
+        if (native)
+            round_row(x + (int64_t)i * cols, cols, xbuf + (int64_t)i * kp);
+        else
+            split_row(x + (int64_t)i * cols, cols, xf + (int64_t)i * 2 * kp);
+    }
 #pragma omp parallel num_threads(n_threads)
     {
         if (!serial) {
 #pragma omp for schedule(static)
-            for (int i = 0; i < n; i++)
-                round_row(x + (int64_t)i * cols, cols, xbuf + (int64_t)i * kp);
+            for (int i = 0; i < n; i++) {
+                if (native)
+                    round_row(x + (int64_t)i * cols, cols, xbuf + (int64_t)i * kp);
+                else
+                    split_row(x + (int64_t)i * cols, cols, xf + (int64_t)i * 2 * kp);
+            }
         }
         unsigned csr = _mm_getcsr();
         if (!native) /* DAZ, FTZ, round to nearest */
@@ -258,16 +303,20 @@ void cpu_matmul_pairs(int n_threads, int native, uint32_t *xbuf, const float *x,
             float bv[PANEL];
             for (int l = 0; l < PANEL; l++)
                 bv[l] = bias && l < nvalid ? bias_f32(bias, r0 + l) : 0.0f;
-            const int i1 = (int)((it % chunks + 1) * MCHUNK < n ? (it % chunks + 1) * MCHUNK : n);
-            for (int i = (int)(it % chunks) * MCHUNK; i < i1; i += MR) {
+            const int i0 = (int)(it % chunks) * MCHUNK;
+            const int i1 = i0 + MCHUNK < n ? i0 + MCHUNK : n;
+            for (int i = i0; native && i < i1; i += MR) {
                 const int mr = i1 - i < MR ? i1 - i : MR;
-                const uint32_t *xi = xbuf + (int64_t)i * kp;
-                float *yi = y + (int64_t)i * rows + r0;
-                if (native)
-                    tiles512[mr - 1][nr - 1](xi, kp, wp, kp, bv, yi, rows, nvalid);
-                else
-                    tile_avx2(xi, kp, wp, kp, bv, yi, rows, nvalid, mr, nr);
+                tiles512[mr - 1][nr - 1](xbuf + (int64_t)i * kp, kp, wp, kp, bv,
+                                         y + (int64_t)i * rows + r0, rows, nvalid);
             }
+            for (int g = 0; !native && g < nr; g++) /* 16 weight rows at a time */
+                for (int i = i0; i < i1; i += MR2) {
+                    const int mr = i1 - i < MR2 ? i1 - i : MR2;
+                    tiles256[mr - 1](xf + (int64_t)i * 2 * kp, 2 * kp, wp + g * 32, nr * 32, kp,
+                                     bv + g * 16, y + (int64_t)i * rows + r0 + g * 16, rows,
+                                     nvalid - g * 16);
+                }
         }
         if (!native)
             _mm_setcsr(csr);

@@ -502,7 +502,7 @@ static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
     cpu_backend *b = (cpu_backend *)bk;
     const int64_t rows = w->rows, cols = w->cols;
     if (w->packed_pairs) {
-        size_t need = (size_t)n * (size_t)((cols + 1) / 2);
+        size_t need = (size_t)n * 2 * (size_t)((cols + 1) / 2);
         if (need > b->xbuf_cap) {
             free(b->xbuf);
             b->xbuf = NULL;

@@ -41,7 +41,8 @@ void cpu_pairs_pack(const uint16_t *src, int64_t rows, int64_t cols, uint16_t *d
 void cpu_pairs_row_f32(const be_weight *w, int64_t r, float *out);
 
 /* y[n][w.rows] = bf16(x)[n][w.cols] . w^T (+ bias), the chain above.
- * xbuf: scratch of at least n * ceil(cols / 2) uint32, 64-byte aligned. */
+ * xbuf: scratch of at least n * 2 * ceil(cols / 2) uint32, 64-byte aligned
+ * (the AVX2 path keeps the rounded activations as float32). */
 void cpu_matmul_pairs(int n_threads, int native, uint32_t *xbuf, const float *x,
                       const be_weight *w, const be_weight *bias, int n, float *y);
 
