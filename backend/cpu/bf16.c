@@ -251,6 +251,57 @@ K256(2)
 K256(3)
 K256(4)
 K256(5)
+/* One input row (decode) x the whole panel, nr groups of 16 rows: 2 * nr
+ * independent accumulators, where one group's 2 would wait on FMA latency. */
+static inline __attribute__((always_inline)) void
+row256(const float *x, const uint16_t *w, int64_t kp, const float *bv, float *y, int nvalid,
+       const int nr)
+{
+    const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
+    const int64_t step = (int64_t)nr * 32;
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 2 * nr; j++)
+        acc[j] = _mm256_setzero_ps();
+    for (int64_t q = 0; q < kp; q++, w += step) {
+        const __m256 xo = _mm256_broadcast_ss(x + 2 * q), xe = _mm256_broadcast_ss(x + 2 * q + 1);
+#pragma GCC unroll 8
+        for (int j = 0; j < 2 * nr; j++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(w + j * 16));
+            acc[j] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi_mask)), xo, acc[j]);
+            acc[j] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, acc[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < 2 * nr; j++) {
+        const int left = nvalid - j * 8;
+        if (left <= 0)
+            break;
+        __m256 t = _mm256_add_ps(acc[j], _mm256_loadu_ps(bv + j * 8));
+        if (left >= 8) {
+            _mm256_storeu_ps(y + j * 8, t);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, t);
+            memcpy(y + j * 8, tmp, (size_t)left * sizeof(float));
+        }
+    }
+}
+
+#define R256(N)                                                                         \
+    static void r256_##N(const float *x, const uint16_t *w, int64_t kp, const float *bv, \
+                         float *y, int nvalid)                                          \
+    {                                                                                   \
+        row256(x, w, kp, bv, y, nvalid, N);                                             \
+    }
+R256(1)
+R256(2)
+R256(3)
+R256(4)
+typedef void (*row2_fn)(const float *x, const uint16_t *w, int64_t kp, const float *bv,
+                        float *y, int nvalid);
+static const row2_fn rows256[4] = {r256_1, r256_2, r256_3, r256_4};
+
 typedef void (*tile2_fn)(const float *x, int64_t ldx, const uint16_t *w, int64_t step,
                          int64_t kp, const float *bv, float *y, int64_t ldy, int nvalid);
 static const tile2_fn tiles256[MR2] = {k256_1, k256_2, k256_3, k256_4, k256_5};
@@ -309,6 +360,10 @@ void cpu_matmul_pairs(int n_threads, int native, uint32_t *xbuf, const float *x,
                 const int mr = i1 - i < MR ? i1 - i : MR;
                 tiles512[mr - 1][nr - 1](xbuf + (int64_t)i * kp, kp, wp, kp, bv,
                                          y + (int64_t)i * rows + r0, rows, nvalid);
+            }
+            if (!native && n == 1) {
+                rows256[nr - 1](xf, wp, kp, bv, y + r0, nvalid);
+                continue;
             }
             for (int g = 0; !native && g < nr; g++) /* 16 weight rows at a time */
                 for (int i = i0; i < i1; i += MR2) {
