@@ -8,7 +8,8 @@ this is a tolerance check, not parity: over every golden checkpoint and
 prompt, each of the reference's 10 most likely next tokens must have
 |logprob - reference| <= TOL, and the top-1 token must agree with the
 reference's wherever its top-2 margin exceeds MARGIN. The AVX2 emulation
-(INFERD_CPU_NO_AVX512=1) must give the same bytes as this CPU's kernels.
+(INFERD_CPU_NO_AVX512=1) must give the same bytes as this CPU's kernels, and
+a prompt prefilled in chunks the same bytes as in one step.
 Prints the largest |delta logprob| seen."""
 import json
 import os
@@ -21,11 +22,11 @@ INFERD = os.environ.get("INFERD", os.path.join(ROOT, "build", "inferd"))
 TOL = 0.15   # max seen on these fixtures: 0.110 (qwen2_yarn, 300 tokens)
 MARGIN = 0.1
 
-def generate(model_dir, prompt, steps, env=None):
+def generate(model_dir, prompt, steps, env=None, extra=()):
     return subprocess.run([INFERD, "generate", "--model", model_dir, "--threads", "2",
                            "--prompt-ids", ",".join(map(str, prompt)),
                            "--max-tokens", str(steps), "--json",
-                           "--matmul-precision", "bfloat16"],
+                           "--matmul-precision", "bfloat16", *extra],
                           capture_output=True, text=True, env=env)
 
 failures = 0
@@ -69,6 +70,12 @@ for name in sorted(os.listdir(os.path.join(FIX, "model_golden"))):
             print(f"FAIL {label}: top-1 {top1}, reference {ref_top[0]} "
                   f"(reference margin {case['margins'][0]:.3f} > {MARGIN})")
             failures += 1
+        if len(prompt) > 100:  # a prompt in chunks: the same bytes (batch invariance)
+            chunked = generate(model_dir, prompt, 1, extra=("--prefill-chunk", "37"))
+            if chunked.returncode != 0 or chunked.stdout != out.stdout:
+                print(f"FAIL {label}: --prefill-chunk 37 differs: {chunked.stdout} "
+                      f"{chunked.stderr} vs {out.stdout}")
+                failures += 1
         if len(prompt) < 100:  # both kernels, same bytes
             emu = generate(model_dir, prompt, 4, avx2_env)
             nat = generate(model_dir, prompt, 4)
