@@ -17,6 +17,7 @@ static const double itl_bounds[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.
 static const double e2e_bounds[] = {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0,
                                     30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
                                     1920.0, 7680.0};
+static const double enc_batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128};
 #define NB(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static int hist_init(api_hist *h, const double *b, int n)
@@ -36,11 +37,13 @@ int api_init(const api_options *o, api_ctx **out, inferd_error *e)
     }
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->enc_mu, NULL);
+    pthread_cond_init(&a->enc_cv, NULL);
     a->model_name = strdup(o->served_model_name ? o->served_model_name : "model");
     a->model_root = strdup(o->model_root ? o->model_root : "");
     if (!a->model_name || !a->model_root || hist_init(&a->ttft, ttft_bounds, NB(ttft_bounds)) ||
         hist_init(&a->itl, itl_bounds, NB(itl_bounds)) ||
-        hist_init(&a->e2e, e2e_bounds, NB(e2e_bounds))) {
+        hist_init(&a->e2e, e2e_bounds, NB(e2e_bounds)) ||
+        hist_init(&a->enc_batch, enc_batch_bounds, NB(enc_batch_bounds))) {
         err_set(e, "out of memory");
         goto err;
     }
@@ -84,10 +87,12 @@ void api_free(api_ctx *a)
     free(a->ttft.counts);
     free(a->itl.counts);
     free(a->e2e.counts);
+    free(a->enc_batch.counts);
     free(a->model_name);
     free(a->model_root);
     pthread_mutex_destroy(&a->mu);
     pthread_mutex_destroy(&a->enc_mu);
+    pthread_cond_destroy(&a->enc_cv);
     free(a);
 }
 
@@ -258,6 +263,9 @@ static void metrics_text(api_ctx *a, api_response *r)
            (double)st.preemptions);
     metric(&o, "inferd:engine_steps_total", "counter", "Forward passes run.", label,
            (double)st.steps);
+    metric(&o, "inferd:sampler_full_row_fallbacks_total", "counter",
+           "Tokens sampled from their whole logits row on the host instead of the "
+           "device's candidates.", label, (double)st.sampler_full_row_fallbacks);
     pthread_mutex_lock(&a->mu);
     metric(&o, "inferd:prompt_tokens_total", "counter", "Prompt tokens of finished requests.",
            label, (double)a->prompt_tokens);
@@ -282,6 +290,12 @@ static void metrics_text(api_ctx *a, api_response *r)
               label, &a->itl);
     hist_text(&o, "inferd:e2e_request_latency_seconds", "Request latency, arrival to end.",
               label, &a->e2e);
+    if (a->enc) {
+        hist_text(&o, "inferd:encoder_batch_size", "Requests sharing one encoder forward "
+                  "pass.", label, &a->enc_batch);
+        metric(&o, "inferd:encoder_tokens_total", "counter",
+               "Tokens through encoder forward passes.", label, (double)a->enc_tokens);
+    }
     pthread_mutex_unlock(&a->mu);
     r->status = 200;
     r->content_type = "text/plain; version=0.0.4; charset=utf-8";

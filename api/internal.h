@@ -25,7 +25,12 @@ struct api_ctx {
     char *model_name, *model_root;
     eng_engine *eng;              /* NULL when serving an encoder */
     mdl_encoder *enc;             /* NULL when serving a causal LM */
-    pthread_mutex_t enc_mu;       /* one encoder forward pass at a time */
+    /* Encoder requests queue here; whichever thread finds no pass running
+     * runs the queued requests together in one forward pass (api/embed.c). */
+    pthread_mutex_t enc_mu;       /* guards enc_cv .. enc_busy */
+    pthread_cond_t enc_cv;        /* a pass finished */
+    struct enc_job *enc_head, *enc_tail;
+    int enc_busy;                 /* a forward pass is running */
     const tok_tokenizer *tok;
     const tmpl_chat *chat;
     ld_generation_config gen;
@@ -41,6 +46,8 @@ struct api_ctx {
     uint64_t prompt_tokens, generation_tokens;
     uint64_t finished_stop, finished_length, finished_abort, finished_error;
     uint64_t http_by_class[6];    /* [status / 100] */
+    api_hist enc_batch;           /* requests per encoder forward pass */
+    uint64_t enc_tokens;          /* tokens through encoder forward passes */
 };
 
 /* One choice: one engine request and what came out of it so far. */

@@ -56,6 +56,41 @@ typedef struct be_step {
     const int32_t *logit_rows;  /* [n_logits] rows given to gather_rows */
 } be_step;
 
+/* Sampling on the device (sample_rows): what one logits row needs so that
+ * only ids and a few numbers come back, not the whole vocabulary. */
+#define BE_TOPK 64
+typedef struct be_sample_row {
+    float temperature; /* < 1e-5: greedy (token = the argmax) */
+    float min_p;       /* weights below min_p (the max has weight 1) are cut; 0: off */
+    double u;          /* the request's uniform draw in [0, 1) for this token */
+} be_sample_row;
+
+typedef struct be_sample_out {
+    /* Greedy: the argmax (lowest id on ties). Otherwise the draw of
+     * engine/sampler.c's smp_sample with neither top_k nor top_p: weights
+     * w_i = expf((l_i - max) / temperature), those below min_p cut, and the
+     * first id, in id order, where the running sum of w_i / total passes u
+     * (the last kept id if rounding leaves u past the end). */
+    int32_t token;
+    /* The raw logit of token, so that its logprob (token_logit - lse) is
+     * known when a draw picks a token outside the top list. */
+    float token_logit;
+    float lse;          /* log-sum-exp of the raw row: logprob(i) = l_i - lse */
+    double total;       /* sum of the kept weights (0 when greedy) */
+    int n_top;          /* min(BE_TOPK, vocab) */
+    int32_t top_ids[BE_TOPK]; /* the largest raw logits, descending, lower id first on ties */
+    float top_vals[BE_TOPK];
+} be_sample_out;
+
+/* The float64 host computation of sample_rows, row after row: the CPU
+ * backend's op, the reference a device backend is tested against, and what
+ * the model runs on host copies for a backend without the op. The draw
+ * normalises each kept weight to float (w_i / total rounded to float) and
+ * sums those in float64, as smp_probs and smp_sample do, so on the CPU a
+ * seeded request draws the same token as the full-row sampler. */
+void be_sample_rows_host(const float *logits, int n, int vocab, const be_sample_row *in,
+                         be_sample_out *out);
+
 typedef struct be_backend be_backend;
 
 typedef struct be_vtable {
@@ -112,6 +147,15 @@ typedef struct be_vtable {
     void (*attention_full)(be_backend *b, const float *q, const float *k, const float *v,
                            int heads, int head_dim, float scale, int n_seqs,
                            const int32_t *q_start, float *out);
+    /* ---- sampling ---- */
+    /* For each of n rows of logits (backend memory, [n][vocab]): the
+     * be_sample_out above, written to host memory once the queued work is
+     * done. Reports the first error of any op since the last report, like
+     * to_host. Results agree with a float64 host computation up to float
+     * rounding (a draw may differ only where u falls within rounding of a
+     * boundary). */
+    int (*sample_rows)(be_backend *b, const float *logits, int n, int vocab,
+                       const be_sample_row *in, be_sample_out *out, inferd_error *e);
 } be_vtable;
 
 struct be_backend {

@@ -30,6 +30,7 @@ static void embed_usage(FILE *f)
         "  --normalize         L2-normalize the vectors (default: on when modules.json has\n"
         "  --no-normalize      a Normalize module)\n"
         "  --threads N         CPU threads (default: all cores)\n"
+        "  --device DEV        cpu (default) or cuda\n"
         "  -h, --help          this text\n");
 }
 
@@ -172,11 +173,12 @@ int cli_embed(int argc, char **argv)
         {"ids-json", required_argument, 0, 'i'}, {"pooling", required_argument, 0, 'p'},
         {"normalize", no_argument, 0, 'N'},      {"no-normalize", no_argument, 0, 'n'},
         {"threads", required_argument, 0, 't'},  {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"device", required_argument, 0, 'd'},   {0, 0, 0, 0},
     };
     const char *ids_path = NULL;
     int pooling = -1, normalize = -1;
     long threads = 0;
+    const char *device = "cpu";
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -198,6 +200,7 @@ int cli_embed(int argc, char **argv)
             if (cli_parse_int("--threads", optarg, 0, 4096, &threads))
                 return 2;
             break;
+        case 'd': device = optarg; break;
         case 'h': embed_usage(stdout); return 0;
         default: embed_usage(stderr); return 2;
         }
@@ -221,7 +224,7 @@ int cli_embed(int argc, char **argv)
     if (parse_input(root, &s))
         goto out;
     inferd_error e = {{0}};
-    mdl_options mo = {.device = "cpu", .n_threads = (int)threads};
+    mdl_options mo = {.device = device, .n_threads = (int)threads};
     if (mdl_encoder_load(dir, &mo, &m, &e)) {
         fprintf(stderr, "inferd embed: %s\n", e.msg);
         goto out;

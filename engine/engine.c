@@ -324,6 +324,8 @@ static void engine_free(eng_engine *g)
     free(g->b_rows);
     free(g->row_of);
     free(g->logits);
+    free(g->s_in);
+    free(g->s_out);
     free(g->raw);
     free(g);
 }

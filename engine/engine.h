@@ -141,6 +141,10 @@ typedef struct eng_stats {
     uint64_t steps;                 /* forward passes run */
     double step_seconds;            /* time spent in them */
     int kv_blocks_cached;           /* free blocks still holding a prefix */
+    /* tokens sampled from their whole logits row on the host (logit_bias,
+     * penalties, ... or top_k/top_p the device's candidates could not
+     * settle) rather than from what the device sampled */
+    uint64_t sampler_full_row_fallbacks;
 } eng_stats;
 void eng_get_stats(eng_engine *g, eng_stats *s);
 int eng_max_model_len(const eng_engine *g);

@@ -95,6 +95,32 @@ int32_t smp_sample(const smp_seq *q, float *logits, int vocab, double u, smp_scr
 void smp_logprobs(const float *logits, int vocab, int32_t token, int k, float *lp,
                   int32_t *top_ids, float *top_lp, smp_scratch *w);
 
+/* ---- sampling from a device's candidates (backend.h's be_sample_out) ----
+ * The device samples every logits row (greedy, or temperature and min_p at
+ * the request's u) and sends back the top BE_TOPK raw logits with the
+ * log-sum-exp and the kept total. Most requests are settled from that; the
+ * others fetch their whole row and go through smp_sample unchanged. */
+
+/* 1 when q's next token needs the whole row: logit_bias, min_tokens still
+ * masking ids, a repetition/frequency/presence penalty that changes a
+ * logit, or more top logprobs than the candidates hold. */
+int smp_needs_full_row(const smp_seq *q, int top_logprobs);
+/* What the device is asked for one row of s at the draw u. */
+be_sample_row smp_device_row(const eng_sampling *s, double u);
+/* The token smp_sample would draw at u (s without logit processing), from
+ * the device's result o of the row sampled as smp_device_row(s, u) asked:
+ * the device's own token when neither top_k nor top_p is on; otherwise
+ * top_k and top_p applied to the candidates, which must provably hold the
+ * whole kept set. 0 and *tok, or -1 when they may not (then the full row
+ * decides). */
+int smp_pick_from_candidates(const eng_sampling *s, const be_sample_out *o, int vocab,
+                             double u, int32_t *tok);
+/* smp_logprobs from the candidates: the logprob of tok and the k most
+ * likely tokens. -1 when tok's logit is not among them or k > o->n_top and
+ * the vocabulary is larger. */
+int smp_logprobs_from_candidates(const be_sample_out *o, int vocab, int32_t tok, int k,
+                                 float *lp, int32_t *top_ids, float *top_lp);
+
 /* Per-request generator: xoshiro256** seeded through splitmix64, so a seed
  * gives the same stream whatever else runs. */
 void smp_rng_seed(uint64_t st[4], uint64_t seed);
@@ -186,7 +212,9 @@ struct eng_engine {
     int max_blocks_seq;
     int32_t *b_rows;                   /* [cap_rows] logit rows */
     int32_t *row_of;                   /* [max_num_seqs] first logit row of sched i */
-    float *logits;                     /* [cap_rows][vocab] */
+    float *logits;                     /* [cap_rows][vocab] rows fetched to the host */
+    be_sample_row *s_in;               /* [cap_rows] what the device samples per row */
+    be_sample_out *s_out;              /* [cap_rows] what it sends back */
     float *raw;                        /* [vocab] raw logits kept for logprobs */
     int cap_rows;
 };

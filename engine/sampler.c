@@ -268,3 +268,160 @@ void smp_logprobs(const float *logits, int vocab, int32_t token, int k, float *l
         top_lp[i] = (float)((double)logits[w->idx[i]] - lz);
     }
 }
+
+/* ---- sampling from the device's candidates ---- */
+
+int smp_needs_full_row(const smp_seq *q, int top_logprobs)
+{
+    const eng_sampling *s = q->s;
+    if (s->n_logit_bias > 0)
+        return 1;
+    if (q->n_output < s->min_tokens && (q->n_eos > 0 || s->n_stop_ids > 0))
+        return 1;
+    if (s->repetition_penalty != 1.0f && s->repetition_penalty > 0)
+        return 1;
+    if ((s->frequency_penalty != 0 || s->presence_penalty != 0) && q->n_output > 0)
+        return 1;
+    return top_logprobs > BE_TOPK;
+}
+
+be_sample_row smp_device_row(const eng_sampling *s, double u)
+{
+    be_sample_row r = {.temperature = s->temperature, .min_p = s->min_p, .u = u};
+    return r;
+}
+
+/* One candidate: its weight as smp_probs computes it, and its id. */
+typedef struct cand {
+    float w;
+    int32_t id;
+} cand;
+
+int smp_pick_from_candidates(const eng_sampling *s, const be_sample_out *o, int vocab,
+                             double u, int32_t *tok)
+{
+    int k = s->top_k > 0 && s->top_k < vocab ? s->top_k : 0;
+    int use_p = s->top_p > 0 && s->top_p < 1;
+    if (s->temperature < 1e-5f || (!k && !use_p)) {
+        *tok = o->token;
+        return 0;
+    }
+    int n = o->n_top;
+    if (n < 1 || n > BE_TOPK)
+        return -1;
+    /* Weights of the list, in smp_probs' sort order: weight descending,
+     * lower id first. The list is already by logit descending, so only
+     * runs of equal weight need their ids put in order. */
+    cand c[BE_TOPK];
+    float mx = o->top_vals[0], t = s->temperature;
+    for (int i = 0; i < n; i++) {
+        float w = expf((o->top_vals[i] - mx) / t);
+        c[i] = (cand){w < s->min_p ? 0 : w, o->top_ids[i]};
+        for (int j = i; j > 0 && c[j].w == c[j - 1].w && c[j].id < c[j - 1].id; j--) {
+            cand x = c[j];
+            c[j] = c[j - 1];
+            c[j - 1] = x;
+        }
+    }
+    /* Every token outside the list weighs at most the list's last weight;
+     * so tokens above it are all here, and when it is 0 the list holds the
+     * whole support (a token of equal weight outside could sort before
+     * one inside only at that last weight). */
+    float w_end = c[n - 1].w;
+    int whole = n == vocab || w_end == 0;
+    int nz = 0;
+    while (nz < n && c[nz].w > 0)
+        nz++;
+    int keep = nz;
+    if (k) {
+        if (k >= nz) {
+            if (!whole)
+                return -1;
+        } else {
+            /* as smp_probs (vLLM): everything as likely as the k-th stays */
+            float kth = c[k - 1].w;
+            if (!whole && kth <= w_end)
+                return -1;
+            keep = k;
+            while (keep < nz && c[keep].w >= kth)
+                keep++;
+        }
+    }
+    if (use_p) {
+        double sum = 0, before = 0;
+        if (k)
+            for (int i = 0; i < keep; i++)
+                sum += c[i].w;
+        else
+            sum = o->total;
+        int kp = 0;
+        while (kp == 0 || before < s->top_p * sum) {
+            if (kp == keep) {
+                if (k || whole)
+                    break;
+                return -1;
+            }
+            if (!k && !whole && c[kp].w <= w_end)
+                return -1;
+            before += c[kp].w;
+            kp++;
+        }
+        keep = kp;
+    }
+    if (keep == 0) /* nothing kept: cannot happen with the max weighing 1 */
+        return -1;
+    double total = 0;
+    for (int i = 0; i < keep; i++)
+        total += c[i].w;
+    /* the inverse CDF walks token ids in order */
+    for (int i = 1; i < keep; i++)
+        for (int j = i; j > 0 && c[j].id < c[j - 1].id; j--) {
+            cand x = c[j];
+            c[j] = c[j - 1];
+            c[j - 1] = x;
+        }
+    double acc = 0;
+    int last = -1;
+    for (int i = 0; i < keep; i++) {
+        float p = (float)(c[i].w / total);
+        if (p <= 0)
+            continue;
+        acc += p;
+        last = i;
+        if (acc > u)
+            break;
+    }
+    if (last < 0)
+        return -1;
+    *tok = c[last].id;
+    return 0;
+}
+
+int smp_logprobs_from_candidates(const be_sample_out *o, int vocab, int32_t tok, int k,
+                                 float *lp, int32_t *top_ids, float *top_lp)
+{
+    /* the list first: token_logit is only needed for a draw outside it */
+    float l = 0;
+    int found = 0;
+    for (int i = 0; !found && i < o->n_top; i++)
+        if (o->top_ids[i] == tok) {
+            l = o->top_vals[i];
+            found = 1;
+        }
+    if (!found && tok == o->token) {
+        l = o->token_logit;
+        found = 1;
+    }
+    if (!found)
+        return -1;
+    if (k > vocab)
+        k = vocab;
+    if (k > o->n_top)
+        return -1;
+    *lp = (float)((double)l - o->lse);
+    for (int i = 0; i < k; i++) {
+        top_ids[i] = o->top_ids[i];
+        top_lp[i] = (float)((double)o->top_vals[i] - o->lse);
+    }
+    return 0;
+}

@@ -243,11 +243,17 @@ static int build_batch(eng_engine *g, mdl_batch *b)
     if (nrows > g->cap_rows) {
         float *l = realloc(g->logits, (size_t)nrows * g->vocab * sizeof *l);
         int32_t *rw = realloc(g->b_rows, (size_t)nrows * sizeof *rw);
+        be_sample_row *si = realloc(g->s_in, (size_t)nrows * sizeof *si);
+        be_sample_out *so = realloc(g->s_out, (size_t)nrows * sizeof *so);
         if (l)
             g->logits = l;
         if (rw)
             g->b_rows = rw;
-        if (!l || !rw)
+        if (si)
+            g->s_in = si;
+        if (so)
+            g->s_out = so;
+        if (!l || !rw || !si || !so)
             return -1;
         g->cap_rows = nrows;
     }
@@ -256,10 +262,20 @@ static int build_batch(eng_engine *g, mdl_batch *b)
         int to = r->n_computed + g->sched[i].n_new, first = g->b_qs[i + 1] - g->sched[i].n_new;
         int k = g->row_of[i];
         if (wants_all_rows(r))
-            for (int q = first; q < g->b_qs[i + 1]; q++)
+            for (int q = first; q < g->b_qs[i + 1]; q++) {
+                g->s_in[k] = (be_sample_row){0}; /* prompt rows: the cheapest (greedy) */
                 g->b_rows[k++] = q;
-        else if (to == r->n_tokens)
-            g->b_rows[k] = g->b_qs[i + 1] - 1;
+            }
+        else if (to == r->n_tokens) {
+            g->s_in[k] = (be_sample_row){0};
+            g->b_rows[k++] = g->b_qs[i + 1] - 1;
+        }
+        /* The row that samples r's next token gets r's draw now, before the
+         * forward pass: one draw per sampled token, as smp_sample takes it. */
+        if (to == r->n_tokens && r->s.max_tokens > 0) {
+            double u = r->s.temperature >= 1e-5f ? smp_rng_uniform(r->rng) : 0;
+            g->s_in[k - 1] = smp_device_row(&r->s, u);
+        }
     }
     *b = (mdl_batch){
         .n_tokens = nt, .tokens = g->b_tok, .pos = g->b_pos, .slot = g->b_slot,
@@ -315,23 +331,53 @@ static int is_stop(const eng_engine *g, const eng_request *r, int32_t t)
     return 0;
 }
 
-/* Samples r's next token from its logits row and emits it; returns 1 when
- * that finished the request (then r is gone). */
-static int sample_and_emit(eng_engine *g, eng_request *r, float *logits)
+/* Ends r with an error (it is in the running list). */
+static void fail_request(eng_engine *g, eng_request *r)
+{
+    remove_running(g, r);
+    eng_finish_request(g, r, ENG_FINISH_ERROR);
+}
+
+/* Samples r's next token from logits row `row` of the step and emits it;
+ * returns 1 when that finished the request (then r is gone). The device's
+ * candidates settle the token when they can; otherwise the row comes to the
+ * host (unless `fetched` says it is already in g->logits) and smp_sample
+ * decides, at the draw the device was given. */
+static int sample_and_emit(eng_engine *g, eng_request *r, int row, int fetched)
 {
     eng_event ev;
     ev.n_top = 0;
     ev.logprob = 0;
-    if (r->s.logprobs || r->s.top_logprobs > 0)
-        memcpy(g->raw, logits, (size_t)g->vocab * sizeof *g->raw);
+    const be_sample_out *o = &g->s_out[row];
+    double u = g->s_in[row].u;
+    int want_lp = r->s.logprobs || r->s.top_logprobs > 0;
     smp_seq q = {.s = &r->s, .tokens = r->tokens, .n_prompt = r->n_prompt,
                  .n_output = r->n_tokens - r->n_prompt, .eos = g->eos, .n_eos = g->n_eos};
-    double u = r->s.temperature >= 1e-5f ? smp_rng_uniform(r->rng) : 0;
-    int32_t tok = smp_sample(&q, logits, g->vocab, u, &g->w);
-    if (r->s.logprobs || r->s.top_logprobs > 0) {
+    int32_t tok = -1;
+    int full = smp_needs_full_row(&q, want_lp ? r->s.top_logprobs : 0) ||
+               smp_pick_from_candidates(&r->s, o, g->vocab, u, &tok);
+    if (!full && want_lp) {
         ev.n_top = r->s.top_logprobs;
-        smp_logprobs(g->raw, g->vocab, tok, ev.n_top, &ev.logprob, ev.top_ids, ev.top_logprobs,
-                     &g->w);
+        full = smp_logprobs_from_candidates(o, g->vocab, tok, ev.n_top, &ev.logprob, ev.top_ids,
+                                            ev.top_logprobs) != 0;
+    }
+    if (full) {
+        float *logits = g->logits + (size_t)row * g->vocab;
+        inferd_error e = {{0}};
+        if (!fetched && mdl_logits_rows(g->m, row, 1, logits, &e)) {
+            fail_request(g, r);
+            return 1;
+        }
+        g->local.sampler_full_row_fallbacks++;
+        if (want_lp)
+            memcpy(g->raw, logits, (size_t)g->vocab * sizeof *g->raw);
+        tok = smp_sample(&q, logits, g->vocab, u, &g->w);
+        ev.n_top = 0;
+        if (want_lp) {
+            ev.n_top = r->s.top_logprobs;
+            smp_logprobs(g->raw, g->vocab, tok, ev.n_top, &ev.logprob, ev.top_ids,
+                         ev.top_logprobs, &g->w);
+        }
     }
     r->tokens[r->n_tokens++] = tok;
     g->local.generation_tokens++;
@@ -363,26 +409,31 @@ int sched_step(eng_engine *g)
     inferd_error e = {{0}};
     double t0 = now_seconds();
     int rows = build_batch(g, &b);
-    int rc = rows < 0 ? -1 : mdl_forward(g->m, &b, g->logits, &e);
+    /* The logits stay on the model's device; only the sampled results come
+     * back, and the rows that need more are fetched one by one below. */
+    int rc = rows < 0 ? -1 : mdl_forward_sample(g->m, &b, g->s_in, g->s_out, &e);
     g->local.steps++;
     g->local.step_seconds += now_seconds() - t0;
     if (rc) {
-        for (int i = 0; i < g->n_sched; i++) {
-            remove_running(g, g->sched[i].r);
-            eng_finish_request(g, g->sched[i].r, ENG_FINISH_ERROR);
-        }
+        for (int i = 0; i < g->n_sched; i++)
+            fail_request(g, g->sched[i].r);
         return g->n_sched;
     }
     for (int i = 0; i < g->n_sched; i++) {
         eng_request *r = g->sched[i].r;
-        int from = r->n_computed, n = g->sched[i].n_new;
-        float *lg = g->logits + (size_t)g->row_of[i] * g->vocab;
+        int from = r->n_computed, n = g->sched[i].n_new, row = g->row_of[i];
         int all_rows = wants_all_rows(r);
         r->n_computed += n;
         if (g->c.enable_prefix_caching)
             commit_blocks(g, r);
-        if (all_rows)
+        if (all_rows) {
+            float *lg = g->logits + (size_t)row * g->vocab;
+            if (mdl_logits_rows(g->m, row, n, lg, &e)) {
+                fail_request(g, r);
+                continue;
+            }
             record_prompt_logprobs(g, r, from, r->n_computed, lg);
+        }
         if (r->n_computed < r->n_tokens)
             continue;
         if (r->s.max_tokens == 0) { /* echo only: the prompt is the answer */
@@ -390,9 +441,7 @@ int sched_step(eng_engine *g)
             eng_finish_request(g, r, ENG_FINISH_LENGTH);
             continue;
         }
-        if (all_rows)
-            lg += (size_t)(n - 1) * g->vocab;
-        sample_and_emit(g, r, lg);
+        sample_and_emit(g, r, all_rows ? row + n - 1 : row, all_rows);
     }
     return g->n_sched;
 }

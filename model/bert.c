@@ -134,12 +134,26 @@ int mdl_encoder_load(const char *dir, const mdl_options *opt, mdl_encoder **out,
     if (ld_encoder_config_load(dir, &m->cfg, e))
         goto err;
     const ld_encoder_config *c = &m->cfg;
-    if (strcmp(device, "cpu") != 0) {
-        err_set(e, "device '%s' is not available in this build (available: cpu)", device);
+    if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
+        err_set(e, "unknown device '%s' (available: cpu%s)", device,
+                be_cuda_available() ? ", cuda" : "");
         goto err;
     }
-    m->be = be_cpu_new(opt ? opt->n_threads : 0, e);
-    if (!m->be || ld_weights_open_dir(dir, &m->files, e))
+    int bf16 = 0;
+    if (mdl_parse_matmul_precision(opt ? opt->matmul_precision : NULL, &bf16, e))
+        goto err;
+    m->be = strcmp(device, "cuda") == 0 ? be_cuda_new(0, e)
+                                        : be_cpu_new(opt ? opt->n_threads : 0, e);
+    if (!m->be)
+        goto err;
+    m->be->matmul_bf16 = bf16;
+    const be_vtable *vt = m->be->vt;
+    if (!vt->layernorm || !vt->gelu || !vt->tanh || !vt->attention_full ||
+        (vt->to_host && (!vt->begin_step || !vt->gather_rows))) {
+        err_set(e, "the %s backend has no encoder ops", vt->name);
+        goto err;
+    }
+    if (ld_weights_open_dir(dir, &m->files, e))
         goto err;
     /* The bare model saves "embeddings...", the task models "bert.embeddings..." */
     static const char *prefixes[] = {"", "bert.", "roberta.", "model."};
@@ -288,6 +302,9 @@ int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooli
         err_set(e, "this checkpoint has no pooler weights; use cls, mean or last pooling");
         return -1;
     }
+    /* A device backend (to_host set) keeps activations in device memory:
+     * index arrays go up through begin_step, results come down by to_host. */
+    const int dev = vt->to_host != NULL;
     const int n = b->q_start[b->n_seqs], ns = b->n_seqs, hid = c->hidden_size;
     const int heads = c->num_attention_heads, hd = hid / heads, inter = c->intermediate_size;
     const size_t nh = (size_t)n * hid;
@@ -302,8 +319,12 @@ int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooli
     float *mid = vt->alloc(be, (size_t)n * inter * sizeof(float)); /* (n, inter) */
     float *cls = vt->alloc(be, (size_t)ns * hid * sizeof(float));  /* (n_seqs, hidden) */
     float *cls2 = vt->alloc(be, (size_t)ns * hid * sizeof(float));
+    int32_t *first = malloc((size_t)ns * sizeof *first); /* each sequence's first row */
+    float *lg = dev && logits ? vt->alloc(be, (size_t)ns * c->num_labels * sizeof(float)) : NULL;
+    float *xh = dev && pooled && pooling != LD_POOL_POOLER ? malloc(nh * sizeof(float)) : NULL;
     int rc = -1;
-    if (!pos || !types || !x || !tmp || !q || !k || !v || !att || !mid || !cls || !cls2) {
+    if (!pos || !types || !x || !tmp || !q || !k || !v || !att || !mid || !cls || !cls2 ||
+        !first || (dev && logits && !lg) || (dev && pooled && pooling != LD_POOL_POOLER && !xh)) {
         err_set(e, "out of memory for a batch of %d tokens", n);
         goto out;
     }
@@ -311,6 +332,21 @@ int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooli
         goto out;
     if (b->token_types)
         memcpy(types, b->token_types, (size_t)n * sizeof *types);
+    for (int s = 0; s < ns; s++)
+        first[s] = b->q_start[s];
+    if (dev) {
+        /* begin_step uploads the arrays the ops index with: token ids,
+         * positions, token types (in the slot field, which encoders do not
+         * use) and the first rows (as logit rows). Its layout is one
+         * sequence of at least 2 rows, so the backend takes the step for a
+         * prompt step and never records it as a decode step. */
+        int32_t one_seq[2] = {0, n < 2 ? 2 : n};
+        be_attn_layout l = {.n_seqs = 1, .q_start = one_seq, .pos = pos, .slot = types,
+                            .n_tokens = n};
+        be_step st = {.layout = &l, .tokens = b->tokens, .n_logits = ns, .logit_rows = first};
+        if (vt->begin_step(be, &st, e))
+            goto out;
+    }
 
     /* embeddings */
     vt->embed(be, &m->word, b->tokens, n, x);
@@ -343,9 +379,19 @@ int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooli
     /* pooling and heads act on one row per sequence */
     if (pooled) {
         if (pooling == LD_POOL_POOLER) {
-            pool_rows(m, b, x, LD_POOL_CLS, cls);
-            vt->matmul(be, cls, &m->pool_w, &m->pool_b, ns, pooled);
-            vt->tanh(be, pooled, (size_t)ns * hid, pooled);
+            if (dev)
+                vt->gather_rows(be, x, hid, first, ns, cls);
+            else
+                pool_rows(m, b, x, LD_POOL_CLS, cls);
+            float *po = dev ? cls2 : pooled;
+            vt->matmul(be, cls, &m->pool_w, &m->pool_b, ns, po);
+            vt->tanh(be, po, (size_t)ns * hid, po);
+            if (dev && vt->to_host(be, pooled, po, (size_t)ns * hid * sizeof(float), e))
+                goto out;
+        } else if (dev) {
+            if (vt->to_host(be, xh, x, nh * sizeof(float), e))
+                goto out;
+            pool_rows(m, b, xh, pooling, pooled);
         } else
             pool_rows(m, b, x, pooling, pooled);
         for (int s = 0; normalize && s < ns; s++) {
@@ -359,17 +405,28 @@ int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooli
         }
     }
     if (logits) {
-        pool_rows(m, b, x, LD_POOL_CLS, cls);
+        if (dev)
+            vt->gather_rows(be, x, hid, first, ns, cls);
+        else
+            pool_rows(m, b, x, LD_POOL_CLS, cls);
         const be_weight *dw = c->roberta ? &m->head_dense_w : &m->pool_w;
         const be_weight *db = c->roberta ? &m->head_dense_b : &m->pool_b;
         vt->matmul(be, cls, dw, db, ns, cls2);
         vt->tanh(be, cls2, (size_t)ns * hid, cls2);
-        vt->matmul(be, cls2, &m->head_out_w, &m->head_out_b, ns, logits);
+        vt->matmul(be, cls2, &m->head_out_w, &m->head_out_b, ns, dev ? lg : logits);
+        if (dev && vt->to_host(be, logits, lg, (size_t)ns * c->num_labels * sizeof(float), e))
+            goto out;
     }
+    if (dev && !pooled && !logits && vt->to_host(be, NULL, NULL, 0, e))
+        goto out; /* nothing wanted: still report a failed op */
     rc = 0;
 out:
     free(pos);
     free(types);
+    free(first);
+    free(xh);
+    if (lg)
+        vt->dealloc(be, lg);
     float *bufs[] = {x, tmp, q, k, v, att, mid, cls, cls2};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i])

@@ -34,7 +34,13 @@ typedef struct run_state {
     int logit_cap;
     float *last;     /* (logit_cap, hidden) rows that need logits */
     float *last_n;   /* (logit_cap, hidden) */
-    float *logits;   /* (logit_cap, vocab) on device backends, else NULL */
+    float *logits;   /* (logit_cap, vocab) on device backends or after a
+                        mdl_forward_sample, else NULL */
+    int n_kept;      /* rows of logits the last forward left there for
+                        mdl_logits_rows (0 after mdl_forward) */
+    float *host;     /* (host_cap, vocab) host copy, only for a device
+                        backend without sample_rows */
+    size_t host_cap;
 } run_state;
 
 struct mdl_model {
@@ -262,7 +268,10 @@ static void run_state_free(mdl_model *m)
         m->be->vt->dealloc(m->be, *bufs[i]);
         *bufs[i] = NULL;
     }
-    s->cap = s->logit_cap = 0;
+    free(s->host);
+    s->host = NULL;
+    s->host_cap = 0;
+    s->cap = s->logit_cap = s->n_kept = 0;
 }
 
 void mdl_free(mdl_model *m)
@@ -342,7 +351,7 @@ oom:
 }
 
 /* Grows the activation buffers to hold n tokens and nl logit rows. */
-static int run_state_reserve(mdl_model *m, int n, int nl, inferd_error *e)
+static int run_state_reserve(mdl_model *m, int n, int nl, int keep_logits, inferd_error *e)
 {
     run_state *s = &m->rs;
     const ld_config *c = &m->cfg;
@@ -371,12 +380,14 @@ static int run_state_reserve(mdl_model *m, int n, int nl, inferd_error *e)
         s->last_n = b->vt->alloc(b, bytes);
         if (!s->last || !s->last_n)
             goto oom;
-        if (b->vt->to_host) {
-            s->logits = b->vt->alloc(b, (size_t)nl * (size_t)c->vocab_size * sizeof(float));
-            if (!s->logits)
-                goto oom;
-        }
         s->logit_cap = nl;
+    }
+    /* The CPU writes mdl_forward's logits straight into the caller's
+     * buffer; a sampled step keeps them in a buffer of its own. */
+    if ((b->vt->to_host || keep_logits) && !s->logits && s->logit_cap > 0) {
+        s->logits = b->vt->alloc(b, (size_t)s->logit_cap * (size_t)c->vocab_size * sizeof(float));
+        if (!s->logits)
+            goto oom;
     }
     return 0;
 oom:
@@ -385,7 +396,10 @@ oom:
     return -1;
 }
 
-int mdl_forward(mdl_model *m, const mdl_batch *bt, float *logits, inferd_error *e)
+/* The forward pass of mdl_forward; the logits go to logits_host, or, when
+ * keep is set, stay in m->rs.logits. */
+static int forward(mdl_model *m, const mdl_batch *bt, float *logits_host, int keep,
+                   inferd_error *e)
 {
     const ld_config *c = &m->cfg;
     be_backend *b = m->be;
@@ -398,6 +412,7 @@ int mdl_forward(mdl_model *m, const mdl_batch *bt, float *logits, inferd_error *
         err_set(e, "mdl_forward: the KV cache is not allocated");
         return -1;
     }
+    m->rs.n_kept = 0;
     if (n <= 0)
         return 0;
     for (int i = 0; i < n; i++)
@@ -406,7 +421,11 @@ int mdl_forward(mdl_model *m, const mdl_batch *bt, float *logits, inferd_error *
                     c->vocab_size);
             return -1;
         }
-    if (run_state_reserve(m, n, bt->n_logits, e))
+    if (bt->n_logits < 0) {
+        err_set(e, "%d logit rows", bt->n_logits);
+        return -1;
+    }
+    if (run_state_reserve(m, n, bt->n_logits, keep, e))
         return -1;
     run_state *s = &m->rs;
     be_attn_layout lay = {
@@ -452,11 +471,85 @@ int mdl_forward(mdl_model *m, const mdl_batch *bt, float *logits, inferd_error *
         op->gather_rows(b, s->x, hid, bt->logit_rows, bt->n_logits, s->last);
         op->rmsnorm(b, s->last, &m->final_norm, eps, bt->n_logits, hid, s->last_n);
         op->matmul(b, s->last_n, &m->lm_head, NULL, bt->n_logits,
-                   op->to_host ? s->logits : logits);
+                   op->to_host || keep ? s->logits : logits_host);
+    }
+    if (keep) {
+        s->n_kept = bt->n_logits;
+        return 0;
     }
     /* Device backends: the copy waits for the step and reports its errors. */
     if (op->to_host)
-        return op->to_host(b, logits, s->logits,
+        return op->to_host(b, logits_host, s->logits,
                            (size_t)bt->n_logits * (size_t)c->vocab_size * sizeof(float), e);
+    return 0;
+}
+
+int mdl_forward(mdl_model *m, const mdl_batch *bt, float *logits, inferd_error *e)
+{
+    return forward(m, bt, logits, 0, e);
+}
+
+/* Copies the whole kept logits to m->rs.host and samples them there: a
+ * device backend without sample_rows still gives the engine its results. */
+static int sample_on_host(mdl_model *m, int n, const be_sample_row *in, be_sample_out *out,
+                          inferd_error *e)
+{
+    run_state *s = &m->rs;
+    size_t vocab = (size_t)m->cfg.vocab_size, need = (size_t)n * vocab;
+    if (need > s->host_cap) {
+        free(s->host);
+        s->host_cap = 0;
+        s->host = malloc(need * sizeof *s->host);
+        if (!s->host) {
+            err_set(e, "out of memory for %d rows of logits", n);
+            return -1;
+        }
+        s->host_cap = need;
+    }
+    if (m->be->vt->to_host(m->be, s->host, s->logits, need * sizeof *s->host, e))
+        return -1;
+    be_sample_rows_host(s->host, n, (int)vocab, in, out);
+    return 0;
+}
+
+int mdl_forward_sample(mdl_model *m, const mdl_batch *bt, const be_sample_row *in,
+                       be_sample_out *out, inferd_error *e)
+{
+    be_backend *b = m->be;
+    if (forward(m, bt, NULL, 1, e))
+        return -1;
+    int n = m->rs.n_kept;
+    if (n == 0) /* nothing to sample; still wait for the step and its errors */
+        return b->vt->to_host ? b->vt->to_host(b, NULL, NULL, 0, e) : 0;
+    int rc = 0;
+    if (b->vt->sample_rows)
+        rc = b->vt->sample_rows(b, m->rs.logits, n, m->cfg.vocab_size, in, out, e);
+    else if (!b->vt->to_host)
+        be_sample_rows_host(m->rs.logits, n, m->cfg.vocab_size, in, out);
+    else
+        rc = sample_on_host(m, n, in, out, e);
+    if (rc)
+        m->rs.n_kept = 0;
+    return rc;
+}
+
+int mdl_logits_rows(mdl_model *m, int first, int count, float *host, inferd_error *e)
+{
+    run_state *s = &m->rs;
+    size_t vocab = (size_t)m->cfg.vocab_size;
+    if (first < 0 || count < 0 || first > s->n_kept - count) {
+        err_set(e, "logits rows [%d, %d) asked, the last sampled step kept %d", first,
+                first + count, s->n_kept);
+        return -1;
+    }
+    if (count == 0)
+        return 0;
+    size_t off = (size_t)first * vocab, bytes = (size_t)count * vocab * sizeof(float);
+    if (m->be->vt->to_host && !m->be->vt->sample_rows) /* sample_on_host copied them */
+        memcpy(host, s->host + off, bytes);
+    else if (m->be->vt->to_host)
+        return m->be->vt->to_host(m->be, host, s->logits + off, bytes, e);
+    else
+        memcpy(host, s->logits + off, bytes);
     return 0;
 }

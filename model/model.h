@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "common/common.h"
 #include "loader/loader.h"
 
@@ -60,6 +61,19 @@ typedef struct mdl_batch {
 
 /* logits: [n_logits][vocab_size] float32, host memory. */
 int mdl_forward(mdl_model *m, const mdl_batch *b, float *logits, inferd_error *e);
+
+/* One forward step whose logits stay on the model's device: logits row i
+ * (of b->logit_rows) is sampled as in[i] says, and out[i] (host memory)
+ * receives the token, the log-sum-exp and the top BE_TOPK candidates
+ * (backend.h's be_sample_out). Only those come back, not the vocabulary.
+ * in and out: [b->n_logits]. */
+int mdl_forward_sample(mdl_model *m, const mdl_batch *b, const be_sample_row *in,
+                       be_sample_out *out, inferd_error *e);
+/* Copies logits rows [first, first + count) of the last mdl_forward_sample
+ * to host memory ([count][vocab_size]), for the rows whose sampling needs
+ * the whole distribution. Any other forward step (or a failed one) drops
+ * the rows; asking for rows it did not keep is an error. */
+int mdl_logits_rows(mdl_model *m, int first, int count, float *host, inferd_error *e);
 
 /* ---- encoders: BertModel / XLMRobertaModel and their classifiers ---- */
 

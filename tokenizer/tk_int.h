@@ -1,6 +1,6 @@
 /* Private to the tokenizer module: the hash maps, Unicode helpers and
- * pipeline stages shared by its .c files. Nothing outside tokenizer/
- * includes this file. */
+ * pipeline stages shared by its .c files. Nothing outside tokenizer/ (and
+ * its own white-box tests in tests/tokenizer/) includes this file. */
 #ifndef INFERD_TK_INT_H
 #define INFERD_TK_INT_H
 
@@ -37,12 +37,30 @@ uint64_t tk_hash(const char *p, size_t n);
 
 /* ---- Unicode ------------------------------------------------------- */
 int tk_is_ws(uint32_t c);        /* Rust char::is_whitespace */
-int tk_is_punct(uint32_t c);     /* ASCII punctuation or Unicode P* */
-int tk_is_numeric(uint32_t c);   /* N* */
+int tk_is_punct(uint32_t c);     /* ASCII punctuation or P* (Unicode 8.0) */
+int tk_is_numeric(uint32_t c);   /* N* (Rust's Unicode) */
 int tk_is_alnum(uint32_t c);     /* Rust char::is_alphanumeric (L*, N*) */
-int tk_is_mark(uint32_t c);      /* M* */
-int tk_is_mn(uint32_t c);        /* Mn */
-int tk_is_other(uint32_t c);     /* C* */
+int tk_is_mark(uint32_t c);      /* M* (Unicode 9.0) */
+int tk_is_mn(uint32_t c);        /* Mn (Unicode 8.0) */
+int tk_is_other(uint32_t c);     /* Cc, Cf, Co (Unicode 8.0) */
+
+/* Generated tables (tk_unitab.c, by tools/unicode/gen_tables.py) for the
+ * properties where the reference uses older Unicode than utf8proc: sorted,
+ * disjoint ranges; v is the value (script id, or 1 for a set). */
+typedef struct tk_urange { uint32_t lo, hi; uint16_t v; } tk_urange;
+extern const tk_urange tk_uni_scripts[], tk_uni_punct[], tk_uni_other[], tk_uni_mn[], tk_uni_mark[],
+    tk_uni_numeric[], tk_uni_nf_frozen[];
+extern const uint8_t tk_uni_script_ascii[128]; /* tk_script of ASCII */
+extern const size_t tk_uni_scripts_n, tk_uni_punct_n, tk_uni_other_n, tk_uni_mn_n, tk_uni_mark_n,
+    tk_uni_numeric_n, tk_uni_nf_frozen_n;
+/* v of the range holding c, 0 when none. */
+int tk_urange_get(const tk_urange *t, size_t n, uint32_t c);
+/* The script the UnicodeScripts pre-tokenizer gives c; 0 is "Any" (space,
+ * and code points unassigned in its Unicode 9.0 table), which never splits. */
+static inline int tk_script(uint32_t c)
+{
+    return tk_urange_get(tk_uni_scripts, tk_uni_scripts_n, c);
+}
 /* Decodes a char of valid UTF-8 (input is validated once at the top). */
 static inline int tk_u8(const char *s, uint32_t *cp)
 {
@@ -128,6 +146,11 @@ int tk_model_tokenize(const tk_model *m, const char *w, size_t n, tk_ids *out, i
 int32_t tk_model_token_to_id(const tk_model *m, const char *s, size_t n);
 const char *tk_model_id_to_token(const tk_model *m, int32_t id, size_t *len);
 int32_t tk_model_max_id(const tk_model *m); /* -1 when empty */
+
+/* The tokenizer.json that transformers' BertTokenizer amounts to, built from
+ * DIR's vocab.txt, tokenizer_config.json, special_tokens_map.json and
+ * added_tokens.json. NULL with *e set on error. */
+json_t *tk_bert_json(const char *dir, inferd_error *e);
 
 /* JSON helpers with messages naming the key. */
 int tk_json_str(json_t *o, const char *key, int required, const char **out, inferd_error *e);

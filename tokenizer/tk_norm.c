@@ -157,6 +157,40 @@ static int nfc_stable(const char *s, size_t n)
     return 1;
 }
 
+static int map_append(int opt, const char *s, size_t n, strbuf *out, inferd_error *e)
+{
+    if (!n)
+        return 0;
+    utf8proc_uint8_t *r = NULL;
+    utf8proc_ssize_t k = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &r,
+                                      (utf8proc_option_t)opt);
+    if (k < 0) {
+        err_set(e, "unicode normalization failed: %s", utf8proc_errmsg(k));
+        return -1;
+    }
+    sb_append(out, (const char *)r, (size_t)k);
+    free(r);
+    return 0;
+}
+
+/* Offset of the next char that the reference's (Unicode 9.0) normalization
+ * tables do not know but utf8proc's would decompose, reorder or compose
+ * ("frozen": an unassigned starter for the reference), or n. */
+static size_t next_frozen(const char *s, size_t n, size_t i, size_t *len)
+{
+    while (i < n) {
+        uint32_t c;
+        int k = tk_u8(s + i, &c);
+        if (c >= 0x7FD && tk_urange_get(tk_uni_nf_frozen, tk_uni_nf_frozen_n, c)) {
+            *len = (size_t)k;
+            return i;
+        }
+        i += (size_t)k;
+    }
+    *len = 0;
+    return n;
+}
+
 static int unorm(int type, const char *s, size_t n, strbuf *out, inferd_error *e)
 {
     out->n = 0;
@@ -171,15 +205,17 @@ static int unorm(int type, const char *s, size_t n, strbuf *out, inferd_error *e
         opt |= UTF8PROC_DECOMPOSE;
     if (type == N_NFKC || type == N_NFKD)
         opt |= UTF8PROC_COMPAT;
-    utf8proc_uint8_t *r = NULL;
-    utf8proc_ssize_t k = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &r,
-                                      (utf8proc_option_t)opt);
-    if (k < 0) {
-        err_set(e, "unicode normalization failed: %s", utf8proc_errmsg(k));
-        return -1;
+    /* A frozen char blocks reordering and composition across it, so the
+     * pieces around it normalize on their own; it stays as it is. */
+    for (size_t i = 0; i <= n;) {
+        size_t fl, f = next_frozen(s, n, i, &fl);
+        if (map_append(opt, s + i, f - i, out, e))
+            return -1;
+        if (f == n)
+            break;
+        sb_append(out, s + f, fl);
+        i = f + fl;
     }
-    sb_append(out, (const char *)r, (size_t)k);
-    free(r);
     return 0;
 }
 

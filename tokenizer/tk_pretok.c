@@ -7,7 +7,7 @@
 #include "tokenizer/tk_int.h"
 
 enum { P_SEQ, P_BYTELEVEL, P_SPLIT, P_METASPACE, P_WHITESPACE, P_WSSPLIT, P_BERT, P_PUNCT,
-       P_DIGITS, P_CHARDELIM };
+       P_DIGITS, P_CHARDELIM, P_SCRIPTS };
 enum { B_REMOVED, B_ISOLATED, B_MERGED_PREV, B_MERGED_NEXT, B_CONTIGUOUS };
 enum { PS_ALWAYS, PS_NEVER, PS_FIRST };
 
@@ -161,6 +161,8 @@ tk_pretok *tk_pretok_parse(json_t *j, inferd_error *e)
         p->type = P_DIGITS;
         if ((p->individual = tk_json_bool(j, "individual_digits", 0, e)) < 0)
             goto err;
+    } else if (!strcmp(type, "UnicodeScripts")) {
+        p->type = P_SCRIPTS;
     } else if (!strcmp(type, "CharDelimiterSplit")) {
         p->type = P_CHARDELIM;
         const char *d;
@@ -212,6 +214,32 @@ static void char_find(char_pred f, uint32_t arg, const char *s, size_t n, tk_spa
     }
     if (n > last)
         tk_spans_push(out, (uint32_t)last, (uint32_t)n, 0);
+}
+
+/* UnicodeScripts: a new piece starts at every char whose script differs from
+ * the last script seen; "Any" chars (space, unassigned) neither split nor
+ * count as the last script, so "Apples are " keeps its trailing space. As in
+ * the reference, the first piece starts at the first char that has a script:
+ * leading "Any" chars are dropped, and a word of only those vanishes. */
+static int split_scripts(const char *w, size_t n, int at_start, tk_words *out)
+{
+    int last = 0;
+    size_t start = SIZE_MAX;
+    for (size_t i = 0; i < n;) {
+        uint32_t c;
+        int k = tk_u8(w + i, &c);
+        int s = c < 0x80 ? tk_uni_script_ascii[c] : tk_script(c);
+        if (s && s != last) {
+            if (start != SIZE_MAX && tk_words_add(out, w + start, i - start, at_start && start == 0))
+                return -1;
+            start = i;
+            last = s;
+        }
+        i += (size_t)k;
+    }
+    if (start != SIZE_MAX && tk_words_add(out, w + start, n - start, at_start && start == 0))
+        return -1;
+    return 0;
 }
 
 /* Applies a split behaviour to the spans of word w and appends the kept,
@@ -313,6 +341,9 @@ static int apply_one(const tk_pretok *p, tk_words *in, tk_words *out, inferd_err
         case P_DIGITS:
             char_find(pred_num, 0, w, n, &sp);
             rc = emit_splits(&sp, p->individual ? B_ISOLATED : B_CONTIGUOUS, 0, w, st, out);
+            break;
+        case P_SCRIPTS:
+            rc = split_scripts(w, n, st, out);
             break;
         case P_CHARDELIM:
             char_find(pred_eq, p->repl, w, n, &sp);

@@ -1,4 +1,5 @@
-/* Shared helpers of the tokenizer: hash maps, Unicode classes (utf8proc),
+/* Shared helpers of the tokenizer: hash maps, Unicode classes (utf8proc, and
+ * the generated tables of tk_unitab.c where the reference's Unicode differs),
  * the byte-level table, Oniguruma regexes with the reference's iteration
  * rules, and small JSON accessors. */
 #include <stdlib.h>
@@ -204,21 +205,23 @@ static int cat(uint32_t c)
     return utf8proc_category((utf8proc_int32_t)c);
 }
 
+/* BertPreTokenizer / Punctuation: ASCII punctuation, or P* as the
+ * reference's unicode_categories crate has it (Unicode 8.0: later additions
+ * such as U+2E47 are not punctuation there). */
 int tk_is_punct(uint32_t c)
 {
     if (c < 0x80)
         return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
                (c >= 123 && c <= 126);
-    int k = cat(c);
-    return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
+    return tk_urange_get(tk_uni_punct, tk_uni_punct_n, c);
 }
 
+/* Digits: Rust's char::is_numeric, whose Unicode is newer than utf8proc's. */
 int tk_is_numeric(uint32_t c)
 {
     if (c < 0x80)
         return c >= '0' && c <= '9';
-    int k = cat(c);
-    return k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO;
+    return tk_urange_get(tk_uni_numeric, tk_uni_numeric_n, c);
 }
 
 int tk_is_alnum(uint32_t c)
@@ -230,25 +233,39 @@ int tk_is_alnum(uint32_t c)
            (k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO);
 }
 
+/* StripAccents: unicode_normalization_alignments' is_combining_mark (M*,
+ * Unicode 9.0). */
 int tk_is_mark(uint32_t c)
 {
-    if (c < 0x300)
-        return 0;
-    int k = cat(c);
-    return k >= UTF8PROC_CATEGORY_MN && k <= UTF8PROC_CATEGORY_ME;
+    return c >= 0x300 && tk_urange_get(tk_uni_mark, tk_uni_mark_n, c);
 }
 
+/* BertNormalizer strip_accents: Mn as of unicode_categories (Unicode 8.0). */
 int tk_is_mn(uint32_t c)
 {
-    return c >= 0x300 && cat(c) == UTF8PROC_CATEGORY_MN;
+    return c >= 0x300 && tk_urange_get(tk_uni_mn, tk_uni_mn_n, c);
 }
 
-/* Cc, Cf, Cs, Co: the reference's unicode_categories::is_other does not
- * match unassigned code points (Cn), whatever its comment says. */
+/* BertNormalizer clean_text: unicode_categories' is_other, which lists Cc,
+ * Cf and Co of Unicode 8.0 only (no Cn, no Cs), whatever its comment says. */
 int tk_is_other(uint32_t c)
 {
-    int k = cat(c);
-    return k >= UTF8PROC_CATEGORY_CC && k <= UTF8PROC_CATEGORY_CO;
+    return tk_urange_get(tk_uni_other, tk_uni_other_n, c);
+}
+
+int tk_urange_get(const tk_urange *t, size_t n, uint32_t c)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c < t[mid].lo)
+            hi = mid;
+        else if (c > t[mid].hi)
+            lo = mid + 1;
+        else
+            return t[mid].v;
+    }
+    return 0;
 }
 
 /* ---- UTF-8 validity and lossy conversion --------------------------- */

@@ -526,14 +526,23 @@ int tok_load(const char *dir, tok_tokenizer **out, inferd_error *e)
         err_set(e, "path too long: %s", dir);
         return -1;
     }
-    if (file_read_all(path, MAX_FILE, &data, &len, e))
-        return -1;
-    json_error_t je;
-    root = json_loadb(data, len, JSON_ALLOW_NUL, &je);
-    free(data);
-    if (!root) {
-        err_set(e, "%s:%d:%d: not valid JSON: %s", path, je.line, je.column, je.text);
-        return -1;
+    char vpath[4096];
+    if (!file_exists(path) && !path_join(vpath, sizeof vpath, dir, "vocab.txt") &&
+        file_exists(vpath)) {
+        /* BertTokenizer folders: the same pipeline, built from vocab.txt */
+        memcpy(path, vpath, sizeof path);
+        if (!(root = tk_bert_json(dir, e)))
+            return -1;
+    } else {
+        if (file_read_all(path, MAX_FILE, &data, &len, e))
+            return -1;
+        json_error_t je;
+        root = json_loadb(data, len, JSON_ALLOW_NUL, &je);
+        free(data);
+        if (!root) {
+            err_set(e, "%s:%d:%d: not valid JSON: %s", path, je.line, je.column, je.text);
+            return -1;
+        }
     }
     if (!json_is_object(root)) {
         err_set(e, "%s: must be a JSON object", path);

@@ -11,7 +11,11 @@
 typedef struct tok_tokenizer tok_tokenizer;
 
 /* DIR holds tokenizer.json and optionally tokenizer_config.json. A loaded
- * tokenizer is immutable and may be used from many threads at once. */
+ * tokenizer is immutable and may be used from many threads at once.
+ * Without tokenizer.json, a vocab.txt (+ tokenizer_config.json,
+ * special_tokens_map.json, added_tokens.json) gives transformers'
+ * BertTokenizer: BertNormalizer (do_lower_case, tokenize_chinese_chars,
+ * strip_accents), BertPreTokenizer, WordPiece, [CLS] ... [SEP]. */
 int tok_load(const char *dir, tok_tokenizer **out, inferd_error *e);
 void tok_free(tok_tokenizer *t);
 

@@ -904,6 +904,143 @@ static void cpu_attention_full(be_backend *bk, const float *q, const float *k, c
     free(row_seq);
 }
 
+/* ---- sampling ---- */
+
+/* exp of 8 floats x <= 0, for the log-sum-exp only: Cephes' expf
+ * polynomial after x = n ln2 + r, relative error about 2e-7; below -87.3
+ * (and -inf) it gives 0. The draw's weights use libm's expf instead, the
+ * float operations of smp_probs, so the CPU draws what the host sampler
+ * draws. */
+static inline __m256 exp8_nonpos(__m256 x)
+{
+    __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+                                  23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+
+/* log-sum-exp of l[0..n) whose max is mx: float terms, float64 sums */
+static double log_sum_exp(const float *l, int n, float mx)
+{
+    __m256 vmx = _mm256_set1_ps(mx);
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 w = exp8_nonpos(_mm256_sub_ps(_mm256_loadu_ps(l + i), vmx));
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(w)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(w, 1)));
+    }
+    double z[4];
+    _mm256_storeu_pd(z, _mm256_add_pd(s0, s1));
+    double sum = (z[0] + z[1]) + (z[2] + z[3]);
+    for (; i < n; i++)
+        sum += expf(l[i] - mx);
+    return mx + log(sum);
+}
+
+/* Inserts l[i] into o's top list (n entries of at most k) if it belongs. */
+static inline void top_insert(be_sample_out *o, int *n, int k, float v, int32_t i)
+{
+    if (*n == k && !(v > o->top_vals[k - 1]))
+        return;
+    int j = *n < k ? (*n)++ : k - 1;
+    while (j > 0 && v > o->top_vals[j - 1]) {
+        o->top_vals[j] = o->top_vals[j - 1];
+        o->top_ids[j] = o->top_ids[j - 1];
+        j--;
+    }
+    o->top_vals[j] = v;
+    o->top_ids[j] = i;
+}
+
+/* One row of sample_rows (backend.h). The draw's weights are recomputed
+ * rather than stored: expf of the same float gives the same float, and the
+ * row needs no scratch. */
+static void sample_one(const float *l, int vocab, const be_sample_row *in, be_sample_out *o)
+{
+    float mx = l[0];
+    for (int i = 1; i < vocab; i++)
+        mx = l[i] > mx ? l[i] : mx;
+    int best = 0;
+    while (best < vocab - 1 && !(l[best] == mx))
+        best++;
+    o->lse = (float)log_sum_exp(l, vocab, mx);
+    /* top list by insertion; once it is full, blocks of 8 with nothing
+     * above its last value (nearly all of them) are skipped whole */
+    int k = vocab < BE_TOPK ? vocab : BE_TOPK, n = 0, i = 0;
+    for (; i < vocab && n < k; i++)
+        top_insert(o, &n, k, l[i], i);
+    for (; i + 8 <= vocab; i += 8) {
+        __m256 above = _mm256_cmp_ps(_mm256_loadu_ps(l + i), _mm256_set1_ps(o->top_vals[k - 1]),
+                                     _CMP_GT_OQ);
+        if (!_mm256_movemask_ps(above))
+            continue;
+        for (int j = i; j < i + 8; j++)
+            top_insert(o, &n, k, l[j], j);
+    }
+    for (; i < vocab; i++)
+        top_insert(o, &n, k, l[i], i);
+    o->n_top = n;
+    o->token = best;
+    o->total = 0;
+    if (in->temperature >= 1e-5f) {
+        /* the same float operations as engine/sampler.c's smp_probs */
+        float t = in->temperature, min_p = in->min_p;
+        double total = 0, acc = 0;
+        for (int j = 0; j < vocab; j++) {
+            float w = expf((l[j] - mx) / t);
+            total += w < min_p ? 0 : w;
+        }
+        int last = -1;
+        for (int j = 0; j < vocab; j++) {
+            float w = expf((l[j] - mx) / t);
+            float p = w < min_p ? 0 : (float)(w / total);
+            if (p <= 0)
+                continue;
+            acc += p;
+            last = j;
+            if (acc > in->u)
+                break;
+        }
+        o->token = last >= 0 ? last : best;
+        o->total = total;
+    }
+    o->token_logit = l[o->token];
+}
+
+void be_sample_rows_host(const float *logits, int n, int vocab, const be_sample_row *in,
+                         be_sample_out *out)
+{
+    for (int r = 0; r < n; r++)
+        sample_one(logits + (size_t)r * vocab, vocab, in + r, out + r);
+}
+
+static int cpu_sample_rows(be_backend *bk, const float *logits, int n, int vocab,
+                           const be_sample_row *in, be_sample_out *out, inferd_error *e)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    (void)e;
+    /* rows are independent: each row's result is the same on any thread */
+#pragma omp parallel for num_threads(b->n_threads) schedule(dynamic, 1) if (n > 1)
+    for (int r = 0; r < n; r++)
+        sample_one(logits + (size_t)r * vocab, vocab, in + r, out + r);
+    return 0;
+}
+
 static const be_vtable cpu_vtable = {
     .name = "cpu",
     .free = cpu_free,
@@ -923,6 +1060,7 @@ static const be_vtable cpu_vtable = {
     .gelu = cpu_gelu,
     .tanh = cpu_tanh,
     .attention_full = cpu_attention_full,
+    .sample_rows = cpu_sample_rows,
 };
 
 be_backend *be_cpu_new(int n_threads, inferd_error *e)

@@ -34,8 +34,10 @@
 extern "C" {
 #include "backend/backend.h"
 }
+#include "backend/cuda/internal.h"
 
 #define GEMV_MAX_N 8   /* input rows up to which matmul streams weights itself */
+#define SPLIT_ONE_GEMM_N 256 /* see cu_matmul */
 #define GEMV_WARPS 8   /* output rows per GEMV block, one per warp */
 #define ATT_BQ 16      /* query rows per prefill attention block (4 per warp) */
 #define ATT_BK 32      /* keys per prefill attention tile (one per lane) */
@@ -86,12 +88,18 @@ typedef struct cu_backend {
     int n_map;
     int n_tiles;               /* prefill attention tiles of this step, 0: decode only */
     const int32_t *d_tiles;    /* [n_tiles][2]: sequence, first row */
+    int n_tiles64;             /* the same in tiles of FA_BQ rows (tensor-core prefill) */
+    const int32_t *d_tiles64;
+    int att_f32pre;            /* INFERD_CUDA_PREFILL=f32: the float32 prefill kernel */
+    int cc_major;              /* compute capability: bf16 mma.sync needs 8.0 */
     /* rotary frequencies: the model's host array, copied once */
     const float *rope_host;
     int rope_half;
     float *d_inv_freq;
     void *scratch;             /* bf16/f16 copies of GEMM inputs */
     size_t scratch_bytes;
+    void *smp_buf;             /* sample_rows: rows' parameters, then their results */
+    size_t smp_bytes;
     int n_sm;                  /* multiprocessors: sizes the split-KV and GEMV grids */
     int att_v1;                /* INFERD_CUDA_ATT=v1: the first decode kernel, no split-KV */
     int gemv_v1;               /* INFERD_CUDA_GEMV=v1: the first GEMV kernel */
@@ -159,10 +167,10 @@ static int report(cu_backend *b, inferd_error *e)
 /* ---- profile: per-op device time, measured synchronously ---- */
 
 enum { P_EMBED, P_RMSNORM, P_GEMV, P_GEMM, P_ROPE, P_KV, P_ATT_DEC, P_ATT_PRE, P_SILU, P_ADD,
-       P_GATHER, P_UPLOAD, P_N };
+       P_GATHER, P_UPLOAD, P_SAMPLE, P_N };
 static const char *const prof_names[P_N] = {
     "embed", "rmsnorm", "matmul gemv", "matmul gemm", "rope", "kv_store", "attention decode",
-    "attention prefill", "silu_mul", "add", "gather_rows", "step upload"};
+    "attention prefill", "silu_mul", "add", "gather_rows", "step upload", "sample"};
 
 static void prof_begin(cu_backend *b)
 {
@@ -272,16 +280,17 @@ __global__ void rmsnorm_kernel(const float *x, const void *w, int dt, float eps,
         o[i] = ldw(w, dt, i) * (xr[i] * inv);
 }
 
+/* One block per (row, head): a decode step's rope is 32 short blocks in
+ * parallel rather than one block walking every head. */
 __global__ void rope_kernel(float *x, int heads, int head_dim, int half,
                             const float *inv_freq, float mscale, const int32_t *pos)
 {
-    int64_t t = blockIdx.x;
-    float p = (float)pos[t];
-    for (int k = threadIdx.x; k < heads * half; k += blockDim.x) {
-        int h = k / half, i = k % half;
+    const int64_t t = blockIdx.x;
+    const float p = (float)pos[t];
+    float *v = x + (t * heads + blockIdx.y) * head_dim;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float ang = p * inv_freq[i];
         float c = cosf(ang) * mscale, s = sinf(ang) * mscale;
-        float *v = x + (t * heads + h) * head_dim;
         float a = v[i], bb = v[i + half];
         v[i] = a * c - bb * s;
         v[i + half] = bb * c + a * s;
@@ -340,6 +349,16 @@ __global__ void split_kernel(const float *x, size_t n, T *hi, T *lo)
         hi[i] = h;
         lo[i] = from_f<T>(x[i] - to_f(h));
     }
+}
+
+/* y[i] = y2[i] + y2[n + i] (+ bias): the two halves of a split product
+ * done as one GEMM over 2n columns. */
+__global__ void sum_halves_kernel(float *y, const float *y2, const void *bias, int dt,
+                                  int64_t rows, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] = y2[i] + y2[n + i] + (bias ? ldw(bias, dt, (int64_t)(i % (size_t)rows)) : 0.0f);
 }
 
 /* y[i][r] += bias[r] */
@@ -885,6 +904,223 @@ attn_prefill_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_
     }
 }
 
+/* ---- prefill attention on tensor cores (bf16 cache, head_dim 64 or 128) ----
+ * One block of 4 warps per (tile of FA_BQ rows of one sequence, head); each
+ * warp owns 16 rows. S = Q K^T and O += P V are mma.sync m16n8k16 bf16
+ * products with float32 accumulation; the score fragment of two key groups
+ * is the P operand as it stands (no trip through shared memory). With
+ * SPLIT, Q and P are each a bf16 high part plus a bf16 remainder (two
+ * products each), so rounding them costs no more than the bf16 cache does;
+ * without it (--matmul-precision bfloat16) one product each. */
+#define FA_BQ 64
+#define FA_BK 64
+
+__device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0,
+                                               uint32_t b1)
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap(); /* prefill_mma does not launch it below sm_80 */
+#endif
+}
+
+/* Two floats as packed bf16 (lo in the low half), and what rounding left. */
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+__device__ __forceinline__ uint32_t pack_bf16_rest(float lo, float hi, uint32_t packed)
+{
+    __nv_bfloat162 v = *(__nv_bfloat162 *)&packed;
+    return pack_bf16(lo - __low2float(v), hi - __high2float(v));
+}
+
+template <int HD, int SPLIT>
+__global__ void __launch_bounds__(128)
+attn_prefill_mma_kernel(const float *q, const __nv_bfloat16 *kc, const __nv_bfloat16 *vc,
+                        int heads, int kv_heads, float scale, const int32_t *tiles,
+                        const int32_t *q_start, const int32_t *block_table, int max_blocks,
+                        int block_size, const int32_t *pos, float *out)
+{
+    constexpr int KP = HD + 8, VP = FA_BK + 8, KS = HD / 16, NT = FA_BK / 8, ON = HD / 8;
+    __shared__ __align__(16) __nv_bfloat16 Ks[FA_BK * KP];
+    __shared__ __align__(16) __nv_bfloat16 Vt[HD * VP];
+    __shared__ int64_t slots[FA_BK];
+    __shared__ int s_keys;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int h = blockIdx.y, s = tiles[2 * blockIdx.x], row0 = tiles[2 * blockIdx.x + 1];
+    const int nrows = min(FA_BQ, q_start[s + 1] - row0), kv_dim = kv_heads * HD;
+    const int64_t koff = (int64_t)(h / (heads / kv_heads)) * HD;
+    const int32_t *bt = block_table + (int64_t)s * max_blocks;
+    const int r0 = warp * 16 + g, r1 = r0 + 8;
+    const int p0 = r0 < nrows ? pos[row0 + r0] : -1, p1 = r1 < nrows ? pos[row0 + r1] : -1;
+    int wmax = max(p0, p1);
+    for (int o = 16; o; o >>= 1)
+        wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o));
+    if (tid == 0)
+        s_keys = 0;
+    __syncthreads();
+    if (lane == 0)
+        atomicMax(&s_keys, wmax + 1);
+    __syncthreads();
+    const int n_keys = s_keys;
+
+    uint32_t qa[KS][4], ql[SPLIT ? KS : 1][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int r = (j & 1) ? r1 : r0, col = kk * 16 + 2 * t + ((j & 2) ? 8 : 0);
+            float x0 = 0, x1 = 0;
+            if (r < nrows) {
+                const float *src = q + ((int64_t)(row0 + r) * heads + h) * HD + col;
+                x0 = src[0] * scale;
+                x1 = src[1] * scale;
+            }
+            qa[kk][j] = pack_bf16(x0, x1);
+            if (SPLIT)
+                ql[kk][j] = pack_bf16_rest(x0, x1, qa[kk][j]);
+        }
+    float o[ON][4];
+#pragma unroll
+    for (int i = 0; i < ON; i++)
+        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0, l1 = 0;
+
+    for (int kb = 0; kb < n_keys; kb += FA_BK) {
+        __syncthreads(); /* the previous tile is consumed */
+        if (tid < FA_BK) {
+            const int key = kb + tid;
+            slots[tid] = key < n_keys ? ((int64_t)bt[key / block_size] * block_size +
+                                         key % block_size) * kv_dim + koff
+                                      : -1;
+        }
+        __syncthreads();
+        /* consecutive threads take consecutive keys: conflict-free stores of
+         * the transposed V */
+        for (int i = tid; i < FA_BK * (HD / 8); i += blockDim.x) {
+            const int j = i % FA_BK, c = i / FA_BK;
+            const int64_t base = slots[j];
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (base >= 0) {
+                kv = *(const uint4 *)(kc + base + c * 8);
+                vv = *(const uint4 *)(vc + base + c * 8);
+            }
+            *(uint4 *)(Ks + j * KP + c * 8) = kv;
+            const __nv_bfloat16 *ve = (const __nv_bfloat16 *)&vv;
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                Vt[(c * 8 + u) * VP + j] = ve[u];
+        }
+        __syncthreads();
+        if (kb > wmax) /* no row of this warp sees these keys */
+            continue;
+        float sc[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0;
+            const __nv_bfloat16 *kr = Ks + (nt * 8 + g) * KP + 2 * t;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                const uint32_t b0 = *(const uint32_t *)(kr + kk * 16);
+                const uint32_t b1 = *(const uint32_t *)(kr + kk * 16 + 8);
+                mma_bf16_16816(sc[nt], qa[kk], b0, b1);
+                if (SPLIT)
+                    mma_bf16_16816(sc[nt], ql[kk], b0, b1);
+            }
+        }
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = kb + nt * 8 + 2 * t + (e & 1);
+                if (key > ((e & 2) ? p1 : p0))
+                    sc[nt][e] = -INFINITY;
+                if (e & 2)
+                    mx1 = fmaxf(mx1, sc[nt][e]);
+                else
+                    mx0 = fmaxf(mx0, sc[nt][e]);
+            }
+#pragma unroll
+        for (int off = 1; off <= 2; off <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+        }
+        /* a row that has seen no key yet keeps max -inf: use 0 there so
+         * exp gives 0 and never NaN */
+        const float b0 = mx0 == -INFINITY ? 0.0f : mx0, b1 = mx1 == -INFINITY ? 0.0f : mx1;
+        const float c0 = expf(m0 - b0), c1 = expf(m1 - b1);
+        m0 = mx0;
+        m1 = mx1;
+        l0 *= c0;
+        l1 *= c1;
+#pragma unroll
+        for (int i = 0; i < ON; i++) {
+            o[i][0] *= c0;
+            o[i][1] *= c0;
+            o[i][2] *= c1;
+            o[i][3] *= c1;
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            sc[nt][0] = expf(sc[nt][0] - b0);
+            sc[nt][1] = expf(sc[nt][1] - b0);
+            sc[nt][2] = expf(sc[nt][2] - b1);
+            sc[nt][3] = expf(sc[nt][3] - b1);
+            l0 += sc[nt][0] + sc[nt][1];
+            l1 += sc[nt][2] + sc[nt][3];
+        }
+#pragma unroll
+        for (int kk = 0; kk < FA_BK / 16; kk++) {
+            uint32_t pa[4], pl[4];
+            pa[0] = pack_bf16(sc[2 * kk][0], sc[2 * kk][1]);
+            pa[1] = pack_bf16(sc[2 * kk][2], sc[2 * kk][3]);
+            pa[2] = pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            pa[3] = pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+            if (SPLIT) {
+                pl[0] = pack_bf16_rest(sc[2 * kk][0], sc[2 * kk][1], pa[0]);
+                pl[1] = pack_bf16_rest(sc[2 * kk][2], sc[2 * kk][3], pa[1]);
+                pl[2] = pack_bf16_rest(sc[2 * kk + 1][0], sc[2 * kk + 1][1], pa[2]);
+                pl[3] = pack_bf16_rest(sc[2 * kk + 1][2], sc[2 * kk + 1][3], pa[3]);
+            }
+#pragma unroll
+            for (int i = 0; i < ON; i++) {
+                const __nv_bfloat16 *vr = Vt + (i * 8 + g) * VP + kk * 16 + 2 * t;
+                const uint32_t v0 = *(const uint32_t *)vr, v1 = *(const uint32_t *)(vr + 8);
+                mma_bf16_16816(o[i], pa, v0, v1);
+                if (SPLIT)
+                    mma_bf16_16816(o[i], pl, v0, v1);
+            }
+        }
+    }
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+    }
+    const float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int i = 0; i < ON; i++) {
+        const int col = i * 8 + 2 * t;
+        if (r0 < nrows) {
+            float *d = out + ((int64_t)(row0 + r0) * heads + h) * HD + col;
+            d[0] = o[i][0] * i0;
+            d[1] = o[i][1] * i0;
+        }
+        if (r1 < nrows) {
+            float *d = out + ((int64_t)(row0 + r1) * heads + h) * HD + col;
+            d[0] = o[i][2] * i1;
+            d[1] = o[i][3] * i1;
+        }
+    }
+}
+
 /* ---- the vtable ---- */
 
 static unsigned grid_for(size_t n, unsigned threads)
@@ -1154,6 +1390,7 @@ static void cu_free(be_backend *bk)
     cudaFreeHost(b->h_stage);
     cudaFree(b->d_inv_freq);
     cudaFree(b->scratch);
+    cudaFree(b->smp_buf);
     cudaFree(b->att_part);
     if (b->stage_done)
         cudaEventDestroy(b->stage_done);
@@ -1379,13 +1616,21 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
     /* Row-major y[n][rows] = x[n][cols] * w[rows][cols]^T is, column-major,
      * y^T = w^T(as stored) * x^T: op(A) = T on the weights, op(B) = N. */
     const float one = 1.0f, zero = 0.0f;
-    const size_t nx = (size_t)n * (size_t)w->cols;
-    const void *xb = x, *xlo = NULL;
+    const size_t nx = (size_t)n * (size_t)w->cols, ny = (size_t)n * (size_t)w->rows;
+    const void *xb = x;
     cudaDataType_t ty = CUDA_R_32F;
+    int split = 0;
+    float *y2 = NULL;
     prof_begin(b);
     if (w->dtype != DT_F32) {
-        const int split = !b->gemm_one_pass && !b->base.matmul_bf16;
-        char *s = (char *)scratch(b, nx * 2 * (split ? 2 : 1));
+        split = !b->gemm_one_pass && !b->base.matmul_bf16;
+        /* Up to SPLIT_ONE_GEMM_N rows the product is bound by reading the
+         * weights: hi and lo (adjacent in scratch, so one [2n][cols]
+         * operand) go through one GEMM that reads them once, and a small
+         * kernel adds the halves. Above it the GEMM is bound by arithmetic
+         * either way, and two passes accumulating into y need no [2n] buffer. */
+        const int one_gemm = split && n <= SPLIT_ONE_GEMM_N;
+        char *s = (char *)scratch(b, nx * 2 * (split ? 2 : 1) + (one_gemm ? ny * 2 * 4 : 0));
         if (!s)
             return;
         const unsigned g = grid_for(nx, 256);
@@ -1407,19 +1652,32 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
         if (LAUNCHED(b, "split_kernel"))
             return;
         xb = s;
-        xlo = split ? s + nx * 2 : NULL;
+        if (one_gemm)
+            y2 = (float *)(s + nx * 4);
+    }
+    if (y2) {
+        if (CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, 2 * n,
+                                (int)w->cols, &one, w->data, ty, (int)w->cols, xb, ty,
+                                (int)w->cols, &zero, y2, CUDA_R_32F, (int)w->rows,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
+            return;
+        sum_halves_kernel<<<grid_for(ny, 256), 256, 0, b->stream>>>(
+            y, y2, bias ? bias->data : NULL, bias ? bias->dtype : 0, w->rows, ny);
+        LAUNCHED(b, "sum_halves_kernel");
+        prof_end(b, P_GEMM);
+        return;
     }
     if (CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n, (int)w->cols,
                             &one, w->data, ty, (int)w->cols, xb, ty, (int)w->cols, &zero, y,
                             CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
         return;
-    if (xlo && CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n,
-                                   (int)w->cols, &one, w->data, ty, (int)w->cols, xlo, ty,
-                                   (int)w->cols, &one, y, CUDA_R_32F, (int)w->rows,
-                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
+    if (split && CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n,
+                                     (int)w->cols, &one, w->data, ty, (int)w->cols,
+                                     (const char *)xb + nx * 2, ty, (int)w->cols, &one, y,
+                                     CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT)))
         return;
     if (bias) {
-        size_t ny = (size_t)n * (size_t)w->rows;
         bias_kernel<<<grid_for(ny, 256), 256, 0, b->stream>>>(y, bias->data, bias->dtype,
                                                               w->rows, ny);
         LAUNCHED(b, "bias_kernel");
@@ -1458,8 +1716,9 @@ static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, co
         b->rope_half = half;
     }
     prof_begin(b);
-    rope_kernel<<<n, 128, 0, b->stream>>>(x, heads, head_dim, half, b->d_inv_freq, r->mscale,
-                                          d_pos);
+    const int threads = half >= 128 ? 128 : half >= 64 ? 64 : 32;
+    rope_kernel<<<dim3((unsigned)n, (unsigned)heads), threads, 0, b->stream>>>(
+        x, heads, head_dim, half, b->d_inv_freq, r->mscale, d_pos);
     LAUNCHED(b, "rope_kernel");
     prof_end(b, P_ROPE);
 }
@@ -1488,6 +1747,38 @@ static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, i
                                                         v_cache);
     LAUNCHED(b, "kv_store_kernel");
     prof_end(b, P_KV);
+}
+
+/* The tensor-core prefill where it applies (bf16 cache, head_dim 64 or
+ * 128); 1 when it ran. INFERD_CUDA_PREFILL=f32 keeps the float32 kernel. */
+static int prefill_mma(cu_backend *b, const float *q, const void *kc, const void *vc, int heads,
+                       int kv_heads, int hd, float scale, const be_attn_layout *l, float *out)
+{
+    if (b->base.kv_dtype != DT_BF16 || (hd != 64 && hd != 128) || b->att_f32pre ||
+        b->cc_major < 8)
+        return 0;
+    dim3 grid((unsigned)b->n_tiles64, (unsigned)heads);
+    const __nv_bfloat16 *k = (const __nv_bfloat16 *)kc, *v = (const __nv_bfloat16 *)vc;
+    const int *qs = dev_idx(b, l->q_start), *btab = dev_idx(b, l->block_table),
+              *pos = dev_idx(b, l->pos);
+    prof_begin(b);
+#define FA_LAUNCH(HD, SPLIT)                                                                  \
+    attn_prefill_mma_kernel<HD, SPLIT><<<grid, 128, 0, b->stream>>>(                          \
+        q, k, v, heads, kv_heads, scale, b->d_tiles64, qs, btab, l->max_blocks, l->block_size, \
+        pos, out)
+    const int split = !b->base.matmul_bf16;
+    if (hd == 128 && split)
+        FA_LAUNCH(128, 1);
+    else if (hd == 128)
+        FA_LAUNCH(128, 0);
+    else if (split)
+        FA_LAUNCH(64, 1);
+    else
+        FA_LAUNCH(64, 0);
+#undef FA_LAUNCH
+    LAUNCHED(b, "attn_prefill_mma_kernel");
+    prof_end(b, P_ATT_PRE);
+    return 1;
 }
 
 template <typename T, int DPL>
@@ -1544,6 +1835,8 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
         prof_end(b, P_ATT_DEC);
         return;
     }
+    if (prefill_mma(b, q, kc, vc, heads, kv_heads, hd, scale, l, out))
+        return;
     size_t smem = prefill_smem(DPL);
     if (smem > 48 * 1024 &&
         CK(b, cudaFuncSetAttribute(attn_prefill_kernel<T, DPL>,
@@ -1674,10 +1967,11 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
     /* The current device is per host thread, and the engine steps from its own. */
     if (CK(b, cudaSetDevice(b->device)))
         return report(b, e);
-    int n_tiles = 0, decode_only = 1;
+    int n_tiles = 0, n_tiles64 = 0, decode_only = 1;
     for (int s = 0; s < l->n_seqs; s++) {
         int rows = l->q_start[s + 1] - l->q_start[s];
         n_tiles += (rows + ATT_BQ - 1) / ATT_BQ;
+        n_tiles64 += (rows + FA_BQ - 1) / FA_BQ;
         decode_only &= rows <= 1;
     }
     struct {
@@ -1693,7 +1987,7 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
         {st->logit_rows, (size_t)st->n_logits},
     };
     const int n_arr = (int)(sizeof arr / sizeof arr[0]);
-    size_t total = 2 * (size_t)n_tiles;
+    size_t total = 2 * (size_t)n_tiles + 2 * (size_t)n_tiles64;
     for (int i = 0; i < n_arr; i++)
         total += arr[i].host ? arr[i].n : 0;
     if (total > b->stage_cap) {
@@ -1734,6 +2028,13 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
             b->h_stage[off++] = s;
             b->h_stage[off++] = r;
         }
+    b->n_tiles64 = decode_only ? 0 : n_tiles64;
+    b->d_tiles64 = b->d_stage + off;
+    for (int s = 0; s < l->n_seqs && !decode_only; s++)
+        for (int r = l->q_start[s]; r < l->q_start[s + 1]; r += FA_BQ) {
+            b->h_stage[off++] = s;
+            b->h_stage[off++] = r;
+        }
     prof_begin(b);
     if (CK(b, cudaMemcpyAsync(b->d_stage, b->h_stage, off * sizeof(int32_t),
                               cudaMemcpyHostToDevice, b->stream)) ||
@@ -1770,6 +2071,268 @@ static int cu_to_host(be_backend *bk, void *dst, const void *src, size_t bytes, 
     return report(b, e);
 }
 
+/* ---- sampling on the device (backend.h: sample_rows) ---- */
+
+#define SMP_THREADS 1024
+
+/* Block-wide sum; every thread gets the total. red: >= 32 doubles of shared. */
+__device__ double block_sum(double v, double *red)
+{
+    for (int o = 16; o; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0)
+        red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    double t = 0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++)
+        t += red[i];
+    return t;
+}
+
+/* Exclusive prefix sum over the block in thread order. */
+__device__ double block_exclusive_scan(double v, double *red)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    double inc = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        double t = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o)
+            inc += t;
+    }
+    __syncthreads();
+    if (lane == 31)
+        red[warp] = inc;
+    __syncthreads();
+    double before = 0;
+    for (int i = 0; i < warp; i++)
+        before += red[i];
+    return before + inc - v;
+}
+
+/* Orders floats as unsigned keys: a larger float has a larger key. */
+__device__ __forceinline__ unsigned order_key(float f)
+{
+    unsigned u = __float_as_uint(f == 0.0f ? 0.0f : f); /* -0 ties with +0, as on the host */
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* One block a row: argmax, log-sum-exp, the temperature draw and the top
+ * BE_TOPK logits, found exactly by a radix select of the BE_TOPK-th key
+ * (four passes of 8 bits) and gathered in id order for ties. */
+__global__ void __launch_bounds__(SMP_THREADS)
+sample_kernel(const float *logits, int vocab, const be_sample_row *in, be_sample_out *out)
+{
+    __shared__ double red[32];
+    __shared__ float rv[32];
+    __shared__ int ri[32];
+    __shared__ unsigned hist[256];
+    __shared__ unsigned s_prefix, s_need;
+    __shared__ int s_token, s_ncand;
+    __shared__ int32_t cid[BE_TOPK];
+    __shared__ float cval[BE_TOPK];
+    const float *x = logits + (size_t)blockIdx.x * vocab;
+    const be_sample_row r = in[blockIdx.x];
+    be_sample_out *o = out + blockIdx.x;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+
+    /* argmax, lowest id on ties */
+    float bv = -INFINITY;
+    int bi = vocab;
+    for (int i = tid; i < vocab; i += blockDim.x)
+        if (x[i] > bv || (x[i] == bv && i < bi)) {
+            bv = x[i];
+            bi = i;
+        }
+    for (int off = 16; off; off >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+        if (ov > bv || (ov == bv && oi < bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    if (lane == 0) {
+        rv[warp] = bv;
+        ri[warp] = bi;
+    }
+    __syncthreads();
+    bv = rv[0];
+    bi = ri[0];
+    for (int w = 1; w < nw; w++)
+        if (rv[w] > bv || (rv[w] == bv && ri[w] < bi)) {
+            bv = rv[w];
+            bi = ri[w];
+        }
+    const float mx = bv;
+    const int argmax = bi < vocab ? bi : 0;
+
+    double z = 0;
+    for (int i = tid; i < vocab; i += blockDim.x)
+        z += exp((double)x[i] - (double)mx);
+    z = block_sum(z, red);
+
+    /* the draw: weights over contiguous chunks, so a scan of chunk sums
+     * gives each chunk's place in id order */
+    const int greedy = !(r.temperature >= 1e-5f);
+    const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
+    const int c0 = tid * chunk, c1 = min(vocab, c0 + chunk);
+    double total = 0;
+    if (tid == 0)
+        s_token = -1;
+    if (!greedy) {
+        const float t = r.temperature;
+        double cs = 0;
+        int last = -1;
+        for (int i = c0; i < c1; i++) {
+            float wgt = expf((x[i] - mx) / t);
+            if (wgt >= r.min_p) {
+                cs += wgt;
+                last = i;
+            }
+        }
+        double before = block_exclusive_scan(cs, red);
+        total = block_sum(cs, red);
+        const double target = r.u * total;
+        if (cs > 0 && before <= target && target < before + cs) {
+            double acc = before;
+            int tok = last;
+            for (int i = c0; i < c1; i++) {
+                float wgt = expf((x[i] - mx) / t);
+                if (wgt < r.min_p)
+                    continue;
+                acc += wgt;
+                if (acc > target) {
+                    tok = i;
+                    break;
+                }
+            }
+            s_token = tok;
+        }
+        /* rounding left the target past the end: the last kept id */
+        int lk = last;
+        for (int off = 16; off; off >>= 1)
+            lk = max(lk, __shfl_xor_sync(0xffffffffu, lk, off));
+        if (lane == 0)
+            ri[warp] = lk;
+        __syncthreads();
+        if (tid == 0 && s_token < 0) {
+            int m = -1;
+            for (int w = 0; w < nw; w++)
+                m = max(m, ri[w]);
+            s_token = m >= 0 ? m : argmax;
+        }
+    }
+
+    /* top BE_TOPK: radix select of the K-th largest key */
+    const int K = min(BE_TOPK, vocab);
+    if (tid == 0) {
+        s_prefix = 0;
+        s_need = (unsigned)K;
+    }
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = tid; i < 256; i += blockDim.x)
+            hist[i] = 0;
+        __syncthreads();
+        const unsigned hmask = shift == 24 ? 0u : 0xffffffffu << (shift + 8);
+        const unsigned prefix = s_prefix;
+        for (int i = tid; i < vocab; i += blockDim.x) {
+            unsigned k = order_key(x[i]);
+            if ((k & hmask) == (prefix & hmask))
+                atomicAdd(&hist[(k >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (tid == 0) {
+            unsigned need = s_need, d = 255;
+            for (;; d--) {
+                if (hist[d] >= need || d == 0)
+                    break;
+                need -= hist[d];
+            }
+            s_prefix = prefix | (d << shift);
+            s_need = need; /* how many of the keys equal to the digit path to take */
+        }
+        __syncthreads();
+    }
+    const unsigned kth = s_prefix, take_eq = s_need;
+    if (tid == 0)
+        s_ncand = 0;
+    __syncthreads();
+    /* keys above kth go in any order (sorted below); keys equal to kth are
+     * taken lowest ids first */
+    int n_eq = 0;
+    for (int i = c0; i < c1; i++) {
+        unsigned k = order_key(x[i]);
+        if (k > kth) {
+            int at = atomicAdd(&s_ncand, 1);
+            cid[at] = i;
+            cval[at] = x[i];
+        } else if (k == kth) {
+            n_eq++;
+        }
+    }
+    int eq_before = (int)block_exclusive_scan((double)n_eq, red);
+    __syncthreads();
+    const int n_gt = s_ncand;
+    for (int i = c0; i < c1 && eq_before < (int)take_eq; i++)
+        if (order_key(x[i]) == kth) {
+            cid[n_gt + eq_before] = i;
+            cval[n_gt + eq_before] = x[i];
+            eq_before++;
+        }
+    __syncthreads();
+    if (tid < K) {
+        const float v = cval[tid];
+        const int id = cid[tid];
+        int rank = 0;
+        for (int j = 0; j < K; j++)
+            rank += cval[j] > v || (cval[j] == v && cid[j] < id);
+        o->top_ids[rank] = id;
+        o->top_vals[rank] = v;
+    }
+    if (tid == 0) {
+        o->token = greedy ? argmax : s_token;
+        o->token_logit = x[o->token];
+        o->lse = (float)((double)mx + log(z));
+        o->total = greedy ? 0 : total;
+        o->n_top = K;
+    }
+}
+
+static int cu_sample_rows(be_backend *bk, const float *logits, int n, int vocab,
+                          const be_sample_row *in, be_sample_out *out, inferd_error *e)
+{
+    cu_backend *b = (cu_backend *)bk;
+    if (b->recording)
+        flush(b);
+    if (n > 0 && !b->failed) {
+        size_t need = (size_t)n * (sizeof *in + sizeof *out);
+        if (need > b->smp_bytes) {
+            CK(b, cudaFree(b->smp_buf));
+            b->smp_buf = NULL;
+            b->smp_bytes = 0;
+            if (!CK(b, cudaMalloc(&b->smp_buf, need)))
+                b->smp_bytes = need;
+        }
+        if (!b->failed) {
+            be_sample_row *din = (be_sample_row *)b->smp_buf;
+            be_sample_out *dout = (be_sample_out *)(din + n);
+            prof_begin(b);
+            if (!CK(b, cudaMemcpyAsync(din, in, (size_t)n * sizeof *in, cudaMemcpyHostToDevice,
+                                       b->stream))) {
+                sample_kernel<<<n, SMP_THREADS, 0, b->stream>>>(logits, vocab, din, dout);
+                if (!LAUNCHED(b, "sample_kernel"))
+                    CK(b, cudaMemcpyAsync(out, dout, (size_t)n * sizeof *out,
+                                          cudaMemcpyDeviceToHost, b->stream));
+            }
+            prof_end(b, P_SAMPLE);
+        }
+    }
+    if (!b->failed)
+        CK(b, cudaStreamSynchronize(b->stream));
+    return report(b, e);
+}
+
 static int cu_mem_info(be_backend *bk, size_t *free_bytes, size_t *total_bytes, inferd_error *e)
 {
     cu_backend *b = (cu_backend *)bk;
@@ -1777,6 +2340,14 @@ static int cu_mem_info(be_backend *bk, size_t *free_bytes, size_t *total_bytes, 
         return report(b, e);
     return 0;
 }
+
+/* For backend/cuda/encoder.cu (internal.h). */
+cudaStream_t cu_stream_of(be_backend *bk) { return ((cu_backend *)bk)->stream; }
+int cu_note_error(be_backend *bk, const char *call, cudaError_t rc)
+{
+    return cuda_fail((cu_backend *)bk, call, rc);
+}
+int cu_has_failed(be_backend *bk) { return ((cu_backend *)bk)->failed; }
 
 static const be_vtable cu_vtable = {
     .name = "cuda",
@@ -1796,11 +2367,12 @@ static const be_vtable cu_vtable = {
     .begin_step = cu_begin_step,
     .to_host = cu_to_host,
     .mem_info = cu_mem_info,
-    /* Encoder ops are CPU-only for now; model/bert.c refuses other devices. */
-    .layernorm = NULL,
-    .gelu = NULL,
-    .tanh = NULL,
-    .attention_full = NULL,
+    /* encoder ops: backend/cuda/encoder.cu */
+    .layernorm = cu_enc_layernorm,
+    .gelu = cu_enc_gelu,
+    .tanh = cu_enc_tanh,
+    .attention_full = cu_enc_attention_full,
+    .sample_rows = cu_sample_rows,
 };
 
 extern "C" int be_cuda_available(void) { return 1; }
@@ -1822,6 +2394,8 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->profile = pr && strcmp(pr, "1") == 0;
     const char *av = getenv("INFERD_CUDA_ATT"), *gv = getenv("INFERD_CUDA_GEMV");
     b->att_v1 = av && strcmp(av, "v1") == 0;
+    const char *pf = getenv("INFERD_CUDA_PREFILL");
+    b->att_f32pre = pf && strcmp(pf, "f32") == 0;
     b->gemv_v1 = gv && strcmp(gv, "v1") == 0;
     const char *ug = getenv("INFERD_CUDA_GRAPH"), *uf = getenv("INFERD_CUDA_FUSE");
     b->use_graph = !(ug && strcmp(ug, "0") == 0);
@@ -1844,6 +2418,7 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
         CK(b, cudaEventCreateWithFlags(&b->stage_done, cudaEventDisableTiming)) ||
         CK(b, cudaEventCreate(&b->prof_start)) || CK(b, cudaEventCreate(&b->prof_stop)) ||
         CK(b, cudaDeviceGetAttribute(&b->n_sm, cudaDevAttrMultiProcessorCount, device)) ||
+        CK(b, cudaDeviceGetAttribute(&b->cc_major, cudaDevAttrComputeCapabilityMajor, device)) ||
         CKB(b, cublasCreate(&b->blas)) || CKB(b, cublasSetStream(b->blas, b->stream)))
         goto err;
     return &b->base;

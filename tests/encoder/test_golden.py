@@ -26,7 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 FIX = os.path.join(ROOT, "tests", "fixtures", "encoder")
 INFERD = os.environ.get("INFERD", os.path.join(ROOT, "build", "inferd"))
 COS_MIN = 0.9999
-TOL = 1e-4
+TOL = float(os.environ.get("INFERD_ENCODER_TOL", "1e-4"))
+# e.g. "--device cuda": the same checks on the GPU (tests/cuda/test_encoder_cuda.py)
+EXTRA = os.environ.get("INFERD_EMBED_ARGS", "").split()
 
 failures = 0
 checks = 0
@@ -42,7 +44,8 @@ def fail(msg):
 
 def embed(model, ids_path, *flags):
     out = subprocess.run([INFERD, "embed", os.path.join(FIX, "models", model), "--ids-json",
-                          ids_path, "--threads", "2", *flags], capture_output=True, text=True)
+                          ids_path, "--threads", "2", *EXTRA, *flags], capture_output=True,
+                         text=True)
     if out.returncode != 0:
         fail(f"{model} {flags}: exit {out.returncode}: {out.stderr.strip()}")
         return None
@@ -111,7 +114,7 @@ def check_classifier(model):
 
 def expect_error(label, args, want):
     global checks
-    out = subprocess.run([INFERD, "embed", *args], capture_output=True, text=True)
+    out = subprocess.run([INFERD, "embed", *args, *EXTRA], capture_output=True, text=True)
     checks += 1
     if out.returncode == 0 or want not in out.stderr:
         fail(f"{label}: exit {out.returncode}, stderr {out.stderr.strip()!r}; want {want!r}")

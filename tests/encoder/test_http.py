@@ -10,8 +10,10 @@ Jina, Cohere and SiliconFlow show it) and Python requests:
   - the sentence-transformers XLM-R: /v1/score is the cosine of the pooled,
     normalized vectors; /v1/embeddings as float and base64;
   - text through tokenizer.json (BERT WordPiece) equal to transformers'
-    BertTokenizer ids; the README's 今天天气很好 / 今天是个好天气 pair scored by
-    the classifier as transformers does;
+    BertTokenizer ids; the classifier folder with only vocab.txt (no
+    tokenizer.json) takes text on /v1/score, /v1/rerank, /classify and
+    /v1/embeddings, the README's 今天天气很好 / 今天是个好天气 pair scored as
+    transformers does;
   - errors: text without a tokenizer, too long, bad ids, dimensions, chat on
     an encoder, embeddings on a causal LM, classify on an embedding model.
 Queries and documents are token ids split from transformers' pair encodings:
@@ -92,8 +94,6 @@ def classifier_server():
               code == 200 and r["data"][0]["label"] in ("不相似", "相似") and r["data"][0]["num_classes"] == 2
               and abs(sum(r["data"][0]["probs"]) - 1) < 1e-5, r)
 
-        code, r = curl(srv, "/v1/score", {"text_1": "今天天气很好", "text_2": "今天是个好天气"})
-        check("text without a tokenizer: clear 400", code == 400 and "token ids" in r["error"]["message"], r)
         code, r = curl(srv, "/v1/rerank", {"query": q, "documents": [[2] + [5] * 200 + [3]]})
         check("over-long pair: 400 naming the limit", code == 400 and "at most 128" in r["error"]["message"], r)
         code, r = curl(srv, "/v1/rerank", {"query": q, "documents": []})
@@ -123,24 +123,51 @@ def text_servers():
         va, vb = (d["embedding"] for d in b.json()["data"][:2]) if b.status_code == 200 else ([1], [1])
         check("score of two sentences on an embedding model = cosine of their vectors",
               code == 200 and abs(r["data"][0]["score"] - cosine(va, vb)) <= TOL, r)
-    # the sentence-similarity classifier with the same vocabulary's tokenizer.json
+    # The sentence-similarity classifier folder as ModelScope ships it: only
+    # config.json, configuration.json, pytorch_model.bin and vocab.txt. The
+    # tokenizer is BertTokenizer built from vocab.txt.
     g = golden("bert_cls_bin")
+    d = f"{FIX}/models/bert_cls_bin"
+    assert sorted(os.listdir(d)) == ["config.json", "configuration.json", "pytorch_model.bin", "vocab.txt"]
+    with Server(model_dir=d) as srv:
+        code, r = curl(srv, "/v1/score", {"text_1": "今天天气很好", "text_2": "今天是个好天气"})
+        check("vocab.txt only: score('今天天气很好', '今天是个好天气') = transformers' P(相似)",
+              code == 200 and abs(r["data"][0]["score"] - g["probs"][0][1]) <= TOL, (r, g["probs"][0]))
+        code, r = curl(srv, "/v1/rerank", {"query": "今天天气很好",
+                                           "documents": ["明月几时有", {"text": "今天是个好天气"}]})
+        want = {0: g["probs"][1][1], 1: g["probs"][0][1]}
+        check("vocab.txt only: rerank of text documents",
+              code == 200 and all(abs(x["relevance_score"] - want[x["index"]]) <= TOL for x in r["results"])
+              and r["results"][0]["document"]["text"] in ("明月几时有", "今天是个好天气"), (r, want))
+        texts = [tok["texts"][i] for i in picks]
+        code, r = curl(srv, "/classify", {"input": texts})
+        code2, r2 = curl(srv, "/classify", {"input": [ids[i] for i in picks]})
+        check("vocab.txt only: classify text = classify BertTokenizer's ids",
+              code == 200 and code2 == 200 and r["data"] == r2["data"] and r["usage"] == r2["usage"], (r, r2))
+        code, r = curl(srv, "/v1/embeddings", {"input": texts})
+        code2, r2 = curl(srv, "/v1/embeddings", {"input": [ids[i] for i in picks]})
+        check("vocab.txt only: embeddings of text = embeddings of BertTokenizer's ids",
+              code == 200 and code2 == 200 and r["data"] == r2["data"] and len(r["data"]) == len(picks),
+              (str(r)[:300], str(r2)[:300]))
+
+
+def hostile_vocab_server():
+    """A vocab.txt the tokenizer refuses: the server still serves token ids,
+    says why on stderr, and text gets a 400 that says what to send."""
     d = tempfile.mkdtemp(prefix="inferd-enc-")
     try:
-        for f in ("config.json", "configuration.json", "pytorch_model.bin", "vocab.txt"):
+        for f in ("config.json", "configuration.json", "pytorch_model.bin"):
             shutil.copy(f"{FIX}/models/bert_cls_bin/{f}", d)
-        for f in ("tokenizer.json", "tokenizer_config.json"):
-            shutil.copy(f"{FIX}/models/bert/{f}", d)
+        with open(f"{d}/vocab.txt", "wb") as f:
+            f.write(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n\xff\xfe\n")
         with Server(model_dir=d) as srv:
             code, r = curl(srv, "/v1/score", {"text_1": "今天天气很好", "text_2": "今天是个好天气"})
-            check("classifier: score('今天天气很好', '今天是个好天气') = transformers' P(相似)",
-                  code == 200 and abs(r["data"][0]["score"] - g["probs"][0][1]) <= TOL, (r, g["probs"][0]))
-            code, r = curl(srv, "/v1/rerank", {"query": "今天天气很好",
-                                               "documents": ["明月几时有", "今天是个好天气"]})
-            want = {0: g["probs"][1][1], 1: g["probs"][0][1]}
-            check("classifier: rerank of text documents",
-                  code == 200 and all(abs(x["relevance_score"] - want[x["index"]]) <= TOL for x in r["results"])
-                  and r["results"][0]["document"]["text"] in ("明月几时有", "今天是个好天气"), (r, want))
+            check("invalid UTF-8 in vocab.txt: text answers 400 asking for token ids",
+                  code == 400 and "token ids" in r["error"]["message"], r)
+            code, r = curl(srv, "/classify", {"input": [[2, 5, 3]]})
+            check("invalid UTF-8 in vocab.txt: token ids still work", code == 200, r)
+            check("invalid UTF-8 in vocab.txt: the server log says which line",
+                  "vocab.txt: line 5 is not valid UTF-8" in srv.stderr(), srv.stderr()[-500:])
     finally:
         shutil.rmtree(d)
 
@@ -153,6 +180,9 @@ def cross_encoder_server():
         check("XLM-R cross-encoder: relevance = sigmoid(logit), pair as <s> a </s></s> b </s>",
               code == 200 and abs(r["results"][0]["relevance_score"] - g["scores"][5][0]) <= TOL,
               (code, r, g["scores"][5]))
+        code, r = curl(srv, "/v1/score", {"text_1": "今天天气很好", "text_2": "今天是个好天气"})
+        check("text without a tokenizer (no tokenizer.json, no vocab.txt): clear 400",
+              code == 400 and "token ids" in r["error"]["message"], r)
 
 
 def embedding_server():
@@ -202,6 +232,7 @@ def embedding_server():
 
 classifier_server()
 text_servers()
+hostile_vocab_server()
 cross_encoder_server()
 embedding_server()
 finish()

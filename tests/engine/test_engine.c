@@ -7,6 +7,7 @@
 #include <math.h>
 #include <pthread.h>
 
+#include "engine/internal.h"
 #include "tests/engine/helpers.h"
 
 static const char *MODELS[] = {"llama", "llama31", "mistral", "qwen2", "qwen2_yarn", "qwen3"};
@@ -595,6 +596,151 @@ static void test_prompt_logprobs(void **state)
     mdl_free(m);
 }
 
+/* ---- sampling from the device's candidates ---- */
+
+/* n_out tokens and their events sampled the old way: every logits row on
+ * the host through smp_sample and smp_logprobs, one draw of the request's
+ * generator per token. */
+static void ref_sampled(mdl_model *m, const int32_t *prompt, int n_prompt, int n_out,
+                        const eng_sampling *s, eng_event *out)
+{
+    inferd_error e = {{0}};
+    int vocab = mdl_config(m)->vocab_size, total = n_prompt + n_out, nb = (total + 15) / 16;
+    int32_t *seq = malloc(sizeof(int32_t) * total), *pos = malloc(sizeof(int32_t) * total);
+    int32_t table[64], eos = 2;
+    float *logits = malloc(sizeof(float) * vocab), *raw = malloc(sizeof(float) * vocab);
+    smp_scratch w;
+    assert_int_equal(smp_scratch_init(&w, vocab, &e), 0);
+    uint64_t rng[4];
+    smp_rng_seed(rng, s->seed);
+    memcpy(seq, prompt, sizeof(int32_t) * n_prompt);
+    for (int i = 0; i < nb; i++)
+        table[i] = i;
+    for (int i = 0; i < total; i++)
+        pos[i] = i;
+    int from = 0, to = n_prompt;
+    for (int k = 0; k < n_out; k++) {
+        int32_t qs[2] = {0, to - from}, ctx = to, row = to - from - 1;
+        mdl_batch b = {.n_tokens = to - from, .tokens = seq + from, .pos = pos + from,
+                       .slot = pos + from, .n_seqs = 1, .q_start = qs, .ctx_len = &ctx,
+                       .block_table = table, .max_blocks = nb, .n_logits = 1,
+                       .logit_rows = &row};
+        if (mdl_forward(m, &b, logits, &e))
+            fail_msg("forward: %s", e.msg);
+        memcpy(raw, logits, sizeof(float) * vocab);
+        smp_seq q = {.s = s, .tokens = seq, .n_prompt = n_prompt, .n_output = k, .eos = &eos,
+                     .n_eos = 1};
+        double u = s->temperature >= 1e-5f ? smp_rng_uniform(rng) : 0;
+        eng_event *ev = &out[k];
+        ev->token = smp_sample(&q, logits, vocab, u, &w);
+        smp_logprobs(raw, vocab, ev->token, s->top_logprobs, &ev->logprob, ev->top_ids,
+                     ev->top_logprobs, &w);
+        seq[to] = ev->token;
+        from = to;
+        to++;
+    }
+    smp_scratch_free(&w);
+    free(seq);
+    free(pos);
+    free(logits);
+    free(raw);
+}
+
+/* Seeded requests with every kind of sampling, four at a time through the
+ * engine (candidates settled on the host, the device's own draw, and the
+ * full-row fallbacks), give the tokens and logprobs of the full-row
+ * sampler; the fallback counter moves only for the rows that need it. */
+static void test_sampled_matches_full_row(void **state)
+{
+    (void)state;
+    enum { NP = 37, NO = 12, NC = 8 };
+    mdl_model *m = load_model("qwen3"), *ref = load_model("qwen3");
+    inferd_error e = {{0}};
+    assert_int_equal(mdl_kv_init(ref, 8, 16, &e), 0);
+    eng_config c = small_config(64, m);
+    eng_engine *g = make_engine(m, &c);
+    int32_t bias_id = 9;
+    float bias_val = 3;
+    eng_sampling ss[NC];
+    int full_rows[NC];
+    for (int i = 0; i < NC; i++) {
+        eng_sampling *s = &ss[i];
+        eng_sampling_defaults(s);
+        s->max_tokens = NO;
+        s->ignore_eos = 1;
+        s->has_seed = 1;
+        s->seed = 300 + (uint64_t)i;
+        s->logprobs = 1;
+        s->top_logprobs = 3;
+        full_rows[i] = 0;
+    }
+    ss[0].temperature = 1; /* the device's own draw, the OpenAI default */
+    ss[1].temperature = 0.7f;
+    ss[1].top_k = 5;
+    ss[2].temperature = 0.9f;
+    ss[2].top_p = 0.3f;
+    ss[3].temperature = 1.2f;
+    ss[3].min_p = 0.05f;
+    ss[3].top_k = 40;
+    ss[3].top_p = 0.95f;
+    ss[4].temperature = 0;
+    ss[4].top_logprobs = 20;
+    ss[5].temperature = 0.8f; /* penalties: the whole row, but the first token */
+    ss[5].frequency_penalty = 0.7f;
+    full_rows[5] = NO - 1;
+    ss[6].temperature = 1;
+    ss[6].n_logit_bias = 1;
+    ss[6].logit_bias_ids = &bias_id;
+    ss[6].logit_bias_vals = &bias_val;
+    full_rows[6] = NO;
+    ss[7].temperature = 0.5f;
+    ss[7].min_tokens = 4;
+    full_rows[7] = 4;
+    int32_t p[NC][NP];
+    eng_stats st0, st1;
+    eng_get_stats(g, &st0);
+    eng_request *r[NC];
+    for (int i = 0; i < NC; i++) {
+        make_prompt(p[i], NP, 900 + (uint32_t)i, 512);
+        r[i] = eng_submit(g, p[i], NP, &ss[i], &e);
+        assert_non_null(r[i]);
+    }
+    for (int i = 0; i < NC; i++) {
+        eng_event want[NO], ev;
+        ref_sampled(ref, p[i], NP, NO, &ss[i], want);
+        int n = 0;
+        while (eng_next(r[i], &ev, -1) == 1) {
+            if (ev.token < 0)
+                continue;
+            assert_true(n < NO);
+            if (ev.token != want[n].token)
+                fail_msg("request %d token %d: %d, full row %d", i, n, ev.token, want[n].token);
+            if (fabsf(ev.logprob - want[n].logprob) > 1e-5f)
+                fail_msg("request %d token %d: logprob %g, full row %g", i, n, ev.logprob,
+                         want[n].logprob);
+            assert_int_equal(ev.n_top, ss[i].top_logprobs);
+            for (int k = 0; k < ev.n_top; k++) {
+                assert_int_equal(ev.top_ids[k], want[n].top_ids[k]);
+                assert_true(fabsf(ev.top_logprobs[k] - want[n].top_logprobs[k]) <= 1e-5f);
+            }
+            n++;
+        }
+        assert_int_equal(n, NO);
+        eng_release(r[i]);
+    }
+    wait_idle(g, &st1);
+    uint64_t fb = st1.sampler_full_row_fallbacks - st0.sampler_full_row_fallbacks, least = 0;
+    for (int i = 0; i < NC; i++)
+        least += (uint64_t)full_rows[i];
+    /* top_k / top_p rows the candidates could not settle may add a few */
+    if (fb < least || fb > least + 8)
+        fail_msg("%llu full-row fallbacks, want %llu (+ a few)", (unsigned long long)fb,
+                 (unsigned long long)least);
+    eng_destroy(g);
+    mdl_free(m);
+    mdl_free(ref);
+}
+
 /* ---- cancel, release, destroy ---- */
 
 static void test_cancel(void **state)
@@ -963,6 +1109,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden),
         cmocka_unit_test(test_concurrent_preemption),
+        cmocka_unit_test(test_sampled_matches_full_row),
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_prefix_cache_full_blocks),
         cmocka_unit_test(test_chunked_prefill),

@@ -112,6 +112,57 @@ static void test_batch_invariance_bf16(void **state)
     check_batch_invariance("bfloat16", 1);
 }
 
+/* mdl_forward_sample: the same logits as mdl_forward, kept on the device;
+ * the sampled results are the host reference's over them, and
+ * mdl_logits_rows hands back exactly the rows mdl_forward returned. */
+static void test_forward_sample(void **state)
+{
+    (void)state;
+    mdl_model *m = NULL;
+    inferd_error e = {{0}};
+    mdl_options o = {.device = "cpu", .n_threads = 2};
+    assert_int_equal(mdl_load(FIX "qwen3", &o, &m, &e), 0);
+    assert_int_equal(mdl_kv_init(m, 32, BS, &e), 0);
+    int vocab = mdl_config(m)->vocab_size;
+    int32_t a[20], tok[20], pos[20], slot[20], q[2] = {0, 20}, ctx = 20, table[2] = {3, 5};
+    int32_t rows[3] = {4, 12, 19};
+    for (int i = 0; i < 20; i++) {
+        a[i] = tok[i] = (i * 53 + 7) % vocab;
+        pos[i] = i;
+        slot[i] = table[i / BS] * BS + i % BS;
+    }
+    mdl_batch b = {.n_tokens = 20, .tokens = tok, .pos = pos, .slot = slot, .n_seqs = 1,
+                   .q_start = q, .ctx_len = &ctx, .block_table = table, .max_blocks = 2,
+                   .n_logits = 3, .logit_rows = rows};
+    float *want = malloc(sizeof(float) * 3 * vocab), *got = malloc(sizeof(float) * 3 * vocab);
+    assert_int_equal(mdl_forward(m, &b, want, &e), 0);
+    /* nothing kept after a plain forward */
+    assert_int_equal(mdl_logits_rows(m, 0, 1, got, &e), -1);
+    be_sample_row in[3] = {{0, 0, 0}, {0.8f, 0.05f, 0.3}, {1.3f, 0, 0.9}};
+    be_sample_out out[3], ref[3];
+    memset(out, 0, sizeof out);
+    memset(ref, 0, sizeof ref);
+    assert_int_equal(mdl_forward_sample(m, &b, in, out, &e), 0);
+    be_sample_rows_host(want, 3, vocab, in, ref);
+    assert_memory_equal(out, ref, sizeof out);
+    assert_int_equal(mdl_logits_rows(m, 0, 3, got, &e), 0);
+    assert_memory_equal(got, want, sizeof(float) * 3 * vocab);
+    assert_int_equal(mdl_logits_rows(m, 2, 1, got, &e), 0);
+    assert_memory_equal(got, want + 2 * vocab, sizeof(float) * vocab);
+    assert_int_equal(mdl_logits_rows(m, 2, 2, got, &e), -1);
+    assert_non_null(strstr(e.msg, "kept 3"));
+    assert_int_equal(mdl_logits_rows(m, -1, 1, got, &e), -1);
+    /* no logit rows: nothing sampled, nothing kept */
+    b.n_logits = 0;
+    assert_int_equal(mdl_forward_sample(m, &b, in, out, &e), 0);
+    assert_int_equal(mdl_logits_rows(m, 0, 1, got, &e), -1);
+    assert_int_equal(mdl_logits_rows(m, 0, 0, got, &e), 0);
+    (void)a;
+    free(want);
+    free(got);
+    mdl_free(m);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -145,6 +196,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_batch_invariance_bf16),
+        cmocka_unit_test(test_forward_sample),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

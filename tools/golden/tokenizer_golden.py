@@ -18,12 +18,29 @@ Two steps:
       (WordPiece like bert-base-chinese, Unigram with a Precompiled normalizer,
       WordLevel, BPE with prefixes/suffixes, Metaspace, GPT-2-style ByteLevel)
       and saves them to OUTDIR/models/<name>/.
-      Writes OUTDIR/<name>.jsonl: one line per corpus text, in corpus order:
-        {"ids": [...],            encode(text, add_special_tokens=False)
-         "sp": [[pre], [post]],   encode(add_special_tokens=True) is pre+ids+post
-         (or "ids_sp": [...] when it is not of that shape),
-         "d": str|null,           decode(ids) (null: equals the text)
-         "ds": str|null}          decode(ids, skip_special_tokens=True) (null: equals "d")
+      Writes OUTDIR/<name>.jsonl in the compact format below.
+
+  python3 tools/golden/tokenizer_golden.py compact --dir tests/fixtures/tokenizer
+      Rewrites fixtures of the first, plain format (one JSON object per
+      text: ids, sp, d, ds) in the compact one, losslessly.
+
+Fixture format 2 (<name>.jsonl). Line 1 is a header:
+  {"format": 2, "name": ..., "texts": N, "step": K, "width": W,
+   "sp": [[pre], [post]], "ids_of": "other"?}
+Fixture line k (k = 0..N-1) is about corpus text k*K, with only what is not
+the default:
+  "i":  encode(text, add_special_tokens=False), each id as W base64url digits
+        (A-Z a-z 0-9 - _, most significant first); absent: the ids of line k
+        of the "ids_of" fixture (written only when they are equal).
+  "sp": pre/post ids of encode(add_special_tokens=True) when it is pre+ids+post
+        and they differ from the header's; "is": the whole list (encoded like
+        "i") when it is not of that shape.
+  "d":  decode(ids) when it differs from the text (with "ids_of": from that
+        fixture's decode); "ds": decode(ids, skip_special_tokens=True) when it
+        differs from "d".
+Ids are about two thirds of the bytes; as numbers in JSON they took twice
+the room, and llama3_1 shares llama3's ids (only its post-processor
+differs), which "ids_of" stores once.
 """
 import argparse
 import json
@@ -190,6 +207,141 @@ def build_corpus(args):
     print(f"{len(texts)} texts, {total} bytes -> {args.out}")
 
 
+# ---------------------------------------------------------------- fixture format
+
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+B64I = {c: i for i, c in enumerate(B64)}
+# Fixtures whose ids may be stored once, in the other one's file.
+BASE = {"llama3_1": "llama3"}
+
+
+def enc_ids(ids, w):
+    out = []
+    for x in ids:
+        out.append("".join(B64[(x >> (6 * (w - 1 - k))) & 63] for k in range(w)))
+    return "".join(out)
+
+
+def dec_ids(s, w):
+    if len(s) % w:
+        raise ValueError("encoded ids: length %d is not a multiple of %d" % (len(s), w))
+    out = []
+    for i in range(0, len(s), w):
+        x = 0
+        for ch in s[i:i + w]:
+            x = x * 64 + B64I[ch]
+        out.append(x)
+    return out
+
+
+def plain_record(text, ids, ids_sp, d, ds):
+    """The first format's record: ids, sp|ids_sp, d (None: = text), ds (None: = d)."""
+    rec = {"ids": ids}
+    n = len(ids)
+    for a in range(len(ids_sp) - n + 1):
+        if ids_sp[a:a + n] == ids:
+            rec["sp"] = [ids_sp[:a], ids_sp[a + n:]]
+            break
+    else:
+        rec["ids_sp"] = ids_sp
+    rec["d"] = None if d == text else d
+    rec["ds"] = None if ds == d else ds
+    return rec
+
+
+def full_sp(rec):
+    return rec["ids_sp"] if "ids_sp" in rec else rec["sp"][0] + rec["ids"] + rec["sp"][1]
+
+
+def write_fixture(path, name, recs, step, base_name, base_recs, texts):
+    """recs: plain records, one per text of texts; base_recs: the plain records of
+    fixture base_name (same texts), whose ids and decodes are inherited."""
+    if base_recs is not None and any(r["ids"] != b["ids"] for r, b in zip(recs, base_recs)):
+        base_name, base_recs = None, None
+    sps = {}
+    for r in recs:
+        if "sp" in r:
+            k = json.dumps(r["sp"])
+            sps[k] = sps.get(k, 0) + 1
+    sp = json.loads(max(sps, key=sps.get)) if sps else [[], []]
+    top = max([0] + [x for r in recs for x in r["ids"] + full_sp(r)])
+    w = 1
+    while top >= 64 ** w:
+        w += 1
+    head = {"format": 2, "name": name, "texts": len(recs), "step": step, "width": w, "sp": sp}
+    if base_name:
+        head["ids_of"] = base_name
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(head, ensure_ascii=False, separators=(",", ":")) + "\n")
+        for k, r in enumerate(recs):
+            b = base_recs[k] if base_recs else None
+            text = texts[k]
+            o = {}
+            if not b:
+                o["i"] = enc_ids(r["ids"], w)
+            if "ids_sp" in r:
+                o["is"] = enc_ids(r["ids_sp"], w)
+            elif r["sp"] != sp:
+                o["sp"] = r["sp"]
+            d = text if r["d"] is None else r["d"]
+            bd = text if not b or b["d"] is None else b["d"]
+            if d != bd:
+                o["d"] = d
+            if r["ds"] is not None:
+                o["ds"] = r["ds"]
+            fh.write(json.dumps(o, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def read_fixture(fix_dir, name, corpus):
+    """Yields (text, ids, ids_sp, decode, decode_skip) for each line of fixture
+    name (format 2), corpus being the list of corpus texts."""
+    with open(os.path.join(fix_dir, name + ".jsonl"), encoding="utf-8") as fh:
+        head = json.loads(fh.readline())
+        lines = [json.loads(l) for l in fh]
+    if head.get("format") != 2 or len(lines) != head["texts"]:
+        raise ValueError(name + ": not a format 2 fixture")
+    base = list(read_fixture(fix_dir, head["ids_of"], corpus)) if "ids_of" in head else None
+    w = head["width"]
+    for k, o in enumerate(lines):
+        text = corpus[k * head["step"]]
+        ids = dec_ids(o["i"], w) if "i" in o else base[k][1]
+        if "is" in o:
+            ids_sp = dec_ids(o["is"], w)
+        else:
+            sp = o.get("sp", head["sp"])
+            ids_sp = sp[0] + ids + sp[1]
+        d = o["d"] if "d" in o else (base[k][3] if base else text)
+        ds = o.get("ds", d)
+        yield text, ids, ids_sp, d, ds
+
+
+def compact(args):
+    corpus = load_corpus(os.path.join(args.dir, "corpus.jsonl"))
+    plain = {}
+    for name in REAL + SMALL:
+        path = os.path.join(args.dir, name + ".jsonl")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as fh:
+            first = json.loads(fh.readline())
+            if first.get("format") == 2:
+                continue
+            fh.seek(0)
+            plain[name] = [json.loads(l) for l in fh]
+    for name, recs in plain.items():
+        step = 1 if name in REAL or name in FULL else 6
+        texts = [corpus[k * step] for k in range(len(recs))]
+        base = BASE.get(name)
+        write_fixture(os.path.join(args.dir, name + ".jsonl"), name, recs, step,
+                      base if base in plain else None, plain.get(base), texts)
+        # lossless: read it back
+        for k, (t, ids, ids_sp, d, ds) in enumerate(read_fixture(args.dir, name, corpus)):
+            r = recs[k]
+            wd = texts[k] if r["d"] is None else r["d"]
+            assert (ids, ids_sp, d, ds) == (r["ids"], full_sp(r), wd, wd if r["ds"] is None else r["ds"]), (name, k)
+        print(name, "compacted")
+
+
 # ---------------------------------------------------------------- golden (device)
 
 def load_corpus(path):
@@ -272,6 +424,17 @@ def build_small(name, texts):
         return tok, {}
     if name == "unigram_spm":
         return build_unigram(texts)
+    if name == "unicode_scripts":
+        # Byte-level BPE over the UnicodeScripts splits: merges never cross a
+        # split, so the ids show where it split; never an unknown token.
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.UnicodeScripts(),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.train_from_iterator(it(), trainers.BpeTrainer(vocab_size=3000,
+                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        tok.decoder = decoders.ByteLevel()
+        return tok, {}
     raise ValueError(name)
 
 
@@ -300,7 +463,8 @@ def build_unigram(texts):
 
 
 REAL = ["qwen3", "llama3", "llama3_1", "llama2", "deepseek_v3", "gemma3", "gptoss"]
-SMALL = ["bert_chinese", "unigram_spm", "bert_uncased", "bpe_suffix", "wordlevel", "metaspace_bpe",
+FULL = ["bert_chinese", "unigram_spm", "unicode_scripts"]
+SMALL = ["bert_chinese", "unigram_spm", "unicode_scripts", "bert_uncased", "bpe_suffix", "wordlevel", "metaspace_bpe",
          "gpt2_bytelevel"]
 
 
@@ -309,8 +473,9 @@ def golden(args):
     texts = load_corpus(args.corpus)
     os.makedirs(args.out, exist_ok=True)
     report = {}
+    done = {}
     train = [t for t in texts if t.strip()][:1500]
-    for name in REAL + SMALL:
+    for name in args.only or REAL + SMALL:
         t0 = time.time()
         try:
             if name in REAL:
@@ -320,32 +485,28 @@ def golden(args):
                 tok, cfg = build_small(name, train)
                 md = os.path.join(args.out, "models", name)
                 os.makedirs(md, exist_ok=True)
-                tok.save(os.path.join(md, "tokenizer.json"))
+                tok.save(os.path.join(md, "tokenizer.json"), pretty=False)
                 with open(os.path.join(md, "tokenizer_config.json"), "w") as fh:
                     json.dump(cfg, fh)
                 tok = Tokenizer.from_file(os.path.join(md, "tokenizer.json"))
-                # The WordPiece and Unigram ones of the issue see the whole
-                # corpus, the five extras a sixth of it (keeps fixtures small).
-                use = texts if name in ("bert_chinese", "unigram_spm") else texts[::6]
-            with open(os.path.join(args.out, name + ".jsonl"), "w", encoding="utf-8") as fh:
-                for text in use:
-                    ids = tok.encode(text, add_special_tokens=False).ids
-                    ids_sp = tok.encode(text, add_special_tokens=True).ids
-                    rec = {"ids": ids}
-                    n = len(ids)
-                    found = False
-                    for a in range(len(ids_sp) - n + 1):
-                        if ids_sp[a:a + n] == ids:
-                            rec["sp"] = [ids_sp[:a], ids_sp[a + n:]]
-                            found = True
-                            break
-                    if not found:
-                        rec["ids_sp"] = ids_sp
-                    d = tok.decode(ids, skip_special_tokens=False)
-                    ds = tok.decode(ids, skip_special_tokens=True)
-                    rec["d"] = None if d == text else d
-                    rec["ds"] = None if ds == d else ds
-                    fh.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+                # The WordPiece and Unigram ones of the issue and the one for
+                # UnicodeScripts see the whole corpus, the five extras a sixth
+                # of it (keeps fixtures small).
+                use = texts if name in FULL else texts[::6]
+            recs = []
+            for text in use:
+                ids = tok.encode(text, add_special_tokens=False).ids
+                ids_sp = tok.encode(text, add_special_tokens=True).ids
+                d = tok.decode(ids, skip_special_tokens=False)
+                ds = tok.decode(ids, skip_special_tokens=True)
+                recs.append(plain_record(text, ids, ids_sp, d, ds))
+            step = 1 if use is texts else 6
+            done[name] = recs
+            base = BASE.get(name)
+            if base not in done or len(done[base]) != len(recs):
+                base = None
+            write_fixture(os.path.join(args.out, name + ".jsonl"), name, recs, step,
+                          base, done[base] if base else None, use)
             report[name] = {"texts": len(use), "seconds": round(time.time() - t0, 2)}
         except Exception as ex:  # keep going: one failure must not cost the other fixtures
             import traceback
@@ -373,8 +534,11 @@ def main():
     g.add_argument("--corpus", required=True)
     g.add_argument("--tokenizers", required=True)
     g.add_argument("--out", required=True)
+    g.add_argument("--only", nargs="*", help="these fixtures only")
+    k = sub.add_parser("compact")
+    k.add_argument("--dir", required=True)
     args = ap.parse_args()
-    build_corpus(args) if args.cmd == "corpus" else golden(args)
+    {"corpus": build_corpus, "golden": golden, "compact": compact}[args.cmd](args)
 
 
 if __name__ == "__main__":

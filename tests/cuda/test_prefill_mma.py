@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""The tensor-core prefill attention (head_dim 64 and 128) against
+transformers, on the GPU machine. The golden fixtures' models have head_dim
+16 and 32, which the float32 prefill kernel serves, so this test makes its
+own: two small random Llama checkpoints (head_dim 128 and 64, bf16 weights),
+transformers float32 as the reference, prompts of 100, 333 and 700 tokens
+(several 64-key tiles, a ragged last tile), whole and in chunks of 64 and 100
+(tiles that attend to cached earlier chunks). Checks the reference's top-10
+logprobs at the last position within TOL, and the same for the float32
+prefill kernel (INFERD_CUDA_PREFILL=f32) so the two can be compared.
+Needs torch + transformers + a GPU; skips (exit 0) without them.
+    INFERD=build/inferd python3 tests/cuda/test_prefill_mma.py"""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+INFERD = os.environ.get("INFERD", "build/inferd")
+TOL = 0.05
+
+try:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+except ImportError:
+    print("skip: no torch/transformers")
+    sys.exit(0)
+if not torch.cuda.is_available():
+    print("skip: no GPU")
+    sys.exit(0)
+
+
+def make(dirname, head_dim):
+    torch.manual_seed(head_dim)
+    cfg = LlamaConfig(hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
+                      num_attention_heads=512 // head_dim, num_key_value_heads=2 if head_dim == 128 else 4,
+                      head_dim=head_dim, vocab_size=1000, max_position_embeddings=4096,
+                      initializer_range=0.5, rope_theta=10000.0, tie_word_embeddings=False)
+    m = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    m.save_pretrained(dirname, safe_serialization=True)
+    return m.float().cuda().eval()
+
+
+def reference(model, ids):
+    with torch.no_grad():
+        logits = model(torch.tensor([ids], device="cuda")).logits[0, -1].double()
+    lp = torch.log_softmax(logits, -1)
+    top = torch.topk(lp, 10)
+    return [(int(i), float(v)) for v, i in zip(top.values, top.indices)]
+
+
+def run(dirname, ids, chunk=0, env=None):
+    cmd = [INFERD, "generate", "--model", dirname, "--device", "cuda", "--prompt-ids",
+           ",".join(map(str, ids)), "--max-tokens", "1", "--json"]
+    if chunk:
+        cmd += ["--prefill-chunk", str(chunk)]
+    e = dict(os.environ)
+    e.update(env or {})
+    out = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=120)
+    if out.returncode:
+        raise SystemExit(f"inferd failed: {out.stderr}")
+    got = json.loads(out.stdout)["top_logprobs"]
+    return {int(i): float(v) for i, v in got}
+
+
+fails = 0
+worst = {}
+with tempfile.TemporaryDirectory() as tmp:
+    for hd in (128, 64):
+        d = os.path.join(tmp, f"hd{hd}")
+        model = make(d, hd)
+        rng = random.Random(hd)
+        for n in (100, 333, 700):
+            ids = [rng.randrange(1000) for _ in range(n)]
+            ref = reference(model, ids)
+            for label, chunk, env in (("mma", 0, None), ("mma chunk64", 64, None),
+                                      ("mma chunk100", 100, None),
+                                      ("f32 kernel", 0, {"INFERD_CUDA_PREFILL": "f32"})):
+                got = run(d, ids, chunk, env)
+                # ids both top-10 lists hold (near-ties at the list's end may differ)
+                common = [(i, v) for i, v in ref if i in got]
+                diff = max(abs(got[i] - v) for i, v in common) if len(common) >= 5 else 1e9
+                top_ok = max(got, key=got.get) == ref[0][0] or ref[0][1] - ref[1][1] < 0.01
+                key = f"hd{hd} {label}"
+                worst[key] = max(worst.get(key, 0.0), diff)
+                if diff > TOL or not top_ok:
+                    fails += 1
+                    print(f"FAIL hd{hd} n={n} {label}: max |diff| {diff:.4f} top1 ok {top_ok}")
+for k, v in worst.items():
+    print(f"{k}: max |logprob - transformers| = {v:.5f}")
+print("FAIL" if fails else "ok", f"({fails} failures)")
+sys.exit(1 if fails else 0)
