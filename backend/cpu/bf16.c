@@ -12,7 +12,7 @@
 
 #define PANEL 64 /* rows per panel: 4 zmm of 16 output lanes */
 #define MR 6     /* input rows per register tile: 6 x 4 accumulators + 4 weights */
-#define MCHUNK 48 /* input rows per work item: a multiple of MR */
+#define MCHUNK 60 /* input rows per work item at most: a multiple of MR and MR2 */
 
 int cpu_avx512_usable(void)
 {
@@ -320,7 +320,13 @@ void cpu_matmul_pairs(int n_threads, int native, uint32_t *xbuf, const float *x,
 {
     const int64_t rows = w->rows, cols = w->cols, kp = (cols + 1) / 2;
     const int64_t panels = (pad16(rows) + PANEL - 1) / PANEL;
-    const int64_t chunks = (n + MCHUNK - 1) / MCHUNK, items = panels * chunks;
+    /* Work items: panels x chunks of input rows, enough of them for every
+     * thread when a matrix has few panels (k and v projections). */
+    static const int sizes[] = {MCHUNK, 30, 12, MR};
+    int mchunk = MCHUNK;
+    for (int k = 1; k < 4 && panels * ((n + mchunk - 1) / mchunk) < 4 * n_threads; k++)
+        mchunk = sizes[k];
+    const int64_t chunks = (n + mchunk - 1) / mchunk, items = panels * chunks;
     /* Decode-sized inputs are rounded before the threads start: cheaper than
      * the barrier that parallel rounding needs. */
     const int serial = (int64_t)n * cols <= 16384;
@@ -354,8 +360,8 @@ void cpu_matmul_pairs(int n_threads, int native, uint32_t *xbuf, const float *x,
             float bv[PANEL];
             for (int l = 0; l < PANEL; l++)
                 bv[l] = bias && l < nvalid ? bias_f32(bias, r0 + l) : 0.0f;
-            const int i0 = (int)(it % chunks) * MCHUNK;
-            const int i1 = i0 + MCHUNK < n ? i0 + MCHUNK : n;
+            const int i0 = (int)(it % chunks) * mchunk;
+            const int i1 = i0 + mchunk < n ? i0 + mchunk : n;
             for (int i = i0; native && i < i1; i += MR) {
                 const int mr = i1 - i < MR ? i1 - i : MR;
                 tiles512[mr - 1][nr - 1](xbuf + (int64_t)i * kp, kp, wp, kp, bv,

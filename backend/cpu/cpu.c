@@ -462,18 +462,27 @@ static void matmul_f32_512(cpu_backend *b, const float *x, const be_weight *w,
 {
     const int64_t rows = w->rows, cols = w->cols;
     const int64_t tiles = (rows + F32_TILE - 1) / F32_TILE;
+    /* Work items: weight tiles x chunks of input rows; the input rows are
+     * split only when there are too few tiles for the threads (k and v
+     * projections on many cores). A thread converts a tile once for its
+     * consecutive items on it. */
+    int mchunk = n;
+    while (mchunk > 4 * F32_MR && tiles * ((n + mchunk - 1) / mchunk) < 4 * b->n_threads)
+        mchunk = (mchunk / 2 + F32_MR - 1) / F32_MR * F32_MR;
+    const int64_t chunks = (n + mchunk - 1) / mchunk, items = tiles * chunks;
 #pragma omp parallel num_threads(b->n_threads)
     {
         float *wi = NULL, *row = NULL;
         if (posix_memalign((void **)&wi, 64, (size_t)F32_TILE * (size_t)cols * sizeof(float)) ||
             posix_memalign((void **)&row, 64, (size_t)cols * sizeof(float)))
             abort();
+        int64_t have = -1; /* the tile now in wi */
+        float bv[F32_TILE];
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < tiles; t++) {
-            const int64_t r0 = t * F32_TILE;
+        for (int64_t it = 0; it < items; it++) {
+            const int64_t t = it / chunks, r0 = t * F32_TILE;
             const int nr = (int)(rows - r0 < F32_TILE ? rows - r0 : F32_TILE);
-            float bv[F32_TILE];
-            for (int lr = 0; lr < F32_TILE; lr++) {
+            for (int lr = 0; t != have && lr < F32_TILE; lr++) {
                 if (lr < nr)
                     weight_row_f32(w, r0 + lr, row);
                 else
@@ -483,9 +492,11 @@ static void matmul_f32_512(cpu_backend *b, const float *x, const be_weight *w,
                     memcpy(d + c * 8, row + c, 8 * sizeof(float));
                 bv[lr] = bias && lr < nr ? bias_at(bias, r0 + lr) : 0.0f;
             }
+            have = t;
+            const int i0 = (int)(it % chunks) * mchunk, i1 = i0 + mchunk < n ? i0 + mchunk : n;
             for (int g = 0; g * 8 < nr; g++)
-                for (int i = 0; i < n; i += F32_MR) {
-                    const int mr = n - i < F32_MR ? n - i : F32_MR;
+                for (int i = i0; i < i1; i += F32_MR) {
+                    const int mr = i1 - i < F32_MR ? i1 - i : F32_MR;
                     f32k[mr - 1](x + (int64_t)i * cols, cols, wi + g * 8 * cols, cols,
                                  bv + g * 8, y + (int64_t)i * rows + r0 + g * 8, rows,
                                  nr - g * 8);
