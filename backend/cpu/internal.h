@@ -33,8 +33,8 @@ int cpu_bf16_native(void);
 
 /* Bytes of the pair-panel copy of a rows x cols bf16 matrix. */
 size_t cpu_pairs_bytes(int64_t rows, int64_t cols);
-/* Fills dst (cpu_pairs_bytes, any alignment of 64) from a row-major bf16
- * matrix; padding is zero. */
+/* Fills dst (cpu_pairs_bytes(rows, cols) bytes, 64-byte aligned) from a
+ * row-major bf16 matrix; the padding is zero. */
 void cpu_pairs_pack(const uint16_t *src, int64_t rows, int64_t cols, uint16_t *dst,
                     int n_threads);
 /* Row r of a pair-panel weight as float32 (embedding lookups). */
