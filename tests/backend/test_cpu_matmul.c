@@ -56,15 +56,29 @@ static float model_dot(const float *x, const uint16_t *w, int64_t cols, float bi
     return acc + bias;
 }
 
-/* A backend in bfloat16 precision; avx2 = 1 forces the emulation. */
-static be_backend *open_backend(int threads, int avx2)
+/* A CPU backend; avx2 = 1 forces the AVX2 kernels (INFERD_CPU_NO_AVX512=1
+ * while it starts), the variable is left as it was. */
+static be_backend *new_cpu(int threads, int avx2)
 {
+    const char *was = getenv("INFERD_CPU_NO_AVX512");
+    char *saved = was ? strdup(was) : NULL;
     if (avx2)
         setenv("INFERD_CPU_NO_AVX512", "1", 1);
     inferd_error e = {{0}};
     be_backend *b = be_cpu_new(threads, &e);
-    unsetenv("INFERD_CPU_NO_AVX512");
+    if (saved)
+        setenv("INFERD_CPU_NO_AVX512", saved, 1);
+    else
+        unsetenv("INFERD_CPU_NO_AVX512");
+    free(saved);
     assert_non_null(b);
+    return b;
+}
+
+/* A backend in bfloat16 precision; avx2 = 1 forces the emulation. */
+static be_backend *open_backend(int threads, int avx2)
+{
+    be_backend *b = new_cpu(threads, avx2);
     b->matmul_bf16 = 1;
     return b;
 }
@@ -296,11 +310,8 @@ static void test_f32_kernels_agree(void **state)
             for (size_t k = 0; k < sizeof f32_batch / sizeof f32_batch[0]; k++) {
                 const int n = f32_batch[k];
                 for (int avx2 = 0; avx2 < 2; avx2++) {
-                    if (avx2)
-                        setenv("INFERD_CPU_NO_AVX512", "1", 1);
                     inferd_error e = {{0}};
-                    be_backend *b = be_cpu_new(avx2 ? 1 : 3, &e);
-                    unsetenv("INFERD_CPU_NO_AVX512");
+                    be_backend *b = new_cpu(avx2 ? 1 : 3, avx2);
                     be_weight wt, bt;
                     assert_int_equal(b->vt->weight(b, wd, dtype, rows, cols, &wt, &e), 0);
                     assert_int_equal(b->vt->weight(b, bias, DT_BF16, 1, rows, &bt, &e), 0);

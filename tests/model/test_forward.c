@@ -51,10 +51,16 @@ static void check_batch_invariance(const char *precision, int avx2)
     mdl_model *m = NULL;
     inferd_error e = {{0}};
     mdl_options o = {.device = "cpu", .n_threads = 2, .matmul_precision = precision};
+    const char *was = getenv("INFERD_CPU_NO_AVX512");
+    char *saved = was ? strdup(was) : NULL;
     if (avx2)
         setenv("INFERD_CPU_NO_AVX512", "1", 1);
     int rc = mdl_load(FIX "qwen3", &o, &m, &e);
-    unsetenv("INFERD_CPU_NO_AVX512");
+    if (saved) /* as it was */
+        setenv("INFERD_CPU_NO_AVX512", saved, 1);
+    else
+        unsetenv("INFERD_CPU_NO_AVX512");
+    free(saved);
     assert_int_equal(rc, 0);
     assert_int_equal(mdl_kv_init(m, 32, BS, &e), 0);
     int vocab = mdl_config(m)->vocab_size;
