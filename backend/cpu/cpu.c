@@ -456,6 +456,14 @@ typedef void (*f32k_fn)(const float *x, int64_t ldx, const float *wi, int64_t co
                         const float *bv, float *y, int64_t ldy, int nvalid);
 static const f32k_fn f32k[F32_MR] = {f32k_1, f32k_2, f32k_3, f32k_4, f32k_5, f32k_6};
 
+/* Columns k..k+7 of row r (k a multiple of 8), in the weight's dtype. */
+static const void *row_chunk(const be_weight *w, int64_t r, int64_t k)
+{
+    if (w->packed8)
+        return (const uint16_t *)w->data + packed_index(w->cols, r, k);
+    return (const char *)w->data + (size_t)(r * w->cols + k) * dtype_size(w->dtype);
+}
+
 /* cpu_matmul for n >= 4 and cols % 8 == 0 on a CPU with AVX-512F. */
 static void matmul_f32_512(cpu_backend *b, const float *x, const be_weight *w,
                            const be_weight *bias, int n, float *y)
@@ -472,9 +480,8 @@ static void matmul_f32_512(cpu_backend *b, const float *x, const be_weight *w,
     const int64_t chunks = (n + mchunk - 1) / mchunk, items = tiles * chunks;
 #pragma omp parallel num_threads(b->n_threads)
     {
-        float *wi = NULL, *row = NULL;
-        if (posix_memalign((void **)&wi, 64, (size_t)F32_TILE * (size_t)cols * sizeof(float)) ||
-            posix_memalign((void **)&row, 64, (size_t)cols * sizeof(float)))
+        float *wi = NULL;
+        if (posix_memalign((void **)&wi, 64, (size_t)F32_TILE * (size_t)cols * sizeof(float)))
             abort();
         int64_t have = -1; /* the tile now in wi */
         float bv[F32_TILE];
@@ -483,13 +490,11 @@ static void matmul_f32_512(cpu_backend *b, const float *x, const be_weight *w,
             const int64_t t = it / chunks, r0 = t * F32_TILE;
             const int nr = (int)(rows - r0 < F32_TILE ? rows - r0 : F32_TILE);
             for (int lr = 0; t != have && lr < F32_TILE; lr++) {
-                if (lr < nr)
-                    weight_row_f32(w, r0 + lr, row);
-                else
-                    memset(row, 0, (size_t)cols * sizeof(float));
                 float *d = wi + (lr / 8) * 8 * cols + (lr % 8 / 2) * 16 + (lr % 2) * 8;
-                for (int64_t c = 0; c < cols; c += 8)
-                    memcpy(d + c * 8, row + c, 8 * sizeof(float));
+                for (int64_t c = 0; c < cols; c += 8) /* wload8: weight_row_f32's floats */
+                    _mm256_storeu_ps(d + c * 8, lr < nr ? wload8(row_chunk(w, r0 + lr, c),
+                                                                 w->dtype, 0)
+                                                        : _mm256_setzero_ps());
                 bv[lr] = bias && lr < nr ? bias_at(bias, r0 + lr) : 0.0f;
             }
             have = t;
@@ -503,7 +508,6 @@ static void matmul_f32_512(cpu_backend *b, const float *x, const be_weight *w,
                 }
         }
         free(wi);
-        free(row);
     }
 }
 
