@@ -4,7 +4,8 @@
 # (closed loop, streaming /v1/completions, token-id prompts, temperature 0,
 # ignore_eos), plus llama-bench. Run on the GPU machine through `device`.
 #
-#   bench/gpu.sh inferd BUNDLE.tar.gz [COMMIT]     inferd's workloads + the golden test
+#   bench/gpu.sh inferd BUNDLE.tar.gz TOKDIR [COMMIT]
+#                                                   inferd's workloads + the GPU tests
 #   bench/gpu.sh llama LLAMA_DIR CONVERT.tar.xz TOKDIR
 #                                                   llama.cpp's workloads
 #   bench/gpu.sh report OUT_INFERD OUT_LLAMA COMMIT GPU    (on any machine)
@@ -17,7 +18,12 @@
 # Each phase writes $OUT/rows.jsonl (one row per workload: the fields of
 # bench/results.jsonl) and logs; `report` joins two phases' rows into the
 # RESULTS.md table with the inferd / llama.cpp ratios and appends both to
-# bench/. SHORT=1 halves the request counts.
+# bench/. SHORT=1 halves the request counts. TOKDIR: a Llama-3.1
+# tokenizer.json (or .json.xz) + tokenizer_config.json (serve's text
+# endpoints and the GGUF converter want one; the workloads send token ids).
+# inferd runs every workload with --matmul-precision bfloat16 (activations
+# rounded to bf16 for the weight products, as llama.cpp and vLLM do), then
+# decode, prefill and 64-concurrent serving again in the default float32.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PHASE=${1:?phase: inferd, llama or report}
@@ -30,9 +36,13 @@ M=/tmp/l8b
 PORT=8123
 R=$([ -n "${SHORT:-}" ] && echo 128 || echo 256)
 
-checkpoint() {
-    [ -f $M/config.json ] && return 0
-    python3 "$ROOT/tools/make_checkpoint.py" --shape llama-3.1-8b --fast --out $M > "$O/ckpt.log" 2>&1
+checkpoint() { # TOKDIR
+    [ -f $M/config.json ] ||
+        python3 "$ROOT/tools/make_checkpoint.py" --shape llama-3.1-8b --fast --out $M \
+            > /tmp/ckpt.log 2>&1 || { tail /tmp/ckpt.log; return 1; }
+    for f in "$1"/tokenizer*; do
+        case $f in *.xz) xz -dc "$f" > $M/"$(basename "${f%.xz}")" ;; *) cp "$f" $M/ ;; esac
+    done
 }
 
 # wait_health URL PID: seconds until /health answers 200, or fails
@@ -51,9 +61,9 @@ wait_health() {
 
 # bench ENGINE LABEL ARGS...: one `inferd bench` workload -> $O/bench.jsonl
 bench() {
-    local engine=$1 label=$2; shift 2
+    local engine=$1 label=$2${SUFFIX:-}; shift 2
     echo "== $engine $label $(el)"
-    timeout 200 "$INFERD" bench --url http://127.0.0.1:$PORT --model l8b --id-range 1000,120000 \
+    timeout 170 "$INFERD" bench --url http://127.0.0.1:$PORT --model l8b --id-range 1000,120000 \
         --label "$label" --json-out "$O/bench.jsonl" "$@" 2>&1 | tee -a "$O/bench.log"
 }
 
@@ -82,31 +92,37 @@ workloads() { # ENGINE [prefix|serve256|basic]...
 
 case $PHASE in
 inferd)
-    BUNDLE=$(realpath "$1")
-    COMMIT=${2:-unknown}
+    BUNDLE=$(realpath "$1"); TOK=$(realpath "$2")
+    COMMIT=${3:-unknown}
     source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
-    checkpoint || { tail "$O/ckpt.log"; exit 1; }
+    checkpoint "$TOK" || exit 1
     cat $M/*.safetensors > /dev/null # page cache warm, as the start-up goal says
     start() {
         "$INFERD" serve $M --device cuda --host 127.0.0.1 --port $PORT --served-model-name l8b \
             --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 2048 \
-            --disable-log-requests "$@" > "$O/serve.log" 2>&1 &
+            --disable-log-requests "$@" >> "$O/serve.log" 2>&1 &
         SERVER=$!
         STARTUP=$(wait_health http://127.0.0.1:$PORT $SERVER) || { tail -20 "$O/serve.log"; exit 1; }
         echo "startup ${STARTUP}s"
     }
-    start
+    start --matmul-precision bfloat16
     echo "{\"label\":\"startup\",\"seconds\":$STARTUP}" >> "$O/bench.jsonl"
     grep -m1 "KV cache" "$O/serve.log" | tee "$O/kv.txt"
     workloads inferd basic prefix serve256
     kill $SERVER; wait $SERVER 2> /dev/null
-    start --no-enable-prefix-caching
+    start --matmul-precision bfloat16 --no-enable-prefix-caching
     workloads inferd noprefix
     kill $SERVER; wait $SERVER 2> /dev/null
-    echo "== golden on the GPU $(el)"
+    start # the default precision
+    SUFFIX=@float32 workloads inferd basic
+    kill $SERVER; wait $SERVER 2> /dev/null
+    echo "inferd serve --device cuda --matmul-precision bfloat16 --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 2048" > "$O/command.txt"
+    echo "== GPU tests $(el)"
+    export INFERD
     (cd "$ROOT" && timeout 150 python3 tests/cuda/test_cuda_golden.py 2>&1 | tail -6) | tee "$O/golden.log"
-    echo "inferd serve --device cuda --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 2048" > "$O/command.txt"
+    (cd "$ROOT" && timeout 150 python3 tests/cuda/test_prefill_mma.py > /tmp/prefill_mma.log 2>&1
+        echo "test_prefill_mma exit $?"; tail -20 /tmp/prefill_mma.log) | tee -a "$O/golden.log"
     ;;
 llama)
     LD=$(realpath "$1"); CONV=$(realpath "$2"); TOK=$(realpath "$3")
@@ -119,11 +135,8 @@ llama)
     [ -x /tmp/gpudist/inferd/inferd ] && INFERD=/tmp/gpudist/inferd/inferd
     [ -n "${INFERD:-}" ] || { echo "no inferd for the load generator: run the inferd phase first"; exit 1; }
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
-    checkpoint || { tail "$O/ckpt.log"; exit 1; }
+    checkpoint "$TOK" || exit 1
     mkdir -p $W/conv && tar -xJf "$CONV" -C $W/conv
-    for f in "$TOK"/tokenizer*; do
-        case $f in *.xz) xz -dc "$f" > $M/"$(basename "${f%.xz}")" ;; *) cp "$f" $M/ ;; esac
-    done
     G=$W/l8b-bf16.gguf
     if [ ! -f $G ]; then
         echo "== convert $(el)"

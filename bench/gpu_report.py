@@ -84,11 +84,14 @@ def main():
     lines = [f"\n## {date} — GPU side by side, inferd {commit} vs llama.cpp (bench/gpu.sh)\n",
              f"Machine: {gpu}. Model: {model}. Both engines measured with the same `inferd bench` "
              "workloads (closed loop, streaming, token-id prompts, temperature 0, ignore_eos) "
-             "in consecutive calls on one machine.\n",
+             "in consecutive calls on one machine. inferd with --matmul-precision bfloat16 (the "
+             "activation precision llama.cpp and vLLM use); rows marked @float32 are inferd's "
+             "default precision.\n",
              "| workload | figure | inferd | llama.cpp | inferd / llama.cpp | TTFT p50 ms (inferd / llama.cpp) | ITL p99 ms (inferd / llama.cpp) | goal |",
              "|---|---|---|---|---|---|---|---|"]
     order = ["startup", "decode-b1", "prefill-1024", "prefill-1024x8", "serve-64", "serve-256",
-             "prefix-64", "noprefix-64"]
+             "prefix-64", "noprefix-64", "decode-b1@float32", "prefill-1024@float32",
+             "prefill-1024x8@float32", "serve-64@float32"]
     for label in order:
         a, b = fig("inferd", label), fig("llama.cpp", label)
         if a is None and b is None:
@@ -101,7 +104,7 @@ def main():
         it = f"{ri.get('itl_p99_ms', 0):.1f} / {rl.get('itl_p99_ms', 0):.1f}" if label != "startup" else "-"
         fa = f"{a:,.1f}" if a is not None else "-"
         fb = f"{b:,.1f}" if b is not None else "-"
-        lines.append(f"| {label} | {what} | {fa} | {fb} | {ratio} | {tt} | {it} | {GOALS.get(label, '')} |")
+        lines.append(f"| {label} | {what} | {fa} | {fb} | {ratio} | {tt} | {it} | {GOALS.get(label.split('@')[0], '')} |")
     a, b = fig("inferd", "prefix-64"), fig("inferd", "noprefix-64")
     if a and b:
         lines.append(f"\nPrefix caching: inferd prefix-64 / noprefix-64 = {a / b:.2f}× (goal ≥ 2×).")

@@ -175,7 +175,8 @@ def memcheck(tmp):
     for model in ("bert", "bert_cls_bin", "xlmr_st"):
         p = os.path.join(tmp, f"{model}_seven.json")
         _, err = embed(os.path.join(FIX, "models", model), p, "cuda", "--pooling", "mean",
-                       prefix=(cs, "--tool", "memcheck", "--error-exitcode", "9"))
+                       prefix=(cs, "--tool", "memcheck", "--error-exitcode", "9",
+                               "--log-file", os.path.join(tmp, f"memcheck_{model}.log")))
         if err:
             fail(f"memcheck {model}: {err}")
     print("== memcheck: done", flush=True)
