@@ -17,6 +17,8 @@ typedef struct be_weight {
     inferd_dtype dtype;       /* F32, F16 or BF16 */
     int64_t rows, cols;
     int packed8;              /* cpu: 16-bit rows interleaved in blocks of 8 */
+    int packed_pairs;         /* cpu, bfloat16 precision: bf16 in 64-row panels of
+                                 column pairs (backend/cpu/internal.h) */
 } be_weight;
 
 /* Per-step attention layout, shared by every layer of one forward pass.

@@ -2,7 +2,8 @@
 # CPU prefill and decode speed, inferd and llama.cpp side by side on the same
 # Qwen2.5-0.5B-shaped bf16 weights (random, made by the peers' make-qwen05-pair.py
 # as a Hugging Face folder and a GGUF from the same numbers), plus this
-# machine's memory read bandwidth, the limit of decode. Appends a dated entry
+# machine's memory read bandwidth, the limit of decode. inferd runs in both
+# matmul precisions (float32, the default, and bfloat16). Appends a dated entry
 # to bench/RESULTS.md and rows to bench/results.jsonl.
 #   bench/cpu.sh [PROMPT_LEN=256] [NEW_TOKENS=128] [RUNS=3]
 # Env: PEERS=../shared/peers (llama.cpp source + make-qwen05-pair.py),
@@ -43,16 +44,23 @@ if [ ! -f "$DIR/model.safetensors" ]; then
     fi
 fi
 IDS=$(/usr/bin/python3 -c "import random; r=random.Random(0); print(','.join(str(r.randrange(1000, 150000)) for _ in range($PLEN)))")
-pf=(); dc=()
-for i in $(seq "$RUNS"); do
-    line=$(build/inferd generate --model "$DIR" --prompt-ids "$IDS" --max-tokens "$((NEW + 1))" \
-           --threads "$THREADS" --timing 2>&1 >/dev/null | grep '^prefill')
-    echo "inferd run $i: $line"
-    pf+=("$(sed -E 's/.*prefill: [0-9]+ tokens in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/' <<<"$line")")
-    dc+=("$(sed -E 's/.*decode: [0-9]+ tokens in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/' <<<"$line")")
-done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
-IPF=$(median "${pf[@]}"); IDC=$(median "${dc[@]}")
+# inferd twice: the default float32 matmuls (transformers parity) and
+# --matmul-precision bfloat16 (activations rounded to bf16, as llama.cpp does;
+# AVX512_BF16 dot products where the CPU has them). Runs alternate so that
+# both see the same machine.
+declare -A PF DC
+for i in $(seq "$RUNS"); do
+    for prec in float32 bfloat16; do
+        line=$(build/inferd generate --model "$DIR" --prompt-ids "$IDS" --max-tokens "$((NEW + 1))" \
+               --threads "$THREADS" --matmul-precision $prec --timing 2>&1 >/dev/null | grep '^prefill')
+        echo "inferd $prec run $i: $line"
+        PF[$prec]+="$(sed -E 's/.*prefill: [0-9]+ tokens in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/' <<<"$line") "
+        DC[$prec]+="$(sed -E 's/.*decode: [0-9]+ tokens in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/' <<<"$line") "
+    done
+done
+IPF=$(median ${PF[float32]}); IDC=$(median ${DC[float32]})
+BPF=$(median ${PF[bfloat16]}); BDC=$(median ${DC[bfloat16]})
 LPF=-; LDC=-
 if [ $peer = 1 ] && [ -f "$DIR/model-bf16.gguf" ]; then
     J=$("$LLAMA_CPP/src/build-cpu/bin/llama-bench" -m "$DIR/model-bf16.gguf" -t "$THREADS" \
@@ -70,14 +78,15 @@ CPU=$(lscpu | sed -n 's/^Model name: *//p')
     echo "## $DATE CPU, Qwen2.5-0.5B shape, bf16 random weights, inferd vs llama.cpp (commit $COMMIT)"
     echo
     echo "- machine: $CPU, $THREADS cores, $(free -g | awk '/Mem:/{print $2}') GiB; memory read $BW GB/s → decode limit ≈ $LIMIT tok/s for $((MB / 1000000)) MB of weights"
-    echo "- command: \`bench/cpu.sh $PLEN $NEW $RUNS\` (inferd: \`inferd generate --timing\`, median of $RUNS; llama.cpp: \`llama-bench -t $THREADS -p $PLEN -n $NEW -r $RUNS\`)"
+    echo "- command: \`bench/cpu.sh $PLEN $NEW $RUNS\` (inferd: \`inferd generate --timing [--matmul-precision bfloat16]\`, median of $RUNS; llama.cpp: \`llama-bench -t $THREADS -p $PLEN -n $NEW -r $RUNS\`)"
     echo
     echo "| engine | prefill pp$PLEN tok/s | decode tg$NEW tok/s |"
     echo "|---|---|---|"
     echo "| inferd | $IPF | $IDC |"
+    echo "| inferd --matmul-precision bfloat16 | $BPF | $BDC |"
     echo "| llama.cpp | $LPF | $LDC |"
 } >> bench/RESULTS.md
-for row in "inferd $IPF $IDC" "llama.cpp $LPF $LDC"; do
+for row in "inferd $IPF $IDC" "inferd-bf16 $BPF $BDC" "llama.cpp $LPF $LDC"; do
     set -- $row
     [ "$2" = - ] && continue
     printf '{"date":"%s","commit":"%s","machine":"%s x%s","engine":"%s","workload":"cpu-qwen05","prompt_tokens":%s,"new_tokens":%s,"prefill_tok_s":%s,"decode_tok_s":%s,"mem_gb_s":%s}\n' \

@@ -1,8 +1,10 @@
 /* backend/cpu: the reference backend. float32 compute on bf16/f16/f32
- * weights, OpenMP threads, AVX2/FMA. Every output element is one dot product
- * whose summation order depends only on the reduction length — never on the
- * batch size or the thread count — so a sequence's logits are the same
- * whatever else is in the batch (greedy output is batch-invariant). */
+ * weights, OpenMP threads, AVX2/FMA, and AVX-512 kernels chosen at run time
+ * where the CPU has them (the build stays x86-64-v3). Every output element is
+ * one dot product whose summation order depends only on the reduction length
+ * — never on the batch size, the thread count or the kernel — so a
+ * sequence's logits are the same whatever else is in the batch (greedy
+ * output is batch-invariant). --matmul-precision bfloat16 lives in bf16.c. */
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
@@ -10,12 +12,17 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/internal.h"
 
 typedef struct cpu_backend {
     be_backend base;
     int n_threads;
     void **packed;            /* weight copies made by cpu_weight */
     size_t n_packed;
+    int bf16_native;          /* AVX512_BF16 kernels for --matmul-precision bfloat16 */
+    int f32_512;              /* AVX-512F float32 prefill kernel */
+    uint32_t *xbuf;           /* activations rounded to bf16 pairs (bfloat16 precision) */
+    size_t xbuf_cap;          /* in uint32 */
 } cpu_backend;
 
 /* Output rows converted to float32 together: 12 rows of a 4864-wide matrix
@@ -28,6 +35,7 @@ static void cpu_free(be_backend *bk)
     for (size_t i = 0; i < b->n_packed; i++)
         free(b->packed[i]);
     free(b->packed);
+    free(b->xbuf);
     free(b);
 }
 
@@ -70,7 +78,10 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
     out->dtype = dt;
     out->rows = rows;
     out->cols = cols;
-    if (dt == DT_F32 || rows < 8 || rows % 8 || cols % 8)
+    /* bfloat16 precision multiplies bf16 weights as they are; f16 and f32
+     * checkpoints keep the float32 path. Rows of 1 are norms and biases. */
+    const int pairs = b->base.matmul_bf16 && dt == DT_BF16 && rows > 1;
+    if (!pairs && (dt == DT_F32 || rows < 8 || rows % 8 || cols % 8))
         return 0;
     void **list = realloc(b->packed, (b->n_packed + 1) * sizeof *list);
     if (!list) {
@@ -78,6 +89,20 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
         return -1;
     }
     b->packed = list;
+    if (pairs) {
+        size_t bytes = cpu_pairs_bytes(rows, cols);
+        uint16_t *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (!p) {
+            err_set(e, "out of memory packing a %lld x %lld weight", (long long)rows,
+                    (long long)cols);
+            return -1;
+        }
+        cpu_pairs_pack(host, rows, cols, p, b->n_threads);
+        b->packed[b->n_packed++] = p;
+        out->data = p;
+        out->packed_pairs = 1;
+        return 0;
+    }
     size_t bytes = (size_t)rows * (size_t)cols * 2;
     uint16_t *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!p) {
@@ -99,6 +124,10 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
 /* Row r of a weight as float32. */
 static void weight_row_f32(const be_weight *w, int64_t r, float *out)
 {
+    if (w->packed_pairs) {
+        cpu_pairs_row_f32(w, r, out);
+        return;
+    }
     if (w->packed8) {
         be_weight row = {.data = NULL, .dtype = w->dtype, .rows = 1, .cols = w->cols};
         uint16_t tmp[4096];
@@ -351,13 +380,161 @@ static void matmul_direct(cpu_backend *b, const float *x, const be_weight *w,
     }
 }
 
+/* ---- float32 prefill on AVX-512F ----
+ * The same float operations as dot_4x3 and dot_f32 per output element (an
+ * 8-lane FMA accumulator in k order, hsum_tail's reduction, then the bias),
+ * so results are bitwise those of the AVX2 kernels; what changes is that a
+ * zmm register holds the 8-lane accumulators of TWO weight rows side by
+ * side, and AVX-512's 32 registers hold a 6 x 8 tile: each 32-byte load of
+ * activations feeds 8 weight rows instead of 3, which makes the tile
+ * compute-bound where the 4x3 one waits on L2/L3 for the activations. */
+
+#define T512F __attribute__((target("avx512f")))
+#define F32_TILE 16 /* weight rows converted to float32 together */
+#define F32_MR 6    /* input rows per register tile */
+
+/* hsum_tail's reduction of an accumulator with no scalar tail. */
+static inline float hsum8(__m256 s)
+{
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* mr input rows x 8 weight rows. wi: the 8 rows as float32, for each chunk
+ * of 8 columns the 4 row pairs' [row 2j | row 2j+1] 16 floats. */
+T512F static inline __attribute__((always_inline)) void
+f32tile(const float *x, int64_t ldx, const float *wi, int64_t cols, const float *bv,
+        float *y, int64_t ldy, int nvalid, const int mr)
+{
+    __m512 acc[F32_MR][4];
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < cols; c += 8, wi += 64) {
+        __m512 w0 = _mm512_loadu_ps(wi), w1 = _mm512_loadu_ps(wi + 16);
+        __m512 w2 = _mm512_loadu_ps(wi + 32), w3 = _mm512_loadu_ps(wi + 48);
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++) {
+            __m512 u = _mm512_castpd_ps(
+                _mm512_broadcast_f64x4(_mm256_loadu_pd((const double *)(x + i * ldx + c))));
+            acc[i][0] = _mm512_fmadd_ps(u, w0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(u, w1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(u, w2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(u, w3, acc[i][3]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m256 lo = _mm512_castps512_ps256(acc[i][j]);
+            __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[i][j]), 1));
+            if (2 * j < nvalid)
+                y[i * ldy + 2 * j] = hsum8(lo) + bv[2 * j];
+            if (2 * j + 1 < nvalid)
+                y[i * ldy + 2 * j + 1] = hsum8(hi) + bv[2 * j + 1];
+        }
+}
+
+#define F32K(M)                                                                       \
+    T512F static void f32k_##M(const float *x, int64_t ldx, const float *wi, int64_t cols, \
+                               const float *bv, float *y, int64_t ldy, int nvalid)       \
+    {                                                                                 \
+        f32tile(x, ldx, wi, cols, bv, y, ldy, nvalid, M);                             \
+    }
+F32K(1)
+F32K(2)
+F32K(3)
+F32K(4)
+F32K(5)
+F32K(6)
+typedef void (*f32k_fn)(const float *x, int64_t ldx, const float *wi, int64_t cols,
+                        const float *bv, float *y, int64_t ldy, int nvalid);
+static const f32k_fn f32k[F32_MR] = {f32k_1, f32k_2, f32k_3, f32k_4, f32k_5, f32k_6};
+
+/* Columns k..k+7 of row r (k a multiple of 8), in the weight's dtype. */
+static const void *row_chunk(const be_weight *w, int64_t r, int64_t k)
+{
+    if (w->packed8)
+        return (const uint16_t *)w->data + packed_index(w->cols, r, k);
+    return (const char *)w->data + (size_t)(r * w->cols + k) * dtype_size(w->dtype);
+}
+
+/* cpu_matmul for n >= 4 and cols % 8 == 0 on a CPU with AVX-512F. */
+static void matmul_f32_512(cpu_backend *b, const float *x, const be_weight *w,
+                           const be_weight *bias, int n, float *y)
+{
+    const int64_t rows = w->rows, cols = w->cols;
+    const int64_t tiles = (rows + F32_TILE - 1) / F32_TILE;
+    /* Work items: weight tiles x chunks of input rows; the input rows are
+     * split only when there are too few tiles for the threads (k and v
+     * projections on many cores). A thread converts a tile once for its
+     * consecutive items on it. */
+    int mchunk = n;
+    while (mchunk > 4 * F32_MR && tiles * ((n + mchunk - 1) / mchunk) < 4 * b->n_threads)
+        mchunk = (mchunk / 2 + F32_MR - 1) / F32_MR * F32_MR;
+    const int64_t chunks = (n + mchunk - 1) / mchunk, items = tiles * chunks;
+#pragma omp parallel num_threads(b->n_threads)
+    {
+        float *wi = NULL;
+        if (posix_memalign((void **)&wi, 64, (size_t)F32_TILE * (size_t)cols * sizeof(float)))
+            abort();
+        int64_t have = -1; /* the tile now in wi */
+        float bv[F32_TILE];
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            const int64_t t = it / chunks, r0 = t * F32_TILE;
+            const int nr = (int)(rows - r0 < F32_TILE ? rows - r0 : F32_TILE);
+            for (int lr = 0; t != have && lr < F32_TILE; lr++) {
+                float *d = wi + (lr / 8) * 8 * cols + (lr % 8 / 2) * 16 + (lr % 2) * 8;
+                for (int64_t c = 0; c < cols; c += 8) /* wload8: weight_row_f32's floats */
+                    _mm256_storeu_ps(d + c * 8, lr < nr ? wload8(row_chunk(w, r0 + lr, c),
+                                                                 w->dtype, 0)
+                                                        : _mm256_setzero_ps());
+                bv[lr] = bias && lr < nr ? bias_at(bias, r0 + lr) : 0.0f;
+            }
+            have = t;
+            const int i0 = (int)(it % chunks) * mchunk, i1 = i0 + mchunk < n ? i0 + mchunk : n;
+            for (int g = 0; g * 8 < nr; g++)
+                for (int i = i0; i < i1; i += F32_MR) {
+                    const int mr = i1 - i < F32_MR ? i1 - i : F32_MR;
+                    f32k[mr - 1](x + (int64_t)i * cols, cols, wi + g * 8 * cols, cols,
+                                 bv + g * 8, y + (int64_t)i * rows + r0 + g * 8, rows,
+                                 nr - g * 8);
+                }
+        }
+        free(wi);
+    }
+}
+
 static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
                        const be_weight *bias, int n, float *y)
 {
     cpu_backend *b = (cpu_backend *)bk;
     const int64_t rows = w->rows, cols = w->cols;
+    if (w->packed_pairs) {
+        size_t need = (size_t)n * 2 * (size_t)((cols + 1) / 2);
+        if (need > b->xbuf_cap) {
+            free(b->xbuf);
+            b->xbuf = NULL;
+            b->xbuf_cap = 0;
+            if (posix_memalign((void **)&b->xbuf, 64, need * sizeof(uint32_t)))
+                abort();
+            b->xbuf_cap = need;
+        }
+        cpu_matmul_pairs(b->n_threads, b->bf16_native, b->xbuf, x, w, bias, n, y);
+        return;
+    }
     if (n < 4) {
         matmul_direct(b, x, w, bias, n, y);
+        return;
+    }
+    if (b->f32_512 && cols % 8 == 0) {
+        matmul_f32_512(b, x, w, bias, n, y);
         return;
     }
     const int64_t tiles = (rows + ROW_TILE - 1) / ROW_TILE;
@@ -499,6 +676,41 @@ static void softmax_from_max(float *score, int n, float mx)
         score[j] *= inv;
 }
 
+/* acc[d] += p[j] * v[j * ldv + d] for j = 0, 1, ... in that order, each
+ * product rounded then added (no FMA): per element exactly the scalar loop,
+ * 8 dims at a time and 64 held in registers across the rows. */
+static void weighted_rows(float *acc, int hd, const float *p, int n, const float *v,
+                          int64_t ldv)
+{
+    int d0 = 0;
+    for (; d0 + 64 <= hd; d0 += 64) {
+        __m256 a[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++)
+            a[u] = _mm256_loadu_ps(acc + d0 + u * 8);
+        for (int j = 0; j < n; j++) {
+            const __m256 pj = _mm256_set1_ps(p[j]);
+            const float *vj = v + j * ldv + d0;
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++)
+                a[u] = _mm256_add_ps(a[u], _mm256_mul_ps(pj, _mm256_loadu_ps(vj + u * 8)));
+        }
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++)
+            _mm256_storeu_ps(acc + d0 + u * 8, a[u]);
+    }
+    for (; d0 + 8 <= hd; d0 += 8) {
+        __m256 a = _mm256_loadu_ps(acc + d0);
+        for (int j = 0; j < n; j++)
+            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(p[j]),
+                                               _mm256_loadu_ps(v + j * ldv + d0)));
+        _mm256_storeu_ps(acc + d0, a);
+    }
+    for (; d0 < hd; d0++)
+        for (int j = 0; j < n; j++)
+            acc[d0] += p[j] * v[j * ldv + d0];
+}
+
 static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                           const float *v_cache, int heads, int kv_heads, int head_dim,
                           float scale, const be_attn_layout *l, float *out)
@@ -528,24 +740,35 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
             const int32_t *bt = l->block_table + (int64_t)row_seq[t] * l->max_blocks;
             int n_keys = l->pos[t] + 1;
             const float *qv = q + ((int64_t)t * heads + h) * head_dim;
+            /* Keys block by block: 4 dot products at once, each the same
+             * operations as dot_f32. */
+            for (int j = 0, blk = 0; j < n_keys; blk++) {
+                const int m = n_keys - j < l->block_size ? n_keys - j : l->block_size;
+                const float *kb = k_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
+                                  kvh * head_dim;
+                int i = 0;
+                for (; i + 4 <= m; i += 4)
+                    dot_1x4(qv, kb + (int64_t)i * kv_dim, kv_dim, head_dim, score + j + i);
+                for (; i < m; i++)
+                    score[j + i] = dot_f32(qv, kb + (int64_t)i * kv_dim, head_dim);
+                j += m;
+            }
             float mx = -INFINITY;
             for (int j = 0; j < n_keys; j++) {
-                int64_t slot = (int64_t)bt[j / l->block_size] * l->block_size +
-                               j % l->block_size;
-                float sc = dot_f32(qv, k_cache + slot * kv_dim + kvh * head_dim, head_dim) * scale;
+                float sc = score[j] * scale;
                 score[j] = sc;
                 if (sc > mx)
                     mx = sc;
             }
             softmax_from_max(score, n_keys, mx);
             memset(acc, 0, (size_t)head_dim * sizeof(float));
-            for (int j = 0; j < n_keys; j++) {
-                int64_t slot = (int64_t)bt[j / l->block_size] * l->block_size +
-                               j % l->block_size;
-                const float *vv = v_cache + slot * kv_dim + kvh * head_dim;
-                float p = score[j];
-                for (int d = 0; d < head_dim; d++)
-                    acc[d] += p * vv[d];
+            for (int j = 0, blk = 0; j < n_keys; blk++) {
+                const int m = n_keys - j < l->block_size ? n_keys - j : l->block_size;
+                weighted_rows(acc, head_dim, score + j, m,
+                              v_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
+                                  kvh * head_dim,
+                              kv_dim);
+                j += m;
             }
             memcpy(out + ((int64_t)t * heads + h) * head_dim, acc,
                    (size_t)head_dim * sizeof(float));
@@ -560,10 +783,23 @@ static void cpu_silu_mul(be_backend *bk, const float *gate, const float *up, siz
                          float *out)
 {
     cpu_backend *b = (cpu_backend *)bk;
+    const size_t blocks = (n + 63) / 64;
+    /* libm's expf one at a time (its bits are part of the results), the
+     * division and product 8 at a time: the same IEEE operations. */
 #pragma omp parallel for num_threads(b->n_threads) schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+    for (size_t t = 0; t < blocks; t++) {
+        const size_t i0 = t * 64, i1 = i0 + 64 < n ? i0 + 64 : n;
+        float e[64];
+        for (size_t i = i0; i < i1; i++)
+            e[i - i0] = expf(-gate[i]);
+        size_t i = i0;
+        for (; i + 8 <= i1; i += 8) {
+            __m256 g = _mm256_loadu_ps(gate + i);
+            __m256 d = _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_loadu_ps(e + (i - i0)));
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, d), _mm256_loadu_ps(up + i)));
+        }
+        for (; i < i1; i++)
+            out[i] = gate[i] / (1.0f + e[i - i0]) * up[i];
     }
 }
 
@@ -674,12 +910,7 @@ static void cpu_attention_full(be_backend *bk, const float *q, const float *k, c
             }
             softmax_from_max(score, len, mx);
             memset(acc, 0, (size_t)head_dim * sizeof(float));
-            for (int j = 0; j < len; j++) {
-                const float *vv = v + (j0 + j) * stride + h * head_dim;
-                float p = score[j];
-                for (int d = 0; d < head_dim; d++)
-                    acc[d] += p * vv[d];
-            }
+            weighted_rows(acc, head_dim, score, len, v + j0 * stride + h * head_dim, stride);
             memcpy(out + t * stride + h * head_dim, acc, (size_t)head_dim * sizeof(float));
         }
         free(score);
@@ -856,5 +1087,7 @@ be_backend *be_cpu_new(int n_threads, inferd_error *e)
     }
     b->base.vt = &cpu_vtable;
     b->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
+    b->bf16_native = cpu_bf16_native();
+    b->f32_512 = cpu_avx512_usable();
     return &b->base;
 }

@@ -45,13 +45,23 @@ static void run(mdl_model *m, const seq_run *s, int ns, float *logits)
         fail_msg("forward: %s", e.msg);
 }
 
-static void test_batch_invariance(void **state)
+/* precision: --matmul-precision; avx2: force the AVX2 path of bfloat16. */
+static void check_batch_invariance(const char *precision, int avx2)
 {
-    (void)state;
     mdl_model *m = NULL;
     inferd_error e = {{0}};
-    mdl_options o = {.device = "cpu", .n_threads = 2};
-    assert_int_equal(mdl_load(FIX "qwen3", &o, &m, &e), 0);
+    mdl_options o = {.device = "cpu", .n_threads = 2, .matmul_precision = precision};
+    const char *was = getenv("INFERD_CPU_NO_AVX512");
+    char *saved = was ? strdup(was) : NULL;
+    if (avx2)
+        setenv("INFERD_CPU_NO_AVX512", "1", 1);
+    int rc = mdl_load(FIX "qwen3", &o, &m, &e);
+    if (saved) /* as it was */
+        setenv("INFERD_CPU_NO_AVX512", saved, 1);
+    else
+        unsetenv("INFERD_CPU_NO_AVX512");
+    free(saved);
+    assert_int_equal(rc, 0);
     assert_int_equal(mdl_kv_init(m, 32, BS, &e), 0);
     int vocab = mdl_config(m)->vocab_size;
     int32_t a[40], b[23];
@@ -91,6 +101,21 @@ static void test_batch_invariance(void **state)
     free(alone_b);
     free(both);
     mdl_free(m);
+}
+
+static void test_batch_invariance(void **state)
+{
+    (void)state;
+    check_batch_invariance(NULL, 0);
+}
+
+/* The same in bfloat16 precision, on this CPU's kernels and on the AVX2
+ * emulation. */
+static void test_batch_invariance_bf16(void **state)
+{
+    (void)state;
+    check_batch_invariance("bfloat16", 0);
+    check_batch_invariance("bfloat16", 1);
 }
 
 /* mdl_forward_sample: the same logits as mdl_forward, kept on the device;
@@ -176,6 +201,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_batch_invariance_bf16),
         cmocka_unit_test(test_forward_sample),
         cmocka_unit_test(test_errors),
     };
