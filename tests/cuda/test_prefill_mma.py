@@ -5,9 +5,11 @@ transformers, on the GPU machine. The golden fixtures' models have head_dim
 own: two small random Llama checkpoints (head_dim 128 and 64, bf16 weights),
 transformers float32 as the reference, prompts of 100, 333 and 700 tokens
 (several 64-key tiles, a ragged last tile), whole and in chunks of 64 and 100
-(tiles that attend to cached earlier chunks). Checks the reference's top-10
-logprobs at the last position within TOL, and the same for the float32
-prefill kernel (INFERD_CUDA_PREFILL=f32) so the two can be compared.
+(tiles that attend to cached earlier chunks). Compares the top-10
+logprobs at the last position: inferd on the CPU against transformers
+(TOL_F32), the tensor-core kernel against the float32 prefill kernel
+(INFERD_CUDA_PREFILL=f32, TOL_KERNEL), and both GPU paths against
+transformers (TOL_BF16, the bf16 KV cache's share).
 Needs torch + transformers + a GPU; skips (exit 0) without them.
     INFERD=build/inferd python3 tests/cuda/test_prefill_mma.py"""
 import json
@@ -18,7 +20,9 @@ import sys
 import tempfile
 
 INFERD = os.environ.get("INFERD", "build/inferd")
-TOL = 0.05
+TOL_F32 = 1e-3
+TOL_BF16 = 0.12
+TOL_KERNEL = 0.005
 
 try:
     import torch
@@ -89,8 +93,15 @@ with tempfile.TemporaryDirectory() as tmp:
             def diff(a, b):
                 common = [i for i in a if i in b]
                 return max(abs(a[i] - b[i]) for i in common) if len(common) >= 5 else 1e9
-            checks = [(f"{lb} vs transformers", diff(runs[lb], refd), TOL) for lb in runs]
-            checks += [(f"{lb} vs f32 kernel", diff(runs[lb], runs["f32 kernel"]), 0.01)
+            # The CPU is float32 throughout: it pins the reference. The GPU paths
+            # carry the bf16 KV cache and bf16 GEMM operands, which these
+            # models (initializer_range 0.1, width 512) amplify to ~0.08
+            # (measured 2026-11-25, both attention kernels alike): TOL_BF16.
+            # The kernel under test must match the float32 one: TOL_KERNEL.
+            checks = [("cpu vs transformers", diff(runs["cpu"], refd), TOL_F32)]
+            checks += [(f"{lb} vs transformers", diff(runs[lb], refd), TOL_BF16)
+                       for lb in runs if lb != "cpu"]
+            checks += [(f"{lb} vs f32 kernel", diff(runs[lb], runs["f32 kernel"]), TOL_KERNEL)
                        for lb in ("mma", "mma chunk64", "mma chunk100")]
             for key, dv, tol in checks:
                 key = f"hd{hd} {key}"
