@@ -80,6 +80,8 @@ workloads() { # ENGINE [prefix|serve256|basic]...
         prefix)
             bench "$engine" prefix-64 --concurrency 64 --requests 128 --input-len 2176 \
                 --prefix-len 2048 --output-len 128 --seed 5 ;;
+        serve64)
+            bench "$engine" serve-64 --concurrency 64 --requests $R --input-len 1024 --output-len 128 ;;
         noprefix)
             bench "$engine" noprefix-64 --concurrency 64 --requests 128 --input-len 2176 \
                 --prefix-len 2048 --output-len 128 --seed 5 ;;
@@ -113,6 +115,9 @@ inferd)
     kill $SERVER; wait $SERVER 2> /dev/null
     start --matmul-precision bfloat16 --no-enable-prefix-caching
     workloads inferd noprefix
+    kill $SERVER; wait $SERVER 2> /dev/null
+    start --matmul-precision bfloat16 --max-num-batched-tokens 1024
+    SUFFIX=@mbt1024 workloads inferd serve64 # smaller prefill chunks: shorter stalls
     kill $SERVER; wait $SERVER 2> /dev/null
     start # the default precision
     SUFFIX=@float32 workloads inferd basic

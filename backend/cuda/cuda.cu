@@ -91,6 +91,7 @@ typedef struct cu_backend {
     int n_tiles64;             /* the same in tiles of FA_BQ rows (tensor-core prefill) */
     const int32_t *d_tiles64;
     int att_f32pre;            /* INFERD_CUDA_PREFILL=f32: the float32 prefill kernel */
+    int att_no_gqa;            /* INFERD_CUDA_GQA=0: decode reads K/V once per query head */
     int cc_major;              /* compute capability: bf16 mma.sync needs 8.0 */
     /* rotary frequencies: the model's host array, copied once */
     const float *rope_host;
@@ -759,6 +760,112 @@ attn_split_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_he
             pp[2 + i] = o;
         else
             out[th * hd + i] = o / sum;
+    }
+}
+
+/* The same split-KV decode for grouped-query attention: one block per (row,
+ * KV head, split) serves the G query heads that share the KV head, so each
+ * key and value row is read once per step instead of G times (at 64-256
+ * running sequences these reads are most of a decode step). Per query head
+ * the arithmetic and its order are those of attn_split_kernel. */
+template <typename T, int DPL, int GMAX>
+__global__ void __launch_bounds__(ATT_SPLIT_WARPS * 32)
+attn_split_gqa_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_heads, int hd,
+                      float scale, const int32_t *q_start, int n_seqs,
+                      const int32_t *block_table, int max_blocks, int block_size,
+                      const int32_t *pos, float *out, float *part)
+{
+    __shared__ float sm_m[ATT_SPLIT_WARPS][GMAX], sm_l[ATT_SPLIT_WARPS][GMAX];
+    __shared__ float sm_acc[ATT_SPLIT_WARPS][GMAX][DPL * 32];
+    const int t = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z, n_split = gridDim.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = heads / kv_heads;
+    int lo = 0, hi = n_seqs - 1;
+    while (lo < hi) { /* the sequence that owns row t */
+        int mid = (lo + hi + 1) / 2;
+        if (q_start[mid] <= t)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    const int32_t *bt = block_table + (int64_t)lo * max_blocks;
+    const int n_keys = pos[t] + 1, kv_dim = kv_heads * hd;
+    const int chunk = (n_keys + n_split - 1) / n_split;
+    const int k_begin = sp * chunk, k_end = min(n_keys, k_begin + chunk);
+    const int64_t koff = (int64_t)kvh * hd;
+    float qr[GMAX][DPL], acc[GMAX][DPL], m[GMAX], l[GMAX];
+#pragma unroll
+    for (int g = 0; g < GMAX; g++) {
+        const int h = kvh * G + g;
+#pragma unroll
+        for (int d = 0; d < DPL; d++) {
+            int i = lane + 32 * d;
+            qr[g][d] = g < G && i < hd ? q[((int64_t)t * heads + h) * hd + i] * scale : 0.0f;
+            acc[g][d] = 0.0f;
+        }
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+    }
+    for (int j = k_begin + warp; j < k_end; j += ATT_SPLIT_WARPS) {
+        int64_t slot = (int64_t)bt[j / block_size] * block_size + j % block_size;
+        const T *kr = kc + slot * kv_dim + koff, *vr = vc + slot * kv_dim + koff;
+        float kv[DPL], vv[DPL];
+#pragma unroll
+        for (int d = 0; d < DPL; d++) {
+            int i = lane + 32 * d;
+            kv[d] = i < hd ? to_f(kr[i]) : 0.0f;
+            vv[d] = i < hd ? to_f(vr[i]) : 0.0f;
+        }
+#pragma unroll
+        for (int g = 0; g < GMAX; g++) {
+            if (g >= G)
+                break;
+            float dot = 0.0f;
+#pragma unroll
+            for (int d = 0; d < DPL; d++)
+                dot += qr[g][d] * kv[d];
+            dot = warp_sum(dot);
+            float mn = fmaxf(m[g], dot), corr = expf(m[g] - mn), p = expf(dot - mn);
+            l[g] = l[g] * corr + p;
+#pragma unroll
+            for (int d = 0; d < DPL; d++)
+                acc[g][d] = acc[g][d] * corr + p * vv[d];
+            m[g] = mn;
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < GMAX; g++) {
+        if (lane == 0) {
+            sm_m[warp][g] = m[g];
+            sm_l[warp][g] = l[g];
+        }
+#pragma unroll
+        for (int d = 0; d < DPL; d++)
+            sm_acc[warp][g][lane + 32 * d] = acc[g][d];
+    }
+    __syncthreads();
+    for (int g = 0; g < G; g++) {
+        float mx = -INFINITY;
+        for (int w = 0; w < ATT_SPLIT_WARPS; w++)
+            mx = fmaxf(mx, sm_m[w][g]);
+        float sum = 0.0f;
+        for (int w = 0; w < ATT_SPLIT_WARPS; w++)
+            sum += sm_m[w][g] == -INFINITY ? 0.0f : sm_l[w][g] * expf(sm_m[w][g] - mx);
+        const int64_t th = (int64_t)t * heads + kvh * G + g;
+        float *pp = part ? part + (th * n_split + sp) * (int64_t)(hd + 2) : NULL;
+        if (pp && threadIdx.x == 0) {
+            pp[0] = mx;
+            pp[1] = sum;
+        }
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+            float o = 0.0f;
+            for (int w = 0; w < ATT_SPLIT_WARPS; w++)
+                if (sm_m[w][g] != -INFINITY)
+                    o += sm_acc[w][g][i] * expf(sm_m[w][g] - mx);
+            if (pp)
+                pp[2 + i] = o;
+            else
+                out[th * hd + i] = o / sum;
+        }
     }
 }
 
@@ -1790,9 +1897,12 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
     if (b->failed)
         return;
     if (b->n_tiles == 0 && !b->att_v1) {
-        /* Enough splits to give each SM ~4 blocks, none shorter than 64 keys. */
-        const int base = l->n_tokens * heads;
-        int ns = (b->max_keys + 63) / 64, fill = (4 * b->n_sm + base - 1) / base;
+        /* Enough splits to give each SM ~4 blocks, none shorter than 64 keys;
+         * with grouped-query attention a block serves a KV head's group. */
+        const int group = heads / kv_heads;
+        const int gqa = group >= 2 && group <= 8 && !b->att_no_gqa;
+        const int base = l->n_tokens * heads, blocks = gqa ? l->n_tokens * kv_heads : base;
+        int ns = (b->max_keys + 63) / 64, fill = (4 * b->n_sm + blocks - 1) / blocks;
         ns = ns < fill ? ns : fill;
         ns = ns < 1 ? 1 : ns > 64 ? 64 : ns;
         float *part = NULL;
@@ -1810,11 +1920,23 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
             }
             part = b->att_part;
         }
-        dim3 grid((unsigned)l->n_tokens, (unsigned)heads, (unsigned)ns);
+        dim3 grid((unsigned)l->n_tokens, (unsigned)(gqa ? kv_heads : heads), (unsigned)ns);
         prof_begin(b);
-        attn_split_kernel<T, DPL><<<grid, ATT_SPLIT_WARPS * 32, 0, b->stream>>>(
-            q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab,
-            l->max_blocks, l->block_size, pos, out, part);
+#define ATT_GQA(G)                                                                            \
+    attn_split_gqa_kernel<T, DPL, G><<<grid, ATT_SPLIT_WARPS * 32, 0, b->stream>>>(          \
+        q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab,     \
+        l->max_blocks, l->block_size, pos, out, part)
+        if (gqa && group <= 2)
+            ATT_GQA(2);
+        else if (gqa && group <= 4)
+            ATT_GQA(4);
+        else if (gqa)
+            ATT_GQA(8);
+        else
+            attn_split_kernel<T, DPL><<<grid, ATT_SPLIT_WARPS * 32, 0, b->stream>>>(
+                q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs,
+                btab, l->max_blocks, l->block_size, pos, out, part);
+#undef ATT_GQA
         if (LAUNCHED(b, "attn_split_kernel"))
             return;
         if (part) {
@@ -2396,6 +2518,8 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->att_v1 = av && strcmp(av, "v1") == 0;
     const char *pf = getenv("INFERD_CUDA_PREFILL");
     b->att_f32pre = pf && strcmp(pf, "f32") == 0;
+    const char *gq = getenv("INFERD_CUDA_GQA");
+    b->att_no_gqa = gq && strcmp(gq, "0") == 0;
     b->gemv_v1 = gv && strcmp(gv, "v1") == 0;
     const char *ug = getenv("INFERD_CUDA_GRAPH"), *uf = getenv("INFERD_CUDA_FUSE");
     b->use_graph = !(ug && strcmp(ug, "0") == 0);
