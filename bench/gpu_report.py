@@ -86,7 +86,8 @@ def main():
              "workloads (closed loop, streaming, token-id prompts, temperature 0, ignore_eos) "
              "in consecutive calls on one machine. inferd with --matmul-precision bfloat16 (the "
              "activation precision llama.cpp and vLLM use); rows marked @float32 are inferd's "
-             "default precision; @mbt1024: --max-num-batched-tokens 1024 instead of 2048.\n",
+             "default precision; @mbt1024: --max-num-batched-tokens 1024 instead of 2048.\n" +
+             (os.environ.get("REPORT_NOTE", "") + "\n" if os.environ.get("REPORT_NOTE") else ""),
              "| workload | figure | inferd | llama.cpp | inferd / llama.cpp | TTFT p50 ms (inferd / llama.cpp) | ITL p99 ms (inferd / llama.cpp) | goal |",
              "|---|---|---|---|---|---|---|---|"]
     order = ["startup", "decode-b1", "prefill-1024", "prefill-1024x8", "serve-64", "serve-256",
