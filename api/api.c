@@ -263,6 +263,14 @@ static void metrics_text(api_ctx *a, api_response *r)
            (double)st.preemptions);
     metric(&o, "inferd:engine_steps_total", "counter", "Forward passes run.", label,
            (double)st.steps);
+    metric(&o, "inferd:engine_schedule_seconds_total", "counter",
+           "Engine-thread time choosing batches and building their inputs.", label,
+           st.schedule_seconds);
+    metric(&o, "inferd:engine_forward_seconds_total", "counter",
+           "Engine-thread time in forward passes and sampling, results back.", label,
+           st.forward_seconds);
+    metric(&o, "inferd:engine_emit_seconds_total", "counter",
+           "Engine-thread time handing sampled tokens to requests.", label, st.emit_seconds);
     metric(&o, "inferd:sampler_full_row_fallbacks_total", "counter",
            "Tokens sampled from their whole logits row on the host instead of the "
            "device's candidates.", label, (double)st.sampler_full_row_fallbacks);

@@ -140,6 +140,11 @@ typedef struct eng_stats {
     uint64_t requests_finished;     /* every finish reason */
     uint64_t steps;                 /* forward passes run */
     double step_seconds;            /* time spent in them */
+    /* Where a step's wall time goes, on the engine thread: choosing the
+     * batch and building its inputs; the forward pass and sampling (for a
+     * GPU: until its results are back); and handing tokens to requests.
+     * Host time shows up as the first and last, which the GPU waits out. */
+    double schedule_seconds, forward_seconds, emit_seconds;
     int kv_blocks_cached;           /* free blocks still holding a prefix */
     /* tokens sampled from their whole logits row on the host (logit_bias,
      * penalties, ... or top_k/top_p the device's candidates could not

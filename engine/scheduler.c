@@ -402,6 +402,7 @@ static int sample_and_emit(eng_engine *g, eng_request *r, int row, int fetched)
 
 int sched_step(eng_engine *g)
 {
+    double ts = now_seconds();
     schedule(g);
     if (g->n_sched == 0)
         return 0;
@@ -409,11 +410,15 @@ int sched_step(eng_engine *g)
     inferd_error e = {{0}};
     double t0 = now_seconds();
     int rows = build_batch(g, &b);
+    double t1 = now_seconds();
     /* The logits stay on the model's device; only the sampled results come
      * back, and the rows that need more are fetched one by one below. */
     int rc = rows < 0 ? -1 : mdl_forward_sample(g->m, &b, g->s_in, g->s_out, &e);
+    double t2 = now_seconds();
     g->local.steps++;
-    g->local.step_seconds += now_seconds() - t0;
+    g->local.step_seconds += t2 - t0;
+    g->local.schedule_seconds += t1 - ts;
+    g->local.forward_seconds += t2 - t1;
     if (rc) {
         for (int i = 0; i < g->n_sched; i++)
             fail_request(g, g->sched[i].r);
@@ -443,5 +448,6 @@ int sched_step(eng_engine *g)
         }
         sample_and_emit(g, r, all_rows ? row + n - 1 : row, all_rows);
     }
+    g->local.emit_seconds += now_seconds() - t2;
     return g->n_sched;
 }

@@ -84,6 +84,12 @@ with Server("qwen3", ["--max-num-seqs", "16", "--max-num-batched-tokens", "256"]
     check("metrics: finish reasons", m1['inferd:request_success_total{finished_reason="length"}']
           - m0['inferd:request_success_total{finished_reason="length"}'] == 32)
     check("metrics: idle afterwards, KV usage 0", m1["inferd:kv_cache_usage_perc"] == 0, m1)
+    # The step-time split: all three grow with work, and the forward passes
+    # (CPU model) take more of the engine thread than choosing batches does.
+    parts = [f"inferd:engine_{p}_seconds_total" for p in ("schedule", "forward", "emit")]
+    grew = [m1[p] - m0[p] for p in parts]
+    check("metrics: engine time split into schedule / forward / emit, all growing",
+          all(g > 0 for g in grew) and grew[1] > grew[0], grew)
     fb = "inferd:sampler_full_row_fallbacks_total"
     check("metrics: greedy tokens sampled from the device's candidates, no full row",
           m1[fb] - m0[fb] == 0, (m0.get(fb), m1.get(fb)))
