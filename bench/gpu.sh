@@ -9,6 +9,7 @@
 #   bench/gpu.sh llama LLAMA_DIR CONVERT.tar.xz TOKDIR
 #                                                   llama.cpp's workloads
 #   bench/gpu.sh report OUT_INFERD OUT_LLAMA COMMIT GPU    (on any machine)
+#   bench/gpu.sh profile BUNDLE.tar.gz TOKDIR       step timelines + per-op profile
 #
 # The two engine phases run as two consecutive calls on one held machine
 # (together they need more than one call's 10 minutes); both make the same
@@ -169,6 +170,42 @@ llama)
     workloads llama.cpp serve256
     kill $SERVER; wait $SERVER 2> /dev/null
     echo "llama-server -m l8b-bf16.gguf -fa on -ngl 99 -np N -c N*CTX" > "$O/command.txt"
+    ;;
+profile)
+    # Where a serving step's time goes: INFERD_STEP_LOG timelines of serve-256
+    # and serve-64 (one line per engine step), then the per-op device profile
+    # (INFERD_CUDA_PROFILE=1, one synchronize per op) of shorter runs.
+    BUNDLE=$(realpath "$1"); TOK=$(realpath "$2")
+    source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
+    checkpoint "$TOK" || exit 1
+    pstart() { # STEPLOG [ENV...]
+        env INFERD_STEP_LOG="$1" "${@:2}" "$INFERD" serve $M --device cuda --host 127.0.0.1 \
+            --port $PORT --served-model-name l8b --max-model-len 4096 --max-num-seqs 256 \
+            --max-num-batched-tokens 2048 --disable-log-requests --matmul-precision bfloat16 \
+            >> "$O/serve.log" 2>&1 &
+        SERVER=$!
+        wait_health http://127.0.0.1:$PORT $SERVER > /dev/null || { tail -20 "$O/serve.log"; exit 1; }
+    }
+    pstop() { kill $SERVER; wait $SERVER 2> /dev/null; }
+    mkdir -p /tmp/prof
+    pstart /tmp/prof/steps-serve256.txt; workloads inferd serve256; pstop
+    pstart /tmp/prof/steps-serve64.txt; workloads inferd serve64; pstop
+    pstart /tmp/prof/steps-b1.txt
+    bench inferd decode-b1 --concurrency 1 --requests 2 --input-len 1024 --output-len 256; pstop
+    for w in serve256 b1; do
+        echo "== device profile $w $(el)" | tee -a "$O/serve.log"
+        pstart /tmp/prof/steps-prof-$w.txt INFERD_CUDA_PROFILE=1
+        if [ $w = b1 ]; then
+            bench inferd prof-b1 --concurrency 1 --requests 1 --input-len 1024 --output-len 256
+        else
+            bench inferd prof-256 --concurrency 256 --requests 256 --input-len 128 --output-len 256
+        fi
+        pstop
+    done
+    grep -A16 "cuda profile\|== device profile" "$O/serve.log" | tee "$O/profile.txt"
+    python3 "$ROOT/bench/steps_report.py" /tmp/prof/steps-*.txt | tee "$O/steps.txt"
+    tar -C /tmp -czf "$O/steps.tar.gz" prof
     ;;
 report)
     python3 "$ROOT/bench/gpu_report.py" "$@"

@@ -308,6 +308,8 @@ static void engine_free(eng_engine *g)
 {
     kv_free(&g->kv);
     smp_scratch_free(&g->w);
+    if (g->step_log)
+        fclose(g->step_log);
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     free(g->incoming);
@@ -405,6 +407,14 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_
         err_set(e, "out of memory for the engine's batch buffers");
         goto err;
     }
+    const char *log = getenv("INFERD_STEP_LOG");
+    if (log && *log && !(g->step_log = fopen(log, "w"))) {
+        err_set(e, "INFERD_STEP_LOG: cannot write %s", log);
+        goto err;
+    }
+    if (g->step_log)
+        fprintf(g->step_log, "# step seqs prompt_tokens decode_rows max_ctx idle_ms "
+                             "schedule_ms forward_ms emit_ms\n");
     /* Last before the thread: the model cannot give its pool back, so
      * nothing after this may fail but the thread start. */
     if (mdl_kv_init(m, (int)n_blocks, c->block_size, e))

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "engine/engine.h"
 
@@ -204,6 +205,8 @@ struct eng_engine {
     int n_sched;
     int n_preempted_step;
     eng_stats local;           /* counters published into st after each step */
+    FILE *step_log;            /* INFERD_STEP_LOG: one line per step, or NULL */
+    double step_end;           /* when the previous step ended (step log) */
 
     /* batch buffers for the model */
     int32_t *b_tok, *b_pos, *b_slot;   /* [max_num_batched_tokens] */

@@ -400,6 +400,33 @@ static int sample_and_emit(eng_engine *g, eng_request *r, int row, int fetched)
     return 1;
 }
 
+/* INFERD_STEP_LOG's line for this step: what ran and where the host time
+ * went (idle: from the previous step's end to this one's start). Called
+ * before the forward pass: requests may be gone after the emit. */
+static void log_step_shape(eng_engine *g, const mdl_batch *b, int *shape)
+{
+    shape[0] = shape[1] = shape[2] = 0;
+    for (int i = 0; i < g->n_sched; i++) {
+        const eng_request *r = g->sched[i].r;
+        if (r->n_computed >= r->n_prompt)
+            shape[1]++;
+        else
+            shape[0] += g->sched[i].n_new;
+        if (b->ctx_len[i] > shape[2])
+            shape[2] = b->ctx_len[i];
+    }
+}
+
+static void log_step(eng_engine *g, const int *shape, double ts, double t1, double t2,
+                     double t3)
+{
+    fprintf(g->step_log, "%llu %d %d %d %d %.3f %.3f %.3f %.3f\n",
+            (unsigned long long)g->local.steps, g->n_sched, shape[0], shape[1], shape[2],
+            g->step_end > 0 ? 1e3 * (ts - g->step_end) : 0.0, 1e3 * (t1 - ts),
+            1e3 * (t2 - t1), 1e3 * (t3 - t2));
+    g->step_end = t3;
+}
+
 int sched_step(eng_engine *g)
 {
     double ts = now_seconds();
@@ -411,6 +438,9 @@ int sched_step(eng_engine *g)
     double t0 = now_seconds();
     int rows = build_batch(g, &b);
     double t1 = now_seconds();
+    int shape[3] = {0, 0, 0};
+    if (g->step_log && rows >= 0)
+        log_step_shape(g, &b, shape);
     /* The logits stay on the model's device; only the sampled results come
      * back, and the rows that need more are fetched one by one below. */
     int rc = rows < 0 ? -1 : mdl_forward_sample(g->m, &b, g->s_in, g->s_out, &e);
@@ -448,6 +478,9 @@ int sched_step(eng_engine *g)
         }
         sample_and_emit(g, r, all_rows ? row + n - 1 : row, all_rows);
     }
-    g->local.emit_seconds += now_seconds() - t2;
+    double t3 = now_seconds();
+    g->local.emit_seconds += t3 - t2;
+    if (g->step_log)
+        log_step(g, shape, ts, t1, t2, t3);
     return g->n_sched;
 }
