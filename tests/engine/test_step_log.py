@@ -1,0 +1,147 @@
+"""INFERD_STEP_LOG end to end: the real `inferd serve` on the bundled demo
+model writes one line per engine step to the file the variable names. Two
+greedy /v1/completions requests (Python requests), one after the other, then
+SIGTERM; the file has its header and one well-formed line per step: step
+numbers strictly increasing, a prefill step per request whose prompt_tokens
+is the prompt's length (usage.prompt_tokens, prefix caching off so every
+prompt token is computed), decode-only steps with the context growing by one,
+and the prompt tokens over all lines adding up to those of the requests.
+A variable naming a file in a folder that does not exist stops `inferd
+serve` at start with exit status 1 and a message naming the variable."""
+import os, re, signal, socket, subprocess, sys, tempfile, time
+import requests
+
+INFERD = os.environ["INFERD"]
+HEADER = "# step seqs prompt_tokens decode_rows max_ctx idle_ms schedule_ms forward_ms emit_ms"
+failures = []
+
+
+def check(name, cond, detail=""):
+    print(("ok   " if cond else "FAIL ") + name, flush=True)
+    if not cond:
+        failures.append(name)
+        if detail:
+            print("     " + str(detail)[:1500], flush=True)
+    return cond
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def start(step_log, log):
+    port = free_port()
+    env = dict(os.environ, INFERD_STEP_LOG=step_log)
+    p = subprocess.Popen([INFERD, "serve", "models/demo", "--host", "127.0.0.1", "--port", str(port),
+                          "--threads", "1", "--kv-cache-memory", "64MiB", "--disable-log-requests",
+                          "--no-enable-prefix-caching"],
+                         stdout=log, stderr=subprocess.STDOUT, env=env)
+    return p, f"http://127.0.0.1:{port}"
+
+
+def wait_healthy(p, url, log):
+    for _ in range(600):
+        if p.poll() is not None:
+            break
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    p.kill(); p.wait()
+    print(open(log.name, errors="replace").read()[-3000:])
+    sys.exit("server did not become healthy in 60 s")
+
+
+def complete(url, prompt, max_tokens):
+    r = requests.post(url + "/v1/completions", timeout=120, json={
+        "model": "models/demo", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+        "ignore_eos": True})
+    assert r.status_code == 200, r.text
+    return r.json()["usage"]
+
+
+tmp = tempfile.mkdtemp(prefix="inferd-steplog-")
+step_log = os.path.join(tmp, "steps.log")
+
+# --- The log of a serving run -------------------------------------------
+with open(os.path.join(tmp, "serve.log"), "w+") as log:
+    p, url = start(step_log, log)
+    try:
+        wait_healthy(p, url, log)
+        usages = [complete(url, "题目：静夜思", 5), complete(url, "写一首关于春天的诗，要有花", 3)]
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill(); rc = p.wait()
+    out = open(log.name, errors="replace").read()
+    check(f"server exits 0 on SIGTERM (got {rc})", rc == 0, out[-1500:])
+print("usages:", usages)
+text = open(step_log).read()
+print(text, end="")
+lines = text.splitlines()
+check("the first line is the header", lines and lines[0] == HEADER, lines[:1])
+check("the header appears once", sum(1 for l in lines if l.startswith("#")) == 1)
+steps = lines[1:]
+check("at least one step line", len(steps) >= 1)
+
+INT, MS = r"(0|[1-9]\d*)", r"(\d+\.\d{3})"
+shape = re.compile(r"^" + r" ".join([INT] * 5 + [MS] * 4) + r"$")
+rows = []
+for l in steps:
+    if check(f"well-formed: {l!r}", shape.match(l) is not None):
+        f = l.split()
+        rows.append([int(x) for x in f[:5]] + [float(x) for x in f[5:]])
+check("9 fields on every line", all(len(l.split()) == 9 for l in steps))
+nums = [r[0] for r in rows]
+check("step numbers start at 1 and strictly increase",
+      nums and nums[0] >= 1 and all(a < b for a, b in zip(nums, nums[1:])), nums)
+check("seqs >= 1 and max_ctx >= 1 on every line", all(r[1] >= 1 and r[4] >= 1 for r in rows))
+check("every line is a prefill or decode step", all(r[2] > 0 or r[3] > 0 for r in rows))
+check("times are non-negative ms", all(min(r[5:]) >= 0 for r in rows))
+check("forward_ms > 0 on every line (a forward pass ran)", all(r[7] > 0 for r in rows))
+check("the first step has no previous step to idle after", rows and rows[0][5] == 0)
+prefill = [r for r in rows if r[2] > 0]
+decode = [r for r in rows if r[2] == 0 and r[3] > 0]
+check("some step carries prompt tokens", len(prefill) >= 1)
+check("some step is decode-only", len(decode) >= 1)
+want = sum(u["prompt_tokens"] for u in usages)
+check(f"prompt tokens over all lines = usage.prompt_tokens summed ({want})",
+      sum(r[2] for r in rows) == want, [r[2] for r in rows])
+
+# The requests ran one after the other, so the steps are: per request, one
+# prefill step of the whole prompt (seqs 1, max_ctx = prompt length), then
+# completion_tokens - 1 decode steps of one row whose context grows by one.
+expect = []
+for u in usages:
+    n = u["prompt_tokens"]
+    expect.append([1, n, 0, n])
+    expect += [[1, 0, 1, n + k] for k in range(1, u["completion_tokens"])]
+check("steps match the two requests (seqs prompt_tokens decode_rows max_ctx)",
+      [r[1:5] for r in rows] == expect, ([r[1:5] for r in rows], expect))
+
+# --- A log that cannot be opened ----------------------------------------
+bad = os.path.join(tmp, "no-such-dir", "steps.log")
+with open(os.path.join(tmp, "bad.log"), "w+") as log:
+    p, url = start(bad, log)
+    try:
+        rc = p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill(); rc = p.wait()
+    out = open(log.name, errors="replace").read()
+print(out, end="")
+check(f"serve with an unwritable INFERD_STEP_LOG exits 1 (got {rc})", rc == 1, out[-1500:])
+check("the message names INFERD_STEP_LOG and the path",
+      f"INFERD_STEP_LOG: cannot write {bad}" in out, out[-1500:])
+check("no sanitizer report", "Sanitizer" not in out and "runtime error" not in out, out[-1500:])
+check("no file is created", not os.path.exists(os.path.dirname(bad)))
+
+for f in ("steps.log", "serve.log", "bad.log"):
+    os.unlink(os.path.join(tmp, f))
+os.rmdir(tmp)
+print(f"\n{len(failures)} failures" + (": " + ", ".join(failures) if failures else ""))
+sys.exit(1 if failures else 0)
