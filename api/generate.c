@@ -82,10 +82,17 @@ void gen_append_valid_utf8(strbuf *b, const char *s, size_t n)
     }
 }
 
+/* A logprob entry's token string: its text, or "token_id:N" when the request
+ * asked for return_tokens_as_token_ids (vLLM's extension). */
 static char *token_text(api_gen *g, int32_t id)
 {
     char *s = NULL;
     size_t n;
+    if (g->tokens_as_ids) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "token_id:%ld", (long)id);
+        return strdup(buf);
+    }
     if (tok_decode(g->a->tok, &id, 1, 0, &s, &n, NULL))
         return strdup("");
     strbuf b = {0};

@@ -86,6 +86,7 @@ typedef struct api_gen {
     int echo;
     int logprobs;                 /* return per-token logprobs */
     int top_logprobs;
+    int tokens_as_ids;            /* return_tokens_as_token_ids: "token_id:N" in logprobs */
     int max_tokens;               /* -1 = as much as the context allows */
     eng_sampling s;
     int32_t *bias_ids;

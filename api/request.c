@@ -130,8 +130,8 @@ static const char *const chat_fields[] = {
     "model", "messages", "stream", "stream_options", "n", "max_tokens",
     "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop",
     "stop_token_ids", "presence_penalty", "frequency_penalty", "repetition_penalty",
-    "logit_bias", "logprobs", "top_logprobs", "min_tokens", "ignore_eos",
-    "skip_special_tokens", "include_stop_str_in_output", "chat_template_kwargs",
+    "logit_bias", "logprobs", "top_logprobs", "return_tokens_as_token_ids", "min_tokens",
+    "ignore_eos", "skip_special_tokens", "include_stop_str_in_output", "chat_template_kwargs",
     "add_generation_prompt", "add_special_tokens", "user", "metadata", "store",
     "service_tier", "tools", "tool_choice", "parallel_tool_calls", "response_format",
     "modalities", NULL,
@@ -140,8 +140,9 @@ static const char *const completion_fields[] = {
     "model", "prompt", "stream", "stream_options", "n", "best_of", "max_tokens",
     "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids",
     "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias",
-    "logprobs", "echo", "suffix", "min_tokens", "ignore_eos", "skip_special_tokens",
-    "include_stop_str_in_output", "add_special_tokens", "user", "metadata", NULL,
+    "logprobs", "return_tokens_as_token_ids", "echo", "suffix", "min_tokens", "ignore_eos",
+    "skip_special_tokens", "include_stop_str_in_output", "add_special_tokens", "user",
+    "metadata", NULL,
 };
 /* Known OpenAI / vLLM options that would change the answer and that we do
  * not implement: refused by name. */
@@ -556,6 +557,9 @@ static int parse_logprobs(api_gen *g, json_t *b)
 {
     json_t *lp = json_object_get(b, "logprobs");
     int max = g->a->max_logprobs;
+    if (get_bool(g, json_object_get(b, "return_tokens_as_token_ids"),
+                 "return_tokens_as_token_ids", &g->tokens_as_ids))
+        return -1;
     if (g->chat) {
         int top = -1;
         if (get_bool(g, lp, "logprobs", &g->logprobs) ||
