@@ -10,6 +10,8 @@
 #                                                   llama.cpp's workloads
 #   bench/gpu.sh report OUT_INFERD OUT_LLAMA COMMIT GPU    (on any machine)
 #   bench/gpu.sh profile BUNDLE.tar.gz TOKDIR       step timelines + per-op profile
+#   [AB="ENV=V ..."] bench/gpu.sh check BUNDLE.tar.gz TOKDIR
+#                                                   GPU tests, GEMM probe, short A/B runs
 #
 # The two engine phases run as two consecutive calls on one held machine
 # (together they need more than one call's 10 minutes); both make the same
@@ -24,7 +26,8 @@
 # endpoints and the GGUF converter want one; the workloads send token ids).
 # inferd runs every workload with --matmul-precision bfloat16 (activations
 # rounded to bf16 for the weight products, as llama.cpp and vLLM do), then
-# decode, prefill and 64-concurrent serving again in the default float32.
+# decode, prefill and 64-concurrent serving again in the default float32
+# (NO_F32=1 leaves that out).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PHASE=${1:?phase: inferd, llama or report}
@@ -120,15 +123,19 @@ inferd)
     start --matmul-precision bfloat16 --max-num-batched-tokens 1024
     SUFFIX=@mbt1024 workloads inferd serve64 # smaller prefill chunks: shorter stalls
     kill $SERVER; wait $SERVER 2> /dev/null
-    start # the default precision
-    SUFFIX=@float32 workloads inferd basic
-    kill $SERVER; wait $SERVER 2> /dev/null
+    if [ -z "${NO_F32:-}" ]; then
+        start # the default precision
+        SUFFIX=@float32 workloads inferd basic
+        kill $SERVER; wait $SERVER 2> /dev/null
+    fi
     echo "inferd serve --device cuda --matmul-precision bfloat16 --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 2048" > "$O/command.txt"
     echo "== GPU tests $(el)"
     export INFERD
     (cd "$ROOT" && timeout 150 python3 tests/cuda/test_cuda_golden.py 2>&1 | tail -6) | tee "$O/golden.log"
     (cd "$ROOT" && timeout 150 python3 tests/cuda/test_prefill_mma.py > /tmp/prefill_mma.log 2>&1
         echo "test_prefill_mma exit $?"; tail -20 /tmp/prefill_mma.log) | tee -a "$O/golden.log"
+    (cd "$ROOT" && timeout 300 python3 tests/cuda/test_decode_batch.py > /tmp/decode_batch.log 2>&1
+        echo "test_decode_batch exit $?"; tail -20 /tmp/decode_batch.log) | tee -a "$O/golden.log"
     ;;
 llama)
     LD=$(realpath "$1"); CONV=$(realpath "$2"); TOK=$(realpath "$3")
@@ -170,6 +177,46 @@ llama)
     workloads llama.cpp serve256
     kill $SERVER; wait $SERVER 2> /dev/null
     echo "llama-server -m l8b-bf16.gguf -fa on -ngl 99 -np N -c N*CTX" > "$O/command.txt"
+    ;;
+check)
+    # After a kernel change: the GPU tests, the GEMM probe on the serving
+    # shapes, then serve-256, serve-64 and decode-b1 (SHORT request counts)
+    # with step logs, by default and with each env assignment in $AB
+    # (e.g. AB="INFERD_CUDA_ATT=split"), so the change is measured A/B.
+    # CHECK_TESTS=0 / CHECK_BENCH=0 leave out the first / the second part.
+    BUNDLE=$(realpath "$1"); TOK=$(realpath "$2")
+    source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
+    export INFERD
+    [ "${CHECK_TESTS:-1}" = 0 ] || for t in test_decode_batch test_prefill_mma test_cuda_golden; do
+        (cd "$ROOT" && timeout 300 python3 tests/cuda/$t.py > /tmp/$t.log 2>&1
+            echo "$t exit $?"; tail -12 /tmp/$t.log) | tee -a "$O/tests.log"
+    done
+    if [ "${CHECK_TESTS:-1}" != 0 ]; then
+        NV=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+        $NV -O2 -gencode=arch=compute_90a,code=sm_90a "$ROOT/tools/gpu/gemm_probe.cu" \
+            -lcublas -lcublasLt -o /tmp/gemm_probe > "$O/probe.txt" 2>&1 &&
+            /tmp/gemm_probe sep 62 256 | tee "$O/probe.txt"
+    fi
+    checkpoint "$TOK" || exit 1
+    [ "${CHECK_BENCH:-1}" = 0 ] && exit 0
+    R=128
+    mkdir -p /tmp/prof
+    for v in default ${AB:-}; do
+        env=(); [ "$v" = default ] || env=("$v")
+        echo "== variant $v $(el)" | tee -a "$O/bench.log"
+        env INFERD_STEP_LOG=/tmp/prof/steps-$v.txt "${env[@]}" "$INFERD" serve $M --device cuda \
+            --host 127.0.0.1 --port $PORT --served-model-name l8b --max-model-len 4096 \
+            --max-num-seqs 256 --max-num-batched-tokens 2048 --disable-log-requests \
+            --matmul-precision bfloat16 >> "$O/serve.log" 2>&1 &
+        SERVER=$!
+        wait_health http://127.0.0.1:$PORT $SERVER > /dev/null || { tail -20 "$O/serve.log"; exit 1; }
+        SUFFIX=@$v workloads inferd serve256 serve64
+        SUFFIX=@$v bench inferd decode-b1 --concurrency 1 --requests 2 --input-len 1024 --output-len 256
+        kill $SERVER; wait $SERVER 2> /dev/null
+    done
+    python3 "$ROOT/bench/steps_report.py" /tmp/prof/steps-*.txt > "$O/steps.txt" 2>&1
+    tail -40 "$O/steps.txt"
     ;;
 profile)
     # Where a serving step's time goes: INFERD_STEP_LOG timelines of serve-256

@@ -90,6 +90,10 @@ typedef struct cu_backend {
     const int32_t *d_tiles;    /* [n_tiles][2]: sequence, first row */
     int n_tiles64;             /* the same in tiles of FA_BQ rows (tensor-core prefill) */
     const int32_t *d_tiles64;
+    int n_ptiles64;            /* ... of the sequences with more than one row */
+    const int32_t *d_ptiles64;
+    int n_drows;               /* the rows of the one-row sequences (decode rows) */
+    const int32_t *d_drows;
     int att_f32pre;            /* INFERD_CUDA_PREFILL=f32: the float32 prefill kernel */
     int att_no_gqa;            /* INFERD_CUDA_GQA=0: decode reads K/V once per query head */
     int cc_major;              /* compute capability: bf16 mma.sync needs 8.0 */
@@ -103,6 +107,7 @@ typedef struct cu_backend {
     size_t smp_bytes;
     int n_sm;                  /* multiprocessors: sizes the split-KV and GEMV grids */
     int att_v1;                /* INFERD_CUDA_ATT=v1: the first decode kernel, no split-KV */
+    int att_split;             /* INFERD_CUDA_ATT=split: the one-key-at-a-time split-KV kernels */
     int gemv_v1;               /* INFERD_CUDA_GEMV=v1: the first GEMV kernel */
     int max_keys;              /* the step's longest context (host pos), for split-KV */
     float *att_part;           /* split-KV partial results */
@@ -111,6 +116,7 @@ typedef struct cu_backend {
      * run (with q/k/v and gate/up fused) or replayed as one CUDA graph */
     int use_graph, use_fuse;   /* INFERD_CUDA_GRAPH=0, INFERD_CUDA_FUSE=0 turn them off */
     int recording;
+    int step_rows;             /* rows of the recorded step: graphs up to GEMV_MAX_N */
     unsigned gen;              /* bumped when a buffer that kernels see is reallocated */
     tape cur, last, gtape;     /* this step, the step before, the graph's */
     cudaGraphExec_t gexec;
@@ -307,6 +313,60 @@ __global__ void kv_store_kernel(const float *k, const float *v, int kv_dim,
         kc[s * kv_dim + i] = from_f<T>(k[t * kv_dim + i]);
         vc[s * kv_dim + i] = from_f<T>(v[t * kv_dim + i]);
     }
+}
+
+/* add_kernel then rmsnorm_kernel on the same rows, in one launch (recorded
+ * steps: the residual add that ends a block and the norm that starts the
+ * next); the same arithmetic in the same order. */
+__global__ void add_rmsnorm_kernel(float *x, const float *y, const void *w, int dt, float eps,
+                                   int cols, float *out)
+{
+    float *xr = x + (int64_t)blockIdx.x * cols;
+    const float *yr = y + (int64_t)blockIdx.x * cols;
+    float *o = out + (int64_t)blockIdx.x * cols;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+        const float v = xr[i] + yr[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss);
+    float inv = 1.0f / sqrtf(ss / (float)cols + eps);
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        o[i] = ldw(w, dt, i) * (xr[i] * inv);
+}
+
+/* rope_kernel on q and on k, then kv_store_kernel, in one launch: blocks
+ * (row, head) for the query heads, then (row, KV head) blocks that also
+ * write their rotated k head and v head to the cache. Same arithmetic. */
+template <typename T>
+__global__ void rope_store_kernel(float *q, float *k, const float *v, int heads, int kv_heads,
+                                  int head_dim, int half, const float *inv_freq, float mscale,
+                                  const int32_t *pos, const int32_t *slot, T *kc, T *vc)
+{
+    const int64_t t = blockIdx.x;
+    const int h = blockIdx.y, kh = h - heads;
+    const float p = (float)pos[t];
+    float *x = kh >= 0 ? k + (t * kv_heads + kh) * head_dim : q + (t * heads + h) * head_dim;
+    const int64_t off = kh >= 0 ? (int64_t)slot[t] * kv_heads * head_dim + (int64_t)kh * head_dim : 0;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float ang = p * inv_freq[i];
+        float c = cosf(ang) * mscale, s = sinf(ang) * mscale;
+        float a = x[i], bb = x[i + half];
+        x[i] = a * c - bb * s;
+        x[i + half] = bb * c + a * s;
+        if (kh >= 0) {
+            kc[off + i] = from_f<T>(x[i]);
+            kc[off + i + half] = from_f<T>(x[i + half]);
+        }
+    }
+    if (kh < 0)
+        return;
+    const float *vr = v + (t * kv_heads + kh) * head_dim;
+    for (int i = 2 * half + threadIdx.x; i < head_dim; i += blockDim.x)
+        kc[off + i] = from_f<T>(x[i]);
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x)
+        vc[off + i] = from_f<T>(vr[i]);
 }
 
 __global__ void silu_mul_kernel(const float *gate, const float *up, size_t n, float *out)
@@ -869,10 +929,13 @@ attn_split_gqa_kernel(const float *q, const T *kc, const T *vc, int heads, int k
     }
 }
 
-/* One block per (row, head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s. */
-__global__ void attn_merge_kernel(const float *part, int n_split, int heads, int hd, float *out)
+/* One block per (row, head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s.
+ * rows: the output row of each block row (NULL: the same). */
+__global__ void attn_merge_kernel(const float *part, int n_split, int heads, int hd,
+                                  const int32_t *rows, float *out)
 {
     const int64_t th = (int64_t)blockIdx.x * heads + blockIdx.y;
+    const int64_t to = ((int64_t)(rows ? rows[blockIdx.x] : blockIdx.x) * heads + blockIdx.y) * hd;
     const float *pp = part + th * n_split * (int64_t)(hd + 2);
     float mx = -INFINITY;
     for (int s = 0; s < n_split; s++)
@@ -890,7 +953,194 @@ __global__ void attn_merge_kernel(const float *part, int n_split, int heads, int
             if (ps[0] != -INFINITY)
                 o += ps[2 + i] * expf(ps[0] - mx);
         }
-        out[th * hd + i] = o / sum;
+        out[to + i] = o / sum;
+    }
+}
+
+/* Decode attention for a bf16 cache (the default), head_dim HD 64 or 128 and
+ * G query heads per KV head: one block per (row, KV head, split) as in
+ * attn_split_gqa_kernel, but each warp takes its keys 32 at a time so that
+ * many loads are in flight (the one-key-at-a-time kernels wait on memory
+ * for every key: ~35% of the bandwidth at 256 sequences). Scores: lanes 2i
+ * and 2i+1 hold keys i and i+16 of the tile, every other 16-byte chunk each,
+ * so one load instruction reads whole 32-byte sectors of 16 key rows; the
+ * pair's partial dots add with one shuffle. Softmax: one warp max per head
+ * and tile, exp2 with log2(e) folded into q. Values: lanes over dimensions
+ * (coalesced rows), the tile's probabilities from shared memory. Partial
+ * results leave in natural-log units, as attn_merge_kernel expects. */
+#define DEC_WARPS 4
+#define DEC_TILE 32
+template <int HD, int G>
+__global__ void __launch_bounds__(DEC_WARPS * 32, 4)
+attn_decode_tile_kernel(const float *q, const __nv_bfloat16 *kc, const __nv_bfloat16 *vc,
+                        int heads, int kv_heads, float scale, const int32_t *rows,
+                        const int32_t *q_start, int n_seqs, const int32_t *block_table,
+                        int max_blocks, int block_size, const int32_t *pos, float *out,
+                        float *part)
+{
+    constexpr int CH = HD / 8;  /* 16-byte chunks in a key row */
+    constexpr int DV = HD / 32; /* value dimensions per lane */
+    __shared__ __align__(16) float q_s[G][HD];
+    __shared__ float p_s[DEC_WARPS][G][DEC_TILE];
+    __shared__ int64_t off_s[DEC_WARPS][DEC_TILE];
+    __shared__ float sm_m[DEC_WARPS][G], sm_l[DEC_WARPS][G];
+    __shared__ float sm_acc[DEC_WARPS][G][HD];
+    const int r = blockIdx.x, t = rows ? rows[r] : r, kvh = blockIdx.y, sp = blockIdx.z;
+    const int n_split = gridDim.z, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lo = 0, hi = n_seqs - 1;
+    while (lo < hi) { /* the sequence that owns row t */
+        int mid = (lo + hi + 1) / 2;
+        if (q_start[mid] <= t)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    const int32_t *bt = block_table + (int64_t)lo * max_blocks;
+    const int n_keys = pos[t] + 1, kv_dim = kv_heads * HD;
+    int chunk = (n_keys + n_split - 1) / n_split;
+    chunk = (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
+    const int k_begin = sp * chunk, k_end = min(n_keys, k_begin + chunk);
+    const float qscale = scale * 1.4426950408889634f; /* log2(e): exp2 below */
+    for (int i = threadIdx.x; i < G * HD; i += blockDim.x)
+        q_s[i / HD][i % HD] = q[((int64_t)t * heads + kvh * G) * HD + i] * qscale;
+    __syncthreads();
+    const int half = lane & 1, kp = lane >> 1;
+    const int64_t koff = (int64_t)kvh * HD;
+    float m[G], l[G], acc[G][DV];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DV; d++)
+            acc[g][d] = 0.0f;
+    }
+    for (int j0 = k_begin + warp * DEC_TILE; j0 < k_end; j0 += DEC_WARPS * DEC_TILE) {
+        const int j = j0 + lane < k_end ? j0 + lane : j0; /* past the end: a valid row, p 0 */
+        off_s[warp][lane] = ((int64_t)bt[j / block_size] * block_size + j % block_size) * kv_dim +
+                            koff;
+        __syncwarp();
+        const uint4 *ra = (const uint4 *)(kc + off_s[warp][kp]);
+        const uint4 *rb = (const uint4 *)(kc + off_s[warp][kp + 16]);
+        uint4 ka[CH / 2], kb[CH / 2];
+#pragma unroll
+        for (int c = 0; c < CH / 2; c++) {
+            ka[c] = ra[2 * c + half];
+            kb[c] = rb[2 * c + half];
+        }
+        float sa[G], sb[G];
+#pragma unroll
+        for (int g = 0; g < G; g++)
+            sa[g] = sb[g] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < CH / 2; c++) {
+            const uint32_t wa[4] = {ka[c].x, ka[c].y, ka[c].z, ka[c].w};
+            const uint32_t wb[4] = {kb[c].x, kb[c].y, kb[c].z, kb[c].w};
+            const int d0 = (2 * c + half) * 8;
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                const float4 q0 = *(const float4 *)&q_s[g][d0];
+                const float4 q1 = *(const float4 *)&q_s[g][d0 + 4];
+                const float qv[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    sa[g] += qv[2 * e] * __uint_as_float(wa[e] << 16) +
+                             qv[2 * e + 1] * __uint_as_float(wa[e] & 0xffff0000u);
+                    sb[g] += qv[2 * e] * __uint_as_float(wb[e] << 16) +
+                             qv[2 * e + 1] * __uint_as_float(wb[e] & 0xffff0000u);
+                }
+            }
+        }
+        const bool va = j0 + kp < k_end, vb = j0 + kp + 16 < k_end;
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float a = sa[g] + __shfl_xor_sync(0xffffffffu, sa[g], 1);
+            float c = sb[g] + __shfl_xor_sync(0xffffffffu, sb[g], 1);
+            a = va ? a : -INFINITY;
+            c = vb ? c : -INFINITY;
+            const float mn = fmaxf(m[g], warp_max(fmaxf(a, c)));
+            const float corr = exp2f(m[g] - mn), pa = exp2f(a - mn), pc = exp2f(c - mn);
+            l[g] = l[g] * corr + (half ? 0.0f : pa + pc);
+#pragma unroll
+            for (int d = 0; d < DV; d++)
+                acc[g][d] *= corr;
+            if (!half) {
+                p_s[warp][g][kp] = pa;
+                p_s[warp][g][kp + 16] = pc;
+            }
+            m[g] = mn;
+        }
+        __syncwarp();
+#pragma unroll
+        for (int jb = 0; jb < DEC_TILE; jb += 16) {
+            uint32_t vr[16][DV / 2];
+#pragma unroll
+            for (int jj = 0; jj < 16; jj++) {
+                const __nv_bfloat16 *row = vc + off_s[warp][jb + jj] + lane * DV;
+                if constexpr (DV == 4) {
+                    const uint2 u = *(const uint2 *)row;
+                    vr[jj][0] = u.x;
+                    vr[jj][1] = u.y;
+                } else {
+                    vr[jj][0] = *(const uint32_t *)row;
+                }
+            }
+#pragma unroll
+            for (int jj = 0; jj < 16; jj++) {
+                float v[DV];
+#pragma unroll
+                for (int e = 0; e < DV / 2; e++) {
+                    v[2 * e] = __uint_as_float(vr[jj][e] << 16);
+                    v[2 * e + 1] = __uint_as_float(vr[jj][e] & 0xffff0000u);
+                }
+#pragma unroll
+                for (int g = 0; g < G; g++) {
+                    const float p = p_s[warp][g][jb + jj];
+#pragma unroll
+                    for (int d = 0; d < DV; d++)
+                        acc[g][d] += p * v[d];
+                }
+            }
+        }
+        __syncwarp();
+    }
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const float lsum = warp_sum(l[g]);
+        if (lane == 0) {
+            sm_m[warp][g] = m[g];
+            sm_l[warp][g] = lsum;
+        }
+#pragma unroll
+        for (int d = 0; d < DV; d++)
+            sm_acc[warp][g][lane * DV + d] = acc[g][d];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+        const int g = i / HD, d = i % HD;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++)
+            mx = fmaxf(mx, sm_m[w][g]);
+        float sum = 0.0f, o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++)
+            if (sm_m[w][g] != -INFINITY) {
+                const float f = exp2f(sm_m[w][g] - mx);
+                sum += sm_l[w][g] * f;
+                o += sm_acc[w][g][d] * f;
+            }
+        const int h = kvh * G + g;
+        if (part) {
+            float *pp = part + (((int64_t)r * heads + h) * n_split + sp) * (int64_t)(HD + 2);
+            if (d == 0) {
+                pp[0] = mx * 0.6931471805599453f; /* ln 2: back to natural units */
+                pp[1] = sum;
+            }
+            pp[2 + d] = o;
+        } else {
+            out[((int64_t)t * heads + h) * HD + d] = o / sum;
+        }
     }
 }
 
@@ -1326,6 +1576,8 @@ static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32
 template <typename TW>
 static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
                        const be_weight *const *bias, float *const *y, int n_mat, int n);
+static int gemm_multi(cu_backend *b, const float *x, const be_weight *const *w,
+                      const be_weight *const *bias, float *const *y, int n_mat, int n);
 
 /* Matmuls from op i on that share x and n, as one launch; returns how many. */
 static int run_fused(cu_backend *b, const tape *t, int i)
@@ -1349,6 +1601,8 @@ static int run_fused(cu_backend *b, const tape *t, int i)
         return 0;
     const float *x = (const float *)o->p[0];
     const int n = (int)o->i[0];
+    if (n > GEMV_MAX_N && !b->force_gemv)
+        return gemm_multi(b, x, w, bias, y, k, n);
     if (w[0]->dtype == DT_BF16)
         gemv_multi<__nv_bfloat16>(b, x, w, bias, y, k, n);
     else if (w[0]->dtype == DT_F16)
@@ -1356,6 +1610,59 @@ static int run_fused(cu_backend *b, const tape *t, int i)
     else
         gemv_multi<float>(b, x, w, bias, y, k, n);
     return k;
+}
+
+/* OP_ADD at i followed by the OP_RMSNORM of the same rows: one launch. */
+static int run_add_rmsnorm(cu_backend *b, const tape *t, int i)
+{
+    const tape_op *a = &t->ops[i], *r = i + 1 < t->n ? &t->ops[i + 1] : NULL;
+    if (!r || r->kind != OP_RMSNORM || r->p[0] != a->p[0] || r->i[0] * r->i[1] != a->i[0] ||
+        r->i[0] <= 0)
+        return 0;
+    const be_weight *w = (const be_weight *)r->p[1];
+    const int rows = (int)r->i[0], cols = (int)r->i[1];
+    const int threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64; /* as cu_rmsnorm */
+    prof_begin(b);
+    add_rmsnorm_kernel<<<rows, threads, 0, b->stream>>>((float *)a->p[0], (const float *)a->p[1],
+                                                        w->data, w->dtype, r->f, cols,
+                                                        (float *)r->p[2]);
+    LAUNCHED(b, "add_rmsnorm_kernel");
+    prof_end(b, P_RMSNORM);
+    return 1;
+}
+
+/* OP_ROPE of q, OP_ROPE of k, then OP_KV of that k: one launch. The rope
+ * ops' frequencies are the device copy cu_rope keeps (made by the first
+ * uncaptured run of the op), so this applies only once it exists. */
+static int run_rope_store(cu_backend *b, const tape *t, int i)
+{
+    if (i + 2 >= t->n)
+        return 0;
+    const tape_op *q = &t->ops[i], *k = &t->ops[i + 1], *kv = &t->ops[i + 2];
+    const be_rope *r = (const be_rope *)q->p[1];
+    const int half = (int)q->i[3] / 2;
+    if (k->kind != OP_ROPE || kv->kind != OP_KV || k->p[1] != q->p[1] || k->p[2] != q->p[2] ||
+        k->i[0] != q->i[0] || k->i[2] != q->i[2] || kv->p[0] != k->p[0] ||
+        kv->i[0] != q->i[0] || kv->i[1] != k->i[1] * k->i[2] || !b->d_inv_freq ||
+        r->inv_freq != b->rope_host || half != b->rope_half || q->i[0] <= 0)
+        return 0;
+    const int n = (int)q->i[0], heads = (int)q->i[1], kvh = (int)k->i[1], hd = (int)q->i[2];
+    const int threads = half >= 128 ? 128 : half >= 64 ? 64 : 32; /* as cu_rope */
+    dim3 grid((unsigned)n, (unsigned)(heads + kvh));
+    prof_begin(b);
+    if (b->base.kv_dtype == DT_BF16)
+        rope_store_kernel<__nv_bfloat16><<<grid, threads, 0, b->stream>>>(
+            (float *)q->p[0], (float *)k->p[0], (const float *)kv->p[1], heads, kvh, hd, half,
+            b->d_inv_freq, q->f, (const int32_t *)q->p[2], (const int32_t *)kv->p[2],
+            (__nv_bfloat16 *)kv->p[3], (__nv_bfloat16 *)kv->p[4]);
+    else
+        rope_store_kernel<float><<<grid, threads, 0, b->stream>>>(
+            (float *)q->p[0], (float *)k->p[0], (const float *)kv->p[1], heads, kvh, hd, half,
+            b->d_inv_freq, q->f, (const int32_t *)q->p[2], (const int32_t *)kv->p[2],
+            (float *)kv->p[3], (float *)kv->p[4]);
+    LAUNCHED(b, "rope_store_kernel");
+    prof_end(b, P_ROPE);
+    return 1;
 }
 
 static void run_tape(cu_backend *b, const tape *t)
@@ -1385,6 +1692,10 @@ static void run_tape(cu_backend *b, const tape *t)
             break;
         }
         case OP_ROPE:
+            if (b->use_fuse && run_rope_store(b, t, i)) {
+                i += 2;
+                break;
+            }
             cu_rope(bk, (float *)o->p[0], (int)o->i[0], (int)o->i[1], (int)o->i[2],
                     (const be_rope *)o->p[1], (const int32_t *)o->p[2]);
             break;
@@ -1413,6 +1724,10 @@ static void run_tape(cu_backend *b, const tape *t)
                         (float *)o->p[2]);
             break;
         case OP_ADD:
+            if (b->use_fuse && run_add_rmsnorm(b, t, i)) {
+                i += 1;
+                break;
+            }
             cu_add(bk, (float *)o->p[0], (const float *)o->p[1], (size_t)o->i[0]);
             break;
         case OP_GATHER:
@@ -1430,7 +1745,9 @@ static void flush(cu_backend *b)
     tape *t = &b->cur;
     if (b->failed)
         goto done;
-    if (b->use_graph && b->gexec && tape_eq(t, &b->gtape)) {
+    if (b->step_rows > GEMV_MAX_N) {
+        run_tape(b, t); /* cuBLAS GEMMs: not captured */
+    } else if (b->use_graph && b->gexec && tape_eq(t, &b->gtape)) {
         if (!CK(b, cudaGraphLaunch(b->gexec, b->stream)))
             b->graph_launches++;
     } else if (b->use_graph && tape_eq(t, &b->last)) {
@@ -1696,6 +2013,50 @@ static void gemv(cu_backend *b, const float *x, const be_weight *w, const be_wei
     LAUNCHED(b, "gemv_kernel");
 }
 
+/* Matmuls of one recorded step that share x (q/k/v, gate/up) with more
+ * than GEMV_MAX_N rows, where activations go in as one bf16/f16 pass: x is
+ * converted once for all of them. (cuBLAS's strided-batched GEMM over the
+ * separate k and v weights, strides being the distances between their
+ * allocations, faulted in tools/gpu/gemm_probe: not used.) Returns how many
+ * matmuls it ran; 0 leaves them to cu_matmul. */
+static int gemm_multi(cu_backend *b, const float *x, const be_weight *const *w,
+                      const be_weight *const *bias, float *const *y, int n_mat, int n)
+{
+    const int dt = w[0]->dtype;
+    if (dt == DT_F32 || !(b->gemm_one_pass || b->base.matmul_bf16))
+        return 0;
+    const size_t nx = (size_t)n * (size_t)w[0]->cols;
+    const cudaDataType_t ty = dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    const float one = 1.0f, zero = 0.0f;
+    void *xb = scratch(b, nx * 2);
+    if (!xb)
+        return n_mat;
+    prof_begin(b);
+    if (dt == DT_BF16)
+        to_half_kernel<__nv_bfloat16><<<grid_for(nx, 256), 256, 0, b->stream>>>(
+            x, nx, (__nv_bfloat16 *)xb);
+    else
+        to_half_kernel<__half><<<grid_for(nx, 256), 256, 0, b->stream>>>(x, nx, (__half *)xb);
+    if (LAUNCHED(b, "to_half_kernel"))
+        return n_mat;
+    for (int i = 0; i < n_mat; i++) {
+        const int rows = (int)w[i]->rows, cols = (int)w[i]->cols;
+        if (CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one,
+                                w[i]->data, ty, cols, xb, ty, cols, &zero, y[i], CUDA_R_32F,
+                                rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
+            break;
+        if (bias[i]) {
+            const size_t ny = (size_t)n * (size_t)rows;
+            bias_kernel<<<grid_for(ny, 256), 256, 0, b->stream>>>(y[i], bias[i]->data,
+                                                                  bias[i]->dtype, rows, ny);
+            if (LAUNCHED(b, "bias_kernel"))
+                break;
+        }
+    }
+    prof_end(b, P_GEMM);
+    return n_mat;
+}
+
 static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const be_weight *bias,
                       int n, float *y)
 {
@@ -1856,23 +2217,32 @@ static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, i
     prof_end(b, P_KV);
 }
 
-/* The tensor-core prefill where it applies (bf16 cache, head_dim 64 or
- * 128); 1 when it ran. INFERD_CUDA_PREFILL=f32 keeps the float32 kernel. */
-static int prefill_mma(cu_backend *b, const float *q, const void *kc, const void *vc, int heads,
-                       int kv_heads, int hd, float scale, const be_attn_layout *l, float *out)
+/* The tensor-core prefill over the FA_BQ-row tiles given, where it applies
+ * (bf16 cache, head_dim 64 or 128); 1 when it ran (or had no tiles).
+ * INFERD_CUDA_PREFILL=f32 keeps the float32 kernel. */
+static int prefill_mma_ok(const cu_backend *b, int hd)
 {
-    if (b->base.kv_dtype != DT_BF16 || (hd != 64 && hd != 128) || b->att_f32pre ||
-        b->cc_major < 8)
+    return b->base.kv_dtype == DT_BF16 && (hd == 64 || hd == 128) && !b->att_f32pre &&
+           b->cc_major >= 8;
+}
+
+static int prefill_mma(cu_backend *b, const float *q, const void *kc, const void *vc, int heads,
+                       int kv_heads, int hd, float scale, const be_attn_layout *l,
+                       const int32_t *tiles, int n_tiles, float *out)
+{
+    if (!prefill_mma_ok(b, hd))
         return 0;
-    dim3 grid((unsigned)b->n_tiles64, (unsigned)heads);
+    if (n_tiles == 0)
+        return 1;
+    dim3 grid((unsigned)n_tiles, (unsigned)heads);
     const __nv_bfloat16 *k = (const __nv_bfloat16 *)kc, *v = (const __nv_bfloat16 *)vc;
     const int *qs = dev_idx(b, l->q_start), *btab = dev_idx(b, l->block_table),
               *pos = dev_idx(b, l->pos);
     prof_begin(b);
 #define FA_LAUNCH(HD, SPLIT)                                                                  \
     attn_prefill_mma_kernel<HD, SPLIT><<<grid, 128, 0, b->stream>>>(                          \
-        q, k, v, heads, kv_heads, scale, b->d_tiles64, qs, btab, l->max_blocks, l->block_size, \
-        pos, out)
+        q, k, v, heads, kv_heads, scale, tiles, qs, btab, l->max_blocks, l->block_size, pos,   \
+        out)
     const int split = !b->base.matmul_bf16;
     if (hd == 128 && split)
         FA_LAUNCH(128, 1);
@@ -1888,6 +2258,87 @@ static int prefill_mma(cu_backend *b, const float *q, const void *kc, const void
     return 1;
 }
 
+/* Split-KV count for a decode launch of `blocks` blocks per split: enough
+ * splits to give each SM ~4 blocks, none shorter than min_keys keys. */
+static int decode_splits(const cu_backend *b, int blocks, int min_keys)
+{
+    int ns = (b->max_keys + min_keys - 1) / min_keys, fill = (4 * b->n_sm + blocks - 1) / blocks;
+    ns = ns < fill ? ns : fill;
+    return ns < 1 ? 1 : ns > 64 ? 64 : ns;
+}
+
+/* The split-KV partial results buffer for n_rows * heads * ns outputs. */
+static float *att_part(cu_backend *b, int n_rows, int heads, int hd, int ns)
+{
+    size_t bytes = (size_t)n_rows * (size_t)heads * (size_t)ns * (size_t)(hd + 2) * sizeof(float);
+    if (bytes > b->att_part_bytes) {
+        if (CK(b, cudaStreamSynchronize(b->stream)) || CK(b, cudaFree(b->att_part)))
+            return NULL;
+        b->att_part = NULL;
+        b->att_part_bytes = 0;
+        b->gen++;
+        if (CK(b, cudaMalloc((void **)&b->att_part, bytes * 2)))
+            return NULL;
+        b->att_part_bytes = bytes * 2;
+    }
+    return b->att_part;
+}
+
+static int decode_tile_ok(const cu_backend *b, int heads, int kv_heads, int hd)
+{
+    const int g = heads / kv_heads;
+    return b->base.kv_dtype == DT_BF16 && (hd == 64 || hd == 128) &&
+           (g == 1 || g == 2 || g == 4 || g == 8) && !b->att_v1 && !b->att_split &&
+           !b->att_no_gqa;
+}
+
+/* attn_decode_tile_kernel for n_rows rows (rows: their indices, NULL for
+ * rows 0..n_rows-1), with split-KV and the merge where it pays. */
+static void decode_tile(cu_backend *b, const float *q, const void *kc, const void *vc, int heads,
+                        int kv_heads, int hd, float scale, const be_attn_layout *l,
+                        const int32_t *rows, int n_rows, float *out)
+{
+    const int32_t *qs = dev_idx(b, l->q_start), *btab = dev_idx(b, l->block_table),
+                  *pos = dev_idx(b, l->pos);
+    const int ns = decode_splits(b, n_rows * kv_heads, DEC_WARPS * DEC_TILE);
+    float *part = ns > 1 ? att_part(b, n_rows, heads, hd, ns) : NULL;
+    if (b->failed)
+        return;
+    const __nv_bfloat16 *k = (const __nv_bfloat16 *)kc, *v = (const __nv_bfloat16 *)vc;
+    dim3 grid((unsigned)n_rows, (unsigned)kv_heads, (unsigned)ns);
+    const int g = heads / kv_heads;
+    prof_begin(b);
+#define DEC_LAUNCH(HD, G)                                                                     \
+    attn_decode_tile_kernel<HD, G><<<grid, DEC_WARPS * 32, 0, b->stream>>>(                   \
+        q, k, v, heads, kv_heads, scale, rows, qs, l->n_seqs, btab, l->max_blocks,             \
+        l->block_size, pos, out, part)
+#define DEC_HD(HD)                                                                            \
+    do {                                                                                      \
+        if (g == 1)                                                                           \
+            DEC_LAUNCH(HD, 1);                                                                \
+        else if (g == 2)                                                                      \
+            DEC_LAUNCH(HD, 2);                                                                \
+        else if (g == 4)                                                                      \
+            DEC_LAUNCH(HD, 4);                                                                \
+        else                                                                                  \
+            DEC_LAUNCH(HD, 8);                                                                \
+    } while (0)
+    if (hd == 128)
+        DEC_HD(128);
+    else
+        DEC_HD(64);
+#undef DEC_HD
+#undef DEC_LAUNCH
+    if (LAUNCHED(b, "attn_decode_tile_kernel"))
+        return;
+    if (part) {
+        attn_merge_kernel<<<dim3((unsigned)n_rows, (unsigned)heads), 128, 0, b->stream>>>(
+            part, ns, heads, hd, rows, out);
+        LAUNCHED(b, "attn_merge_kernel");
+    }
+    prof_end(b, P_ATT_DEC);
+}
+
 template <typename T, int DPL>
 static void attention_t(cu_backend *b, const float *q, const void *kc, const void *vc, int heads,
                         int kv_heads, int hd, float scale, const be_attn_layout *l, float *out)
@@ -1896,30 +2347,28 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
                   *pos = dev_idx(b, l->pos);
     if (b->failed)
         return;
+    const int tile_ok = decode_tile_ok(b, heads, kv_heads, hd);
+    if (b->n_tiles == 0 && tile_ok) {
+        decode_tile(b, q, kc, vc, heads, kv_heads, hd, scale, l, NULL, l->n_tokens, out);
+        return;
+    }
+    if (b->n_tiles > 0 && tile_ok && prefill_mma_ok(b, hd)) {
+        /* a mixed step: prompt rows by tiles, decode rows by the decode kernel
+         * (a one-row tile would read the whole context once per query head) */
+        prefill_mma(b, q, kc, vc, heads, kv_heads, hd, scale, l, b->d_ptiles64, b->n_ptiles64,
+                    out);
+        if (b->n_drows > 0)
+            decode_tile(b, q, kc, vc, heads, kv_heads, hd, scale, l, b->d_drows, b->n_drows, out);
+        return;
+    }
     if (b->n_tiles == 0 && !b->att_v1) {
-        /* Enough splits to give each SM ~4 blocks, none shorter than 64 keys;
-         * with grouped-query attention a block serves a KV head's group. */
+        /* with grouped-query attention a block serves a KV head's group */
         const int group = heads / kv_heads;
         const int gqa = group >= 2 && group <= 8 && !b->att_no_gqa;
-        const int base = l->n_tokens * heads, blocks = gqa ? l->n_tokens * kv_heads : base;
-        int ns = (b->max_keys + 63) / 64, fill = (4 * b->n_sm + blocks - 1) / blocks;
-        ns = ns < fill ? ns : fill;
-        ns = ns < 1 ? 1 : ns > 64 ? 64 : ns;
-        float *part = NULL;
-        if (ns > 1) {
-            size_t bytes = (size_t)base * (size_t)ns * (size_t)(hd + 2) * sizeof(float);
-            if (bytes > b->att_part_bytes) {
-                if (CK(b, cudaStreamSynchronize(b->stream)) || CK(b, cudaFree(b->att_part)))
-                    return;
-                b->att_part = NULL;
-                b->att_part_bytes = 0;
-                b->gen++;
-                if (CK(b, cudaMalloc((void **)&b->att_part, bytes * 2)))
-                    return;
-                b->att_part_bytes = bytes * 2;
-            }
-            part = b->att_part;
-        }
+        const int ns = decode_splits(b, gqa ? l->n_tokens * kv_heads : l->n_tokens * heads, 64);
+        float *part = ns > 1 ? att_part(b, l->n_tokens, heads, hd, ns) : NULL;
+        if (b->failed)
+            return;
         dim3 grid((unsigned)l->n_tokens, (unsigned)(gqa ? kv_heads : heads), (unsigned)ns);
         prof_begin(b);
 #define ATT_GQA(G)                                                                            \
@@ -1941,7 +2390,7 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
             return;
         if (part) {
             attn_merge_kernel<<<dim3((unsigned)l->n_tokens, (unsigned)heads), 128, 0,
-                                b->stream>>>(part, ns, heads, hd, out);
+                                b->stream>>>(part, ns, heads, hd, NULL, out);
             LAUNCHED(b, "attn_merge_kernel");
         }
         prof_end(b, P_ATT_DEC);
@@ -1957,7 +2406,8 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
         prof_end(b, P_ATT_DEC);
         return;
     }
-    if (prefill_mma(b, q, kc, vc, heads, kv_heads, hd, scale, l, out))
+    if (prefill_mma(b, q, kc, vc, heads, kv_heads, hd, scale, l, b->d_tiles64, b->n_tiles64,
+                    out))
         return;
     size_t smem = prefill_smem(DPL);
     if (smem > 48 * 1024 &&
@@ -2089,11 +2539,13 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
     /* The current device is per host thread, and the engine steps from its own. */
     if (CK(b, cudaSetDevice(b->device)))
         return report(b, e);
-    int n_tiles = 0, n_tiles64 = 0, decode_only = 1;
+    int n_tiles = 0, n_tiles64 = 0, n_ptiles64 = 0, n_drows = 0, decode_only = 1;
     for (int s = 0; s < l->n_seqs; s++) {
         int rows = l->q_start[s + 1] - l->q_start[s];
         n_tiles += (rows + ATT_BQ - 1) / ATT_BQ;
         n_tiles64 += (rows + FA_BQ - 1) / FA_BQ;
+        n_ptiles64 += rows > 1 ? (rows + FA_BQ - 1) / FA_BQ : 0;
+        n_drows += rows == 1;
         decode_only &= rows <= 1;
     }
     struct {
@@ -2109,7 +2561,8 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
         {st->logit_rows, (size_t)st->n_logits},
     };
     const int n_arr = (int)(sizeof arr / sizeof arr[0]);
-    size_t total = 2 * (size_t)n_tiles + 2 * (size_t)n_tiles64;
+    size_t total = 2 * (size_t)n_tiles + 2 * (size_t)n_tiles64 + 2 * (size_t)n_ptiles64 +
+                   (size_t)n_drows;
     for (int i = 0; i < n_arr; i++)
         total += arr[i].host ? arr[i].n : 0;
     if (total > b->stage_cap) {
@@ -2157,14 +2610,27 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
             b->h_stage[off++] = s;
             b->h_stage[off++] = r;
         }
+    b->n_ptiles64 = decode_only ? 0 : n_ptiles64;
+    b->d_ptiles64 = b->d_stage + off;
+    for (int s = 0; s < l->n_seqs && !decode_only; s++)
+        for (int r = l->q_start[s]; l->q_start[s + 1] - l->q_start[s] > 1 && r < l->q_start[s + 1];
+             r += FA_BQ) {
+            b->h_stage[off++] = s;
+            b->h_stage[off++] = r;
+        }
+    b->n_drows = decode_only ? 0 : n_drows;
+    b->d_drows = b->d_stage + off;
+    for (int s = 0; s < l->n_seqs && !decode_only; s++)
+        if (l->q_start[s + 1] - l->q_start[s] == 1)
+            b->h_stage[off++] = l->q_start[s];
     prof_begin(b);
     if (CK(b, cudaMemcpyAsync(b->d_stage, b->h_stage, off * sizeof(int32_t),
                               cudaMemcpyHostToDevice, b->stream)) ||
         CK(b, cudaEventRecord(b->stage_done, b->stream)))
         return report(b, e);
     prof_end(b, P_UPLOAD);
-    if ((b->use_graph || b->use_fuse) && !b->profile && decode_only &&
-        l->n_tokens <= GEMV_MAX_N) {
+    b->step_rows = l->n_tokens;
+    if ((b->use_graph || b->use_fuse) && !b->profile && decode_only) {
         b->recording = 1;
         for (int i = 0; i < b->n_map; i += 8) {
             tape_op *o = record(b, OP_KEY);
@@ -2516,6 +2982,7 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->profile = pr && strcmp(pr, "1") == 0;
     const char *av = getenv("INFERD_CUDA_ATT"), *gv = getenv("INFERD_CUDA_GEMV");
     b->att_v1 = av && strcmp(av, "v1") == 0;
+    b->att_split = av && strcmp(av, "split") == 0;
     const char *pf = getenv("INFERD_CUDA_PREFILL");
     b->att_f32pre = pf && strcmp(pf, "f32") == 0;
     const char *gq = getenv("INFERD_CUDA_GQA");

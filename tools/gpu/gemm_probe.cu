@@ -2,7 +2,10 @@
  * layer (bf16 weights, float32 accumulation) the ways backend/cuda can issue
  * them, to tell the GEMM's own speed from everything around it in a profile.
  *   nvcc -O2 -gencode=arch=compute_90a,code=sm_90a gemm_probe.cu -lcublas -lcublasLt
- *   ./gemm_probe [n ...]          (token counts; default 64 1024 8192) */
+ *   ./gemm_probe [n ...]          (token counts; default 64 1024 8192)
+ *   ./gemm_probe sep [n ...]      each product of a layer on its own weights, as the
+ *                                 serving steps issue them, against cublasLt's best
+ *                                 of 16 heuristic candidates */
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -16,8 +19,104 @@ static const struct { const char *name; int rows, cols; } shapes[] = {
     {"qkv", 6144, 4096}, {"o", 4096, 4096}, {"gate_up", 28672, 4096}, {"down", 4096, 14336},
 };
 
+
+/* Times fn over 20 runs after 3 warm-ups; microseconds per run. */
+#define TIME_US(out, stmt)                                                                    \
+    do {                                                                                      \
+        for (int w_ = 0; w_ < 3; w_++) { stmt; }                                              \
+        cudaEventRecord(ea);                                                                  \
+        for (int r_ = 0; r_ < 20; r_++) { stmt; }                                             \
+        cudaEventRecord(eb);                                                                  \
+        CK(cudaEventSynchronize(eb));                                                         \
+        float ms_;                                                                            \
+        cudaEventElapsedTime(&ms_, ea, eb);                                                   \
+        out = ms_ * 1e3f / 20;                                                                \
+    } while (0)
+
+static int sep_main(int argc, char **argv)
+{
+    static const struct { const char *name; int rows, cols; } m[] = {
+        {"q", 4096, 4096}, {"k", 1024, 4096}, {"v", 1024, 4096}, {"o", 4096, 4096},
+        {"gate", 14336, 4096}, {"up", 14336, 4096}, {"down", 4096, 14336}, {"lm_head", 128256, 4096},
+    };
+    enum { NM = 8 };
+    int ns[16] = {16, 62, 128, 256}, nn = 4;
+    if (argc > 2) {
+        nn = 0;
+        for (int i = 2; i < argc && nn < 16; i++)
+            ns[nn++] = atoi(argv[i]);
+    }
+    cublasHandle_t h;
+    cublasLtHandle_t lt;
+    CK(cublasCreate(&h));
+    CK(cublasLtCreate(&lt));
+    void *w[NM], *x, *y[NM], *ws;
+    size_t wsb = 32 << 20;
+    for (int i = 0; i < NM; i++) {
+        CK(cudaMalloc(&w[i], (size_t)m[i].rows * m[i].cols * 2));
+        CK(cudaMemset(w[i], 0x3c, (size_t)m[i].rows * m[i].cols * 2));
+        CK(cudaMalloc(&y[i], (size_t)m[i].rows * 2048 * 4));
+    }
+    CK(cudaMalloc(&x, (size_t)2048 * 14336 * 2));
+    CK(cudaMemset(x, 0x3c, (size_t)2048 * 14336 * 2));
+    CK(cudaMalloc(&ws, wsb));
+    cudaEvent_t ea, eb;
+    cudaEventCreate(&ea);
+    cudaEventCreate(&eb);
+    const float one = 1, zero = 0;
+    printf("%-8s %6s %10s %10s %8s\n", "matrix", "n", "GemmEx us", "Lt best us", "GB/s");
+    for (int in = 0; in < nn; in++) {
+        const int n = ns[in];
+        float tot = 0, tot_lt = 0;
+        for (int i = 0; i < NM; i++) {
+            const int R = m[i].rows, K = m[i].cols;
+            float us, best = 1e30f;
+            TIME_US(us, CK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, R, n, K, &one, w[i],
+                                        CUDA_R_16BF, K, x, CUDA_R_16BF, K, &zero, y[i],
+                                        CUDA_R_32F, R, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)));
+            cublasLtMatmulDesc_t d;
+            cublasLtMatrixLayout_t la, lb, lc;
+            cublasOperation_t tA = CUBLAS_OP_T;
+            CK(cublasLtMatmulDescCreate(&d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+            CK(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA));
+            CK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, K, R, K));
+            CK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, K, n, K));
+            CK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, R, n, R));
+            cublasLtMatmulPreference_t pref;
+            CK(cublasLtMatmulPreferenceCreate(&pref));
+            CK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &wsb, sizeof wsb));
+            cublasLtMatmulHeuristicResult_t hr[16];
+            int nr = 0;
+            CK(cublasLtMatmulAlgoGetHeuristic(lt, d, la, lb, lc, lc, pref, 16, hr, &nr));
+            for (int a = 0; a < nr; a++) {
+                float ua;
+                TIME_US(ua, CK(cublasLtMatmul(lt, d, &one, w[i], la, x, lb, &zero, y[i], lc,
+                                              y[i], lc, &hr[a].algo, ws, wsb, 0)));
+                best = ua < best ? ua : best;
+            }
+            cublasLtMatmulPreferenceDestroy(pref);
+            cublasLtMatrixLayoutDestroy(la);
+            cublasLtMatrixLayoutDestroy(lb);
+            cublasLtMatrixLayoutDestroy(lc);
+            cublasLtMatmulDescDestroy(d);
+            if (i < NM - 1) {
+                tot += us;
+                tot_lt += best;
+            }
+            printf("%-8s %6d %10.1f %10.1f %8.0f\n", m[i].name, n, us, best,
+                   (double)R * K * 2 / (us * 1e-6) / 1e9);
+        }
+        printf("n %d: layer (q k v o gate up down) GemmEx %.1f us, Lt best %.1f us; "
+               "x32 layers %.2f ms\n", n, tot, tot_lt, tot * 32 / 1e3);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && argv[1][0] == 's')
+        return sep_main(argc, argv);
     int ns[16] = {64, 1024, 8192}, nn = 3;
     if (argc > 1) {
         nn = 0;

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Decode on the GPU in batches, the way `inferd serve` runs it, against
+transformers and against one request at a time. The golden fixtures' models
+have head_dim 16 and 32 and `generate` decodes one row per step, so neither
+reaches the kernels serving depends on: the tiled decode attention (head_dim
+64 and 128, 1, 2, 4 or 8 query heads per KV head, split-KV with its merge),
+decode rows of a step that also carries prompt chunks (a row list into the
+same kernel), and the batched GEMMs of decode steps above 8 rows (q/k/v and
+gate/up as strided-batched products in bfloat16 mode).
+
+For each of three small random Llama checkpoints (bf16 weights; shapes in
+SHAPES) it starts `inferd serve --device cuda`, and for 24 token-id prompts
+of 1 to 700 tokens asks greedy /v1/completions with logprobs
+(`return_tokens_as_token_ids`, so each logprob names its token id):
+  single   one request at a time: decode steps of one row
+  batch    all 24 at once: decode steps of up to 24 rows, and steps that
+           mix prompt chunks (--max-num-batched-tokens 512) with decode rows
+  split    one at a time with INFERD_CUDA_ATT=split (the earlier
+           one-key-at-a-time split-KV kernel: same bf16 cache, same math)
+  bf16     all at once with --matmul-precision bfloat16
+and compares, position by position while the greedy tokens agree:
+  transformers (float32, teacher-forced on single's tokens) vs single: TOL_REF
+  single vs split (the kernel against its predecessor): TOL_KERNEL
+  single vs batch (batched GEMMs and attention rows vs one row): TOL_BATCH
+  bf16 vs transformers: TOL_BF16
+and that every request's greedy tokens match single's up to the first
+position whose top-2 margin (from the reference) is below MARGIN.
+Needs torch + transformers + a GPU; skips (exit 0) without them.
+    INFERD=build/inferd python3 tests/cuda/test_decode_batch.py"""
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+INFERD = os.environ.get("INFERD", os.path.join(ROOT, "build", "inferd"))
+TOK = os.path.join(ROOT, "tests", "fixtures", "models", "llama")
+# (head_dim, query heads, KV heads): groups of 4, 8 and 1
+SHAPES = ((128, 4, 1), (64, 8, 1), (64, 8, 8))
+N_PROMPTS, OUT = 24, 12
+TOL_REF = 0.12    # the bf16 KV cache on these amplifying models (test_prefill_mma.py)
+TOL_KERNEL = 0.01  # two attention kernels over the same bf16 cache
+# batched GEMMs (split bf16, ~float32) vs the one-row GEMV, and prompts
+# chunked at other places (a one-row chunk goes through the decode kernel):
+# 0.0005-0.0105 measured on an H200 (2026-12-04); an indexing slip is O(1)
+TOL_BATCH = 0.03
+TOL_BF16 = 0.3     # activations rounded to bf16 for every product
+MARGIN = 0.2
+
+try:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+except ImportError:
+    print("skip: no torch/transformers")
+    sys.exit(0)
+if not torch.cuda.is_available():
+    print("skip: no GPU")
+    sys.exit(0)
+
+
+def make(dirname, hd, heads, kv):
+    torch.manual_seed(hd * 100 + heads * 10 + kv)
+    cfg = LlamaConfig(hidden_size=hd * heads, intermediate_size=1024, num_hidden_layers=2,
+                      num_attention_heads=heads, num_key_value_heads=kv, head_dim=hd,
+                      vocab_size=512, max_position_embeddings=4096, initializer_range=0.1,
+                      rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1,
+                      eos_token_id=2)
+    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(dirname, safe_serialization=True)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(TOK, f), dirname)
+    return LlamaForCausalLM.from_pretrained(dirname, dtype=torch.float32).cuda().eval()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Server:
+    def __init__(self, model, log, args=(), env=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        e = dict(os.environ)
+        e.update(env or {})
+        self.p = subprocess.Popen(
+            [INFERD, "serve", model, "--device", "cuda", "--host", "127.0.0.1", "--port",
+             str(self.port), "--served-model-name", "m", "--max-model-len", "1024",
+             "--max-num-batched-tokens", "512", "--kv-cache-memory", "1GiB",
+             "--disable-log-requests", *args], stdout=log, stderr=subprocess.STDOUT, env=e)
+        for _ in range(600):
+            if self.p.poll() is not None:
+                break
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        log.flush()
+        sys.exit(f"server did not start: {open(log.name).read()[-2000:]}")
+
+    def ask(self, ids):
+        r = requests.post(self.url + "/v1/completions", timeout=300, json={
+            "model": "m", "prompt": ids, "max_tokens": OUT, "temperature": 0,
+            "ignore_eos": True, "logprobs": 1, "return_tokens_as_token_ids": True})
+        if r.status_code != 200:
+            raise SystemExit(f"request failed: {r.status_code} {r.text[:500]}")
+        lp = r.json()["choices"][0]["logprobs"]
+        toks = [int(t.split(":", 1)[1]) for t in lp["tokens"]]
+        return toks, lp["token_logprobs"]
+
+    def run(self, prompts, together):
+        if not together:
+            return [self.ask(p) for p in prompts]
+        with ThreadPoolExecutor(len(prompts)) as ex:
+            return list(ex.map(self.ask, prompts))
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def reference(model, prompt, toks):
+    """float32 logprobs of toks[i] after prompt + toks[:i], and the top-2 margins."""
+    ids = torch.tensor([prompt + toks], device="cuda")
+    with torch.no_grad():
+        lp = torch.log_softmax(model(ids).logits[0].double(), -1)
+    n = len(prompt)
+    out, margins = [], []
+    for i, t in enumerate(toks):
+        row = lp[n - 1 + i]
+        top = torch.topk(row, 2).values
+        out.append(float(row[t]))
+        margins.append(float(top[0] - top[1]))
+    return out, margins
+
+
+fails = 0
+worst = {}
+
+
+def compare(key, a, b, tol, margins=None):
+    """a, b: lists of (tokens, logprobs); compares while tokens agree."""
+    global fails
+    for i, ((ta, la), (tb, lb)) in enumerate(zip(a, b)):
+        for j in range(min(len(ta), len(tb))):
+            if ta[j] != tb[j]:
+                if margins is not None and margins[i][j] >= MARGIN:
+                    fails += 1
+                    print(f"FAIL {key}: prompt {i} token {j}: {ta[j]} vs {tb[j]} "
+                          f"(reference margin {margins[i][j]:.3f})", flush=True)
+                break
+            d = abs(la[j] - lb[j])
+            worst[key] = max(worst.get(key, 0.0), d)
+            if d > tol:
+                fails += 1
+                print(f"FAIL {key}: prompt {i} token {j}: logprob {la[j]:.4f} vs {lb[j]:.4f} "
+                      f"(tolerance {tol})", flush=True)
+                break
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    for hd, heads, kv in SHAPES:
+        name = f"hd{hd} {heads}/{kv}"
+        d = os.path.join(tmp, f"m{hd}_{heads}_{kv}")
+        model = make(d, hd, heads, kv)
+        rng = random.Random(hd + heads + kv)
+        lens = [1, 2, 31, 32, 33, 64, 127, 128, 129, 300, 511, 700]
+        lens += [rng.randrange(1, 700) for _ in range(N_PROMPTS - len(lens))]
+        prompts = [[rng.randrange(3, 512) for _ in range(n)] for n in lens]
+        with open(os.path.join(tmp, f"serve-{hd}-{heads}-{kv}.log"), "w+") as log:
+            srv = Server(d, log)
+            try:
+                single = srv.run(prompts, False)
+                batch = srv.run(prompts, True)
+            finally:
+                srv.stop()
+            srv = Server(d, log, env={"INFERD_CUDA_ATT": "split"})
+            try:
+                split = srv.run(prompts, False)
+            finally:
+                srv.stop()
+            srv = Server(d, log, ("--matmul-precision", "bfloat16"))
+            try:
+                bf16 = srv.run(prompts, True)
+            finally:
+                srv.stop()
+        refs = [reference(model, p, t) for p, (t, _) in zip(prompts, single)]
+        ref = [(t, r[0]) for (t, _), r in zip(single, refs)]
+        margins = [r[1] for r in refs]
+        compare(f"{name} single vs transformers", single, ref, TOL_REF)
+        compare(f"{name} single vs split kernel", single, split, TOL_KERNEL, margins)
+        compare(f"{name} batch vs single", batch, single, TOL_BATCH, margins)
+        compare(f"{name} bf16 batch vs transformers", bf16, ref, TOL_BF16)
+        del model
+        torch.cuda.empty_cache()
+for k, v in worst.items():
+    print(f"{k}: max |logprob diff| = {v:.5f}")
+print("FAIL" if fails else "ok", f"({fails} failures)")
+sys.exit(1 if fails else 0)
