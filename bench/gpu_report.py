@@ -16,6 +16,10 @@ GOALS = {"decode-b1": "≥ 170 tok/s", "prefill-1024": "≥ 30,000 prompt tok/s"
          "startup": "≤ 5 s"}
 
 
+# progress bars and sample lines the test scripts print between their results
+NOISE = ("Loading weights", "Writing model shards", "transformers [(")
+
+
 def load(d):
     rows = {}
     try:
@@ -101,8 +105,10 @@ def main():
             "prompt tok/s" if label.startswith("prefill") else "output tok/s")
         ratio = f"{a / b:.2f}" if a and b else "-"
         ri, rl = eng["inferd"].get(label, {}), eng["llama.cpp"].get(label, {})
-        tt = f"{ri.get('ttft_p50_ms', 0):.0f} / {rl.get('ttft_p50_ms', 0):.0f}" if label != "startup" else "-"
-        it = f"{ri.get('itl_p99_ms', 0):.1f} / {rl.get('itl_p99_ms', 0):.1f}" if label != "startup" else "-"
+        def pair(key, f):
+            return " / ".join(f.format(r[key]) if key in r else "-" for r in (ri, rl))
+        tt = pair("ttft_p50_ms", "{:.0f}") if label != "startup" else "-"
+        it = pair("itl_p99_ms", "{:.1f}") if label != "startup" else "-"
         fa = f"{a:,.1f}" if a is not None else "-"
         fb = f"{b:,.1f}" if b is not None else "-"
         lines.append(f"| {label} | {what} | {fa} | {fb} | {ratio} | {tt} | {it} | {GOALS.get(label.split('@')[0], '')} |")
@@ -117,8 +123,10 @@ def main():
         lines.append(f"inferd KV pool: {kv.strip()}")
     gold = os.path.join(oi, "golden.log")
     if os.path.exists(gold):
-        lines.append("Golden on the GPU at this commit (tests/cuda/test_cuda_golden.py): " +
-                     "; ".join(l.strip() for l in open(gold) if l.strip()))
+        lines.append("GPU tests at this commit (tests/cuda/test_cuda_golden.py, then "
+                     "test_prefill_mma.py and test_decode_batch.py where the phase ran them): " +
+                     "; ".join(l.strip() for l in open(gold)
+                               if l.strip() and not any(n in l for n in NOISE)))
     text = "\n".join(lines) + "\n"
     print(text)
     if append:
