@@ -56,7 +56,8 @@ static void serve_usage(FILE *f)
         "                              flight (default 30)\n"
         "  --disable-log-requests      no access log line per request\n"
         "  -h, --help                  this text\n\n"
-        "Environment: INFERD_API_KEY (same as --api-key).\n");
+        "Environment: INFERD_API_KEY (same as --api-key); INFERD_STEP_LOG=FILE (one line\n"
+        "per engine step: batch shape and host/forward times, see README).\n");
 }
 
 /* An encoder model needs no engine, KV cache or chat template; text

@@ -409,12 +409,16 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_
     }
     const char *log = getenv("INFERD_STEP_LOG");
     if (log && *log && !(g->step_log = fopen(log, "w"))) {
-        err_set(e, "INFERD_STEP_LOG: cannot write %s", log);
+        err_set(e, "INFERD_STEP_LOG: cannot write %s: %s", log, strerror(errno));
         goto err;
     }
-    if (g->step_log)
+    if (g->step_log) {
+        /* a line a step, written as it ends: `tail -f` follows a running
+         * server, and a killed one leaves every finished step */
+        setvbuf(g->step_log, NULL, _IOLBF, 0);
         fprintf(g->step_log, "# step seqs prompt_tokens decode_rows max_ctx idle_ms "
                              "schedule_ms forward_ms emit_ms\n");
+    }
     /* Last before the thread: the model cannot give its pool back, so
      * nothing after this may fail but the thread start. */
     if (mdl_kv_init(m, (int)n_blocks, c->block_size, e))

@@ -6,58 +6,29 @@ numbers strictly increasing, a prefill step per request whose prompt_tokens
 is the prompt's length (usage.prompt_tokens, prefix caching off so every
 prompt token is computed), decode-only steps with the context growing by one,
 and the prompt tokens over all lines adding up to those of the requests.
+The lines are in the file while the server still runs (line-buffered).
 A variable naming a file in a folder that does not exist stops `inferd
 serve` at start with exit status 1 and a message naming the variable."""
-import os, re, signal, socket, subprocess, sys, tempfile, time
-import requests
+import os
+import re
+import sys
+import tempfile
 
-INFERD = os.environ["INFERD"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+from serverlib import Server, check, finish  # noqa: E402
+
 HEADER = "# step seqs prompt_tokens decode_rows max_ctx idle_ms schedule_ms forward_ms emit_ms"
-failures = []
 
 
-def check(name, cond, detail=""):
-    print(("ok   " if cond else "FAIL ") + name, flush=True)
-    if not cond:
-        failures.append(name)
-        if detail:
-            print("     " + str(detail)[:1500], flush=True)
-    return cond
+def start(step_log, wait_ready=True):
+    return Server(model_dir="models/demo", args=("--no-enable-prefix-caching",),
+                  env={"INFERD_STEP_LOG": step_log}, wait_ready=wait_ready)
 
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
-
-def start(step_log, log):
-    port = free_port()
-    env = dict(os.environ, INFERD_STEP_LOG=step_log)
-    p = subprocess.Popen([INFERD, "serve", "models/demo", "--host", "127.0.0.1", "--port", str(port),
-                          "--threads", "1", "--kv-cache-memory", "64MiB", "--disable-log-requests",
-                          "--no-enable-prefix-caching"],
-                         stdout=log, stderr=subprocess.STDOUT, env=env)
-    return p, f"http://127.0.0.1:{port}"
-
-
-def wait_healthy(p, url, log):
-    for _ in range(600):
-        if p.poll() is not None:
-            break
-        try:
-            if requests.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    p.kill(); p.wait()
-    print(open(log.name, errors="replace").read()[-3000:])
-    sys.exit("server did not become healthy in 60 s")
-
-
-def complete(url, prompt, max_tokens):
-    r = requests.post(url + "/v1/completions", timeout=120, json={
-        "model": "models/demo", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-        "ignore_eos": True})
+def complete(srv, prompt, max_tokens):
+    r = srv.post("/v1/completions", {"model": "tiny", "prompt": prompt,
+                                     "max_tokens": max_tokens, "temperature": 0,
+                                     "ignore_eos": True})
     assert r.status_code == 200, r.text
     return r.json()["usage"]
 
@@ -66,20 +37,12 @@ tmp = tempfile.mkdtemp(prefix="inferd-steplog-")
 step_log = os.path.join(tmp, "steps.log")
 
 # --- The log of a serving run -------------------------------------------
-with open(os.path.join(tmp, "serve.log"), "w+") as log:
-    p, url = start(step_log, log)
-    try:
-        wait_healthy(p, url, log)
-        usages = [complete(url, "题目：静夜思", 5), complete(url, "写一首关于春天的诗，要有花", 3)]
-    finally:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-        try:
-            rc = p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill(); rc = p.wait()
-    out = open(log.name, errors="replace").read()
-    check(f"server exits 0 on SIGTERM (got {rc})", rc == 0, out[-1500:])
+with start(step_log) as srv:
+    usages = [complete(srv, "题目：静夜思", 5), complete(srv, "写一首关于春天的诗，要有花", 3)]
+    live = open(step_log).read().splitlines()
+    want_steps = sum(u["completion_tokens"] for u in usages)
+    check(f"while the server runs the file already holds every step ({want_steps})",
+          len(live) == 1 + want_steps, live)
 print("usages:", usages)
 text = open(step_log).read()
 print(text, end="")
@@ -126,13 +89,11 @@ check("steps match the two requests (seqs prompt_tokens decode_rows max_ctx)",
 
 # --- A log that cannot be opened ----------------------------------------
 bad = os.path.join(tmp, "no-such-dir", "steps.log")
-with open(os.path.join(tmp, "bad.log"), "w+") as log:
-    p, url = start(bad, log)
-    try:
-        rc = p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill(); rc = p.wait()
-    out = open(log.name, errors="replace").read()
+srv = start(bad, wait_ready=False)
+rc = srv.p.wait(60)
+srv.p.stdout.close()
+out = srv.stderr()
+os.unlink(srv.log.name)
 print(out, end="")
 check(f"serve with an unwritable INFERD_STEP_LOG exits 1 (got {rc})", rc == 1, out[-1500:])
 check("the message names INFERD_STEP_LOG and the path",
@@ -140,8 +101,6 @@ check("the message names INFERD_STEP_LOG and the path",
 check("no sanitizer report", "Sanitizer" not in out and "runtime error" not in out, out[-1500:])
 check("no file is created", not os.path.exists(os.path.dirname(bad)))
 
-for f in ("steps.log", "serve.log", "bad.log"):
-    os.unlink(os.path.join(tmp, f))
+os.unlink(step_log)
 os.rmdir(tmp)
-print(f"\n{len(failures)} failures" + (": " + ", ".join(failures) if failures else ""))
-sys.exit(1 if failures else 0)
+finish()
