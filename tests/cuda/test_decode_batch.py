@@ -27,22 +27,17 @@ and that every request's greedy tokens match single's up to the first
 position whose top-2 margin (from the reference) is below MARGIN.
 Needs torch + transformers + a GPU; skips (exit 0) without them.
     INFERD=build/inferd python3 tests/cuda/test_decode_batch.py"""
-import json
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+from serverlib import Server  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-INFERD = os.environ.get("INFERD", os.path.join(ROOT, "build", "inferd"))
 TOK = os.path.join(ROOT, "tests", "fixtures", "models", "llama")
 # (head_dim, query heads, KV heads): groups of 4, 8 and 1
 SHAPES = ((128, 4, 1), (64, 8, 1), (64, 8, 8))
@@ -80,62 +75,40 @@ def make(dirname, hd, heads, kv):
     return LlamaForCausalLM.from_pretrained(dirname, dtype=torch.float32).cuda().eval()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+def serve(model, args=(), env=None):
+    """tests/server/serverlib's `inferd serve`, on the GPU, with this test's limits."""
+    return Server(model_dir=model, env=env, args=(
+        "--device", "cuda", "--max-model-len", "1024", "--max-num-batched-tokens", "512",
+        "--kv-cache-memory", "1GiB", "--disable-log-requests", *args))
 
 
-class Server:
-    def __init__(self, model, log, args=(), env=None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        e = dict(os.environ)
-        e.update(env or {})
-        self.p = subprocess.Popen(
-            [INFERD, "serve", model, "--device", "cuda", "--host", "127.0.0.1", "--port",
-             str(self.port), "--served-model-name", "m", "--max-model-len", "1024",
-             "--max-num-batched-tokens", "512", "--kv-cache-memory", "1GiB",
-             "--disable-log-requests", *args], stdout=log, stderr=subprocess.STDOUT, env=e)
-        for _ in range(600):
-            if self.p.poll() is not None:
-                break
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        log.flush()
-        sys.exit(f"server did not start: {open(log.name).read()[-2000:]}")
+def ask(srv, ids):
+    r = srv.post("/v1/completions", {
+        "model": "tiny", "prompt": ids, "max_tokens": OUT, "temperature": 0,
+        "ignore_eos": True, "logprobs": 1, "return_tokens_as_token_ids": True}, timeout=300)
+    if r.status_code != 200:
+        raise SystemExit(f"request failed: {r.status_code} {r.text[:500]}")
+    lp = r.json()["choices"][0]["logprobs"]
+    toks = [int(t.split(":", 1)[1]) for t in lp["tokens"]]
+    return toks, lp["token_logprobs"]
 
-    def ask(self, ids):
-        r = requests.post(self.url + "/v1/completions", timeout=300, json={
-            "model": "m", "prompt": ids, "max_tokens": OUT, "temperature": 0,
-            "ignore_eos": True, "logprobs": 1, "return_tokens_as_token_ids": True})
-        if r.status_code != 200:
-            raise SystemExit(f"request failed: {r.status_code} {r.text[:500]}")
-        lp = r.json()["choices"][0]["logprobs"]
-        toks = [int(t.split(":", 1)[1]) for t in lp["tokens"]]
-        return toks, lp["token_logprobs"]
 
-    def run(self, prompts, together):
-        if not together:
-            return [self.ask(p) for p in prompts]
-        with ThreadPoolExecutor(len(prompts)) as ex:
-            return list(ex.map(self.ask, prompts))
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+def run(model, prompts, modes, args=(), env=None):
+    """Every prompt's (tokens, logprobs) for each mode in turn, from one
+    server: False asks one prompt at a time, True all at once."""
+    srv = serve(model, args, env)
+    try:
+        out = []
+        for together in modes:
+            if not together:
+                out.append([ask(srv, p) for p in prompts])
+                continue
+            with ThreadPoolExecutor(len(prompts)) as ex:
+                out.append(list(ex.map(lambda p: ask(srv, p), prompts)))
+        return out
+    finally:
+        srv.stop()
+        os.unlink(srv.log.name)
 
 
 def reference(model, prompt, toks):
@@ -186,23 +159,9 @@ with tempfile.TemporaryDirectory() as tmp:
         lens = [1, 2, 31, 32, 33, 64, 127, 128, 129, 300, 511, 700]
         lens += [rng.randrange(1, 700) for _ in range(N_PROMPTS - len(lens))]
         prompts = [[rng.randrange(3, 512) for _ in range(n)] for n in lens]
-        with open(os.path.join(tmp, f"serve-{hd}-{heads}-{kv}.log"), "w+") as log:
-            srv = Server(d, log)
-            try:
-                single = srv.run(prompts, False)
-                batch = srv.run(prompts, True)
-            finally:
-                srv.stop()
-            srv = Server(d, log, env={"INFERD_CUDA_ATT": "split"})
-            try:
-                split = srv.run(prompts, False)
-            finally:
-                srv.stop()
-            srv = Server(d, log, ("--matmul-precision", "bfloat16"))
-            try:
-                bf16 = srv.run(prompts, True)
-            finally:
-                srv.stop()
+        single, batch = run(d, prompts, (False, True))
+        split, = run(d, prompts, (False,), env={"INFERD_CUDA_ATT": "split"})
+        bf16, = run(d, prompts, (True,), ("--matmul-precision", "bfloat16"))
         refs = [reference(model, p, t) for p, (t, _) in zip(prompts, single)]
         ref = [(t, r[0]) for (t, _), r in zip(single, refs)]
         margins = [r[1] for r in refs]
