@@ -523,7 +523,10 @@ static json_t *chunk(api_gen *g, json_t *choice)
     return j;
 }
 
-/* Writes c's new text (and logprobs) as one chunk, then its finish. */
+/* Writes c's new text (and logprobs) as one chunk, then its finish. Called
+ * when c got tokens: a running choice gets a chunk for them even when their
+ * text is held back (an incomplete UTF-8 character, a possible stop string),
+ * so a client sees every step's progress, as with OpenAI's one chunk a token. */
 static void stream_choice(api_gen *g, api_choice *c, strbuf *out)
 {
     if (c->finish_sent)
@@ -532,7 +535,7 @@ static void stream_choice(api_gen *g, api_choice *c, strbuf *out)
     int has_lp = g->logprobs && c->lp_content && json_array_size(c->lp_content) > 0;
     has_lp = has_lp || (g->logprobs && c->lp_tokens && json_array_size(c->lp_tokens) > 0);
     int last = c->done && !g->chat;   /* completions: the finish rides on the text */
-    if (lim > c->sent || has_lp || last) {
+    if (lim > c->sent || has_lp || last || !c->done) {
         const char *t = c->text.p ? c->text.p + c->sent : "";
         size_t n = lim - c->sent;
         json_t *fin = last ? json_string(c->finish ? c->finish : "abort") : json_null();

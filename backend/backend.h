@@ -63,6 +63,7 @@ typedef struct be_sample_row {
     float temperature; /* < 1e-5: greedy (token = the argmax) */
     float min_p;       /* weights below min_p (the max has weight 1) are cut; 0: off */
     double u;          /* the request's uniform draw in [0, 1) for this token */
+    int top;           /* 0: a device backend may skip the top list (n_top 0) */
 } be_sample_row;
 
 typedef struct be_sample_out {

@@ -182,8 +182,11 @@ check)
     # After a kernel change: the GPU tests, the GEMM probe on the serving
     # shapes, then serve-256, serve-64 and decode-b1 (SHORT request counts)
     # with step logs, by default and with each env assignment in $AB
-    # (e.g. AB="INFERD_CUDA_ATT=split"), so the change is measured A/B.
-    # CHECK_TESTS=0 / CHECK_BENCH=0 leave out the first / the second part.
+    # (e.g. AB="INFERD_CUDA_ATT=split") or server flag in it (e.g.
+    # AB="--max-num-batched-tokens=1024"), so the change is measured A/B.
+    # CHECK_TESTS=0 / CHECK_BENCH=0 leave out the first / the second part,
+    # CHECK_PROBE=0 the probe; PROFILE_B1=1 adds the per-op device profile
+    # of batch-1 decode steps.
     BUNDLE=$(realpath "$1"); TOK=$(realpath "$2")
     source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
@@ -192,7 +195,7 @@ check)
         (cd "$ROOT" && timeout 300 python3 tests/cuda/$t.py > /tmp/$t.log 2>&1
             echo "$t exit $?"; tail -12 /tmp/$t.log) | tee -a "$O/tests.log"
     done
-    if [ "${CHECK_TESTS:-1}" != 0 ]; then
+    if [ "${CHECK_TESTS:-1}" != 0 ] && [ "${CHECK_PROBE:-1}" != 0 ]; then
         NV=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
         $NV -O2 -gencode=arch=compute_90a,code=sm_90a "$ROOT/tools/gpu/gemm_probe.cu" \
             -lcublas -lcublasLt -o /tmp/gemm_probe > "$O/probe.txt" 2>&1 &&
@@ -203,20 +206,34 @@ check)
     R=128
     mkdir -p /tmp/prof
     for v in default ${AB:-}; do
-        env=(); [ "$v" = default ] || env=("$v")
+        env=(); args=() # a variant is an env assignment or a server flag (--flag=value)
+        case $v in default) ;; --*) args=("$v") ;; *) env=("$v") ;; esac
         echo "== variant $v $(el)" | tee -a "$O/bench.log"
         env INFERD_STEP_LOG=/tmp/prof/steps-$v.txt "${env[@]}" "$INFERD" serve $M --device cuda \
             --host 127.0.0.1 --port $PORT --served-model-name l8b --max-model-len 4096 \
             --max-num-seqs 256 --max-num-batched-tokens 2048 --disable-log-requests \
-            --matmul-precision bfloat16 >> "$O/serve.log" 2>&1 &
+            --matmul-precision bfloat16 "${args[@]}" >> "$O/serve.log" 2>&1 &
         SERVER=$!
-        wait_health http://127.0.0.1:$PORT $SERVER > /dev/null || { tail -20 "$O/serve.log"; exit 1; }
+        S=$(wait_health http://127.0.0.1:$PORT $SERVER) || { tail -20 "$O/serve.log"; exit 1; }
+        echo "startup ${S}s" | tee -a "$O/bench.log"
+        SUFFIX=@$v bench inferd first-1024 --concurrency 1 --requests 1 --input-len 1024 --output-len 16
+        SUFFIX=@$v bench inferd prefill-1024 --concurrency 1 --requests 4 --input-len 1024 --output-len 1
         SUFFIX=@$v workloads inferd serve256 serve64
         SUFFIX=@$v bench inferd decode-b1 --concurrency 1 --requests 2 --input-len 1024 --output-len 256
         kill $SERVER; wait $SERVER 2> /dev/null
     done
     python3 "$ROOT/bench/steps_report.py" /tmp/prof/steps-*.txt > "$O/steps.txt" 2>&1
     tail -40 "$O/steps.txt"
+    if [ "${PROFILE_B1:-0}" = 1 ]; then # per-op device time of batch-1 decode steps
+        INFERD_WARMUP=0 INFERD_CUDA_PROFILE=1 "$INFERD" serve $M --device cuda --host 127.0.0.1 --port $PORT \
+            --served-model-name l8b --max-model-len 4096 --disable-log-requests \
+            --matmul-precision bfloat16 > /tmp/prof/prof-b1.log 2>&1 &
+        SERVER=$!
+        wait_health http://127.0.0.1:$PORT $SERVER > /dev/null || { tail -20 /tmp/prof/prof-b1.log; exit 1; }
+        bench inferd prof-b1 --concurrency 1 --requests 1 --input-len 1024 --output-len 256
+        kill $SERVER; wait $SERVER 2> /dev/null
+        grep -A24 "cuda profile" /tmp/prof/prof-b1.log | tee "$O/profile.txt"
+    fi
     ;;
 profile)
     # Where a serving step's time goes: INFERD_STEP_LOG timelines of serve-256

@@ -57,7 +57,8 @@ static void serve_usage(FILE *f)
         "  --disable-log-requests      no access log line per request\n"
         "  -h, --help                  this text\n\n"
         "Environment: INFERD_API_KEY (same as --api-key); INFERD_STEP_LOG=FILE (one line\n"
-        "per engine step: batch shape and host/forward times, see README).\n");
+        "per engine step: batch shape and host/forward times, see README); INFERD_WARMUP=0\n"
+        "(on a GPU, skip the warm-up request that runs before the server reports ready).\n");
 }
 
 /* An encoder model needs no engine, KV cache or chat template; text
@@ -329,6 +330,11 @@ int cli_serve(int argc, char **argv)
     ec.enable_prefix_caching = prefix_caching;
     ec.seed = (uint64_t)seed;
     if (eng_create(m, &ec, eos, n_eos, &eng, &e))
+        goto err;
+    /* A GPU's first forward pass loads kernels and picks GEMM algorithms:
+     * done here, before "ready", not in the first user's request. */
+    const char *wu = getenv("INFERD_WARMUP");
+    if (strcmp(device, "cpu") != 0 && !(wu && !strcmp(wu, "0")) && eng_warmup(eng, &e))
         goto err;
     api_options ao = {.served_model_name = name, .model_root = dir, .engine = eng, .tok = tok,
                       .chat = chat, .gen = &gc, .max_logprobs = (int)max_logprobs,

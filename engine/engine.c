@@ -239,9 +239,9 @@ const eng_event *eng_prompt_logprobs(eng_request *r, int *n)
 
 /* ---- the engine thread ---- */
 
-static void publish_stats(eng_engine *g)
+/* Caller holds g->mu. */
+static void publish_stats_locked(eng_engine *g)
 {
-    pthread_mutex_lock(&g->mu);
     eng_stats *s = &g->st;
     *s = g->local;
     s->running = g->n_running;
@@ -249,6 +249,12 @@ static void publish_stats(eng_engine *g)
     s->kv_blocks_total = g->kv.n_blocks;
     s->kv_blocks_used = g->kv.n_blocks - g->kv.n_free;
     s->kv_blocks_cached = g->kv.n_cached;
+}
+
+static void publish_stats(eng_engine *g)
+{
+    pthread_mutex_lock(&g->mu);
+    publish_stats_locked(g);
     pthread_mutex_unlock(&g->mu);
 }
 
@@ -257,8 +263,15 @@ static void publish_stats(eng_engine *g)
 static int take_incoming(eng_engine *g)
 {
     pthread_mutex_lock(&g->mu);
-    while (!g->stop && g->n_incoming == 0 && g->n_waiting == 0 && g->n_running == 0)
+    while (!g->stop && g->n_incoming == 0 && g->n_waiting == 0 && g->n_running == 0 &&
+           !g->reset_stats)
         pthread_cond_wait(&g->cv, &g->mu);
+    if (g->reset_stats) { /* eng_warmup's request is not the users' */
+        memset(&g->local, 0, sizeof g->local);
+        publish_stats_locked(g);
+        g->reset_stats = 0;
+        pthread_cond_broadcast(&g->cv);
+    }
     /* waiting holds every live request at most (preemption moves running
      * ones there), so once it has room for all, requeueing never allocates */
     int live = g->n_waiting + g->n_running + g->n_incoming;
@@ -616,3 +629,45 @@ void eng_get_stats(eng_engine *g, eng_stats *s)
 }
 
 int eng_max_model_len(const eng_engine *g) { return g->c.max_model_len; }
+
+/* Decode steps after the prompt: one run op by op, one captured, one replayed. */
+#define WARMUP_NEW_TOKENS 4
+
+int eng_warmup(eng_engine *g, inferd_error *e)
+{
+    int n = g->c.max_num_batched_tokens, room = g->c.max_model_len - WARMUP_NEW_TOKENS;
+    n = n < room ? n : room;
+    if (n < 1)
+        return 0;
+    int32_t *prompt = malloc((size_t)n * sizeof *prompt);
+    if (!prompt) {
+        err_set(e, "out of memory for the warm-up prompt");
+        return -1;
+    }
+    for (int i = 0; i < n; i++) /* any ids of the vocabulary */
+        prompt[i] = (int32_t)(((uint32_t)i * 2654435761u >> 7) % (uint32_t)g->vocab);
+    eng_sampling s;
+    eng_sampling_defaults(&s);
+    s.temperature = 0;
+    s.ignore_eos = 1;
+    s.max_tokens = WARMUP_NEW_TOKENS;
+    eng_request *r = eng_submit(g, prompt, n, &s, e);
+    free(prompt);
+    if (!r)
+        return -1;
+    eng_event ev = {0};
+    while (eng_next(r, &ev, -1) == 1 && ev.finish == ENG_RUNNING)
+        ;
+    eng_release(r);
+    if (ev.finish == ENG_FINISH_ERROR) {
+        err_set(e, "the warm-up forward pass failed; see the messages above");
+        return -1;
+    }
+    pthread_mutex_lock(&g->mu);
+    g->reset_stats = 1;
+    pthread_cond_broadcast(&g->cv);
+    while (g->reset_stats && !g->stop)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    return 0;
+}

@@ -93,6 +93,11 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids,
 /* Finishes (aborts) everything live and joins the thread. The KV pool was
  * allocated in the model and is freed with it (mdl_free). */
 void eng_destroy(eng_engine *g);
+/* Runs one request of max_num_batched_tokens prompt tokens and a few decode
+ * steps, then zeroes the counters: on a GPU the first forward pass loads
+ * kernels and chooses GEMM algorithms (~100 ms), which the first user's
+ * request should not wait out. */
+int eng_warmup(eng_engine *g, inferd_error *e);
 
 /* Queues a request. Fails (NULL, message in e) when the prompt is empty,
  * prompt + max_tokens exceeds max_model_len, a token id (prompt, logit_bias,

@@ -189,6 +189,7 @@ struct eng_engine {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;
+    int reset_stats;           /* eng_warmup: zero the counters, then clear this */
     eng_request **incoming;    /* submitted, not yet seen by the thread */
     int n_incoming, cap_incoming;
     uint64_t next_id;

@@ -287,7 +287,11 @@ int smp_needs_full_row(const smp_seq *q, int top_logprobs)
 
 be_sample_row smp_device_row(const eng_sampling *s, double u)
 {
-    be_sample_row r = {.temperature = s->temperature, .min_p = s->min_p, .u = u};
+    /* the list serves top_k / top_p draws and top_logprobs; greedy rows
+     * without them need only the argmax (and lse for a logprob) */
+    int top = s->top_logprobs > 0 ||
+              (s->temperature >= 1e-5f && (s->top_k > 0 || (s->top_p > 0 && s->top_p < 1)));
+    be_sample_row r = {.temperature = s->temperature, .min_p = s->min_p, .u = u, .top = top};
     return r;
 }
 

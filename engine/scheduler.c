@@ -220,6 +220,13 @@ static int build_batch(eng_engine *g, mdl_batch *b)
     for (int i = 0; i < g->n_sched; i++)
         if (g->sched[i].r->n_blocks > maxb)
             maxb = g->sched[i].r->n_blocks;
+    /* The table's width is part of what a recorded GPU step launches: a
+     * power of two keeps it the same for many steps (one CUDA graph) instead
+     * of changing with every block a sequence grows by. */
+    int width = 16;
+    while (width < maxb)
+        width *= 2;
+    maxb = width < g->max_blocks_seq ? width : g->max_blocks_seq;
     for (int i = 0; i < g->n_sched; i++) {
         eng_request *r = g->sched[i].r;
         int from = r->n_computed, to = from + g->sched[i].n_new;

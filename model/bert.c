@@ -339,7 +339,7 @@ int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooli
          * positions, token types (in the slot field, which encoders do not
          * use) and the first rows (as logit rows). Its layout is one
          * sequence of at least 2 rows, so the backend takes the step for a
-         * prompt step and never records it as a decode step. */
+         * prompt step without a KV cache and never records it. */
         int32_t one_seq[2] = {0, n < 2 ? 2 : n};
         be_attn_layout l = {.n_seqs = 1, .q_start = one_seq, .pos = pos, .slot = types,
                             .n_tokens = n};

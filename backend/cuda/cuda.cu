@@ -26,10 +26,12 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 extern "C" {
 #include "backend/backend.h"
@@ -106,17 +108,23 @@ typedef struct cu_backend {
     void *smp_buf;             /* sample_rows: rows' parameters, then their results */
     size_t smp_bytes;
     int n_sm;                  /* multiprocessors: sizes the split-KV and GEMV grids */
+    char *up_buf[2];           /* pinned staging of weight uploads, freed at the first step */
+    cudaEvent_t up_done[2];    /* the copy out of up_buf[i] finished */
+    int up_next, up_threads;
     int att_v1;                /* INFERD_CUDA_ATT=v1: the first decode kernel, no split-KV */
     int att_split;             /* INFERD_CUDA_ATT=split: the one-key-at-a-time split-KV kernels */
     int gemv_v1;               /* INFERD_CUDA_GEMV=v1: the first GEMV kernel */
-    int max_keys;              /* the step's longest context (host pos), for split-KV */
+    int max_keys;              /* the longest context, to a power of two: split-KV */
     float *att_part;           /* split-KV partial results */
     size_t att_part_bytes;
+    int *att_done;             /* splits finished per (row, KV head); zero between launches */
+    size_t att_done_n;
     /* decode steps: ops are recorded between begin_step and to_host, then
      * run (with q/k/v and gate/up fused) or replayed as one CUDA graph */
     int use_graph, use_fuse;   /* INFERD_CUDA_GRAPH=0, INFERD_CUDA_FUSE=0 turn them off */
     int recording;
     int step_rows;             /* rows of the recorded step: graphs up to GEMV_MAX_N */
+    int step_decode;           /* every row of the step a decode row: graphs only then */
     unsigned gen;              /* bumped when a buffer that kernels see is reallocated */
     tape cur, last, gtape;     /* this step, the step before, the graph's */
     cudaGraphExec_t gexec;
@@ -577,16 +585,19 @@ template <typename V> __device__ __forceinline__ V pick(const V *a, int m)
     return m == 0 ? a[0] : m == 1 ? a[1] : a[2];
 }
 
-template <typename TW, int NR>
-__global__ void __launch_bounds__(GEMV2_WARPS * 32, NR == 1 ? 6 : 4)
+/* GLU: S holds gate and up (n_mat 1 for the grid, w[1] and bias[1] the up
+ * matrix); each warp reads row r of both and writes silu(gate) * up to
+ * y[0], so the activation needs no launch of its own. */
+template <typename TW, int NR, bool GLU>
+__global__ void __launch_bounds__(GEMV2_WARPS * 32, NR == 1 && !GLU ? 6 : 4)
 gemv2_kernel(const float *x, const gemv_set S, int n, int64_t cols, int vec)
 {
-    __shared__ float red[GEMV2_WARPS][NR];
+    constexpr int NM = GLU ? 2 : 1; /* weight rows a warp reads */
+    __shared__ float red[NM][GEMV2_WARPS][NR];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int m = 0;
     while (m + 1 < S.n_mat && blockIdx.x >= pick(S.first, m + 1))
         m++;
-    const TW *w = (const TW *)pick(S.w, m);
     const void *bias = pick(S.bias, m);
     float *y = pick(S.y, m);
     const int64_t rows = pick(S.rows, m);
@@ -594,22 +605,29 @@ gemv2_kernel(const float *x, const gemv_set S, int n, int64_t cols, int vec)
     const int rpb = GEMV2_WARPS / wpr, part = warp % wpr;
     const int64_t r = (int64_t)(blockIdx.x - pick(S.first, m)) * rpb + warp / wpr;
     const bool live = r < rows;
-    const TW *wr = w + (live ? r : 0) * cols;
+    const TW *wr[NM];
+    wr[0] = (const TW *)pick(S.w, m) + (live ? r : 0) * cols;
+    if (GLU)
+        wr[NM - 1] = (const TW *)S.w[1] + (live ? r : 0) * cols;
     for (int i0 = 0; i0 < n; i0 += NR) {
         int nr = n - i0 < NR ? n - i0 : NR;
-        float acc[NR];
+        float acc[NM][NR];
 #pragma unroll
-        for (int i = 0; i < NR; i++)
-            acc[i] = 0.0f;
+        for (int j = 0; j < NM; j++)
+#pragma unroll
+            for (int i = 0; i < NR; i++)
+                acc[j][i] = 0.0f;
         if (live && vec) {
             for (int64_t kc = (int64_t)part * 1024; kc < cols; kc += (int64_t)wpr * 1024) {
-                float wf[4][8];
+                float wf[NM][4][8];
 #pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    const int64_t k = kc + 256 * u + lane * 8;
-                    if (k < cols)
-                        load8s(wr + k, wf[u]);
-                }
+                for (int j = 0; j < NM; j++)
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        const int64_t k = kc + 256 * u + lane * 8;
+                        if (k < cols)
+                            load8s(wr[j] + k, wf[j][u]);
+                    }
 #pragma unroll
                 for (int u = 0; u < 4; u++) {
                     const int64_t k = kc + 256 * u + lane * 8;
@@ -620,34 +638,50 @@ gemv2_kernel(const float *x, const gemv_set S, int n, int64_t cols, int vec)
                         if (i < nr) {
                             const float *xr = x + (int64_t)(i0 + i) * cols + k;
                             float4 a = ((const float4 *)xr)[0], c = ((const float4 *)xr)[1];
-                            acc[i] += a.x * wf[u][0] + a.y * wf[u][1] + a.z * wf[u][2] +
-                                      a.w * wf[u][3] + c.x * wf[u][4] + c.y * wf[u][5] +
-                                      c.z * wf[u][6] + c.w * wf[u][7];
+#pragma unroll
+                            for (int j = 0; j < NM; j++)
+                                acc[j][i] += a.x * wf[j][u][0] + a.y * wf[j][u][1] +
+                                             a.z * wf[j][u][2] + a.w * wf[j][u][3] +
+                                             c.x * wf[j][u][4] + c.y * wf[j][u][5] +
+                                             c.z * wf[j][u][6] + c.w * wf[j][u][7];
                         }
                     }
                 }
             }
         } else if (live) {
             for (int64_t k = (int64_t)part * 32 + lane; k < cols; k += (int64_t)wpr * 32) {
-                float wv = to_f(wr[k]);
 #pragma unroll
-                for (int i = 0; i < NR; i++)
-                    if (i < nr)
-                        acc[i] += x[(int64_t)(i0 + i) * cols + k] * wv;
+                for (int j = 0; j < NM; j++) {
+                    float wv = to_f(wr[j][k]);
+#pragma unroll
+                    for (int i = 0; i < NR; i++)
+                        if (i < nr)
+                            acc[j][i] += x[(int64_t)(i0 + i) * cols + k] * wv;
+                }
             }
         }
 #pragma unroll
-        for (int i = 0; i < NR; i++) {
-            float s = warp_sum(acc[i]);
-            if (lane == 0)
-                red[warp][i] = s;
-        }
+        for (int j = 0; j < NM; j++)
+#pragma unroll
+            for (int i = 0; i < NR; i++) {
+                float s = warp_sum(acc[j][i]);
+                if (lane == 0)
+                    red[j][warp][i] = s;
+            }
         __syncthreads();
         if (live && part == 0 && lane < nr) {
             float s = 0.0f;
             for (int p = 0; p < wpr; p++)
-                s += red[warp + p][lane];
-            y[(int64_t)(i0 + lane) * rows + r] = s + (bias ? ldw(bias, bdt, r) : 0.0f);
+                s += red[0][warp + p][lane];
+            s += bias ? ldw(bias, bdt, r) : 0.0f;
+            if (GLU) {
+                float u = 0.0f;
+                for (int p = 0; p < wpr; p++)
+                    u += red[NM - 1][warp + p][lane];
+                u += S.bias[1] ? ldw(S.bias[1], S.bdt[1], r) : 0.0f;
+                s = s / (1.0f + expf(-s)) * u; /* as silu_mul_kernel */
+            }
+            y[(int64_t)(i0 + lane) * rows + r] = s;
         }
         __syncthreads(); /* red is reused by the next group of input rows */
     }
@@ -929,7 +963,28 @@ attn_split_gqa_kernel(const float *q, const T *kc, const T *vc, int heads, int k
     }
 }
 
-/* One block per (row, head): out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s.
+/* Dimension d of one (row, head)'s split-KV results pp (n_split records of
+ * m, l, acc[hd]): sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s. Loads
+ * through L2: other blocks of the same launch may have written pp. */
+__device__ float merge_splits(const float *pp, int n_split, int hd, int d)
+{
+    float mx = -INFINITY;
+    for (int s = 0; s < n_split; s++)
+        mx = fmaxf(mx, __ldcg(pp + s * (int64_t)(hd + 2)));
+    float sum = 0.0f, o = 0.0f;
+    for (int s = 0; s < n_split; s++) {
+        const float *ps = pp + s * (int64_t)(hd + 2);
+        const float ms = __ldcg(ps);
+        if (ms != -INFINITY) {
+            const float f = expf(ms - mx);
+            sum += __ldcg(ps + 1) * f;
+            o += __ldcg(ps + 2 + d) * f;
+        }
+    }
+    return o / sum;
+}
+
+/* One block per (row, head): merge_splits for every dimension.
  * rows: the output row of each block row (NULL: the same). */
 __global__ void attn_merge_kernel(const float *part, int n_split, int heads, int hd,
                                   const int32_t *rows, float *out)
@@ -937,24 +992,8 @@ __global__ void attn_merge_kernel(const float *part, int n_split, int heads, int
     const int64_t th = (int64_t)blockIdx.x * heads + blockIdx.y;
     const int64_t to = ((int64_t)(rows ? rows[blockIdx.x] : blockIdx.x) * heads + blockIdx.y) * hd;
     const float *pp = part + th * n_split * (int64_t)(hd + 2);
-    float mx = -INFINITY;
-    for (int s = 0; s < n_split; s++)
-        mx = fmaxf(mx, pp[s * (int64_t)(hd + 2)]);
-    float sum = 0.0f;
-    for (int s = 0; s < n_split; s++) {
-        float ms = pp[s * (int64_t)(hd + 2)];
-        if (ms != -INFINITY)
-            sum += pp[s * (int64_t)(hd + 2) + 1] * expf(ms - mx);
-    }
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-        float o = 0.0f;
-        for (int s = 0; s < n_split; s++) {
-            const float *ps = pp + s * (int64_t)(hd + 2);
-            if (ps[0] != -INFINITY)
-                o += ps[2 + i] * expf(ps[0] - mx);
-        }
-        out[to + i] = o / sum;
-    }
+    for (int i = threadIdx.x; i < hd; i += blockDim.x)
+        out[to + i] = merge_splits(pp, n_split, hd, i);
 }
 
 /* Decode attention for a bf16 cache (the default), head_dim HD 64 or 128 and
@@ -976,7 +1015,7 @@ attn_decode_tile_kernel(const float *q, const __nv_bfloat16 *kc, const __nv_bflo
                         int heads, int kv_heads, float scale, const int32_t *rows,
                         const int32_t *q_start, int n_seqs, const int32_t *block_table,
                         int max_blocks, int block_size, const int32_t *pos, float *out,
-                        float *part)
+                        float *part, int *done)
 {
     constexpr int CH = HD / 8;  /* 16-byte chunks in a key row */
     constexpr int DV = HD / 32; /* value dimensions per lane */
@@ -1141,6 +1180,28 @@ attn_decode_tile_kernel(const float *q, const __nv_bfloat16 *kc, const __nv_bflo
         } else {
             out[((int64_t)t * heads + h) * HD + d] = o / sum;
         }
+    }
+    if (!part)
+        return;
+    /* The last split of (row, KV head) to finish merges them all: no merge
+     * launch. Its own results and the others' are in L2 past the fences. */
+    __shared__ int last_s;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int *c = done + (int64_t)r * kv_heads + kvh;
+        last_s = atomicAdd(c, 1) == n_split - 1;
+        if (last_s)
+            *c = 0; /* for the next launch */
+    }
+    __syncthreads();
+    if (!last_s)
+        return;
+    __threadfence();
+    for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+        const int h = kvh * G + i / HD;
+        const float *pp = part + ((int64_t)r * heads + h) * n_split * (int64_t)(HD + 2);
+        out[((int64_t)t * heads + h) * HD + i % HD] = merge_splits(pp, n_split, HD, i % HD);
     }
 }
 
@@ -1500,12 +1561,99 @@ static const int32_t *dev_idx(cu_backend *b, const int32_t *host)
     return NULL;
 }
 
-/* ---- decode steps: tape and graphs ----
+/* ---- weight upload ----
  *
- * Between begin_step and to_host of a decode step (every row a decode row,
- * at most GEMV_MAX_N of them) the ops only append their arguments to a
- * tape; to_host runs it. Running it fuses matmuls that share their input
- * (q/k/v, gate/up: one launch instead of three or two). A step whose tape
+ * cudaMemcpy from the mapped file takes the driver's pageable path: one
+ * thread faults the pages in and copies them to a small staging buffer
+ * before each DMA. Instead, up_threads threads copy the next chunk into
+ * one of two pinned buffers while the DMA drains the other. */
+#define UP_CHUNK ((size_t)64 << 20)
+#define UP_MAX_THREADS 8
+
+typedef struct up_part {
+    char *dst;
+    const char *src;
+    size_t n;
+} up_part;
+
+static void *up_copy(void *arg)
+{
+    const up_part *p = (const up_part *)arg;
+    memcpy(p->dst, p->src, p->n);
+    return NULL;
+}
+
+static void copy_parallel(char *dst, const char *src, size_t n, int threads)
+{
+    pthread_t th[UP_MAX_THREADS];
+    up_part part[UP_MAX_THREADS] = {};
+    int started[UP_MAX_THREADS] = {0};
+    size_t per = ((n + (size_t)threads - 1) / (size_t)threads + 4095) & ~(size_t)4095;
+    for (int t = 0; t < threads; t++) {
+        size_t off = (size_t)t * per;
+        part[t] = (up_part){dst + off, src + off, off < n ? (n - off < per ? n - off : per) : 0};
+        if (t > 0 && part[t].n)
+            started[t] = !pthread_create(&th[t], NULL, up_copy, &part[t]);
+    }
+    up_copy(&part[0]);
+    for (int t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(th[t], NULL);
+        else if (part[t].n)
+            up_copy(&part[t]); /* no thread: this one copies it */
+    }
+}
+
+static int upload(cu_backend *b, void *dst, const void *src, size_t bytes)
+{
+    if (!b->up_buf[0] && bytes >= UP_CHUNK / 4) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        b->up_threads = cpus < 1 ? 1 : cpus > UP_MAX_THREADS ? UP_MAX_THREADS : (int)cpus;
+        for (int i = 0; i < 2; i++)
+            if (cudaHostAlloc((void **)&b->up_buf[i], UP_CHUNK, cudaHostAllocDefault) ||
+                cudaEventCreateWithFlags(&b->up_done[i], cudaEventDisableTiming)) {
+                cudaGetLastError(); /* no pinned memory: the plain copy still works */
+                b->up_buf[i] = NULL;
+                break;
+            }
+    }
+    if (!b->up_buf[0] || !b->up_buf[1] || bytes < UP_CHUNK / 4)
+        return CK(b, cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    for (size_t off = 0; off < bytes; off += UP_CHUNK) {
+        const int i = b->up_next;
+        const size_t n = bytes - off < UP_CHUNK ? bytes - off : UP_CHUNK;
+        b->up_next ^= 1;
+        if (CK(b, cudaEventSynchronize(b->up_done[i])))
+            return -1;
+        copy_parallel(b->up_buf[i], (const char *)src + off, n, b->up_threads);
+        if (CK(b, cudaMemcpyAsync((char *)dst + off, b->up_buf[i], n, cudaMemcpyHostToDevice,
+                                  b->stream)) ||
+            CK(b, cudaEventRecord(b->up_done[i], b->stream)))
+            return -1;
+    }
+    return 0;
+}
+
+static void upload_done(cu_backend *b)
+{
+    for (int i = 0; i < 2; i++) {
+        if (b->up_buf[i]) {
+            cudaEventSynchronize(b->up_done[i]);
+            cudaEventDestroy(b->up_done[i]);
+            cudaFreeHost(b->up_buf[i]);
+        }
+        b->up_buf[i] = NULL;
+    }
+}
+
+/* ---- steps: tape and graphs ----
+ *
+ * Between begin_step and to_host of a step over the KV cache the ops only
+ * append their arguments to a tape; to_host runs it. Running it fuses ops:
+ * matmuls that share their input (q/k/v, gate/up: one launch, or one input
+ * conversion for GEMMs), silu into the GEMV before it,
+ * add + rmsnorm, rope + KV store. A decode step (every row a decode row, at
+ * most GEMV_MAX_N of them) whose tape
  * equals the previous step's is captured into a CUDA graph; later steps with
  * the same tape replay it: one launch for the whole step. The tape holds
  * every argument a kernel sees (buffers, shapes, the step's upload layout,
@@ -1575,11 +1723,13 @@ static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32
                            float *out);
 template <typename TW>
 static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
-                       const be_weight *const *bias, float *const *y, int n_mat, int n);
+                       const be_weight *const *bias, float *const *y, int n_mat, int n,
+                       bool glu = false);
 static int gemm_multi(cu_backend *b, const float *x, const be_weight *const *w,
                       const be_weight *const *bias, float *const *y, int n_mat, int n);
 
-/* Matmuls from op i on that share x and n, as one launch; returns how many. */
+/* Matmuls from op i on that share x and n, as one launch (with the OP_SILU
+ * after gate and up); returns how many ops that ran. */
 static int run_fused(cu_backend *b, const tape *t, int i)
 {
     const tape_op *o = &t->ops[i];
@@ -1603,13 +1753,18 @@ static int run_fused(cu_backend *b, const tape *t, int i)
     const int n = (int)o->i[0];
     if (n > GEMV_MAX_N && !b->force_gemv)
         return gemm_multi(b, x, w, bias, y, k, n);
+    /* gate, up, then silu(gate) * up into gate's buffer: one launch */
+    const tape_op *sl = i + k < t->n ? &t->ops[i + k] : NULL;
+    const bool glu = k == 2 && sl && sl->kind == OP_SILU && sl->p[0] == y[0] &&
+                     sl->p[1] == y[1] && sl->p[2] == y[0] && w[1]->rows == w[0]->rows &&
+                     sl->i[0] == (int64_t)n * w[0]->rows;
     if (w[0]->dtype == DT_BF16)
-        gemv_multi<__nv_bfloat16>(b, x, w, bias, y, k, n);
+        gemv_multi<__nv_bfloat16>(b, x, w, bias, y, k, n, glu);
     else if (w[0]->dtype == DT_F16)
-        gemv_multi<__half>(b, x, w, bias, y, k, n);
+        gemv_multi<__half>(b, x, w, bias, y, k, n, glu);
     else
-        gemv_multi<float>(b, x, w, bias, y, k, n);
-    return k;
+        gemv_multi<float>(b, x, w, bias, y, k, n, glu);
+    return glu ? k + 1 : k;
 }
 
 /* OP_ADD at i followed by the OP_RMSNORM of the same rows: one launch. */
@@ -1745,8 +1900,8 @@ static void flush(cu_backend *b)
     tape *t = &b->cur;
     if (b->failed)
         goto done;
-    if (b->step_rows > GEMV_MAX_N) {
-        run_tape(b, t); /* cuBLAS GEMMs: not captured */
+    if (b->step_rows > GEMV_MAX_N || !b->step_decode || !b->use_graph) {
+        run_tape(b, t); /* cuBLAS GEMMs, prompt rows: not captured */
     } else if (b->use_graph && b->gexec && tape_eq(t, &b->gtape)) {
         if (!CK(b, cudaGraphLaunch(b->gexec, b->stream)))
             b->graph_launches++;
@@ -1792,6 +1947,7 @@ static void cu_free(be_backend *bk)
     cu_backend *b = (cu_backend *)bk;
     /* Teardown: nothing is left to report an error to, so results go unread. */
     cudaStreamSynchronize(b->stream);
+    upload_done(b);
     if (b->profile)
         prof_print(b);
     const char *gs = getenv("INFERD_CUDA_GRAPH_STATS");
@@ -1816,6 +1972,7 @@ static void cu_free(be_backend *bk)
     cudaFree(b->scratch);
     cudaFree(b->smp_buf);
     cudaFree(b->att_part);
+    cudaFree(b->att_done);
     if (b->stage_done)
         cudaEventDestroy(b->stage_done);
     if (b->blas)
@@ -1882,8 +2039,7 @@ static int cu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t 
         return -1;
     }
     b->weights[b->n_weights++] = p;
-    /* Straight from the mapped file: pages are read as the copy reaches them. */
-    if (CK(b, cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice)))
+    if (upload(b, p, host, bytes))
         return report(b, e);
     memset(out, 0, sizeof *out);
     out->data = p;
@@ -1951,14 +2107,16 @@ static void *scratch(cu_backend *b, size_t bytes)
     return b->scratch;
 }
 
-/* One launch for n_mat matrices of the same dtype and width sharing x. */
+/* One launch for n_mat matrices of the same dtype and width sharing x; with
+ * glu, n_mat is 2 (gate, up of the same shape) and y[0] gets silu(gate) * up. */
 template <typename TW>
 static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
-                       const be_weight *const *bias, float *const *y, int n_mat, int n)
+                       const be_weight *const *bias, float *const *y, int n_mat, int n,
+                       bool glu)
 {
     gemv_set S;
     memset(&S, 0, sizeof S);
-    S.n_mat = n_mat;
+    S.n_mat = glu ? 1 : n_mat;
     unsigned blocks = 0;
     for (int m = 0; m < n_mat; m++) {
         /* Split K until the matrix gives ~32 warps to every SM (one wave of
@@ -1975,17 +2133,28 @@ static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
         S.rows[m] = w[m]->rows;
         S.wpr[m] = wpr;
         S.first[m] = blocks;
-        blocks += (unsigned)((w[m]->rows + rpb - 1) / rpb);
+        if (!glu || m == 0)
+            blocks += (unsigned)((w[m]->rows + rpb - 1) / rpb);
     }
-    S.first[n_mat] = blocks;
+    S.first[S.n_mat] = blocks;
     const int64_t cols = w[0]->cols;
     const int vec = cols % 8 == 0;
+#define GEMV2_LAUNCH(NR)                                                                      \
+    do {                                                                                      \
+        if (glu)                                                                              \
+            gemv2_kernel<TW, NR, true><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(          \
+                x, S, n, cols, vec);                                                          \
+        else                                                                                  \
+            gemv2_kernel<TW, NR, false><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(         \
+                x, S, n, cols, vec);                                                          \
+    } while (0)
     if (n == 1)
-        gemv2_kernel<TW, 1><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(x, S, n, cols, vec);
+        GEMV2_LAUNCH(1);
     else if (n <= 4)
-        gemv2_kernel<TW, 4><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(x, S, n, cols, vec);
+        GEMV2_LAUNCH(4);
     else
-        gemv2_kernel<TW, 8><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(x, S, n, cols, vec);
+        GEMV2_LAUNCH(8);
+#undef GEMV2_LAUNCH
     LAUNCHED(b, "gemv2_kernel");
 }
 
@@ -2284,6 +2453,23 @@ static float *att_part(cu_backend *b, int n_rows, int heads, int hd, int ns)
     return b->att_part;
 }
 
+/* Zeroed split counters for n (row, KV head) pairs; kernels leave them zero. */
+static int *att_done(cu_backend *b, int n)
+{
+    if ((size_t)n > b->att_done_n) {
+        if (CK(b, cudaStreamSynchronize(b->stream)) || CK(b, cudaFree(b->att_done)))
+            return NULL;
+        b->att_done = NULL;
+        b->att_done_n = 0;
+        b->gen++;
+        if (CK(b, cudaMalloc((void **)&b->att_done, (size_t)n * 2 * sizeof(int))) ||
+            CK(b, cudaMemsetAsync(b->att_done, 0, (size_t)n * 2 * sizeof(int), b->stream)))
+            return NULL;
+        b->att_done_n = (size_t)n * 2;
+    }
+    return b->att_done;
+}
+
 static int decode_tile_ok(const cu_backend *b, int heads, int kv_heads, int hd)
 {
     const int g = heads / kv_heads;
@@ -2302,6 +2488,7 @@ static void decode_tile(cu_backend *b, const float *q, const void *kc, const voi
                   *pos = dev_idx(b, l->pos);
     const int ns = decode_splits(b, n_rows * kv_heads, DEC_WARPS * DEC_TILE);
     float *part = ns > 1 ? att_part(b, n_rows, heads, hd, ns) : NULL;
+    int *done = ns > 1 ? att_done(b, n_rows * kv_heads) : NULL;
     if (b->failed)
         return;
     const __nv_bfloat16 *k = (const __nv_bfloat16 *)kc, *v = (const __nv_bfloat16 *)vc;
@@ -2311,7 +2498,7 @@ static void decode_tile(cu_backend *b, const float *q, const void *kc, const voi
 #define DEC_LAUNCH(HD, G)                                                                     \
     attn_decode_tile_kernel<HD, G><<<grid, DEC_WARPS * 32, 0, b->stream>>>(                   \
         q, k, v, heads, kv_heads, scale, rows, qs, l->n_seqs, btab, l->max_blocks,             \
-        l->block_size, pos, out, part)
+        l->block_size, pos, out, part, done)
 #define DEC_HD(HD)                                                                            \
     do {                                                                                      \
         if (g == 1)                                                                           \
@@ -2329,13 +2516,7 @@ static void decode_tile(cu_backend *b, const float *q, const void *kc, const voi
         DEC_HD(64);
 #undef DEC_HD
 #undef DEC_LAUNCH
-    if (LAUNCHED(b, "attn_decode_tile_kernel"))
-        return;
-    if (part) {
-        attn_merge_kernel<<<dim3((unsigned)n_rows, (unsigned)heads), 128, 0, b->stream>>>(
-            part, ns, heads, hd, rows, out);
-        LAUNCHED(b, "attn_merge_kernel");
-    }
+    LAUNCHED(b, "attn_decode_tile_kernel");
     prof_end(b, P_ATT_DEC);
 }
 
@@ -2539,6 +2720,8 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
     /* The current device is per host thread, and the engine steps from its own. */
     if (CK(b, cudaSetDevice(b->device)))
         return report(b, e);
+    if (b->up_buf[0])
+        upload_done(b); /* the model is loaded */
     int n_tiles = 0, n_tiles64 = 0, n_ptiles64 = 0, n_drows = 0, decode_only = 1;
     for (int s = 0; s < l->n_seqs; s++) {
         int rows = l->q_start[s + 1] - l->q_start[s];
@@ -2594,9 +2777,15 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
         off += arr[i].n;
     }
     b->n_tiles = decode_only ? 0 : n_tiles;
-    b->max_keys = 1;
+    int max_keys = 1;
     for (int t = 0; t < l->n_tokens; t++)
-        b->max_keys = l->pos[t] + 1 > b->max_keys ? l->pos[t] + 1 : b->max_keys;
+        max_keys = l->pos[t] + 1 > max_keys ? l->pos[t] + 1 : max_keys;
+    /* Rounded up to a power of two: the split-KV count follows it and is part
+     * of a recorded step, so decode steps keep one CUDA graph while their
+     * contexts grow (each split finds its keys from the row's own length). */
+    b->max_keys = 64;
+    while (b->max_keys < max_keys)
+        b->max_keys *= 2;
     b->d_tiles = b->d_stage + off;
     for (int s = 0; s < l->n_seqs && !decode_only; s++)
         for (int r = l->q_start[s]; r < l->q_start[s + 1]; r += ATT_BQ) {
@@ -2630,7 +2819,10 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
         return report(b, e);
     prof_end(b, P_UPLOAD);
     b->step_rows = l->n_tokens;
-    if ((b->use_graph || b->use_fuse) && !b->profile && decode_only) {
+    b->step_decode = decode_only;
+    /* Steps over a KV cache are recorded (an encoder's are not: its own ops
+     * in encoder.cu run as they are called) */
+    if ((b->use_graph || b->use_fuse) && !b->profile && l->block_table) {
         b->recording = 1;
         for (int i = 0; i < b->n_map; i += 8) {
             tape_op *o = record(b, OP_KEY);
@@ -2639,7 +2831,7 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
             for (int j = 0; j < 8 && i + j < b->n_map; j++)
                 o->p[j] = b->map[i + j].dev; /* host arrays may move; their copies may not */
             o->i[0] = b->gen;
-            o->i[1] = b->max_keys > 64 * 64 ? 64 : (b->max_keys + 63) / 64;
+            o->i[1] = b->max_keys;
             o->i[2] = b->n_map;
             o->i[3] = i;
         }
@@ -2812,8 +3004,19 @@ sample_kernel(const float *logits, int vocab, const be_sample_row *in, be_sample
         }
     }
 
-    /* top BE_TOPK: radix select of the K-th largest key */
-    const int K = min(BE_TOPK, vocab);
+    /* top BE_TOPK: radix select of the K-th largest key (r is the same for
+     * the whole block, so skipping it keeps the barriers uniform) */
+    const int K = r.top ? min(BE_TOPK, vocab) : 0;
+    if (!r.top) {
+        if (tid == 0) {
+            o->token = greedy ? argmax : s_token;
+            o->token_logit = x[o->token];
+            o->lse = (float)((double)mx + log(z));
+            o->total = greedy ? 0 : total;
+            o->n_top = 0;
+        }
+        return;
+    }
     if (tid == 0) {
         s_prefix = 0;
         s_need = (unsigned)K;

@@ -138,6 +138,30 @@ static void test_stream_whole(void **state)
     api_response_clear(&r);
 }
 
+/* Tokens whose text is held back (here every token is byte 0xE4, the start
+ * of a three-byte character that never completes) still get a chunk each
+ * time the stream is read: a client sees the steps go by. Before, nothing
+ * was sent until the finish. */
+static void test_stream_held_back_text(void **state)
+{
+    fixture *f = *state;
+    api_response r;
+    post(f, "/v1/completions",
+         "{\"prompt\": \"hi\", \"max_tokens\": 200, \"temperature\": 0, \"ignore_eos\": true, "
+         "\"logit_bias\": {\"163\": 100}, \"stream\": true, "
+         "\"stream_options\": {\"include_usage\": true}}", &r);
+    assert_int_equal(r.status, 200);
+    char *sse = drain(r.stream);
+    int chunks = 0;
+    for (const char *p = sse; (p = strstr(p, "\"text\":\"\"")); p++)
+        chunks++;
+    assert_non_null(strstr(sse, "\"completion_tokens\":200"));
+    assert_null(strstr(sse, "\"text\":\"\\u")); /* no text ever became valid */
+    assert_true(chunks >= 2);
+    free(sse);
+    api_response_clear(&r);
+}
+
 static void test_stream_freed_midway(void **state)
 {
     fixture *f = *state;
@@ -457,6 +481,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes_and_errors),
         cmocka_unit_test(test_stream_whole),
+        cmocka_unit_test(test_stream_held_back_text),
         cmocka_unit_test(test_stream_freed_midway),
         cmocka_unit_test(test_stop_hold_back),
         cmocka_unit_test(test_tokens_as_ids_completions),

@@ -958,6 +958,47 @@ static void test_waiter(void **state)
     mdl_free(m);
 }
 
+/* eng_warmup runs its request and leaves no trace in the counters; the
+ * engine then answers as the model does (the warm-up's cached blocks do not
+ * leak into another prompt) and counts only that request. */
+static void test_warmup(void **state)
+{
+    (void)state;
+    mdl_model *m = load_model("llama");
+    eng_config c = small_config(64, m);
+    c.max_num_batched_tokens = 96;
+    eng_engine *g = make_engine(m, &c);
+    inferd_error e = {{0}};
+    assert_int_equal(eng_warmup(g, &e), 0);
+    eng_stats st;
+    wait_idle(g, &st);
+    assert_int_equal(st.requests_finished, 0);
+    assert_int_equal(st.prompt_tokens, 0);
+    assert_int_equal(st.generation_tokens, 0);
+    assert_int_equal(st.steps, 0);
+    assert_true(st.kv_blocks_cached > 0); /* its prompt's blocks stay cached */
+    int32_t p[40], want[8], got[8];
+    make_prompt(p, 40, 9, mdl_config(m)->vocab_size);
+    ref_greedy("llama", p, 40, 8, want);
+    eng_sampling s;
+    eng_sampling_defaults(&s);
+    s.temperature = 0;
+    s.ignore_eos = 1;
+    s.max_tokens = 8;
+    eng_request *r = eng_submit(g, p, 40, &s, &e);
+    assert_non_null(r);
+    eng_finish fin;
+    assert_int_equal(drain(r, got, 8, &fin, NULL), 8);
+    eng_release(r);
+    assert_memory_equal(got, want, sizeof want);
+    wait_idle(g, &st);
+    assert_int_equal(st.requests_finished, 1);
+    assert_int_equal(st.prompt_tokens, 40);
+    assert_int_equal(st.generation_tokens, 8);
+    eng_destroy(g);
+    mdl_free(m);
+}
+
 /* eng_next with a timeout returns 0 while the engine is still busy. */
 static void test_next_timeout(void **state)
 {
@@ -1108,6 +1149,7 @@ int main(int argc, char **argv)
         cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden),
+        cmocka_unit_test(test_warmup),
         cmocka_unit_test(test_concurrent_preemption),
         cmocka_unit_test(test_sampled_matches_full_row),
         cmocka_unit_test(test_prefix_cache),

@@ -144,7 +144,7 @@ static void test_forward_sample(void **state)
     assert_int_equal(mdl_forward(m, &b, want, &e), 0);
     /* nothing kept after a plain forward */
     assert_int_equal(mdl_logits_rows(m, 0, 1, got, &e), -1);
-    be_sample_row in[3] = {{0, 0, 0}, {0.8f, 0.05f, 0.3}, {1.3f, 0, 0.9}};
+    be_sample_row in[3] = {{0, 0, 0, 1}, {0.8f, 0.05f, 0.3, 1}, {1.3f, 0, 0.9, 1}};
     be_sample_out out[3], ref[3];
     memset(out, 0, sizeof out);
     memset(ref, 0, sizeof ref);
