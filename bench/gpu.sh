@@ -12,6 +12,8 @@
 #   bench/gpu.sh profile BUNDLE.tar.gz TOKDIR       step timelines + per-op profile
 #   [AB="ENV=V ..."] bench/gpu.sh check BUNDLE.tar.gz TOKDIR
 #                                                   GPU tests, GEMM probe, short A/B runs
+#   [MBT="1024 1536 2048"] bench/gpu.sh sweep BUNDLE.tar.gz TOKDIR
+#                                                   serve-64 at each --max-num-batched-tokens
 #
 # The two engine phases run as two consecutive calls on one held machine
 # (together they need more than one call's 10 minutes); both make the same
@@ -234,6 +236,23 @@ check)
         kill $SERVER; wait $SERVER 2> /dev/null
         grep -A24 "cuda profile" /tmp/prof/prof-b1.log | tee "$O/profile.txt"
     fi
+    ;;
+sweep)
+    # serve-64's throughput / ITL trade-off: the whole workload once per
+    # --max-num-batched-tokens value (prompt chunk per step) in $MBT.
+    BUNDLE=$(realpath "$1"); TOK=$(realpath "$2")
+    source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
+    checkpoint "$TOK" || exit 1
+    for t in ${MBT:-1024 1536 2048}; do
+        "$INFERD" serve $M --device cuda --host 127.0.0.1 --port $PORT --served-model-name l8b \
+            --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens $t \
+            --disable-log-requests --matmul-precision bfloat16 >> "$O/serve.log" 2>&1 &
+        SERVER=$!
+        wait_health http://127.0.0.1:$PORT $SERVER > /dev/null || { tail -20 "$O/serve.log"; exit 1; }
+        SUFFIX=@mbt$t workloads inferd serve64
+        kill $SERVER; wait $SERVER 2> /dev/null
+    done
     ;;
 profile)
     # Where a serving step's time goes: INFERD_STEP_LOG timelines of serve-256

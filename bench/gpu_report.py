@@ -2,7 +2,9 @@
 """Joins the two phases of bench/gpu.sh (inferd, llama.cpp) into rows of
 bench/results.jsonl and a dated table in bench/RESULTS.md with the ratios
 inferd / llama.cpp and issue 8's goals.
-    bench/gpu_report.py OUT_INFERD OUT_LLAMA COMMIT [--append]"""
+    bench/gpu_report.py OUT_INFERD OUT_LLAMA COMMIT [--sweep=OUT_SWEEP] [--append]
+OUT_SWEEP: a `bench/gpu.sh sweep` run of the same commit (serve-64 at several
+--max-num-batched-tokens), added as its own rows and table."""
 import datetime
 import json
 import os
@@ -41,13 +43,19 @@ def first_line(d, name):
 def main():
     oi, ol, commit = sys.argv[1:4]
     append = "--append" in sys.argv
+    sweep = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--sweep=")), None)
     date = datetime.date.today().isoformat()
     gpu = first_line(oi, "machine.txt") or first_line(ol, "machine.txt")
     model = "Llama-3.1-8B shape, bf16 random (tools/make_checkpoint.py --fast)"
     out, eng = [], {"inferd": load(oi), "llama.cpp": load(ol)}
-    for engine, rows in eng.items():
+    sw = load(sweep) if sweep else {}
+    for engine, rows in list(eng.items()) + [("inferd", sw)]:
         cmd = first_line(oi if engine == "inferd" else ol, "command.txt")
         for label, r in rows.items():
+            if rows is sw:
+                label = label + " (sweep)"
+                cmd = cmd.replace("--max-num-batched-tokens 2048", "--max-num-batched-tokens " +
+                                  label.split("@mbt")[1].split()[0])
             row = dict(date=date, commit=commit, device=gpu, model=model, engine=engine,
                        workload=label)
             if label == "startup":
@@ -118,6 +126,15 @@ def main():
     lbr = [r for r in out if r["workload"].startswith("llama-bench")]
     if lbr:
         lines.append("llama-bench: " + ", ".join(f"{r['workload'][12:]} {r['tok_per_s']:,.1f} tok/s" for r in lbr) + ".")
+    if sw:
+        lines.append("\nserve-64 against --max-num-batched-tokens (the prompt tokens one step may "
+                     "carry), `bench/gpu.sh sweep`, same commit, a later call on another machine:\n")
+        lines.append("| --max-num-batched-tokens | output tok/s | TTFT p50 ms | ITL p50 ms | ITL p99 ms |")
+        lines.append("|---|---|---|---|---|")
+        for label, r in sw.items():
+            lines.append(f"| {label.split('@mbt')[1]} | {r['output_tok_s']:,.1f} | "
+                         f"{r['ttft_p50_ms']:.0f} | {r['itl_p50_ms']:.1f} | {r['itl_p99_ms']:.1f} |")
+        lines.append("")
     kv = first_line(oi, "kv.txt")
     if kv:
         lines.append(f"inferd KV pool: {kv.strip()}")
