@@ -65,6 +65,23 @@ wait_health() {
     return 1
 }
 
+# istart [ENV=V ...] [-- FLAG ...]: inferd serve on $M as every phase runs it
+# (bfloat16 products, 2048 tokens a step, 256 sequences; a FLAG given again
+# wins), with the ENV assignments; sets SERVER and STARTUP (seconds to
+# /health 200). istop stops it.
+istart() {
+    local env=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do env+=("$1"); shift; done
+    [ $# -gt 0 ] && shift
+    env ${env[@]+"${env[@]}"} "$INFERD" serve $M --device cuda --host 127.0.0.1 --port $PORT \
+        --served-model-name l8b --max-model-len 4096 --max-num-seqs 256 \
+        --max-num-batched-tokens 2048 --disable-log-requests --matmul-precision bfloat16 "$@" \
+        >> "$O/serve.log" 2>&1 &
+    SERVER=$!
+    STARTUP=$(wait_health http://127.0.0.1:$PORT $SERVER) || { tail -20 "$O/serve.log"; exit 1; }
+}
+istop() { kill $SERVER; wait $SERVER 2> /dev/null; }
+
 # bench ENGINE LABEL ARGS...: one `inferd bench` workload -> $O/bench.jsonl
 bench() {
     local engine=$1 label=$2${SUFFIX:-}; shift 2
@@ -106,29 +123,21 @@ inferd)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
     checkpoint "$TOK" || exit 1
     cat $M/*.safetensors > /dev/null # page cache warm, as the start-up goal says
-    start() {
-        "$INFERD" serve $M --device cuda --host 127.0.0.1 --port $PORT --served-model-name l8b \
-            --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 2048 \
-            --disable-log-requests "$@" >> "$O/serve.log" 2>&1 &
-        SERVER=$!
-        STARTUP=$(wait_health http://127.0.0.1:$PORT $SERVER) || { tail -20 "$O/serve.log"; exit 1; }
-        echo "startup ${STARTUP}s"
-    }
-    start --matmul-precision bfloat16
+    istart; echo "startup ${STARTUP}s"
     echo "{\"label\":\"startup\",\"seconds\":$STARTUP}" >> "$O/bench.jsonl"
     grep -m1 "KV cache" "$O/serve.log" | tee "$O/kv.txt"
     workloads inferd basic prefix serve256
-    kill $SERVER; wait $SERVER 2> /dev/null
-    start --matmul-precision bfloat16 --no-enable-prefix-caching
+    istop
+    istart -- --no-enable-prefix-caching
     workloads inferd noprefix
-    kill $SERVER; wait $SERVER 2> /dev/null
-    start --matmul-precision bfloat16 --max-num-batched-tokens 1024
+    istop
+    istart -- --max-num-batched-tokens 1024
     SUFFIX=@mbt1024 workloads inferd serve64 # smaller prefill chunks: shorter stalls
-    kill $SERVER; wait $SERVER 2> /dev/null
+    istop
     if [ -z "${NO_F32:-}" ]; then
-        start # the default precision
+        istart -- --matmul-precision float32 # the default precision
         SUFFIX=@float32 workloads inferd basic
-        kill $SERVER; wait $SERVER 2> /dev/null
+        istop
     fi
     echo "inferd serve --device cuda --matmul-precision bfloat16 --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 2048" > "$O/command.txt"
     echo "== GPU tests $(el)"
@@ -211,30 +220,21 @@ check)
         env=(); args=() # a variant is an env assignment or a server flag (--flag=value)
         case $v in default) ;; --*) args=("$v") ;; *) env=("$v") ;; esac
         echo "== variant $v $(el)" | tee -a "$O/bench.log"
-        env INFERD_STEP_LOG=/tmp/prof/steps-$v.txt "${env[@]}" "$INFERD" serve $M --device cuda \
-            --host 127.0.0.1 --port $PORT --served-model-name l8b --max-model-len 4096 \
-            --max-num-seqs 256 --max-num-batched-tokens 2048 --disable-log-requests \
-            --matmul-precision bfloat16 "${args[@]}" >> "$O/serve.log" 2>&1 &
-        SERVER=$!
-        S=$(wait_health http://127.0.0.1:$PORT $SERVER) || { tail -20 "$O/serve.log"; exit 1; }
-        echo "startup ${S}s" | tee -a "$O/bench.log"
+        istart INFERD_STEP_LOG=/tmp/prof/steps-$v.txt ${env[@]+"${env[@]}"} -- ${args[@]+"${args[@]}"}
+        echo "startup ${STARTUP}s" | tee -a "$O/bench.log"
         SUFFIX=@$v bench inferd first-1024 --concurrency 1 --requests 1 --input-len 1024 --output-len 16
         SUFFIX=@$v bench inferd prefill-1024 --concurrency 1 --requests 4 --input-len 1024 --output-len 1
         SUFFIX=@$v workloads inferd serve256 serve64
         SUFFIX=@$v bench inferd decode-b1 --concurrency 1 --requests 2 --input-len 1024 --output-len 256
-        kill $SERVER; wait $SERVER 2> /dev/null
+        istop
     done
     python3 "$ROOT/bench/steps_report.py" /tmp/prof/steps-*.txt > "$O/steps.txt" 2>&1
     tail -40 "$O/steps.txt"
     if [ "${PROFILE_B1:-0}" = 1 ]; then # per-op device time of batch-1 decode steps
-        INFERD_WARMUP=0 INFERD_CUDA_PROFILE=1 "$INFERD" serve $M --device cuda --host 127.0.0.1 --port $PORT \
-            --served-model-name l8b --max-model-len 4096 --disable-log-requests \
-            --matmul-precision bfloat16 > /tmp/prof/prof-b1.log 2>&1 &
-        SERVER=$!
-        wait_health http://127.0.0.1:$PORT $SERVER > /dev/null || { tail -20 /tmp/prof/prof-b1.log; exit 1; }
+        istart INFERD_WARMUP=0 INFERD_CUDA_PROFILE=1
         bench inferd prof-b1 --concurrency 1 --requests 1 --input-len 1024 --output-len 256
-        kill $SERVER; wait $SERVER 2> /dev/null
-        grep -A24 "cuda profile" /tmp/prof/prof-b1.log | tee "$O/profile.txt"
+        istop
+        grep -A24 "cuda profile" "$O/serve.log" | tee "$O/profile.txt"
     fi
     ;;
 sweep)
@@ -245,13 +245,9 @@ sweep)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
     checkpoint "$TOK" || exit 1
     for t in ${MBT:-1024 1536 2048}; do
-        "$INFERD" serve $M --device cuda --host 127.0.0.1 --port $PORT --served-model-name l8b \
-            --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens $t \
-            --disable-log-requests --matmul-precision bfloat16 >> "$O/serve.log" 2>&1 &
-        SERVER=$!
-        wait_health http://127.0.0.1:$PORT $SERVER > /dev/null || { tail -20 "$O/serve.log"; exit 1; }
+        istart -- --max-num-batched-tokens $t
         SUFFIX=@mbt$t workloads inferd serve64
-        kill $SERVER; wait $SERVER 2> /dev/null
+        istop
     done
     ;;
 profile)
@@ -262,29 +258,20 @@ profile)
     source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
     checkpoint "$TOK" || exit 1
-    pstart() { # STEPLOG [ENV...]
-        env INFERD_STEP_LOG="$1" "${@:2}" "$INFERD" serve $M --device cuda --host 127.0.0.1 \
-            --port $PORT --served-model-name l8b --max-model-len 4096 --max-num-seqs 256 \
-            --max-num-batched-tokens 2048 --disable-log-requests --matmul-precision bfloat16 \
-            >> "$O/serve.log" 2>&1 &
-        SERVER=$!
-        wait_health http://127.0.0.1:$PORT $SERVER > /dev/null || { tail -20 "$O/serve.log"; exit 1; }
-    }
-    pstop() { kill $SERVER; wait $SERVER 2> /dev/null; }
     mkdir -p /tmp/prof
-    pstart /tmp/prof/steps-serve256.txt; workloads inferd serve256; pstop
-    pstart /tmp/prof/steps-serve64.txt; workloads inferd serve64; pstop
-    pstart /tmp/prof/steps-b1.txt
-    bench inferd decode-b1 --concurrency 1 --requests 2 --input-len 1024 --output-len 256; pstop
+    istart INFERD_STEP_LOG=/tmp/prof/steps-serve256.txt; workloads inferd serve256; istop
+    istart INFERD_STEP_LOG=/tmp/prof/steps-serve64.txt; workloads inferd serve64; istop
+    istart INFERD_STEP_LOG=/tmp/prof/steps-b1.txt
+    bench inferd decode-b1 --concurrency 1 --requests 2 --input-len 1024 --output-len 256; istop
     for w in serve256 b1; do
         echo "== device profile $w $(el)" | tee -a "$O/serve.log"
-        pstart /tmp/prof/steps-prof-$w.txt INFERD_CUDA_PROFILE=1
+        istart INFERD_STEP_LOG=/tmp/prof/steps-prof-$w.txt INFERD_CUDA_PROFILE=1
         if [ $w = b1 ]; then
             bench inferd prof-b1 --concurrency 1 --requests 1 --input-len 1024 --output-len 256
         else
             bench inferd prof-256 --concurrency 256 --requests 256 --input-len 128 --output-len 256
         fi
-        pstop
+        istop
     done
     grep -A16 "cuda profile\|== device profile" "$O/serve.log" | tee "$O/profile.txt"
     python3 "$ROOT/bench/steps_report.py" /tmp/prof/steps-*.txt | tee "$O/steps.txt"
