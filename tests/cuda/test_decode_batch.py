@@ -51,28 +51,17 @@ TOL_BATCH = 0.03
 TOL_BF16 = 0.3     # activations rounded to bf16 for every product
 MARGIN = 0.2
 
-try:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-except ImportError:
-    print("skip: no torch/transformers")
-    sys.exit(0)
-if not torch.cuda.is_available():
-    print("skip: no GPU")
-    sys.exit(0)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cudalib import make_llama, torch  # noqa: E402 (exits 0 without torch or a GPU)
 
 
 def make(dirname, hd, heads, kv):
-    torch.manual_seed(hd * 100 + heads * 10 + kv)
-    cfg = LlamaConfig(hidden_size=hd * heads, intermediate_size=1024, num_hidden_layers=2,
-                      num_attention_heads=heads, num_key_value_heads=kv, head_dim=hd,
-                      vocab_size=512, max_position_embeddings=4096, initializer_range=0.1,
-                      rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1,
-                      eos_token_id=2)
-    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(dirname, safe_serialization=True)
+    model = make_llama(dirname, hd * 100 + heads * 10 + kv, hidden_size=hd * heads,
+                       num_attention_heads=heads, num_key_value_heads=kv, head_dim=hd,
+                       vocab_size=512, bos_token_id=1, eos_token_id=2)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(TOK, f), dirname)
-    return LlamaForCausalLM.from_pretrained(dirname, dtype=torch.float32).cuda().eval()
+    return model
 
 
 def serve(model, args=(), env=None):

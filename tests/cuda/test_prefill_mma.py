@@ -24,27 +24,14 @@ TOL_F32 = 1e-3
 TOL_BF16 = 0.12
 TOL_KERNEL = 0.005
 
-try:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-except ImportError:
-    print("skip: no torch/transformers")
-    sys.exit(0)
-if not torch.cuda.is_available():
-    print("skip: no GPU")
-    sys.exit(0)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cudalib import make_llama, torch  # noqa: E402 (exits 0 without torch or a GPU)
 
 
 def make(dirname, head_dim):
-    torch.manual_seed(head_dim)
-    cfg = LlamaConfig(hidden_size=512, intermediate_size=1024, num_hidden_layers=2,
-                      num_attention_heads=512 // head_dim, num_key_value_heads=2 if head_dim == 128 else 4,
-                      head_dim=head_dim, vocab_size=1000, max_position_embeddings=4096,
-                      initializer_range=0.1, rope_theta=10000.0, tie_word_embeddings=False)
-    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(dirname, safe_serialization=True)
-    # Reloaded, not cast back: .to(bfloat16) also rounds the rotary inv_freq
-    # buffer, and a reference with bf16 rope frequencies drifts with position.
-    return LlamaForCausalLM.from_pretrained(dirname, dtype=torch.float32).cuda().eval()
+    return make_llama(dirname, head_dim, hidden_size=512, num_attention_heads=512 // head_dim,
+                      num_key_value_heads=2 if head_dim == 128 else 4, head_dim=head_dim,
+                      vocab_size=1000)
 
 
 def reference(model, ids):
