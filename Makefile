@@ -76,6 +76,11 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libinferd.a
 
 tests: $(BUILD)/inferd $(TEST_BIN)
 
+# GPU tools built like the tests (run on the GPU machine): make $(BUILD)/tools/gpu/gemv_probe
+$(BUILD)/tools/gpu/%: tools/gpu/%.c $(BUILD)/libinferd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libinferd.a $(LDLIBS)
+
 test: tests
 	tests/run.sh $(BUILD)
 
