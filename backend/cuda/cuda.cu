@@ -118,7 +118,7 @@ typedef struct cu_backend {
     float *att_part;           /* split-KV partial results */
     size_t att_part_bytes;
     int *att_done;             /* splits finished per (row, KV head); zero between launches */
-    size_t att_done_n;
+    size_t att_done_bytes;
     /* decode steps: ops are recorded between begin_step and to_host, then
      * run (with q/k/v and gate/up fused) or replayed as one CUDA graph */
     int use_graph, use_fuse;   /* INFERD_CUDA_GRAPH=0, INFERD_CUDA_FUSE=0 turn them off */
@@ -1596,13 +1596,19 @@ static int upload(cu_backend *b, void *dst, const void *src, size_t bytes)
     if (!b->up_buf[0] && bytes >= UP_CHUNK / 4) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         b->up_threads = cpus < 1 ? 1 : cpus > UP_MAX_THREADS ? UP_MAX_THREADS : (int)cpus;
-        for (int i = 0; i < 2; i++)
-            if (cudaHostAlloc((void **)&b->up_buf[i], UP_CHUNK, cudaHostAllocDefault) ||
-                cudaEventCreateWithFlags(&b->up_done[i], cudaEventDisableTiming)) {
+        for (int i = 0; i < 2; i++) {
+            void *p = NULL;
+            if (cudaHostAlloc(&p, UP_CHUNK, cudaHostAllocDefault)) {
                 cudaGetLastError(); /* no pinned memory: the plain copy still works */
-                b->up_buf[i] = NULL;
                 break;
             }
+            if (cudaEventCreateWithFlags(&b->up_done[i], cudaEventDisableTiming)) {
+                cudaGetLastError();
+                cudaFreeHost(p);
+                break;
+            }
+            b->up_buf[i] = (char *)p;
+        }
     }
     if (!b->up_buf[0] || !b->up_buf[1] || bytes < UP_CHUNK / 4)
         return CK(b, cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
@@ -1889,10 +1895,10 @@ static void flush(cu_backend *b)
         goto done;
     if (b->step_rows > GEMV_MAX_N || !b->step_decode || !b->use_graph) {
         run_tape(b, t); /* cuBLAS GEMMs, prompt rows: not captured */
-    } else if (b->use_graph && b->gexec && tape_eq(t, &b->gtape)) {
+    } else if (b->gexec && tape_eq(t, &b->gtape)) {
         if (!CK(b, cudaGraphLaunch(b->gexec, b->stream)))
             b->graph_launches++;
-    } else if (b->use_graph && tape_eq(t, &b->last)) {
+    } else if (tape_eq(t, &b->last)) {
         cudaGraph_t g = NULL;
         if (CK(b, cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeRelaxed)))
             goto done;
@@ -2078,20 +2084,29 @@ static void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float
     prof_end(b, P_RMSNORM);
 }
 
+/* A device buffer that kernels see, reallocated to `alloc` bytes (zeroed
+ * when asked) if it holds fewer than `need`: once the queued work is done
+ * with the old one, and with gen bumped so that no recorded step keeps the
+ * old address. NULL on failure. */
+static void *grow(cu_backend *b, void **buf, size_t *cap, size_t need, size_t alloc, int zero)
+{
+    if (need <= *cap)
+        return *buf;
+    if (CK(b, cudaStreamSynchronize(b->stream)) || CK(b, cudaFree(*buf)))
+        return NULL;
+    *buf = NULL;
+    *cap = 0;
+    b->gen++;
+    if (CK(b, cudaMalloc(buf, alloc)) ||
+        (zero && CK(b, cudaMemsetAsync(*buf, 0, alloc, b->stream))))
+        return NULL;
+    *cap = alloc;
+    return *buf;
+}
+
 static void *scratch(cu_backend *b, size_t bytes)
 {
-    if (bytes <= b->scratch_bytes)
-        return b->scratch;
-    if (CK(b, cudaStreamSynchronize(b->stream)))
-        return NULL;
-    CK(b, cudaFree(b->scratch));
-    b->gen++;
-    b->scratch = NULL;
-    b->scratch_bytes = 0;
-    if (CK(b, cudaMalloc(&b->scratch, bytes)))
-        return NULL;
-    b->scratch_bytes = bytes;
-    return b->scratch;
+    return grow(b, &b->scratch, &b->scratch_bytes, bytes, bytes, 0);
 }
 
 /* One launch for n_mat matrices of the same dtype and width sharing x; with
@@ -2423,34 +2438,14 @@ static int decode_splits(const cu_backend *b, int blocks, int min_keys)
 static float *att_part(cu_backend *b, int n_rows, int heads, int hd, int ns)
 {
     size_t bytes = (size_t)n_rows * (size_t)heads * (size_t)ns * (size_t)(hd + 2) * sizeof(float);
-    if (bytes > b->att_part_bytes) {
-        if (CK(b, cudaStreamSynchronize(b->stream)) || CK(b, cudaFree(b->att_part)))
-            return NULL;
-        b->att_part = NULL;
-        b->att_part_bytes = 0;
-        b->gen++;
-        if (CK(b, cudaMalloc((void **)&b->att_part, bytes * 2)))
-            return NULL;
-        b->att_part_bytes = bytes * 2;
-    }
-    return b->att_part;
+    return (float *)grow(b, (void **)&b->att_part, &b->att_part_bytes, bytes, bytes * 2, 0);
 }
 
 /* Zeroed split counters for n (row, KV head) pairs; kernels leave them zero. */
 static int *att_done(cu_backend *b, int n)
 {
-    if ((size_t)n > b->att_done_n) {
-        if (CK(b, cudaStreamSynchronize(b->stream)) || CK(b, cudaFree(b->att_done)))
-            return NULL;
-        b->att_done = NULL;
-        b->att_done_n = 0;
-        b->gen++;
-        if (CK(b, cudaMalloc((void **)&b->att_done, (size_t)n * 2 * sizeof(int))) ||
-            CK(b, cudaMemsetAsync(b->att_done, 0, (size_t)n * 2 * sizeof(int), b->stream)))
-            return NULL;
-        b->att_done_n = (size_t)n * 2;
-    }
-    return b->att_done;
+    size_t bytes = (size_t)n * sizeof(int);
+    return (int *)grow(b, (void **)&b->att_done, &b->att_done_bytes, bytes, bytes * 2, 1);
 }
 
 static int decode_tile_ok(const cu_backend *b, int heads, int kv_heads, int hd)
@@ -2880,6 +2875,20 @@ __device__ __forceinline__ unsigned order_key(float f)
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+/* A row's result but its top list: the token (the argmax when greedy, else
+ * the draw), its logit, the log-sum-exp from the max mx and the sum z of
+ * e^(x - mx), the kept total (0 when greedy) and the list's length. */
+__device__ __forceinline__ void sample_result(be_sample_out *o, const float *x, int greedy,
+                                              int argmax, int drawn, float mx, double z,
+                                              double total, int n_top)
+{
+    o->token = greedy ? argmax : drawn;
+    o->token_logit = x[o->token];
+    o->lse = (float)((double)mx + log(z));
+    o->total = greedy ? 0 : total;
+    o->n_top = n_top;
+}
+
 /* One block a row: argmax, log-sum-exp, the temperature draw and the top
  * BE_TOPK logits, found exactly by a radix select of the BE_TOPK-th key
  * (four passes of 8 bits) and gathered in id order for ties. */
@@ -2989,17 +2998,12 @@ sample_kernel(const float *logits, int vocab, const be_sample_row *in, be_sample
 
     /* top BE_TOPK: radix select of the K-th largest key (r is the same for
      * the whole block, so skipping it keeps the barriers uniform) */
-    const int K = r.top ? min(BE_TOPK, vocab) : 0;
     if (!r.top) {
-        if (tid == 0) {
-            o->token = greedy ? argmax : s_token;
-            o->token_logit = x[o->token];
-            o->lse = (float)((double)mx + log(z));
-            o->total = greedy ? 0 : total;
-            o->n_top = 0;
-        }
+        if (tid == 0)
+            sample_result(o, x, greedy, argmax, s_token, mx, z, total, 0);
         return;
     }
+    const int K = min(BE_TOPK, vocab);
     if (tid == 0) {
         s_prefix = 0;
         s_need = (unsigned)K;
@@ -3064,13 +3068,8 @@ sample_kernel(const float *logits, int vocab, const be_sample_row *in, be_sample
         o->top_ids[rank] = id;
         o->top_vals[rank] = v;
     }
-    if (tid == 0) {
-        o->token = greedy ? argmax : s_token;
-        o->token_logit = x[o->token];
-        o->lse = (float)((double)mx + log(z));
-        o->total = greedy ? 0 : total;
-        o->n_top = K;
-    }
+    if (tid == 0)
+        sample_result(o, x, greedy, argmax, s_token, mx, z, total, K);
 }
 
 static int cu_sample_rows(be_backend *bk, const float *logits, int n, int vocab,
