@@ -82,6 +82,18 @@ istart() {
 }
 istop() { kill $SERVER; wait $SERVER 2> /dev/null; }
 
+# gpu_tests LOG: the GPU tests (tests/cuda/) against $INFERD, each one's exit
+# status and last lines appended to LOG
+gpu_tests() {
+    export INFERD
+    local t lim
+    for t in test_cuda_golden test_prefill_mma test_decode_batch; do
+        lim=150; [ $t = test_decode_batch ] && lim=300
+        (cd "$ROOT" && timeout $lim python3 tests/cuda/$t.py > /tmp/$t.log 2>&1
+            echo "$t exit $?"; tail -20 /tmp/$t.log) | tee -a "$1"
+    done
+}
+
 # bench ENGINE LABEL ARGS...: one `inferd bench` workload -> $O/bench.jsonl
 bench() {
     local engine=$1 label=$2${SUFFIX:-}; shift 2
@@ -141,12 +153,7 @@ inferd)
     fi
     echo "inferd serve --device cuda --matmul-precision bfloat16 --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 2048" > "$O/command.txt"
     echo "== GPU tests $(el)"
-    export INFERD
-    (cd "$ROOT" && timeout 150 python3 tests/cuda/test_cuda_golden.py 2>&1 | tail -6) | tee "$O/golden.log"
-    (cd "$ROOT" && timeout 150 python3 tests/cuda/test_prefill_mma.py > /tmp/prefill_mma.log 2>&1
-        echo "test_prefill_mma exit $?"; tail -20 /tmp/prefill_mma.log) | tee -a "$O/golden.log"
-    (cd "$ROOT" && timeout 300 python3 tests/cuda/test_decode_batch.py > /tmp/decode_batch.log 2>&1
-        echo "test_decode_batch exit $?"; tail -20 /tmp/decode_batch.log) | tee -a "$O/golden.log"
+    gpu_tests "$O/golden.log"
     ;;
 llama)
     LD=$(realpath "$1"); CONV=$(realpath "$2"); TOK=$(realpath "$3")
@@ -202,10 +209,7 @@ check)
     source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
     export INFERD
-    [ "${CHECK_TESTS:-1}" = 0 ] || for t in test_decode_batch test_prefill_mma test_cuda_golden; do
-        (cd "$ROOT" && timeout 300 python3 tests/cuda/$t.py > /tmp/$t.log 2>&1
-            echo "$t exit $?"; tail -12 /tmp/$t.log) | tee -a "$O/tests.log"
-    done
+    [ "${CHECK_TESTS:-1}" = 0 ] || gpu_tests "$O/tests.log"
     if [ "${CHECK_TESTS:-1}" != 0 ] && [ "${CHECK_PROBE:-1}" != 0 ]; then
         NV=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
         $NV -O2 -gencode=arch=compute_90a,code=sm_90a "$ROOT/tools/gpu/gemm_probe.cu" \

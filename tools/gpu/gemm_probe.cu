@@ -19,8 +19,7 @@ static const struct { const char *name; int rows, cols; } shapes[] = {
     {"qkv", 6144, 4096}, {"o", 4096, 4096}, {"gate_up", 28672, 4096}, {"down", 4096, 14336},
 };
 
-
-/* Times fn over 20 runs after 3 warm-ups; microseconds per run. */
+/* Times stmt over 20 runs after 3 warm-ups (events ea, eb); microseconds per run. */
 #define TIME_US(out, stmt)                                                                    \
     do {                                                                                      \
         for (int w_ = 0; w_ < 3; w_++) { stmt; }                                              \
@@ -132,9 +131,9 @@ int main(int argc, char **argv)
     CK(cudaMalloc(&y, maxy * 4));
     CK(cudaMemset(w, 0x3c, maxw * 2));
     CK(cudaMemset(x, 0x3c, maxx * 2));
-    cudaEvent_t a, b;
-    cudaEventCreate(&a);
-    cudaEventCreate(&b);
+    cudaEvent_t ea, eb;
+    cudaEventCreate(&ea);
+    cudaEventCreate(&eb);
     const float one = 1, zero = 0;
     printf("%-8s %6s %-22s %9s %9s\n", "matrix", "n", "variant", "us", "TFLOP/s");
     for (int in = 0; in < nn; in++) {
@@ -146,29 +145,22 @@ int main(int argc, char **argv)
                  * GEMM over 2n columns; 3: one pass bf16 out */
                 int cols = v == 2 ? 2 * n : n;
                 cudaDataType_t ct = v == 3 ? CUDA_R_16BF : CUDA_R_32F;
-                float ms = 0;
-                for (int rep = 0; rep < 2; rep++) { /* rep 0 warms up */
-                    int iters = rep ? 10 : 2;
-                    cudaEventRecord(a);
-                    for (int it = 0; it < iters; it++) {
-                        CK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, R, cols, K, &one, w, CUDA_R_16BF, K,
-                                        x, CUDA_R_16BF, K, &zero, y, ct, R, CUBLAS_COMPUTE_32F,
-                                        CUBLAS_GEMM_DEFAULT));
-                        if (v == 1)
-                            CK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, R, n, K, &one, w, CUDA_R_16BF,
-                                            K, (char *)x + (size_t)n * K * 2, CUDA_R_16BF, K, &one, y,
-                                            CUDA_R_32F, R, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-                    }
-                    cudaEventRecord(b);
-                    CK(cudaEventSynchronize(b));
-                    cudaEventElapsedTime(&ms, a, b);
-                    ms /= iters;
-                }
+                auto product = [&] {
+                    CK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, R, cols, K, &one, w, CUDA_R_16BF, K,
+                                    x, CUDA_R_16BF, K, &zero, y, ct, R, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+                    if (v == 1)
+                        CK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, R, n, K, &one, w, CUDA_R_16BF,
+                                        K, (char *)x + (size_t)n * K * 2, CUDA_R_16BF, K, &one, y,
+                                        CUDA_R_32F, R, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                };
+                float us;
+                TIME_US(us, product());
                 static const char *vn[] = {"one-pass f32-out", "split two GEMMs", "split one 2n GEMM",
                                            "one-pass bf16-out"};
                 double fl = 2.0 * R * K * (double)n * (v == 1 || v == 2 ? 2 : 1);
-                printf("%-8s %6d %-22s %9.1f %9.1f\n", shapes[s].name, n, vn[v], ms * 1e3,
-                       fl / (ms * 1e-3) / 1e12);
+                printf("%-8s %6d %-22s %9.1f %9.1f\n", shapes[s].name, n, vn[v], us,
+                       fl / (us * 1e-6) / 1e12);
             }
         }
     }
