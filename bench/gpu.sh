@@ -86,11 +86,13 @@ istop() { kill $SERVER; wait $SERVER 2> /dev/null; }
 # status and last lines appended to LOG
 gpu_tests() {
     export INFERD
-    local t lim
-    for t in test_cuda_golden test_prefill_mma test_decode_batch; do
-        lim=150; [ $t = test_decode_batch ] && lim=300
-        (cd "$ROOT" && timeout $lim python3 tests/cuda/$t.py > /tmp/$t.log 2>&1
-            echo "$t exit $?"; tail -20 /tmp/$t.log) | tee -a "$1"
+    local t lim e
+    for e in "" ${TEST_ENV:-}; do # TEST_ENV: also with these env assignments (joined by +)
+        for t in test_cuda_golden test_prefill_mma test_decode_batch; do
+            lim=150; [ $t = test_decode_batch ] && lim=300
+            (cd "$ROOT" && timeout $lim env ${e//+/ } python3 tests/cuda/$t.py > /tmp/$t.log 2>&1
+                echo "$t ${e:-default} exit $?"; tail -20 /tmp/$t.log) | tee -a "$1"
+        done
     done
 }
 
@@ -200,11 +202,12 @@ check)
     # After a kernel change: the GPU tests, the GEMM probe on the serving
     # shapes, then serve-256, serve-64 and decode-b1 (SHORT request counts)
     # with step logs, by default and with each env assignment in $AB
-    # (e.g. AB="INFERD_CUDA_ATT=split") or server flag in it (e.g.
+    # (e.g. AB="INFERD_CUDA_ATT=split", several joined by +) or server flag in it (e.g.
     # AB="--max-num-batched-tokens=1024"), so the change is measured A/B.
     # CHECK_TESTS=0 / CHECK_BENCH=0 leave out the first / the second part,
     # CHECK_PROBE=0 the probe; PROFILE_B1=1 adds the per-op device profile
-    # of batch-1 decode steps.
+    # of batch-1 decode steps. PROBE_ROWS: the GEMM probe's row counts (62
+    # 256); GEMV_PROBE=tools/gpu/gemv_probe binary: run it per env variant.
     BUNDLE=$(realpath "$1"); TOK=$(realpath "$2")
     source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
@@ -214,15 +217,24 @@ check)
         NV=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
         $NV -O2 -gencode=arch=compute_90a,code=sm_90a "$ROOT/tools/gpu/gemm_probe.cu" \
             -lcublas -lcublasLt -o /tmp/gemm_probe > "$O/probe.txt" 2>&1 &&
-            /tmp/gemm_probe sep 62 256 | tee "$O/probe.txt"
+            /tmp/gemm_probe sep ${PROBE_ROWS:-62 256} | tee "$O/probe.txt"
+    fi
+    if [ -n "${GEMV_PROBE:-}" ]; then # the one-row GEMV alone, by default and per $AB env
+        for v in default ${AB:-}; do
+            case $v in default|*=*) ;; *) continue ;; esac
+            echo "== gemv_probe $v" | tee -a "$O/gemv.txt"
+            env $([ $v = default ] || echo "${v//+/ }") "$GEMV_PROBE" 1 2>&1 | tee -a "$O/gemv.txt"
+        done
     fi
     checkpoint "$TOK" || exit 1
     [ "${CHECK_BENCH:-1}" = 0 ] && exit 0
     R=128
     mkdir -p /tmp/prof
     for v in default ${AB:-}; do
-        env=(); args=() # a variant is an env assignment or a server flag (--flag=value)
-        case $v in default) ;; --*) args=("$v") ;; *) env=("$v") ;; esac
+        # a variant is a server flag (--flag=value) or env assignments joined
+        # by + (INFERD_CUDA_PDL=1+INFERD_CUDA_GEMV=v3)
+        env=(); args=()
+        case $v in default) ;; --*) args=("$v") ;; *) IFS=+ read -ra env <<< "$v" ;; esac
         echo "== variant $v $(el)" | tee -a "$O/bench.log"
         istart INFERD_STEP_LOG=/tmp/prof/steps-$v.txt ${env[@]+"${env[@]}"} -- ${args[@]+"${args[@]}"}
         echo "startup ${STARTUP}s" | tee -a "$O/bench.log"

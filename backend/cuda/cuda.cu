@@ -16,7 +16,9 @@
  * and a tiled kernel with online softmax for steps that carry prompt rows;
  * both read cached prefix blocks through the block table. Decode steps are
  * recorded and run with fused launches, and replayed as CUDA graphs where
- * they repeat (see "decode steps: tape and graphs").
+ * they repeat (see "decode steps: tape and graphs"). Not yet measured on a
+ * GPU, so off by default: INFERD_CUDA_PDL=1 (programmatic dependent launch,
+ * see launch()) and INFERD_CUDA_GEMV=v3 (gemv1_kernel for one input row).
  *
  * All work goes to one stream. Ops return nothing (backend.h), so the first
  * failing CUDA call is kept, named, and reported by the next begin_step or
@@ -114,6 +116,8 @@ typedef struct cu_backend {
     int att_v1;                /* INFERD_CUDA_ATT=v1: the first decode kernel, no split-KV */
     int att_split;             /* INFERD_CUDA_ATT=split: the one-key-at-a-time split-KV kernels */
     int gemv_v1;               /* INFERD_CUDA_GEMV=v1: the first GEMV kernel */
+    int gemv_v3;               /* INFERD_CUDA_GEMV=v3: gemv1_kernel for one input row */
+    int use_pdl;               /* INFERD_CUDA_PDL=1: programmatic dependent launch */
     int max_keys;              /* the longest context, to a power of two: split-KV */
     float *att_part;           /* split-KV partial results */
     size_t att_part_bytes;
@@ -179,6 +183,35 @@ static int report(cu_backend *b, inferd_error *e)
     return -1;
 }
 
+/* Every kernel of this file starts with dep_open() and dep_wait() (the
+ * one-row GEMV loads weights between the two) and is launched by launch():
+ * with programmatic dependent launch on sm_90 and later (INFERD_CUDA_PDL=1;
+ * off by default until it is measured on a GPU), the next kernel is launched once every block of this one
+ * has started, and waits in dep_wait() until this one has finished and its
+ * writes are visible. What it does before dep_wait() (reading weights, which
+ * no kernel writes) overlaps this kernel's tail, and the launch latency
+ * between the two is gone. A kernel touches nothing other kernels use before
+ * dep_wait(), and every block calls it, so a kernel ends only after the one
+ * before it ended (the kernel after it may read the outputs of both). Both
+ * are no-ops for an ordinary launch. */
+template <typename... P, typename... A>
+static void launch(cu_backend *b, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                   A... args)
+{
+    cudaLaunchAttribute at = {};
+    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t c = {};
+    c.gridDim = grid;
+    c.blockDim = block;
+    c.dynamicSmemBytes = smem;
+    c.stream = b->stream;
+    c.attrs = &at;
+    c.numAttrs = b->use_pdl ? 1 : 0;
+    /* a failure is also the thread's last error: LAUNCHED reports it with the kernel's name */
+    (void)cudaLaunchKernelEx(&c, kernel, args...);
+}
+
 /* ---- profile: per-op device time, measured synchronously ---- */
 
 enum { P_EMBED, P_RMSNORM, P_GEMV, P_GEMM, P_ROPE, P_KV, P_ATT_DEC, P_ATT_PRE, P_SILU, P_ADD,
@@ -230,6 +263,20 @@ __device__ __forceinline__ float ldw(const void *w, int dt, int64_t i)
     return ((const float *)w)[i];
 }
 
+/* See launch(). */
+__device__ __forceinline__ void dep_open(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void dep_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
@@ -275,6 +322,8 @@ __device__ float block_sum(float v)
 
 __global__ void embed_kernel(const void *table, int dt, const int32_t *ids, int cols, float *out)
 {
+    dep_open();
+    dep_wait();
     int64_t t = blockIdx.x, row = ids[t];
     for (int i = threadIdx.x; i < cols; i += blockDim.x)
         out[t * cols + i] = ldw(table, dt, row * cols + i);
@@ -295,6 +344,8 @@ __device__ __forceinline__ void norm_row(const float *xr, float ss, const void *
 __global__ void rmsnorm_kernel(const float *x, const void *w, int dt, float eps, int cols,
                                float *out)
 {
+    dep_open();
+    dep_wait();
     const float *xr = x + (int64_t)blockIdx.x * cols;
     float *o = out + (int64_t)blockIdx.x * cols;
     float ss = 0.0f;
@@ -317,6 +368,8 @@ __device__ __forceinline__ void rotate_pair(float *v, int i, int half, float ang
 __global__ void rope_kernel(float *x, int heads, int head_dim, int half,
                             const float *inv_freq, float mscale, const int32_t *pos)
 {
+    dep_open();
+    dep_wait();
     const int64_t t = blockIdx.x;
     const float p = (float)pos[t];
     float *v = x + (t * heads + blockIdx.y) * head_dim;
@@ -328,6 +381,8 @@ template <typename T>
 __global__ void kv_store_kernel(const float *k, const float *v, int kv_dim,
                                 const int32_t *slot, T *kc, T *vc)
 {
+    dep_open();
+    dep_wait();
     int64_t t = blockIdx.x, s = slot[t];
     for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
         kc[s * kv_dim + i] = from_f<T>(k[t * kv_dim + i]);
@@ -341,6 +396,8 @@ __global__ void kv_store_kernel(const float *k, const float *v, int kv_dim,
 __global__ void add_rmsnorm_kernel(float *x, const float *y, const void *w, int dt, float eps,
                                    int cols, float *out)
 {
+    dep_open();
+    dep_wait();
     float *xr = x + (int64_t)blockIdx.x * cols;
     const float *yr = y + (int64_t)blockIdx.x * cols;
     float *o = out + (int64_t)blockIdx.x * cols;
@@ -361,6 +418,8 @@ __global__ void rope_store_kernel(float *q, float *k, const float *v, int heads,
                                   int head_dim, int half, const float *inv_freq, float mscale,
                                   const int32_t *pos, const int32_t *slot, T *kc, T *vc)
 {
+    dep_open();
+    dep_wait();
     const int64_t t = blockIdx.x;
     const int h = blockIdx.y, kh = h - heads;
     const float p = (float)pos[t];
@@ -384,6 +443,8 @@ __global__ void rope_store_kernel(float *q, float *k, const float *v, int heads,
 
 __global__ void silu_mul_kernel(const float *gate, const float *up, size_t n, float *out)
 {
+    dep_open();
+    dep_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         float g = gate[i];
@@ -393,6 +454,8 @@ __global__ void silu_mul_kernel(const float *gate, const float *up, size_t n, fl
 
 __global__ void add_kernel(float *x, const float *y, size_t n)
 {
+    dep_open();
+    dep_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         x[i] += y[i];
@@ -400,6 +463,8 @@ __global__ void add_kernel(float *x, const float *y, size_t n)
 
 __global__ void gather_rows_kernel(const float *x, int cols, const int32_t *rows, float *out)
 {
+    dep_open();
+    dep_wait();
     int64_t t = blockIdx.x, r = rows[t];
     for (int i = threadIdx.x; i < cols; i += blockDim.x)
         out[t * cols + i] = x[r * cols + i];
@@ -408,6 +473,8 @@ __global__ void gather_rows_kernel(const float *x, int cols, const int32_t *rows
 template <typename T>
 __global__ void to_half_kernel(const float *x, size_t n, T *out)
 {
+    dep_open();
+    dep_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         out[i] = from_f<T>(x[i]);
@@ -417,6 +484,8 @@ __global__ void to_half_kernel(const float *x, size_t n, T *out)
 template <typename T>
 __global__ void split_kernel(const float *x, size_t n, T *hi, T *lo)
 {
+    dep_open();
+    dep_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         T h = from_f<T>(x[i]);
@@ -430,6 +499,8 @@ __global__ void split_kernel(const float *x, size_t n, T *hi, T *lo)
 __global__ void sum_halves_kernel(float *y, const float *y2, const void *bias, int dt,
                                   int64_t rows, size_t n)
 {
+    dep_open();
+    dep_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         y[i] = y2[i] + y2[n + i] + (bias ? ldw(bias, dt, (int64_t)(i % (size_t)rows)) : 0.0f);
@@ -438,6 +509,8 @@ __global__ void sum_halves_kernel(float *y, const float *y2, const void *bias, i
 /* y[i][r] += bias[r] */
 __global__ void bias_kernel(float *y, const void *bias, int dt, int64_t rows, size_t n)
 {
+    dep_open();
+    dep_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         y[i] += ldw(bias, dt, (int64_t)(i % (size_t)rows));
@@ -445,26 +518,36 @@ __global__ void bias_kernel(float *y, const void *bias, int dt, int64_t rows, si
 
 /* ---- GEMV: few input rows against weights streamed once ---- */
 
-/* 8 consecutive weights as floats; p is 16-byte aligned. */
-__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float *o)
+/* 8 bf16 / f16 weights of a 16-byte load as floats (the pointer picks the type). */
+__device__ __forceinline__ void cvt8(uint4 u, const __nv_bfloat16 *, float *o)
 {
-    uint4 u = *(const uint4 *)p;
     const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
     for (int i = 0; i < 4; i++) {
         float2 f = __bfloat1622float2(h[i]);
         o[2 * i] = f.x;
         o[2 * i + 1] = f.y;
     }
 }
-__device__ __forceinline__ void load8(const __half *p, float *o)
+__device__ __forceinline__ void cvt8(uint4 u, const __half *, float *o)
 {
-    uint4 u = *(const uint4 *)p;
     const __half2 *h = (const __half2 *)&u;
+#pragma unroll
     for (int i = 0; i < 4; i++) {
         float2 f = __half22float2(h[i]);
         o[2 * i] = f.x;
         o[2 * i + 1] = f.y;
     }
+}
+
+/* 8 consecutive weights as floats; p is 16-byte aligned. */
+__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float *o)
+{
+    cvt8(*(const uint4 *)p, p, o);
+}
+__device__ __forceinline__ void load8(const __half *p, float *o)
+{
+    cvt8(*(const uint4 *)p, p, o);
 }
 __device__ __forceinline__ void load8(const float *p, float *o)
 {
@@ -480,6 +563,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_kernel(const float *x, const TW *w, const void *bias, int bdt, int n, int64_t rows,
             int64_t cols, int vec, float *y)
 {
+    dep_open();
+    dep_wait();
     int lane = threadIdx.x & 31;
     int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     if (r >= rows)
@@ -540,25 +625,11 @@ gemv_kernel(const float *x, const TW *w, const void *bias, int bdt, int n, int64
  * allocation, evict first from L2) so they do not push x out of the caches. */
 __device__ __forceinline__ void load8s(const __nv_bfloat16 *p, float *o)
 {
-    uint4 u = __ldcs((const uint4 *)p);
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 f = __bfloat1622float2(h[i]);
-        o[2 * i] = f.x;
-        o[2 * i + 1] = f.y;
-    }
+    cvt8(__ldcs((const uint4 *)p), p, o);
 }
 __device__ __forceinline__ void load8s(const __half *p, float *o)
 {
-    uint4 u = __ldcs((const uint4 *)p);
-    const __half2 *h = (const __half2 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 f = __half22float2(h[i]);
-        o[2 * i] = f.x;
-        o[2 * i + 1] = f.y;
-    }
+    cvt8(__ldcs((const uint4 *)p), p, o);
 }
 __device__ __forceinline__ void load8s(const float *p, float *o)
 {
@@ -581,6 +652,7 @@ typedef struct gemv_set {
     int64_t rows[GEMV_SET];
     int bdt[GEMV_SET], wpr[GEMV_SET];
     unsigned first[GEMV_SET + 1]; /* first block of each matrix; first[n_mat]: the grid */
+    unsigned first_row[GEMV_SET + 1]; /* gemv1_kernel: rows numbered across the matrices */
     int n_mat;
 } gemv_set;
 
@@ -597,6 +669,8 @@ template <typename TW, int NR, bool GLU>
 __global__ void __launch_bounds__(GEMV2_WARPS * 32, NR == 1 && !GLU ? 6 : 4)
 gemv2_kernel(const float *x, const gemv_set S, int n, int64_t cols, int vec)
 {
+    dep_open();
+    dep_wait();
     constexpr int NM = GLU ? 2 : 1; /* weight rows a warp reads */
     __shared__ float red[NM][GEMV2_WARPS][NR];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -692,6 +766,118 @@ gemv2_kernel(const float *x, const gemv_set S, int n, int64_t cols, int vec)
     }
 }
 
+/* GEMV for one input row, third version: a single wave of one large block
+ * per multiprocessor. The set's rows, numbered across its matrices, are cut
+ * into equal contiguous ranges, one a block, and each row into items of CH
+ * columns that the block's warps take in turn: every multiprocessor streams
+ * about the same bytes, and there is no later wave to trail (gemv2_kernel
+ * lost 5-10 us a launch to its waves' ramp and tail, bench/NOTES.md). A warp
+ * loads its next item while it multiplies the current one, and its first
+ * item before dep_wait(), overlapping the kernel before. Each item's sum
+ * goes to shared memory and a row's are added in column order, so the
+ * result does not depend on timing. GLU as in gemv2_kernel. Used with
+ * INFERD_CUDA_GEMV=v3 until it is measured against gemv2_kernel on a GPU. */
+#define GEMV1_WARPS 16
+#define GEMV1_SMEM (48 * 1024) /* per-item sums of a block, at most */
+
+template <typename TW, int NM, int U>
+__device__ __forceinline__ void gemv1_load(const gemv_set &S, int64_t cols, int64_t row, int64_t k0,
+                                           uint4 (*buf)[U])
+{
+    int m = 0;
+    while (m + 1 < S.n_mat && row >= pick(S.first_row, m + 1))
+        m++;
+    const TW *w[NM];
+    w[0] = (const TW *)pick(S.w, m) + (row - pick(S.first_row, m)) * cols;
+    if (NM == 2)
+        w[NM - 1] = (const TW *)S.w[1] + row * cols;
+#pragma unroll
+    for (int j = 0; j < NM; j++)
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int64_t k = k0 + 256 * u;
+            buf[j][u] = k < cols ? __ldcs((const uint4 *)(w[j] + k)) : make_uint4(0, 0, 0, 0);
+        }
+}
+
+template <typename TW, bool GLU>
+__global__ void __launch_bounds__(GEMV1_WARPS * 32, 1)
+gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int rows_per_block)
+{
+    constexpr int NM = GLU ? 2 : 1; /* weight rows an item reads */
+    constexpr int U = GLU ? 4 : 8;  /* 16-byte loads per lane and weight row */
+    constexpr int CH = U * 256;     /* columns of an item */
+    extern __shared__ float part[]; /* [NM][rows_per_block * n_ch] */
+    dep_open();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int n_ch = (int)((cols + CH - 1) / CH);
+    const int64_t r0 = (int64_t)blockIdx.x * rows_per_block;
+    const int nrow = total - r0 < rows_per_block ? (int)(total - r0) : rows_per_block;
+    const int items = nrow * n_ch, stride = rows_per_block * n_ch;
+    uint4 cur[NM][U], nxt[NM][U];
+    int it = warp;
+    if (it < items)
+        gemv1_load<TW, NM, U>(S, cols, r0 + it / n_ch, (int64_t)(it % n_ch) * CH + lane * 8, cur);
+    dep_wait();
+    for (; it < items; it += GEMV1_WARPS) {
+        const int nx = it + GEMV1_WARPS;
+        if (nx < items)
+            gemv1_load<TW, NM, U>(S, cols, r0 + nx / n_ch, (int64_t)(nx % n_ch) * CH + lane * 8,
+                                  nxt);
+        const int64_t k0 = (int64_t)(it % n_ch) * CH + lane * 8;
+        float acc[NM];
+#pragma unroll
+        for (int j = 0; j < NM; j++)
+            acc[j] = 0.0f;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int64_t k = k0 + 256 * u;
+            if (k >= cols)
+                break;
+            const float4 a = ((const float4 *)(x + k))[0], c = ((const float4 *)(x + k))[1];
+#pragma unroll
+            for (int j = 0; j < NM; j++) {
+                float wf[8];
+                cvt8(cur[j][u], (const TW *)0, wf);
+                acc[j] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + c.x * wf[4] +
+                          c.y * wf[5] + c.z * wf[6] + c.w * wf[7];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NM; j++) {
+            const float s = warp_sum(acc[j]);
+            if (lane == 0)
+                part[j * stride + it] = s;
+        }
+#pragma unroll
+        for (int j = 0; j < NM; j++)
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                cur[j][u] = nxt[j][u];
+    }
+    __syncthreads();
+    for (int lr = threadIdx.x; lr < nrow; lr += blockDim.x) {
+        const int64_t row = r0 + lr;
+        int m = 0;
+        while (m + 1 < S.n_mat && row >= pick(S.first_row, m + 1))
+            m++;
+        const int64_t r = row - pick(S.first_row, m);
+        float s = 0.0f;
+        for (int c = 0; c < n_ch; c++)
+            s += part[lr * n_ch + c];
+        const void *bias = pick(S.bias, m);
+        s += bias ? ldw(bias, pick(S.bdt, m), r) : 0.0f;
+        if (GLU) {
+            float u = 0.0f;
+            for (int c = 0; c < n_ch; c++)
+                u += part[stride + lr * n_ch + c];
+            u += S.bias[1] ? ldw(S.bias[1], S.bdt[1], r) : 0.0f;
+            s = s / (1.0f + expf(-s)) * u; /* as silu_mul_kernel */
+        }
+        pick(S.y, m)[r] = s;
+    }
+}
+
 /* ---- attention ---- */
 
 /* The sequence that owns row t: the last s with q_start[s] <= t. */
@@ -716,6 +902,8 @@ attn_decode_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_h
                    float scale, const int32_t *q_start, int n_seqs, const int32_t *block_table,
                    int max_blocks, int block_size, const int32_t *pos, float *out)
 {
+    dep_open();
+    dep_wait();
     __shared__ float sm_m[ATT_DEC_WARPS], sm_l[ATT_DEC_WARPS];
     __shared__ float sm_acc[ATT_DEC_WARPS][DPL * 32];
     const int t = blockIdx.x, h = blockIdx.y;
@@ -788,6 +976,8 @@ attn_split_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_he
                   float scale, const int32_t *q_start, int n_seqs, const int32_t *block_table,
                   int max_blocks, int block_size, const int32_t *pos, float *out, float *part)
 {
+    dep_open();
+    dep_wait();
     __shared__ float sm_m[ATT_SPLIT_WARPS], sm_l[ATT_SPLIT_WARPS];
     __shared__ float sm_acc[ATT_SPLIT_WARPS][DPL * 32];
     const int t = blockIdx.x, h = blockIdx.y, sp = blockIdx.z, n_split = gridDim.z;
@@ -872,6 +1062,8 @@ attn_split_gqa_kernel(const float *q, const T *kc, const T *vc, int heads, int k
                       const int32_t *block_table, int max_blocks, int block_size,
                       const int32_t *pos, float *out, float *part)
 {
+    dep_open();
+    dep_wait();
     __shared__ float sm_m[ATT_SPLIT_WARPS][GMAX], sm_l[ATT_SPLIT_WARPS][GMAX];
     __shared__ float sm_acc[ATT_SPLIT_WARPS][GMAX][DPL * 32];
     const int t = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z, n_split = gridDim.z;
@@ -984,6 +1176,8 @@ __device__ float merge_splits(const float *pp, int n_split, int hd, int d)
 __global__ void attn_merge_kernel(const float *part, int n_split, int heads, int hd,
                                   const int32_t *rows, float *out)
 {
+    dep_open();
+    dep_wait();
     const int64_t th = (int64_t)blockIdx.x * heads + blockIdx.y;
     const int64_t to = ((int64_t)(rows ? rows[blockIdx.x] : blockIdx.x) * heads + blockIdx.y) * hd;
     const float *pp = part + th * n_split * (int64_t)(hd + 2);
@@ -1012,6 +1206,8 @@ attn_decode_tile_kernel(const float *q, const __nv_bfloat16 *kc, const __nv_bflo
                         int max_blocks, int block_size, const int32_t *pos, float *out,
                         float *part, int *done)
 {
+    dep_open();
+    dep_wait();
     constexpr int CH = HD / 8;  /* 16-byte chunks in a key row */
     constexpr int DV = HD / 32; /* value dimensions per lane */
     __shared__ __align__(16) float q_s[G][HD];
@@ -1210,6 +1406,8 @@ attn_prefill_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_
                     const int32_t *block_table, int max_blocks, int block_size,
                     const int32_t *pos, float *out)
 {
+    dep_open();
+    dep_wait();
     constexpr int HDP = DPL * 32, RPW = ATT_BQ / 4;
     extern __shared__ float smem[];
     float *Qs = smem, *Ks = Qs + ATT_BQ * HDP, *Vs = Ks + ATT_BK * (HDP + 1),
@@ -1352,6 +1550,8 @@ attn_prefill_mma_kernel(const float *q, const __nv_bfloat16 *kc, const __nv_bflo
                         const int32_t *q_start, const int32_t *block_table, int max_blocks,
                         int block_size, const int32_t *pos, float *out)
 {
+    dep_open();
+    dep_wait();
     constexpr int KP = HD + 8, VP = FA_BK + 8, KS = HD / 16, NT = FA_BK / 8, ON = HD / 8;
     __shared__ __align__(16) __nv_bfloat16 Ks[FA_BK * KP];
     __shared__ __align__(16) __nv_bfloat16 Vt[HD * VP];
@@ -1771,9 +1971,8 @@ static int run_add_rmsnorm(cu_backend *b, const tape *t, int i)
     const int rows = (int)r->i[0], cols = (int)r->i[1];
     const int threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64; /* as cu_rmsnorm */
     prof_begin(b);
-    add_rmsnorm_kernel<<<rows, threads, 0, b->stream>>>((float *)a->p[0], (const float *)a->p[1],
-                                                        w->data, w->dtype, r->f, cols,
-                                                        (float *)r->p[2]);
+    launch(b, add_rmsnorm_kernel, rows, threads, 0, (float *)a->p[0], (const float *)a->p[1],
+           w->data, w->dtype, r->f, cols, (float *)r->p[2]);
     LAUNCHED(b, "add_rmsnorm_kernel");
     prof_end(b, P_RMSNORM);
     return 1;
@@ -1799,15 +1998,15 @@ static int run_rope_store(cu_backend *b, const tape *t, int i)
     dim3 grid((unsigned)n, (unsigned)(heads + kvh));
     prof_begin(b);
     if (b->base.kv_dtype == DT_BF16)
-        rope_store_kernel<__nv_bfloat16><<<grid, threads, 0, b->stream>>>(
-            (float *)q->p[0], (float *)k->p[0], (const float *)kv->p[1], heads, kvh, hd, half,
-            b->d_inv_freq, q->f, (const int32_t *)q->p[2], (const int32_t *)kv->p[2],
-            (__nv_bfloat16 *)kv->p[3], (__nv_bfloat16 *)kv->p[4]);
+        launch(b, rope_store_kernel<__nv_bfloat16>, grid, threads, 0, (float *)q->p[0],
+               (float *)k->p[0], (const float *)kv->p[1], heads, kvh, hd, half, b->d_inv_freq, q->f,
+               (const int32_t *)q->p[2], (const int32_t *)kv->p[2], (__nv_bfloat16 *)kv->p[3],
+               (__nv_bfloat16 *)kv->p[4]);
     else
-        rope_store_kernel<float><<<grid, threads, 0, b->stream>>>(
-            (float *)q->p[0], (float *)k->p[0], (const float *)kv->p[1], heads, kvh, hd, half,
-            b->d_inv_freq, q->f, (const int32_t *)q->p[2], (const int32_t *)kv->p[2],
-            (float *)kv->p[3], (float *)kv->p[4]);
+        launch(b, rope_store_kernel<float>, grid, threads, 0, (float *)q->p[0], (float *)k->p[0],
+               (const float *)kv->p[1], heads, kvh, hd, half, b->d_inv_freq, q->f,
+               (const int32_t *)q->p[2], (const int32_t *)kv->p[2], (float *)kv->p[3],
+               (float *)kv->p[4]);
     LAUNCHED(b, "rope_store_kernel");
     prof_end(b, P_ROPE);
     return 1;
@@ -2057,8 +2256,7 @@ static void cu_embed(be_backend *bk, const be_weight *table, const int32_t *ids,
     if (b->failed || n <= 0)
         return;
     prof_begin(b);
-    embed_kernel<<<n, 256, 0, b->stream>>>(table->data, table->dtype, d_ids, (int)table->cols,
-                                           out);
+    launch(b, embed_kernel, n, 256, 0, table->data, table->dtype, d_ids, (int)table->cols, out);
     LAUNCHED(b, "embed_kernel");
     prof_end(b, P_EMBED);
 }
@@ -2079,7 +2277,7 @@ static void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float
         return;
     int threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64;
     prof_begin(b);
-    rmsnorm_kernel<<<rows, threads, 0, b->stream>>>(x, w->data, w->dtype, eps, cols, out);
+    launch(b, rmsnorm_kernel, rows, threads, 0, x, w->data, w->dtype, eps, cols, out);
     LAUNCHED(b, "rmsnorm_kernel");
     prof_end(b, P_RMSNORM);
 }
@@ -2141,14 +2339,40 @@ static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
     S.first[S.n_mat] = blocks;
     const int64_t cols = w[0]->cols;
     const int vec = cols % 8 == 0;
-#define GEMV2_LAUNCH(NR)                                                                      \
-    do {                                                                                      \
-        if (glu)                                                                              \
-            gemv2_kernel<TW, NR, true><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(          \
-                x, S, n, cols, vec);                                                          \
-        else                                                                                  \
-            gemv2_kernel<TW, NR, false><<<blocks, GEMV2_WARPS * 32, 0, b->stream>>>(         \
-                x, S, n, cols, vec);                                                          \
+    if constexpr (sizeof(TW) == 2) {
+        if (n == 1 && vec && b->gemv_v3) {
+            int64_t total = 0;
+            for (int m = 0; m < S.n_mat; m++) {
+                S.first_row[m] = (unsigned)total;
+                total += w[m]->rows;
+            }
+            S.first_row[S.n_mat] = (unsigned)total;
+            const int nm = glu ? 2 : 1, n_ch = (int)((cols + 2048 / nm - 1) / (2048 / nm));
+            int64_t rpb = (total + b->n_sm - 1) / b->n_sm;
+            while (rpb > 1 && (size_t)rpb * n_ch * nm * sizeof(float) > GEMV1_SMEM)
+                rpb = (rpb + 1) / 2;
+            const size_t smem = (size_t)rpb * n_ch * nm * sizeof(float);
+            if (smem <= GEMV1_SMEM) {
+                const unsigned grid = (unsigned)((total + rpb - 1) / rpb);
+                if (glu)
+                    launch(b, gemv1_kernel<TW, true>, grid, GEMV1_WARPS * 32, smem, x, S, cols,
+                           total, (int)rpb);
+                else
+                    launch(b, gemv1_kernel<TW, false>, grid, GEMV1_WARPS * 32, smem, x, S, cols,
+                           total, (int)rpb);
+                LAUNCHED(b, "gemv1_kernel");
+                return;
+            }
+        }
+    }
+#define GEMV2_LAUNCH(NR)                                                                           \
+    do {                                                                                           \
+        if (glu)                                                                                   \
+            launch(b, gemv2_kernel<TW, NR, true>, blocks, GEMV2_WARPS * 32, 0, x, S, n, cols,      \
+                   vec);                                                                           \
+        else                                                                                       \
+            launch(b, gemv2_kernel<TW, NR, false>, blocks, GEMV2_WARPS * 32, 0, x, S, n, cols,     \
+                   vec);                                                                           \
     } while (0)
     if (n == 1)
         GEMV2_LAUNCH(1);
@@ -2173,14 +2397,14 @@ static void gemv(cu_backend *b, const float *x, const be_weight *w, const be_wei
         return;
     }
     if (n == 1)
-        gemv_kernel<TW, 1><<<grid, GEMV_WARPS * 32, 0, b->stream>>>(
-            x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, y);
+        launch(b, gemv_kernel<TW, 1>, grid, GEMV_WARPS * 32, 0, x, (const TW *)w->data, bd, bdt, n,
+               w->rows, w->cols, vec, y);
     else if (n <= 4)
-        gemv_kernel<TW, 4><<<grid, GEMV_WARPS * 32, 0, b->stream>>>(
-            x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, y);
+        launch(b, gemv_kernel<TW, 4>, grid, GEMV_WARPS * 32, 0, x, (const TW *)w->data, bd, bdt, n,
+               w->rows, w->cols, vec, y);
     else
-        gemv_kernel<TW, 8><<<grid, GEMV_WARPS * 32, 0, b->stream>>>(
-            x, (const TW *)w->data, bd, bdt, n, w->rows, w->cols, vec, y);
+        launch(b, gemv_kernel<TW, 8>, grid, GEMV_WARPS * 32, 0, x, (const TW *)w->data, bd, bdt, n,
+               w->rows, w->cols, vec, y);
     LAUNCHED(b, "gemv_kernel");
 }
 
@@ -2202,7 +2426,7 @@ static void add_bias(cu_backend *b, float *y, const be_weight *bias, int64_t row
 {
     if (!bias)
         return;
-    bias_kernel<<<grid_for(ny, 256), 256, 0, b->stream>>>(y, bias->data, bias->dtype, rows, ny);
+    launch(b, bias_kernel, grid_for(ny, 256), 256, 0, y, bias->data, bias->dtype, rows, ny);
     LAUNCHED(b, "bias_kernel");
 }
 
@@ -2210,10 +2434,10 @@ static void add_bias(cu_backend *b, float *y, const be_weight *bias, int64_t row
 static cudaDataType_t to_half(cu_backend *b, const float *x, size_t nx, int dt, void *dst)
 {
     if (dt == DT_BF16)
-        to_half_kernel<__nv_bfloat16><<<grid_for(nx, 256), 256, 0, b->stream>>>(
-            x, nx, (__nv_bfloat16 *)dst);
+        launch(b, to_half_kernel<__nv_bfloat16>, grid_for(nx, 256), 256, 0, x, nx,
+               (__nv_bfloat16 *)dst);
     else
-        to_half_kernel<__half><<<grid_for(nx, 256), 256, 0, b->stream>>>(x, nx, (__half *)dst);
+        launch(b, to_half_kernel<__half>, grid_for(nx, 256), 256, 0, x, nx, (__half *)dst);
     LAUNCHED(b, "to_half_kernel");
     return dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
 }
@@ -2289,12 +2513,12 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
             ty = to_half(b, x, nx, w->dtype, s);
         } else if (w->dtype == DT_BF16) {
             __nv_bfloat16 *hi = (__nv_bfloat16 *)s, *lo = hi + nx;
-            split_kernel<__nv_bfloat16><<<g, 256, 0, b->stream>>>(x, nx, hi, lo);
+            launch(b, split_kernel<__nv_bfloat16>, g, 256, 0, x, nx, hi, lo);
             ty = CUDA_R_16BF;
             LAUNCHED(b, "split_kernel");
         } else {
             __half *hi = (__half *)s, *lo = hi + nx;
-            split_kernel<__half><<<g, 256, 0, b->stream>>>(x, nx, hi, lo);
+            launch(b, split_kernel<__half>, g, 256, 0, x, nx, hi, lo);
             ty = CUDA_R_16F;
             LAUNCHED(b, "split_kernel");
         }
@@ -2307,8 +2531,8 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
     if (y2) {
         if (gemm_rows(b, w, xb, ty, 2 * n, 0.0f, y2))
             return;
-        sum_halves_kernel<<<grid_for(ny, 256), 256, 0, b->stream>>>(
-            y, y2, bias ? bias->data : NULL, bias ? bias->dtype : 0, w->rows, ny);
+        launch(b, sum_halves_kernel, grid_for(ny, 256), 256, 0, y, y2, bias ? bias->data : NULL,
+               bias ? bias->dtype : 0, w->rows, ny);
         LAUNCHED(b, "sum_halves_kernel");
         prof_end(b, P_GEMM);
         return;
@@ -2352,8 +2576,8 @@ static void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, co
     }
     prof_begin(b);
     const int threads = half >= 128 ? 128 : half >= 64 ? 64 : 32;
-    rope_kernel<<<dim3((unsigned)n, (unsigned)heads), threads, 0, b->stream>>>(
-        x, heads, head_dim, half, b->d_inv_freq, r->mscale, d_pos);
+    launch(b, rope_kernel, dim3((unsigned)n, (unsigned)heads), threads, 0, x, heads, head_dim, half,
+           b->d_inv_freq, r->mscale, d_pos);
     LAUNCHED(b, "rope_kernel");
     prof_end(b, P_ROPE);
 }
@@ -2375,11 +2599,10 @@ static void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, i
         return;
     prof_begin(b);
     if (b->base.kv_dtype == DT_BF16)
-        kv_store_kernel<__nv_bfloat16><<<n, 256, 0, b->stream>>>(
-            k, v, kv_dim, d_slot, (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache);
+        launch(b, kv_store_kernel<__nv_bfloat16>, n, 256, 0, k, v, kv_dim, d_slot,
+               (__nv_bfloat16 *)k_cache, (__nv_bfloat16 *)v_cache);
     else
-        kv_store_kernel<float><<<n, 256, 0, b->stream>>>(k, v, kv_dim, d_slot, k_cache,
-                                                        v_cache);
+        launch(b, kv_store_kernel<float>, n, 256, 0, k, v, kv_dim, d_slot, k_cache, v_cache);
     LAUNCHED(b, "kv_store_kernel");
     prof_end(b, P_KV);
 }
@@ -2406,10 +2629,9 @@ static int prefill_mma(cu_backend *b, const float *q, const void *kc, const void
     const int *qs = dev_idx(b, l->q_start), *btab = dev_idx(b, l->block_table),
               *pos = dev_idx(b, l->pos);
     prof_begin(b);
-#define FA_LAUNCH(HD, SPLIT)                                                                  \
-    attn_prefill_mma_kernel<HD, SPLIT><<<grid, 128, 0, b->stream>>>(                          \
-        q, k, v, heads, kv_heads, scale, tiles, qs, btab, l->max_blocks, l->block_size, pos,   \
-        out)
+#define FA_LAUNCH(HD, SPLIT)                                                                       \
+    launch(b, attn_prefill_mma_kernel<HD, SPLIT>, grid, 128, 0, q, k, v, heads, kv_heads, scale,   \
+           tiles, qs, btab, l->max_blocks, l->block_size, pos, out)
     const int split = !b->base.matmul_bf16;
     if (hd == 128 && split)
         FA_LAUNCH(128, 1);
@@ -2473,10 +2695,9 @@ static void decode_tile(cu_backend *b, const float *q, const void *kc, const voi
     dim3 grid((unsigned)n_rows, (unsigned)kv_heads, (unsigned)ns);
     const int g = heads / kv_heads;
     prof_begin(b);
-#define DEC_LAUNCH(HD, G)                                                                     \
-    attn_decode_tile_kernel<HD, G><<<grid, DEC_WARPS * 32, 0, b->stream>>>(                   \
-        q, k, v, heads, kv_heads, scale, rows, qs, l->n_seqs, btab, l->max_blocks,             \
-        l->block_size, pos, out, part, done)
+#define DEC_LAUNCH(HD, G)                                                                          \
+    launch(b, attn_decode_tile_kernel<HD, G>, grid, DEC_WARPS * 32, 0, q, k, v, heads, kv_heads,   \
+           scale, rows, qs, l->n_seqs, btab, l->max_blocks, l->block_size, pos, out, part, done)
 #define DEC_HD(HD)                                                                            \
     do {                                                                                      \
         if (g == 1)                                                                           \
@@ -2530,10 +2751,10 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
             return;
         dim3 grid((unsigned)l->n_tokens, (unsigned)(gqa ? kv_heads : heads), (unsigned)ns);
         prof_begin(b);
-#define ATT_GQA(G)                                                                            \
-    attn_split_gqa_kernel<T, DPL, G><<<grid, ATT_SPLIT_WARPS * 32, 0, b->stream>>>(          \
-        q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab,     \
-        l->max_blocks, l->block_size, pos, out, part)
+#define ATT_GQA(G)                                                                                 \
+    launch(b, attn_split_gqa_kernel<T, DPL, G>, grid, ATT_SPLIT_WARPS * 32, 0, q, (const T *)kc,   \
+           (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab, l->max_blocks,          \
+           l->block_size, pos, out, part)
         if (gqa && group <= 2)
             ATT_GQA(2);
         else if (gqa && group <= 4)
@@ -2541,15 +2762,15 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
         else if (gqa)
             ATT_GQA(8);
         else
-            attn_split_kernel<T, DPL><<<grid, ATT_SPLIT_WARPS * 32, 0, b->stream>>>(
-                q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs,
-                btab, l->max_blocks, l->block_size, pos, out, part);
+            launch(b, attn_split_kernel<T, DPL>, grid, ATT_SPLIT_WARPS * 32, 0, q, (const T *)kc,
+                   (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab, l->max_blocks,
+                   l->block_size, pos, out, part);
 #undef ATT_GQA
         if (LAUNCHED(b, "attn_split_kernel"))
             return;
         if (part) {
-            attn_merge_kernel<<<dim3((unsigned)l->n_tokens, (unsigned)heads), 128, 0,
-                                b->stream>>>(part, ns, heads, hd, NULL, out);
+            launch(b, attn_merge_kernel, dim3((unsigned)l->n_tokens, (unsigned)heads), 128, 0, part,
+                   ns, heads, hd, (const int32_t *)NULL, out);
             LAUNCHED(b, "attn_merge_kernel");
         }
         prof_end(b, P_ATT_DEC);
@@ -2558,9 +2779,9 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
     if (b->n_tiles == 0) {
         dim3 grid((unsigned)l->n_tokens, (unsigned)heads);
         prof_begin(b);
-        attn_decode_kernel<T, DPL><<<grid, ATT_DEC_WARPS * 32, 0, b->stream>>>(
-            q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab,
-            l->max_blocks, l->block_size, pos, out);
+        launch(b, attn_decode_kernel<T, DPL>, grid, ATT_DEC_WARPS * 32, 0, q, (const T *)kc,
+               (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab, l->max_blocks,
+               l->block_size, pos, out);
         LAUNCHED(b, "attn_decode_kernel");
         prof_end(b, P_ATT_DEC);
         return;
@@ -2575,9 +2796,8 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
         return;
     dim3 grid((unsigned)b->n_tiles, (unsigned)heads);
     prof_begin(b);
-    attn_prefill_kernel<T, DPL><<<grid, 128, smem, b->stream>>>(
-        q, (const T *)kc, (const T *)vc, heads, kv_heads, hd, scale, b->d_tiles, qs, btab,
-        l->max_blocks, l->block_size, pos, out);
+    launch(b, attn_prefill_kernel<T, DPL>, grid, 128, smem, q, (const T *)kc, (const T *)vc, heads,
+           kv_heads, hd, scale, b->d_tiles, qs, btab, l->max_blocks, l->block_size, pos, out);
     LAUNCHED(b, "attn_prefill_kernel");
     prof_end(b, P_ATT_PRE);
 }
@@ -2642,7 +2862,7 @@ static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size
     if (b->failed || n == 0)
         return;
     prof_begin(b);
-    silu_mul_kernel<<<grid_for(n, 256), 256, 0, b->stream>>>(gate, up, n, out);
+    launch(b, silu_mul_kernel, grid_for(n, 256), 256, 0, gate, up, n, out);
     LAUNCHED(b, "silu_mul_kernel");
     prof_end(b, P_SILU);
 }
@@ -2660,7 +2880,7 @@ static void cu_add(be_backend *bk, float *x, const float *y, size_t n)
     if (b->failed || n == 0)
         return;
     prof_begin(b);
-    add_kernel<<<grid_for(n, 256), 256, 0, b->stream>>>(x, y, n);
+    launch(b, add_kernel, grid_for(n, 256), 256, 0, x, y, n);
     LAUNCHED(b, "add_kernel");
     prof_end(b, P_ADD);
 }
@@ -2680,7 +2900,7 @@ static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32
     if (b->failed || n <= 0)
         return;
     prof_begin(b);
-    gather_rows_kernel<<<n, 256, 0, b->stream>>>(x, cols, d_rows, out);
+    launch(b, gather_rows_kernel, n, 256, 0, x, cols, d_rows, out);
     LAUNCHED(b, "gather_rows_kernel");
     prof_end(b, P_GATHER);
 }
@@ -2895,6 +3115,8 @@ __device__ __forceinline__ void sample_result(be_sample_out *o, const float *x, 
 __global__ void __launch_bounds__(SMP_THREADS)
 sample_kernel(const float *logits, int vocab, const be_sample_row *in, be_sample_out *out)
 {
+    dep_open();
+    dep_wait();
     __shared__ double red[32];
     __shared__ float rv[32];
     __shared__ int ri[32];
@@ -3093,7 +3315,7 @@ static int cu_sample_rows(be_backend *bk, const float *logits, int n, int vocab,
             prof_begin(b);
             if (!CK(b, cudaMemcpyAsync(din, in, (size_t)n * sizeof *in, cudaMemcpyHostToDevice,
                                        b->stream))) {
-                sample_kernel<<<n, SMP_THREADS, 0, b->stream>>>(logits, vocab, din, dout);
+                launch(b, sample_kernel, n, SMP_THREADS, 0, logits, vocab, din, dout);
                 if (!LAUNCHED(b, "sample_kernel"))
                     CK(b, cudaMemcpyAsync(out, dout, (size_t)n * sizeof *out,
                                           cudaMemcpyDeviceToHost, b->stream));
@@ -3173,6 +3395,8 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     const char *gq = getenv("INFERD_CUDA_GQA");
     b->att_no_gqa = gq && strcmp(gq, "0") == 0;
     b->gemv_v1 = gv && strcmp(gv, "v1") == 0;
+    b->gemv_v3 = gv && strcmp(gv, "v3") == 0;
+    const char *pd = getenv("INFERD_CUDA_PDL");
     const char *ug = getenv("INFERD_CUDA_GRAPH"), *uf = getenv("INFERD_CUDA_FUSE");
     b->use_graph = !(ug && strcmp(ug, "0") == 0);
     b->use_fuse = !(uf && strcmp(uf, "0") == 0);
@@ -3197,6 +3421,14 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
         CK(b, cudaDeviceGetAttribute(&b->cc_major, cudaDevAttrComputeCapabilityMajor, device)) ||
         CKB(b, cublasCreate(&b->blas)) || CKB(b, cublasSetStream(b->blas, b->stream)))
         goto err;
+    if (pd && strcmp(pd, "1") == 0 && b->cc_major >= 9) {
+        /* kernels built from PTX older than sm_90 have no dep_wait(): a race */
+        cudaFuncAttributes fa;
+        if (cudaFuncGetAttributes(&fa, (const void *)add_kernel) == cudaSuccess)
+            b->use_pdl = fa.ptxVersion >= 90;
+        else
+            (void)cudaGetLastError(); /* PDL stays off; not the next launch's error */
+    }
     return &b->base;
 err:
     report(b, e);
