@@ -207,7 +207,9 @@ check)
     # CHECK_TESTS=0 / CHECK_BENCH=0 leave out the first / the second part,
     # CHECK_PROBE=0 the probe; PROFILE_B1=1 adds the per-op device profile
     # of batch-1 decode steps. PROBE_ROWS: the GEMM probe's row counts (62
-    # 256); GEMV_PROBE=tools/gpu/gemv_probe binary: run it per env variant.
+    # 256); GEMV_PROBE=tools/gpu/gemv_probe binary (or .xz; libcmocka beside
+    # it): run it per env variant. CHECK_WORK: the workloads per variant
+    # (first prefill serve256 serve64 b1). TEST_ENV: see gpu_tests.
     BUNDLE=$(realpath "$1"); TOK=$(realpath "$2")
     source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
@@ -220,10 +222,15 @@ check)
             /tmp/gemm_probe sep ${PROBE_ROWS:-62 256} | tee "$O/probe.txt"
     fi
     if [ -n "${GEMV_PROBE:-}" ]; then # the one-row GEMV alone, by default and per $AB env
+        case $GEMV_PROBE in *.xz) xz -dc "$GEMV_PROBE" > /tmp/gemv_probe ;;
+                            *) cp "$GEMV_PROBE" /tmp/gemv_probe ;; esac
+        chmod +x /tmp/gemv_probe
         for v in default ${AB:-}; do
             case $v in default|*=*) ;; *) continue ;; esac
             echo "== gemv_probe $v" | tee -a "$O/gemv.txt"
-            env $([ $v = default ] || echo "${v//+/ }") "$GEMV_PROBE" 1 2>&1 | tee -a "$O/gemv.txt"
+            # the bundle's libraries, and those in GEMV_PROBE's folder (libcmocka)
+            env LD_LIBRARY_PATH="/tmp/gpudist/inferd/lib:$(dirname "$(realpath "$GEMV_PROBE")"):${LD_LIBRARY_PATH:-}" \
+                $([ $v = default ] || echo "${v//+/ }") /tmp/gemv_probe 1 2>&1 | tee -a "$O/gemv.txt"
         done
     fi
     checkpoint "$TOK" || exit 1
@@ -238,10 +245,17 @@ check)
         echo "== variant $v $(el)" | tee -a "$O/bench.log"
         istart INFERD_STEP_LOG=/tmp/prof/steps-$v.txt ${env[@]+"${env[@]}"} -- ${args[@]+"${args[@]}"}
         echo "startup ${STARTUP}s" | tee -a "$O/bench.log"
-        SUFFIX=@$v bench inferd first-1024 --concurrency 1 --requests 1 --input-len 1024 --output-len 16
-        SUFFIX=@$v bench inferd prefill-1024 --concurrency 1 --requests 4 --input-len 1024 --output-len 1
-        SUFFIX=@$v workloads inferd serve256 serve64
-        SUFFIX=@$v bench inferd decode-b1 --concurrency 1 --requests 2 --input-len 1024 --output-len 256
+        for w in ${CHECK_WORK:-first prefill serve256 serve64 b1}; do
+            case $w in
+            first) SUFFIX=@$v bench inferd first-1024 --concurrency 1 --requests 1 \
+                       --input-len 1024 --output-len 16 ;;
+            prefill) SUFFIX=@$v bench inferd prefill-1024 --concurrency 1 --requests 4 \
+                         --input-len 1024 --output-len 1 ;;
+            b1) SUFFIX=@$v bench inferd decode-b1 --concurrency 1 --requests 2 \
+                    --input-len 1024 --output-len 256 ;;
+            *) SUFFIX=@$v workloads inferd $w ;;
+            esac
+        done
         istop
     done
     python3 "$ROOT/bench/steps_report.py" /tmp/prof/steps-*.txt > "$O/steps.txt" 2>&1
