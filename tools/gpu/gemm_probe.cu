@@ -63,13 +63,15 @@ static int sep_main(int argc, char **argv)
     cudaEventCreate(&ea);
     cudaEventCreate(&eb);
     const float one = 1, zero = 0;
-    printf("%-8s %6s %10s %10s %8s\n", "matrix", "n", "GemmEx us", "Lt best us", "GB/s");
+    printf("%-8s %6s %10s %10s %10s %5s %8s\n", "matrix", "n", "GemmEx us", "Lt 1st us",
+           "Lt best us", "#best", "GB/s");
     for (int in = 0; in < nn; in++) {
         const int n = ns[in];
         float tot = 0, tot_lt = 0;
         for (int i = 0; i < NM; i++) {
             const int R = m[i].rows, K = m[i].cols;
-            float us, best = 1e30f;
+            float us, best = 1e30f, first = 0;
+            int best_at = -1;
             TIME_US(us, CK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, R, n, K, &one, w[i],
                                         CUDA_R_16BF, K, x, CUDA_R_16BF, K, &zero, y[i],
                                         CUDA_R_32F, R, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)));
@@ -92,7 +94,12 @@ static int sep_main(int argc, char **argv)
                 float ua;
                 TIME_US(ua, CK(cublasLtMatmul(lt, d, &one, w[i], la, x, lb, &zero, y[i], lc,
                                               y[i], lc, &hr[a].algo, ws, wsb, 0)));
-                best = ua < best ? ua : best;
+                if (a == 0)
+                    first = ua;
+                if (ua < best) {
+                    best = ua;
+                    best_at = a;
+                }
             }
             cublasLtMatmulPreferenceDestroy(pref);
             cublasLtMatrixLayoutDestroy(la);
@@ -103,8 +110,9 @@ static int sep_main(int argc, char **argv)
                 tot += us;
                 tot_lt += best;
             }
-            printf("%-8s %6d %10.1f %10.1f %8.0f\n", m[i].name, n, us, best,
-                   (double)R * K * 2 / (us * 1e-6) / 1e9);
+            /* #best: which of the heuristic's candidates (0 = its first choice) was best */
+            printf("%-8s %6d %10.1f %10.1f %10.1f %5d %8.0f\n", m[i].name, n, us, first, best,
+                   best_at, (double)R * K * 2 / (us * 1e-6) / 1e9);
         }
         printf("n %d: layer (q k v o gate up down) GemmEx %.1f us, Lt best %.1f us; "
                "x32 layers %.2f ms\n", n, tot, tot_lt, tot * 32 / 1e3);
