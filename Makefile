@@ -42,7 +42,7 @@ NVFLAGS := -std=c++17 -O3 -g -I. -DINFERD_CUDA --threads 0 $(CU_GENCODE) \
            -Xcompiler=-Wall,-Wextra,-Wno-unused-parameter,-fno-omit-frame-pointer \
            -Werror=all-warnings $(EXTRA_NVFLAGS)
 CFLAGS  += -DINFERD_CUDA
-LDLIBS  += -L$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lstdc++
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
 endif
 
 LIB_SRC  := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))

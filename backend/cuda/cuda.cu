@@ -18,11 +18,13 @@
  * recorded and run with fused launches, and replayed as CUDA graphs where
  * they repeat (see "decode steps: tape and graphs"). Not yet measured on a
  * GPU, so off by default: INFERD_CUDA_PDL=1 (programmatic dependent launch,
- * see launch()) and INFERD_CUDA_GEMV=v3 (gemv1_kernel for one input row).
+ * see launch()), INFERD_CUDA_GEMV=v3 (gemv1_kernel for one input row) and
+ * INFERD_CUDA_LT=1 (cuBLASLt with an algorithm timed per shape, lt_pick).
  *
  * All work goes to one stream. Ops return nothing (backend.h), so the first
  * failing CUDA call is kept, named, and reported by the next begin_step or
  * to_host, which every forward step calls. */
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -118,6 +120,12 @@ typedef struct cu_backend {
     int gemv_v1;               /* INFERD_CUDA_GEMV=v1: the first GEMV kernel */
     int gemv_v3;               /* INFERD_CUDA_GEMV=v3: gemv1_kernel for one input row */
     int use_pdl;               /* INFERD_CUDA_PDL=1: programmatic dependent launch */
+    int use_lt;                /* INFERD_CUDA_LT=1: cuBLASLt, algorithm timed per shape */
+    cublasLtHandle_t lt_handle;
+    void *lt_ws;               /* cuBLASLt's workspace */
+    struct lt_choice *lt;      /* the timed choices */
+    int n_lt, cap_lt;
+    cudaEvent_t lt_ev[2];
     int max_keys;              /* the longest context, to a power of two: split-KV */
     float *att_part;           /* split-KV partial results */
     size_t att_part_bytes;
@@ -2134,6 +2142,8 @@ done:;
     b->cur.n = 0;
 }
 
+static void lt_free(cu_backend *b);
+
 static void cu_free(be_backend *bk)
 {
     cu_backend *b = (cu_backend *)bk;
@@ -2167,6 +2177,7 @@ static void cu_free(be_backend *bk)
     cudaFree(b->att_done);
     if (b->stage_done)
         cudaEventDestroy(b->stage_done);
+    lt_free(b);
     if (b->blas)
         cublasDestroy(b->blas);
     if (b->stream)
@@ -2408,12 +2419,201 @@ static void gemv(cu_backend *b, const float *x, const be_weight *w, const be_wei
     LAUNCHED(b, "gemv_kernel");
 }
 
+/* ---- cuBLASLt with an algorithm timed per shape (INFERD_CUDA_LT=1) ----
+ *
+ * cuBLAS's default algorithm for some serving shapes is well off the best of
+ * cuBLASLt's candidates (k and v at 62 rows: 17 against 10 us on an H200,
+ * bench/NOTES.md). The first product of each (weight shape, type, input rows
+ * rounded up to a power of two, operand alignment) times GemmEx and
+ * cuBLASLt's first LT_CANDIDATES algorithms on that call's operands (its
+ * output, which the real product then overwrites; a beta = 1 pass waits for
+ * the beta = 0 one before it) and keeps the fastest; later products of the
+ * bucket use it, or GemmEx where an algorithm turns the row count down. Timing synchronises the
+ * stream once per bucket; products are never timed inside a graph capture
+ * (GEMMs are not captured: more than GEMV_MAX_N rows). Not yet measured on a
+ * GPU, so off by default. */
+#define LT_CANDIDATES 8
+#define LT_WS_BYTES ((size_t)32 << 20)
+
+typedef struct lt_choice {
+    int64_t rows, cols;
+    int ty, bucket, align; /* align: of the activations and the output, bytes (<= 256) */
+    int use;               /* 0: GemmEx was as fast, or cuBLASLt failed */
+    cublasLtMatmulAlgo_t algo;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+} lt_choice;
+
+static void lt_free(cu_backend *b)
+{
+    for (int i = 0; i < b->n_lt; i++) {
+        lt_choice *c = &b->lt[i];
+        if (c->desc)
+            cublasLtMatmulDescDestroy(c->desc);
+        if (c->la)
+            cublasLtMatrixLayoutDestroy(c->la);
+        if (c->lb)
+            cublasLtMatrixLayoutDestroy(c->lb);
+        if (c->lc)
+            cublasLtMatrixLayoutDestroy(c->lc);
+    }
+    free(b->lt);
+    cudaFree(b->lt_ws);
+    for (int i = 0; i < 2; i++)
+        if (b->lt_ev[i])
+            cudaEventDestroy(b->lt_ev[i]);
+    if (b->lt_handle)
+        cublasLtDestroy(b->lt_handle);
+}
+
+/* y = x . w^T for n input rows by c's algorithm (algo NULL: GemmEx). */
+static int lt_run(cu_backend *b, const lt_choice *c, const be_weight *w, const void *xb, int n,
+                  float beta, float *y, const cublasLtMatmulAlgo_t *algo)
+{
+    const float one = 1.0f;
+    if (!algo)
+        return cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n, (int)w->cols,
+                            &one, w->data, (cudaDataType_t)c->ty, (int)w->cols, xb,
+                            (cudaDataType_t)c->ty, (int)w->cols, &beta, y, CUDA_R_32F,
+                            (int)w->rows, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+    const uint64_t cols = (uint64_t)n;
+    if (cublasLtMatrixLayoutSetAttribute(c->lb, CUBLASLT_MATRIX_LAYOUT_COLS, &cols,
+                                         sizeof cols) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatrixLayoutSetAttribute(c->lc, CUBLASLT_MATRIX_LAYOUT_COLS, &cols,
+                                         sizeof cols) != CUBLAS_STATUS_SUCCESS)
+        return -1;
+    return cublasLtMatmul(b->lt_handle, c->desc, &one, w->data, c->la, xb, c->lb, &beta, y,
+                          c->lc, y, c->lc, algo, b->lt_ws, LT_WS_BYTES,
+                          b->stream) == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+}
+
+/* Microseconds of one product (a warm-up, then the mean of 10), or -1. An
+ * earlier kernel's fault, seen by the synchronisation, is reported as such. */
+static float lt_time(cu_backend *b, const lt_choice *c, const be_weight *w, const void *xb, int n,
+                     float *y, const cublasLtMatmulAlgo_t *algo)
+{
+    float ms = 0.0f;
+    if (lt_run(b, c, w, xb, n, 0.0f, y, algo) ||
+        cudaEventRecord(b->lt_ev[0], b->stream) != cudaSuccess)
+        return -1.0f;
+    for (int i = 0; i < 10; i++)
+        if (lt_run(b, c, w, xb, n, 0.0f, y, algo))
+            return -1.0f;
+    if (cudaEventRecord(b->lt_ev[1], b->stream) != cudaSuccess ||
+        CK(b, cudaEventSynchronize(b->lt_ev[1])) ||
+        cudaEventElapsedTime(&ms, b->lt_ev[0], b->lt_ev[1]) != cudaSuccess)
+        return -1.0f;
+    return ms * 1000.0f / 10.0f;
+}
+
+/* The largest power of two up to 256 that divides p's address. */
+static int align_of(const void *p)
+{
+    const uintptr_t a = (uintptr_t)p | 256;
+    return (int)(a & (~a + 1));
+}
+
+/* The bucket's choice, timed on these operands (into y) the first time;
+ * NULL: use GemmEx. */
+static lt_choice *lt_pick(cu_backend *b, const be_weight *w, cudaDataType_t ty, const void *xb,
+                          int n, float beta, float *y)
+{
+    int bucket = 16;
+    while (bucket < n)
+        bucket *= 2;
+    const int ax = align_of(xb), ay = align_of(y), align = ax < ay ? ax : ay;
+    for (int i = 0; i < b->n_lt; i++) {
+        lt_choice *c = &b->lt[i];
+        if (c->rows == w->rows && c->cols == w->cols && c->ty == (int)ty &&
+            c->bucket == bucket && c->align == align)
+            return c;
+    }
+    cudaStreamCaptureStatus cs;
+    if (beta != 0.0f || cudaStreamIsCapturing(b->stream, &cs) != cudaSuccess ||
+        cs != cudaStreamCaptureStatusNone)
+        return NULL;
+    if (!b->lt_handle &&
+        (cublasLtCreate(&b->lt_handle) != CUBLAS_STATUS_SUCCESS ||
+         cudaMalloc(&b->lt_ws, LT_WS_BYTES) != cudaSuccess ||
+         cudaEventCreate(&b->lt_ev[0]) != cudaSuccess ||
+         cudaEventCreate(&b->lt_ev[1]) != cudaSuccess)) {
+        (void)cudaGetLastError();
+        b->use_lt = 0; /* GemmEx from now on */
+        return NULL;
+    }
+    if (b->n_lt == b->cap_lt) {
+        int cap = b->cap_lt ? 2 * b->cap_lt : 64;
+        lt_choice *a = (lt_choice *)realloc(b->lt, (size_t)cap * sizeof *a);
+        if (!a)
+            return NULL;
+        b->lt = a;
+        b->cap_lt = cap;
+    }
+    lt_choice *c = &b->lt[b->n_lt++];
+    memset(c, 0, sizeof *c);
+    c->rows = w->rows;
+    c->cols = w->cols;
+    c->ty = (int)ty;
+    c->bucket = bucket;
+    c->align = align;
+    const cublasOperation_t ta = CUBLAS_OP_T;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t hr[LT_CANDIDATES];
+    int nr = 0;
+    size_t ws = LT_WS_BYTES;
+    /* an algorithm that assumes more alignment than these pointers have may fault */
+    const uint32_t aw = (uint32_t)align_of(w->data), ao = (uint32_t)align;
+    if (cublasLtMatmulDescCreate(&c->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
+        cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) ||
+        cublasLtMatrixLayoutCreate(&c->la, ty, (uint64_t)w->cols, (uint64_t)w->rows, w->cols) ||
+        cublasLtMatrixLayoutCreate(&c->lb, ty, (uint64_t)w->cols, (uint64_t)n, w->cols) ||
+        cublasLtMatrixLayoutCreate(&c->lc, CUDA_R_32F, (uint64_t)w->rows, (uint64_t)n, w->rows) ||
+        cublasLtMatmulPreferenceCreate(&pref) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                             sizeof ws) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                             &aw, sizeof aw) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                             &ao, sizeof ao) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                             &ao, sizeof ao) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                             &ao, sizeof ao) ||
+        cublasLtMatmulAlgoGetHeuristic(b->lt_handle, c->desc, c->la, c->lb, c->lc, c->lc, pref,
+                                       LT_CANDIDATES, hr, &nr))
+        nr = 0;
+    float best = nr > 0 ? lt_time(b, c, w, xb, n, y, NULL) : -1.0f;
+    for (int a = 0; a < nr && best > 0.0f; a++) {
+        if (hr[a].state != CUBLAS_STATUS_SUCCESS)
+            continue;
+        const float t = lt_time(b, c, w, xb, n, y, &hr[a].algo);
+        if (t > 0.0f && t < 0.97f * best) { /* 3 %: not a timing's noise */
+            best = t;
+            c->algo = hr[a].algo;
+            c->use = 1;
+        }
+    }
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    (void)cudaGetLastError(); /* a failed try leaves GemmEx in use, not an error */
+    return c;
+}
+
 /* y[n][rows] = xb[n][cols] * w^T + beta * y, xb of type ty (w's, or float):
  * row-major is, column-major, y^T = w^T(as stored) * xb^T, so op(A) = T on
  * the weights and op(B) = N. */
 static int gemm_rows(cu_backend *b, const be_weight *w, const void *xb, cudaDataType_t ty, int n,
                      float beta, float *y)
 {
+    if (b->use_lt && ty != CUDA_R_32F) {
+        const lt_choice *c = lt_pick(b, w, ty, xb, n, beta, y);
+        if (c && c->use) {
+            if (lt_run(b, c, w, xb, n, beta, y, &c->algo) == 0)
+                return 0;
+            (void)cudaGetLastError(); /* refused: GemmEx does it, its own errors count */
+        }
+    }
     const float one = 1.0f;
     return CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n,
                                (int)w->cols, &one, w->data, ty, (int)w->cols, xb, ty,
@@ -3396,7 +3596,8 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->att_no_gqa = gq && strcmp(gq, "0") == 0;
     b->gemv_v1 = gv && strcmp(gv, "v1") == 0;
     b->gemv_v3 = gv && strcmp(gv, "v3") == 0;
-    const char *pd = getenv("INFERD_CUDA_PDL");
+    const char *pd = getenv("INFERD_CUDA_PDL"), *lt = getenv("INFERD_CUDA_LT");
+    b->use_lt = lt && strcmp(lt, "1") == 0;
     const char *ug = getenv("INFERD_CUDA_GRAPH"), *uf = getenv("INFERD_CUDA_FUSE");
     b->use_graph = !(ug && strcmp(ug, "0") == 0);
     b->use_fuse = !(uf && strcmp(uf, "0") == 0);
