@@ -18,8 +18,9 @@
  * recorded and run with fused launches, and replayed as CUDA graphs where
  * they repeat (see "decode steps: tape and graphs"). Not yet measured on a
  * GPU, so off by default: INFERD_CUDA_PDL=1 (programmatic dependent launch,
- * see launch()), INFERD_CUDA_GEMV=v3 (gemv1_kernel for one input row) and
- * INFERD_CUDA_LT=1 (cuBLASLt with an algorithm timed per shape, lt_pick).
+ * see launch()), INFERD_CUDA_GEMV=v3 (gemv1_kernel for one input row),
+ * INFERD_CUDA_LT=1 (cuBLASLt with an algorithm timed per shape, lt_pick) and
+ * INFERD_CUDA_SILU=half (run_silu_gemm).
  *
  * All work goes to one stream. Ops return nothing (backend.h), so the first
  * failing CUDA call is kept, named, and reported by the next begin_step or
@@ -121,6 +122,7 @@ typedef struct cu_backend {
     int gemv_v3;               /* INFERD_CUDA_GEMV=v3: gemv1_kernel for one input row */
     int use_pdl;               /* INFERD_CUDA_PDL=1: programmatic dependent launch */
     int use_lt;                /* INFERD_CUDA_LT=1: cuBLASLt, algorithm timed per shape */
+    int silu_half;             /* INFERD_CUDA_SILU=half: see run_silu_gemm */
     cublasLtHandle_t lt_handle;
     void *lt_ws;               /* cuBLASLt's workspace */
     struct lt_choice *lt;      /* the timed choices */
@@ -476,6 +478,21 @@ __global__ void gather_rows_kernel(const float *x, int cols, const int32_t *rows
     int64_t t = blockIdx.x, r = rows[t];
     for (int i = threadIdx.x; i < cols; i += blockDim.x)
         out[t * cols + i] = x[r * cols + i];
+}
+
+/* silu(gate) * up straight into the bf16/f16 input of the GEMM after it:
+ * the values silu_mul_kernel and then to_half_kernel give, without the
+ * float32 product going through memory. */
+template <typename T>
+__global__ void silu_half_kernel(const float *gate, const float *up, size_t n, T *out)
+{
+    dep_open();
+    dep_wait();
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float g = gate[i];
+        out[i] = from_f<T>(g / (1.0f + expf(-g)) * up[i]);
+    }
 }
 
 template <typename T>
@@ -1928,6 +1945,10 @@ static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
                        bool glu = false);
 static int gemm_multi(cu_backend *b, const float *x, const be_weight *const *w,
                       const be_weight *const *bias, float *const *y, int n_mat, int n);
+static void *scratch(cu_backend *b, size_t bytes);
+static int gemm_rows(cu_backend *b, const be_weight *w, const void *xb, cudaDataType_t ty, int n,
+                     float beta, float *y);
+static void add_bias(cu_backend *b, float *y, const be_weight *bias, int64_t rows, size_t ny);
 
 /* Matmuls from op i on that share x and n, as one launch (with the OP_SILU
  * after gate and up); returns how many ops that ran. */
@@ -2020,6 +2041,62 @@ static int run_rope_store(cu_backend *b, const tape *t, int i)
     return 1;
 }
 
+/* Whether an op from index `from` on reads buffer p before one overwrites it
+ * (the step's end counts as a read: the caller may want the buffer). */
+static int read_later(const tape *t, int from, const void *p)
+{
+    for (int j = from; j < t->n; j++) {
+        const tape_op *o = &t->ops[j];
+        const int out = o->kind == OP_EMBED || o->kind == OP_RMSNORM || o->kind == OP_SILU ||
+                                o->kind == OP_GATHER
+                            ? 2
+                        : o->kind == OP_MATMUL || o->kind == OP_ATT ? 3
+                                                                     : -1;
+        for (int k = 0; k < 8; k++)
+            if (o->p[k] == p && k != out)
+                return 1;
+        if (out >= 0 && o->p[out] == p)
+            return 0;
+    }
+    return 1;
+}
+
+/* OP_SILU at i and the GEMM that takes its product (more than GEMV_MAX_N
+ * rows, activations rounded to bf16/f16 in one pass): the product goes
+ * straight to the GEMM's half-precision input (silu_half_kernel) instead of
+ * float32 memory and a conversion, when nothing reads the float32 product
+ * later. Same GEMM inputs bit for bit. Returns 1 when it ran both ops. */
+static int run_silu_gemm(cu_backend *b, const tape *t, int i)
+{
+    const tape_op *sl = &t->ops[i], *m = i + 1 < t->n ? &t->ops[i + 1] : NULL;
+    if (!m || m->kind != OP_MATMUL || m->p[0] != sl->p[2])
+        return 0;
+    const be_weight *w = (const be_weight *)m->p[1], *bias = (const be_weight *)m->p[2];
+    const int n = (int)m->i[0];
+    const size_t nx = (size_t)sl->i[0];
+    if (n <= GEMV_MAX_N || b->force_gemv || w->dtype == DT_F32 ||
+        !(b->gemm_one_pass || b->base.matmul_bf16) || nx != (size_t)n * (size_t)w->cols ||
+        read_later(t, i + 2, sl->p[2]))
+        return 0;
+    void *xb = scratch(b, nx * 2);
+    if (!xb)
+        return 1; /* the failure is kept */
+    float *y = (float *)m->p[3];
+    const float *gate = (const float *)sl->p[0], *up = (const float *)sl->p[1];
+    prof_begin(b);
+    if (w->dtype == DT_BF16)
+        launch(b, silu_half_kernel<__nv_bfloat16>, grid_for(nx, 256), 256, 0, gate, up, nx,
+               (__nv_bfloat16 *)xb);
+    else
+        launch(b, silu_half_kernel<__half>, grid_for(nx, 256), 256, 0, gate, up, nx,
+               (__half *)xb);
+    if (!LAUNCHED(b, "silu_half_kernel") &&
+        gemm_rows(b, w, xb, w->dtype == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F, n, 0.0f, y) == 0)
+        add_bias(b, y, bias, w->rows, (size_t)n * (size_t)w->rows);
+    prof_end(b, P_GEMM);
+    return 1;
+}
+
 static void run_tape(cu_backend *b, const tape *t)
 {
     be_backend *bk = &b->base;
@@ -2075,6 +2152,10 @@ static void run_tape(cu_backend *b, const tape *t)
             break;
         }
         case OP_SILU:
+            if (b->use_fuse && b->silu_half && run_silu_gemm(b, t, i)) {
+                i += 1;
+                break;
+            }
             cu_silu_mul(bk, (const float *)o->p[0], (const float *)o->p[1], (size_t)o->i[0],
                         (float *)o->p[2]);
             break;
@@ -3598,6 +3679,8 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->gemv_v3 = gv && strcmp(gv, "v3") == 0;
     const char *pd = getenv("INFERD_CUDA_PDL"), *lt = getenv("INFERD_CUDA_LT");
     b->use_lt = lt && strcmp(lt, "1") == 0;
+    const char *sh = getenv("INFERD_CUDA_SILU");
+    b->silu_half = sh && strcmp(sh, "half") == 0;
     const char *ug = getenv("INFERD_CUDA_GRAPH"), *uf = getenv("INFERD_CUDA_FUSE");
     b->use_graph = !(ug && strcmp(ug, "0") == 0);
     b->use_fuse = !(uf && strcmp(uf, "0") == 0);
