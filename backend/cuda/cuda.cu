@@ -451,15 +451,19 @@ __global__ void rope_store_kernel(float *q, float *k, const float *v, int heads,
         vc[off + i] = from_f<T>(vr[i]);
 }
 
-__global__ void silu_mul_kernel(const float *gate, const float *up, size_t n, float *out)
+/* SiLU(g) * u, as transformers' LlamaMLP computes it in float32. */
+__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+/* out = silu(gate) * up, in float32 or straight into the bf16/f16 input of
+ * the GEMM after it (the values a float32 product then to_half_kernel give). */
+template <typename T>
+__global__ void silu_mul_kernel(const float *gate, const float *up, size_t n, T *out)
 {
     dep_open();
     dep_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = from_f<T>(silu_mul(gate[i], up[i]));
 }
 
 __global__ void add_kernel(float *x, const float *y, size_t n)
@@ -478,21 +482,6 @@ __global__ void gather_rows_kernel(const float *x, int cols, const int32_t *rows
     int64_t t = blockIdx.x, r = rows[t];
     for (int i = threadIdx.x; i < cols; i += blockDim.x)
         out[t * cols + i] = x[r * cols + i];
-}
-
-/* silu(gate) * up straight into the bf16/f16 input of the GEMM after it:
- * the values silu_mul_kernel and then to_half_kernel give, without the
- * float32 product going through memory. */
-template <typename T>
-__global__ void silu_half_kernel(const float *gate, const float *up, size_t n, T *out)
-{
-    dep_open();
-    dep_wait();
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        float g = gate[i];
-        out[i] = from_f<T>(g / (1.0f + expf(-g)) * up[i]);
-    }
 }
 
 template <typename T>
@@ -783,7 +772,7 @@ gemv2_kernel(const float *x, const gemv_set S, int n, int64_t cols, int vec)
                 for (int p = 0; p < wpr; p++)
                     u += red[NM - 1][warp + p][lane];
                 u += S.bias[1] ? ldw(S.bias[1], S.bdt[1], r) : 0.0f;
-                s = s / (1.0f + expf(-s)) * u; /* as silu_mul_kernel */
+                s = silu_mul(s, u);
             }
             y[(int64_t)(i0 + lane) * rows + r] = s;
         }
@@ -897,7 +886,7 @@ gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int 
             for (int c = 0; c < n_ch; c++)
                 u += part[stride + lr * n_ch + c];
             u += S.bias[1] ? ldw(S.bias[1], S.bdt[1], r) : 0.0f;
-            s = s / (1.0f + expf(-s)) * u; /* as silu_mul_kernel */
+            s = silu_mul(s, u);
         }
         pick(S.y, m)[r] = s;
     }
@@ -2063,7 +2052,7 @@ static int read_later(const tape *t, int from, const void *p)
 
 /* OP_SILU at i and the GEMM that takes its product (more than GEMV_MAX_N
  * rows, activations rounded to bf16/f16 in one pass): the product goes
- * straight to the GEMM's half-precision input (silu_half_kernel) instead of
+ * straight to the GEMM's half-precision input (silu_mul_kernel<bf16>) instead of
  * float32 memory and a conversion, when nothing reads the float32 product
  * later. Same GEMM inputs bit for bit. Returns 1 when it ran both ops. */
 static int run_silu_gemm(cu_backend *b, const tape *t, int i)
@@ -2085,12 +2074,12 @@ static int run_silu_gemm(cu_backend *b, const tape *t, int i)
     const float *gate = (const float *)sl->p[0], *up = (const float *)sl->p[1];
     prof_begin(b);
     if (w->dtype == DT_BF16)
-        launch(b, silu_half_kernel<__nv_bfloat16>, grid_for(nx, 256), 256, 0, gate, up, nx,
+        launch(b, silu_mul_kernel<__nv_bfloat16>, grid_for(nx, 256), 256, 0, gate, up, nx,
                (__nv_bfloat16 *)xb);
     else
-        launch(b, silu_half_kernel<__half>, grid_for(nx, 256), 256, 0, gate, up, nx,
+        launch(b, silu_mul_kernel<__half>, grid_for(nx, 256), 256, 0, gate, up, nx,
                (__half *)xb);
-    if (!LAUNCHED(b, "silu_half_kernel") &&
+    if (!LAUNCHED(b, "silu_mul_kernel") &&
         gemm_rows(b, w, xb, w->dtype == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F, n, 0.0f, y) == 0)
         add_bias(b, y, bias, w->rows, (size_t)n * (size_t)w->rows);
     prof_end(b, P_GEMM);
@@ -3143,7 +3132,7 @@ static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size
     if (b->failed || n == 0)
         return;
     prof_begin(b);
-    launch(b, silu_mul_kernel, grid_for(n, 256), 256, 0, gate, up, n, out);
+    launch(b, silu_mul_kernel<float>, grid_for(n, 256), 256, 0, gate, up, n, out);
     LAUNCHED(b, "silu_mul_kernel");
     prof_end(b, P_SILU);
 }
