@@ -20,7 +20,8 @@
  * GPU, so off by default: INFERD_CUDA_PDL=1 (programmatic dependent launch,
  * see launch()), INFERD_CUDA_GEMV=v3 (gemv1_kernel for one input row),
  * INFERD_CUDA_LT=1 (cuBLASLt with an algorithm timed per shape, lt_pick) and
- * INFERD_CUDA_SILU=half (run_silu_gemm).
+ * INFERD_CUDA_FUSE=half (GEMM inputs written in half precision by the op
+ * before: run_silu_gemm, run_add_rmsnorm).
  *
  * All work goes to one stream. Ops return nothing (backend.h), so the first
  * failing CUDA call is kept, named, and reported by the next begin_step or
@@ -122,7 +123,7 @@ typedef struct cu_backend {
     int gemv_v3;               /* INFERD_CUDA_GEMV=v3: gemv1_kernel for one input row */
     int use_pdl;               /* INFERD_CUDA_PDL=1: programmatic dependent launch */
     int use_lt;                /* INFERD_CUDA_LT=1: cuBLASLt, algorithm timed per shape */
-    int silu_half;             /* INFERD_CUDA_SILU=half: see run_silu_gemm */
+    int fuse_half;             /* INFERD_CUDA_FUSE=half: run_silu_gemm, run_add_rmsnorm */
     cublasLtHandle_t lt_handle;
     void *lt_ws;               /* cuBLASLt's workspace */
     struct lt_choice *lt;      /* the timed choices */
@@ -341,13 +342,14 @@ __global__ void embed_kernel(const void *table, int dt, const int32_t *ids, int 
 
 /* The end of an RMSNorm row: o = w * (xr / sqrt(mean(xr^2) + eps)), ss this
  * thread's part of sum(xr^2). */
+template <typename T>
 __device__ __forceinline__ void norm_row(const float *xr, float ss, const void *w, int dt,
-                                         float eps, int cols, float *o)
+                                         float eps, int cols, T *o)
 {
     ss = block_sum(ss);
     float inv = 1.0f / sqrtf(ss / (float)cols + eps);
     for (int i = threadIdx.x; i < cols; i += blockDim.x)
-        o[i] = ldw(w, dt, i) * (xr[i] * inv);
+        o[i] = from_f<T>(ldw(w, dt, i) * (xr[i] * inv));
 }
 
 /* HF RMSNorm in float32: x * (1 / sqrt(mean(x^2) + eps)) * weight. out may be x. */
@@ -403,14 +405,15 @@ __global__ void kv_store_kernel(const float *k, const float *v, int kv_dim,
 /* add_kernel then rmsnorm_kernel on the same rows, in one launch (recorded
  * steps: the residual add that ends a block and the norm that starts the
  * next); the same arithmetic in the same order. */
+template <typename T>
 __global__ void add_rmsnorm_kernel(float *x, const float *y, const void *w, int dt, float eps,
-                                   int cols, float *out)
+                                   int cols, T *out)
 {
     dep_open();
     dep_wait();
     float *xr = x + (int64_t)blockIdx.x * cols;
     const float *yr = y + (int64_t)blockIdx.x * cols;
-    float *o = out + (int64_t)blockIdx.x * cols;
+    T *o = out + (int64_t)blockIdx.x * cols;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < cols; i += blockDim.x) {
         const float v = xr[i] + yr[i];
@@ -1935,9 +1938,8 @@ static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
 static int gemm_multi(cu_backend *b, const float *x, const be_weight *const *w,
                       const be_weight *const *bias, float *const *y, int n_mat, int n);
 static void *scratch(cu_backend *b, size_t bytes);
-static int gemm_rows(cu_backend *b, const be_weight *w, const void *xb, cudaDataType_t ty, int n,
-                     float beta, float *y);
-static void add_bias(cu_backend *b, float *y, const be_weight *bias, int64_t rows, size_t ny);
+static void gemm_set(cu_backend *b, const void *xb, cudaDataType_t ty, const be_weight *const *w,
+                     const be_weight *const *bias, float *const *y, int n_mat, int n);
 
 /* Matmuls from op i on that share x and n, as one launch (with the OP_SILU
  * after gate and up); returns how many ops that ran. */
@@ -1978,7 +1980,33 @@ static int run_fused(cu_backend *b, const tape *t, int i)
     return glu ? k + 1 : k;
 }
 
-/* OP_ADD at i followed by the OP_RMSNORM of the same rows: one launch. */
+/* Whether an op from index `from` on reads buffer p before one overwrites it
+ * (the step's end counts as a read: the caller may want the buffer). */
+static int read_later(const tape *t, int from, const void *p)
+{
+    for (int j = from; j < t->n; j++) {
+        const tape_op *o = &t->ops[j];
+        const int out = o->kind == OP_EMBED || o->kind == OP_RMSNORM || o->kind == OP_SILU ||
+                                o->kind == OP_GATHER
+                            ? 2
+                        : o->kind == OP_MATMUL || o->kind == OP_ATT ? 3
+                                                                     : -1;
+        for (int k = 0; k < 8; k++)
+            if (o->p[k] == p && k != out)
+                return 1;
+        if (out >= 0 && o->p[out] == p)
+            return 0;
+    }
+    return 1;
+}
+
+/* OP_ADD at i followed by the OP_RMSNORM of the same rows: one launch. With
+ * INFERD_CUDA_FUSE=half, when the matmuls after them take the normalised rows
+ * as GEMM input in half precision (more than GEMV_MAX_N rows, one-pass
+ * bf16/f16) and nothing reads the float32 rows later, the kernel writes them
+ * in half precision straight into the GEMMs' input (the bits to_half_kernel
+ * would give) and those matmuls run here too. Returns how many ops after i
+ * it ran. */
 static int run_add_rmsnorm(cu_backend *b, const tape *t, int i)
 {
     const tape_op *a = &t->ops[i], *r = i + 1 < t->n ? &t->ops[i + 1] : NULL;
@@ -1988,12 +2016,47 @@ static int run_add_rmsnorm(cu_backend *b, const tape *t, int i)
     const be_weight *w = (const be_weight *)r->p[1];
     const int rows = (int)r->i[0], cols = (int)r->i[1];
     const int threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64; /* as cu_rmsnorm */
+    const be_weight *mw[GEMV_SET], *mb[GEMV_SET];
+    float *my[GEMV_SET];
+    int k = 0;
+    if (b->fuse_half && rows > GEMV_MAX_N && !b->force_gemv &&
+        (b->gemm_one_pass || b->base.matmul_bf16)) {
+        for (; k < GEMV_SET && i + 2 + k < t->n; k++) {
+            const tape_op *m = &t->ops[i + 2 + k];
+            const be_weight *wk = (const be_weight *)m->p[1];
+            if (m->kind != OP_MATMUL || m->p[0] != r->p[2] || m->i[0] != rows ||
+                wk->dtype == DT_F32 || wk->cols != cols || (k > 0 && wk->dtype != mw[0]->dtype))
+                break;
+            mw[k] = wk;
+            mb[k] = (const be_weight *)m->p[2];
+            my[k] = (float *)m->p[3];
+        }
+        if (k > 0 && read_later(t, i + 2 + k, r->p[2]))
+            k = 0;
+    }
+    void *xb = k > 0 ? scratch(b, (size_t)rows * (size_t)cols * 2) : NULL;
+    if (k > 0 && !xb)
+        return 1 + k; /* the failure is kept */
     prof_begin(b);
-    launch(b, add_rmsnorm_kernel, rows, threads, 0, (float *)a->p[0], (const float *)a->p[1],
-           w->data, w->dtype, r->f, cols, (float *)r->p[2]);
+    float *x = (float *)a->p[0];
+    const float *y = (const float *)a->p[1];
+    if (k == 0)
+        launch(b, add_rmsnorm_kernel<float>, rows, threads, 0, x, y, w->data, w->dtype, r->f,
+               cols, (float *)r->p[2]);
+    else if (mw[0]->dtype == DT_BF16)
+        launch(b, add_rmsnorm_kernel<__nv_bfloat16>, rows, threads, 0, x, y, w->data, w->dtype,
+               r->f, cols, (__nv_bfloat16 *)xb);
+    else
+        launch(b, add_rmsnorm_kernel<__half>, rows, threads, 0, x, y, w->data, w->dtype, r->f,
+               cols, (__half *)xb);
     LAUNCHED(b, "add_rmsnorm_kernel");
     prof_end(b, P_RMSNORM);
-    return 1;
+    if (k > 0 && !b->failed) {
+        prof_begin(b);
+        gemm_set(b, xb, mw[0]->dtype == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F, mw, mb, my, k, rows);
+        prof_end(b, P_GEMM);
+    }
+    return 1 + k;
 }
 
 /* OP_ROPE of q, OP_ROPE of k, then OP_KV of that k: one launch. The rope
@@ -2030,26 +2093,6 @@ static int run_rope_store(cu_backend *b, const tape *t, int i)
     return 1;
 }
 
-/* Whether an op from index `from` on reads buffer p before one overwrites it
- * (the step's end counts as a read: the caller may want the buffer). */
-static int read_later(const tape *t, int from, const void *p)
-{
-    for (int j = from; j < t->n; j++) {
-        const tape_op *o = &t->ops[j];
-        const int out = o->kind == OP_EMBED || o->kind == OP_RMSNORM || o->kind == OP_SILU ||
-                                o->kind == OP_GATHER
-                            ? 2
-                        : o->kind == OP_MATMUL || o->kind == OP_ATT ? 3
-                                                                     : -1;
-        for (int k = 0; k < 8; k++)
-            if (o->p[k] == p && k != out)
-                return 1;
-        if (out >= 0 && o->p[out] == p)
-            return 0;
-    }
-    return 1;
-}
-
 /* OP_SILU at i and the GEMM that takes its product (more than GEMV_MAX_N
  * rows, activations rounded to bf16/f16 in one pass): the product goes
  * straight to the GEMM's half-precision input (silu_mul_kernel<bf16>) instead of
@@ -2079,9 +2122,8 @@ static int run_silu_gemm(cu_backend *b, const tape *t, int i)
     else
         launch(b, silu_mul_kernel<__half>, grid_for(nx, 256), 256, 0, gate, up, nx,
                (__half *)xb);
-    if (!LAUNCHED(b, "silu_mul_kernel") &&
-        gemm_rows(b, w, xb, w->dtype == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F, n, 0.0f, y) == 0)
-        add_bias(b, y, bias, w->rows, (size_t)n * (size_t)w->rows);
+    if (!LAUNCHED(b, "silu_mul_kernel"))
+        gemm_set(b, xb, w->dtype == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F, &w, &bias, &y, 1, n);
     prof_end(b, P_GEMM);
     return 1;
 }
@@ -2141,7 +2183,7 @@ static void run_tape(cu_backend *b, const tape *t)
             break;
         }
         case OP_SILU:
-            if (b->use_fuse && b->silu_half && run_silu_gemm(b, t, i)) {
+            if (b->use_fuse && b->fuse_half && run_silu_gemm(b, t, i)) {
                 i += 1;
                 break;
             }
@@ -2149,9 +2191,12 @@ static void run_tape(cu_backend *b, const tape *t)
                         (float *)o->p[2]);
             break;
         case OP_ADD:
-            if (b->use_fuse && run_add_rmsnorm(b, t, i)) {
-                i += 1;
-                break;
+            if (b->use_fuse) {
+                const int k = run_add_rmsnorm(b, t, i);
+                if (k > 0) {
+                    i += k;
+                    break;
+                }
             }
             cu_add(bk, (float *)o->p[0], (const float *)o->p[1], (size_t)o->i[0]);
             break;
@@ -2712,6 +2757,15 @@ static cudaDataType_t to_half(cu_backend *b, const float *x, size_t nx, int dt, 
     return dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
 }
 
+/* The n_mat products of n rows of xb, already in the weights' half type ty. */
+static void gemm_set(cu_backend *b, const void *xb, cudaDataType_t ty, const be_weight *const *w,
+                     const be_weight *const *bias, float *const *y, int n_mat, int n)
+{
+    for (int i = 0; i < n_mat && !b->failed; i++)
+        if (gemm_rows(b, w[i], xb, ty, n, 0.0f, y[i]) == 0)
+            add_bias(b, y[i], bias[i], w[i]->rows, (size_t)n * (size_t)w[i]->rows);
+}
+
 /* Matmuls of one recorded step that share x (q/k/v, gate/up) with more
  * than GEMV_MAX_N rows, where activations go in as one bf16/f16 pass: x is
  * converted once for all of them. (cuBLAS's strided-batched GEMM over the
@@ -2729,10 +2783,7 @@ static int gemm_multi(cu_backend *b, const float *x, const be_weight *const *w,
     if (!xb)
         return n_mat;
     prof_begin(b);
-    const cudaDataType_t ty = to_half(b, x, nx, dt, xb);
-    for (int i = 0; i < n_mat && !b->failed; i++)
-        if (gemm_rows(b, w[i], xb, ty, n, 0.0f, y[i]) == 0)
-            add_bias(b, y[i], bias[i], w[i]->rows, (size_t)n * (size_t)w[i]->rows);
+    gemm_set(b, xb, to_half(b, x, nx, dt, xb), w, bias, y, n_mat, n);
     prof_end(b, P_GEMM);
     return n_mat;
 }
@@ -3668,11 +3719,10 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->gemv_v3 = gv && strcmp(gv, "v3") == 0;
     const char *pd = getenv("INFERD_CUDA_PDL"), *lt = getenv("INFERD_CUDA_LT");
     b->use_lt = lt && strcmp(lt, "1") == 0;
-    const char *sh = getenv("INFERD_CUDA_SILU");
-    b->silu_half = sh && strcmp(sh, "half") == 0;
     const char *ug = getenv("INFERD_CUDA_GRAPH"), *uf = getenv("INFERD_CUDA_FUSE");
     b->use_graph = !(ug && strcmp(ug, "0") == 0);
     b->use_fuse = !(uf && strcmp(uf, "0") == 0);
+    b->fuse_half = uf && strcmp(uf, "half") == 0;
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {
