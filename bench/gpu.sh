@@ -88,8 +88,9 @@ gpu_tests() {
     export INFERD
     local t lim e
     for e in "" ${TEST_ENV:-}; do # TEST_ENV: also with these env assignments (joined by +)
-        for t in test_cuda_golden test_prefill_mma test_decode_batch; do
+        for t in test_cuda_golden test_prefill_mma test_decode_batch test_switches; do
             lim=150; [ $t = test_decode_batch ] && lim=300
+            [ $t = test_switches ] && { [ -n "$e" ] && continue; lim=300; }
             (cd "$ROOT" && timeout $lim env ${e//+/ } python3 tests/cuda/$t.py > /tmp/$t.log 2>&1
                 echo "$t ${e:-default} exit $?"; tail -20 /tmp/$t.log) | tee -a "$1"
         done

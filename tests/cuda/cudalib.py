@@ -1,6 +1,12 @@
-"""What the GPU tests that compare against transformers share: the skip when
-torch, transformers or a GPU is missing, and small random Llama checkpoints."""
+"""What the GPU tests share: the skip when torch, transformers or a GPU is
+missing, small random Llama checkpoints, `inferd serve` on the GPU with
+greedy token-id requests, and the position-by-position logprob comparison."""
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+from serverlib import Server  # noqa: E402
 
 try:
     import torch
@@ -25,3 +31,74 @@ def make_llama(dirname, seed, **config):
     # Reloaded, not cast back: .to(bfloat16) also rounds the rotary inv_freq
     # buffer, and a reference with bf16 rope frequencies drifts with position.
     return LlamaForCausalLM.from_pretrained(dirname, dtype=torch.float32).cuda().eval()
+
+
+def serve(model, args=(), env=None):
+    """tests/server/serverlib's `inferd serve` on the GPU, with these tests' limits."""
+    return Server(model_dir=model, env=env, args=(
+        "--device", "cuda", "--max-model-len", "1024", "--max-num-batched-tokens", "512",
+        "--kv-cache-memory", "1GiB", "--disable-log-requests", *args))
+
+
+def ask(srv, ids, max_tokens):
+    """Greedy tokens and their logprobs for a token-id prompt."""
+    r = srv.post("/v1/completions", {
+        "model": "tiny", "prompt": ids, "max_tokens": max_tokens, "temperature": 0,
+        "ignore_eos": True, "logprobs": 1, "return_tokens_as_token_ids": True}, timeout=300)
+    if r.status_code != 200:
+        raise SystemExit(f"request failed: {r.status_code} {r.text[:500]}")
+    lp = r.json()["choices"][0]["logprobs"]
+    toks = [int(t.split(":", 1)[1]) for t in lp["tokens"]]
+    return toks, lp["token_logprobs"]
+
+
+def run(model, prompts, modes, max_tokens, args=(), env=None):
+    """Every prompt's (tokens, logprobs) for each mode in turn, from one
+    server: False asks one prompt at a time, True all at once."""
+    srv = serve(model, args, env)
+    try:
+        out = []
+        for together in modes:
+            if not together:
+                out.append([ask(srv, p, max_tokens) for p in prompts])
+                continue
+            with ThreadPoolExecutor(len(prompts)) as ex:
+                out.append(list(ex.map(lambda p: ask(srv, p, max_tokens), prompts)))
+        return out
+    finally:
+        srv.stop()
+        os.unlink(srv.log.name)
+
+
+class Compare:
+    """Counts failures and keeps the largest difference per comparison."""
+
+    def __init__(self, margin):
+        self.margin, self.fails, self.worst = margin, 0, {}
+
+    def __call__(self, key, a, b, tol, margins=None):
+        """a, b: lists of (tokens, logprobs); compared while the tokens agree. A
+        token that differs fails where the reference's top-2 margin is at least
+        self.margin (margins given); a logprob that differs by more than tol fails."""
+        for i, ((ta, la), (tb, lb)) in enumerate(zip(a, b)):
+            for j in range(min(len(ta), len(tb))):
+                if ta[j] != tb[j]:
+                    if margins is not None and margins[i][j] >= self.margin:
+                        self.fails += 1
+                        print(f"FAIL {key}: prompt {i} token {j}: {ta[j]} vs {tb[j]} "
+                              f"(reference margin {margins[i][j]:.3f})", flush=True)
+                    break
+                d = abs(la[j] - lb[j])
+                self.worst[key] = max(self.worst.get(key, 0.0), d)
+                if d > tol:
+                    self.fails += 1
+                    print(f"FAIL {key}: prompt {i} token {j}: logprob {la[j]:.4f} vs "
+                          f"{lb[j]:.4f} (tolerance {tol})", flush=True)
+                    break
+
+    def finish(self):
+        """Prints the largest differences and the verdict; the exit status."""
+        for k, v in self.worst.items():
+            print(f"{k}: max |logprob diff| = {v:.5f}")
+        print("FAIL" if self.fails else "ok", f"({self.fails} failures)")
+        return 1 if self.fails else 0

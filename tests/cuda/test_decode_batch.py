@@ -32,10 +32,6 @@ import random
 import shutil
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
-from serverlib import Server  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOK = os.path.join(ROOT, "tests", "fixtures", "models", "llama")
@@ -52,7 +48,7 @@ TOL_BF16 = 0.3     # activations rounded to bf16 for every product
 MARGIN = 0.2
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cudalib import make_llama, torch  # noqa: E402 (exits 0 without torch or a GPU)
+from cudalib import Compare, make_llama, run, torch  # noqa: E402 (exits 0 without torch or a GPU)
 
 
 def make(dirname, hd, heads, kv):
@@ -62,42 +58,6 @@ def make(dirname, hd, heads, kv):
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(TOK, f), dirname)
     return model
-
-
-def serve(model, args=(), env=None):
-    """tests/server/serverlib's `inferd serve`, on the GPU, with this test's limits."""
-    return Server(model_dir=model, env=env, args=(
-        "--device", "cuda", "--max-model-len", "1024", "--max-num-batched-tokens", "512",
-        "--kv-cache-memory", "1GiB", "--disable-log-requests", *args))
-
-
-def ask(srv, ids):
-    r = srv.post("/v1/completions", {
-        "model": "tiny", "prompt": ids, "max_tokens": OUT, "temperature": 0,
-        "ignore_eos": True, "logprobs": 1, "return_tokens_as_token_ids": True}, timeout=300)
-    if r.status_code != 200:
-        raise SystemExit(f"request failed: {r.status_code} {r.text[:500]}")
-    lp = r.json()["choices"][0]["logprobs"]
-    toks = [int(t.split(":", 1)[1]) for t in lp["tokens"]]
-    return toks, lp["token_logprobs"]
-
-
-def run(model, prompts, modes, args=(), env=None):
-    """Every prompt's (tokens, logprobs) for each mode in turn, from one
-    server: False asks one prompt at a time, True all at once."""
-    srv = serve(model, args, env)
-    try:
-        out = []
-        for together in modes:
-            if not together:
-                out.append([ask(srv, p) for p in prompts])
-                continue
-            with ThreadPoolExecutor(len(prompts)) as ex:
-                out.append(list(ex.map(lambda p: ask(srv, p), prompts)))
-        return out
-    finally:
-        srv.stop()
-        os.unlink(srv.log.name)
 
 
 def reference(model, prompt, toks):
@@ -115,30 +75,7 @@ def reference(model, prompt, toks):
     return out, margins
 
 
-fails = 0
-worst = {}
-
-
-def compare(key, a, b, tol, margins=None):
-    """a, b: lists of (tokens, logprobs); compares while tokens agree."""
-    global fails
-    for i, ((ta, la), (tb, lb)) in enumerate(zip(a, b)):
-        for j in range(min(len(ta), len(tb))):
-            if ta[j] != tb[j]:
-                if margins is not None and margins[i][j] >= MARGIN:
-                    fails += 1
-                    print(f"FAIL {key}: prompt {i} token {j}: {ta[j]} vs {tb[j]} "
-                          f"(reference margin {margins[i][j]:.3f})", flush=True)
-                break
-            d = abs(la[j] - lb[j])
-            worst[key] = max(worst.get(key, 0.0), d)
-            if d > tol:
-                fails += 1
-                print(f"FAIL {key}: prompt {i} token {j}: logprob {la[j]:.4f} vs {lb[j]:.4f} "
-                      f"(tolerance {tol})", flush=True)
-                break
-
-
+compare = Compare(MARGIN)
 with tempfile.TemporaryDirectory() as tmp:
     for hd, heads, kv in SHAPES:
         name = f"hd{hd} {heads}/{kv}"
@@ -148,9 +85,9 @@ with tempfile.TemporaryDirectory() as tmp:
         lens = [1, 2, 31, 32, 33, 64, 127, 128, 129, 300, 511, 700]
         lens += [rng.randrange(1, 700) for _ in range(N_PROMPTS - len(lens))]
         prompts = [[rng.randrange(3, 512) for _ in range(n)] for n in lens]
-        single, batch = run(d, prompts, (False, True))
-        split, = run(d, prompts, (False,), env={"INFERD_CUDA_ATT": "split"})
-        bf16, = run(d, prompts, (True,), ("--matmul-precision", "bfloat16"))
+        single, batch = run(d, prompts, (False, True), OUT)
+        split, = run(d, prompts, (False,), OUT, env={"INFERD_CUDA_ATT": "split"})
+        bf16, = run(d, prompts, (True,), OUT, ("--matmul-precision", "bfloat16"))
         refs = [reference(model, p, t) for p, (t, _) in zip(prompts, single)]
         ref = [(t, r[0]) for (t, _), r in zip(single, refs)]
         margins = [r[1] for r in refs]
@@ -160,7 +97,4 @@ with tempfile.TemporaryDirectory() as tmp:
         compare(f"{name} bf16 batch vs transformers", bf16, ref, TOL_BF16)
         del model
         torch.cuda.empty_cache()
-for k, v in worst.items():
-    print(f"{k}: max |logprob diff| = {v:.5f}")
-print("FAIL" if fails else "ok", f"({fails} failures)")
-sys.exit(1 if fails else 0)
+sys.exit(compare.finish())
