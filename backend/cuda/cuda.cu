@@ -195,16 +195,16 @@ static int report(cu_backend *b, inferd_error *e)
 }
 
 /* Every kernel of this file starts with dep_open() and dep_wait() (the
- * one-row GEMV loads weights between the two) and is launched by launch():
- * with programmatic dependent launch on sm_90 and later (INFERD_CUDA_PDL=1;
- * off by default until it is measured on a GPU), the next kernel is launched once every block of this one
- * has started, and waits in dep_wait() until this one has finished and its
- * writes are visible. What it does before dep_wait() (reading weights, which
- * no kernel writes) overlaps this kernel's tail, and the launch latency
- * between the two is gone. A kernel touches nothing other kernels use before
- * dep_wait(), and every block calls it, so a kernel ends only after the one
- * before it ended (the kernel after it may read the outputs of both). Both
- * are no-ops for an ordinary launch. */
+ * one-row GEMV loads weights between the two) and is launched by launch().
+ * With programmatic dependent launch (sm_90 and later, INFERD_CUDA_PDL=1;
+ * off by default until it is measured on a GPU) the next kernel is launched
+ * once every block of this one has started, and waits in dep_wait() until
+ * this one has finished and its writes are visible. What it does before
+ * dep_wait() (reading weights, which no kernel writes) overlaps this
+ * kernel's tail, and the launch latency between the two is gone. A kernel
+ * touches nothing other kernels use before dep_wait(), and every block calls
+ * it, so a kernel ends only after the one before it ended (the kernel after
+ * it may read the outputs of both). Both are no-ops for an ordinary launch. */
 template <typename... P, typename... A>
 static void launch(cu_backend *b, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
                    A... args)
