@@ -12,8 +12,7 @@
  * instead (faster prefill, vLLM's precision); INFERD_CUDA_MATMUL=f32 sends every matmul to the float32
  * kernel. INFERD_CUDA_PROFILE=1 times every op (synchronously) and prints
  * the totals when the backend is freed. Attention: split-KV over the paged
- * cache for decode steps (INFERD_CUDA_ATT=v1: the first per-row kernel),
- * and a tiled kernel with online softmax for steps that carry prompt rows;
+ * cache for decode steps, and a tiled kernel with online softmax for steps that carry prompt rows;
  * both read cached prefix blocks through the block table. Decode steps are
  * recorded and run with fused launches, and replayed as CUDA graphs where
  * they repeat (see "decode steps: tape and graphs"). Not yet measured on a
@@ -46,10 +45,8 @@ extern "C" {
 
 #define GEMV_MAX_N 8   /* input rows up to which matmul streams weights itself */
 #define SPLIT_ONE_GEMM_N 256 /* see cu_matmul */
-#define GEMV_WARPS 8   /* output rows per GEMV block, one per warp */
 #define ATT_BQ 16      /* query rows per prefill attention block (4 per warp) */
 #define ATT_BK 32      /* keys per prefill attention tile (one per lane) */
-#define ATT_DEC_WARPS 8
 #define MAX_HEAD_DIM 256
 #define MAX_MAPS 8
 
@@ -117,9 +114,7 @@ typedef struct cu_backend {
     char *up_buf[2];           /* pinned staging of weight uploads, freed at the first step */
     cudaEvent_t up_done[2];    /* the copy out of up_buf[i] finished */
     int up_next, up_threads;
-    int att_v1;                /* INFERD_CUDA_ATT=v1: the first decode kernel, no split-KV */
     int att_split;             /* INFERD_CUDA_ATT=split: the one-key-at-a-time split-KV kernels */
-    int gemv_v1;               /* INFERD_CUDA_GEMV=v1: the first GEMV kernel */
     int gemv_v3;               /* INFERD_CUDA_GEMV=v3: gemv1_kernel for one input row */
     int use_pdl;               /* INFERD_CUDA_PDL=1: programmatic dependent launch */
     int use_lt;                /* INFERD_CUDA_LT=1: cuBLASLt, algorithm timed per shape */
@@ -557,87 +552,6 @@ __device__ __forceinline__ void cvt8(uint4 u, const __half *, float *o)
     }
 }
 
-/* 8 consecutive weights as floats; p is 16-byte aligned. */
-__device__ __forceinline__ void load8(const __nv_bfloat16 *p, float *o)
-{
-    cvt8(*(const uint4 *)p, p, o);
-}
-__device__ __forceinline__ void load8(const __half *p, float *o)
-{
-    cvt8(*(const uint4 *)p, p, o);
-}
-__device__ __forceinline__ void load8(const float *p, float *o)
-{
-    float4 a = ((const float4 *)p)[0], c = ((const float4 *)p)[1];
-    o[0] = a.x; o[1] = a.y; o[2] = a.z; o[3] = a.w;
-    o[4] = c.x; o[5] = c.y; o[6] = c.z; o[7] = c.w;
-}
-
-/* One warp per output row r, the n input rows taken NR at a time (float32
- * accumulation). vec: cols is a multiple of 8, so rows are 16-byte aligned. */
-template <typename TW, int NR>
-__global__ void __launch_bounds__(GEMV_WARPS * 32)
-gemv_kernel(const float *x, const TW *w, const void *bias, int bdt, int n, int64_t rows,
-            int64_t cols, int vec, float *y)
-{
-    dep_open();
-    dep_wait();
-    int lane = threadIdx.x & 31;
-    int64_t r = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-    if (r >= rows)
-        return;
-    const TW *wr = w + r * cols;
-    float bv = bias ? ldw(bias, bdt, r) : 0.0f;
-    for (int i0 = 0; i0 < n; i0 += NR) {
-        int nr = n - i0 < NR ? n - i0 : NR;
-        float acc[NR];
-#pragma unroll
-        for (int i = 0; i < NR; i++)
-            acc[i] = 0.0f;
-        int64_t k0 = 0;
-        if (vec) {
-            /* 4 loads of 16 bytes in flight per lane before the first use */
-            for (int64_t kb = (int64_t)lane * 8; kb < cols; kb += 4 * 256) {
-                float wf[4][8];
-#pragma unroll
-                for (int u = 0; u < 4; u++)
-                    if (kb + 256 * u < cols)
-                        load8(wr + kb + 256 * u, wf[u]);
-#pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    const int64_t k = kb + 256 * u;
-                    if (k >= cols)
-                        break;
-#pragma unroll
-                    for (int i = 0; i < NR; i++) {
-                        if (i < nr) {
-                            const float *xr = x + (int64_t)(i0 + i) * cols + k;
-                            float4 a = ((const float4 *)xr)[0], c = ((const float4 *)xr)[1];
-                            acc[i] += a.x * wf[u][0] + a.y * wf[u][1] + a.z * wf[u][2] +
-                                      a.w * wf[u][3] + c.x * wf[u][4] + c.y * wf[u][5] +
-                                      c.z * wf[u][6] + c.w * wf[u][7];
-                        }
-                    }
-                }
-            }
-            k0 = cols;
-        }
-        for (int64_t k = k0 + lane; k < cols; k += 32) {
-            float wv = to_f(wr[k]);
-#pragma unroll
-            for (int i = 0; i < NR; i++)
-                if (i < nr)
-                    acc[i] += x[(int64_t)(i0 + i) * cols + k] * wv;
-        }
-#pragma unroll
-        for (int i = 0; i < NR; i++) {
-            float s = warp_sum(acc[i]);
-            if (lane == 0 && i < nr)
-                y[(int64_t)(i0 + i) * rows + r] = s + bv;
-        }
-    }
-}
-
 /* 8 weights as floats, loaded with the streaming hint (read once: no L1
  * allocation, evict first from L2) so they do not push x out of the caches. */
 __device__ __forceinline__ void load8s(const __nv_bfloat16 *p, float *o)
@@ -909,74 +823,6 @@ __device__ __forceinline__ int seq_of_row(const int32_t *q_start, int n_seqs, in
             hi = mid - 1;
     }
     return lo;
-}
-
-/* Decode: one block per (row, head); each warp runs an online softmax over
- * every ATT_DEC_WARPS-th key, then the warps' partial results merge. */
-template <typename T, int DPL>
-__global__ void __launch_bounds__(ATT_DEC_WARPS * 32)
-attn_decode_kernel(const float *q, const T *kc, const T *vc, int heads, int kv_heads, int hd,
-                   float scale, const int32_t *q_start, int n_seqs, const int32_t *block_table,
-                   int max_blocks, int block_size, const int32_t *pos, float *out)
-{
-    dep_open();
-    dep_wait();
-    __shared__ float sm_m[ATT_DEC_WARPS], sm_l[ATT_DEC_WARPS];
-    __shared__ float sm_acc[ATT_DEC_WARPS][DPL * 32];
-    const int t = blockIdx.x, h = blockIdx.y;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int32_t *bt = block_table + (int64_t)seq_of_row(q_start, n_seqs, t) * max_blocks;
-    const int n_keys = pos[t] + 1, kv_dim = kv_heads * hd;
-    const int64_t koff = (int64_t)(h / (heads / kv_heads)) * hd;
-    float qr[DPL], acc[DPL];
-#pragma unroll
-    for (int d = 0; d < DPL; d++) {
-        int i = lane + 32 * d;
-        qr[d] = i < hd ? q[((int64_t)t * heads + h) * hd + i] * scale : 0.0f;
-        acc[d] = 0.0f;
-    }
-    float m = -INFINITY, l = 0.0f;
-    for (int j = warp; j < n_keys; j += ATT_DEC_WARPS) {
-        int64_t slot = (int64_t)bt[j / block_size] * block_size + j % block_size;
-        const T *kr = kc + slot * kv_dim + koff, *vr = vc + slot * kv_dim + koff;
-        float dot = 0.0f;
-#pragma unroll
-        for (int d = 0; d < DPL; d++) {
-            int i = lane + 32 * d;
-            if (i < hd)
-                dot += qr[d] * to_f(kr[i]);
-        }
-        dot = warp_sum(dot);
-        float mn = fmaxf(m, dot), corr = expf(m - mn), p = expf(dot - mn);
-        l = l * corr + p;
-#pragma unroll
-        for (int d = 0; d < DPL; d++) {
-            int i = lane + 32 * d;
-            acc[d] = acc[d] * corr + (i < hd ? p * to_f(vr[i]) : 0.0f);
-        }
-        m = mn;
-    }
-    if (lane == 0) {
-        sm_m[warp] = m;
-        sm_l[warp] = l;
-    }
-#pragma unroll
-    for (int d = 0; d < DPL; d++)
-        sm_acc[warp][lane + 32 * d] = acc[d];
-    __syncthreads();
-    float mx = -INFINITY;
-    for (int w = 0; w < ATT_DEC_WARPS; w++)
-        mx = fmaxf(mx, sm_m[w]);
-    float sum = 0.0f;
-    for (int w = 0; w < ATT_DEC_WARPS; w++)
-        sum += sm_m[w] == -INFINITY ? 0.0f : sm_l[w] * expf(sm_m[w] - mx);
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-        float o = 0.0f;
-        for (int w = 0; w < ATT_DEC_WARPS; w++)
-            if (sm_m[w] != -INFINITY)
-                o += sm_acc[w][i] * expf(sm_m[w] - mx);
-        out[((int64_t)t * heads + h) * hd + i] = o / sum;
-    }
 }
 
 /* Decode, split-KV (flash-decoding): one block per (row, head, split); the
@@ -2145,7 +1991,7 @@ static void run_tape(cu_backend *b, const tape *t)
                        (int)o->i[0], (int)o->i[1], (float *)o->p[2]);
             break;
         case OP_MATMUL: {
-            int k = b->use_fuse && !b->gemv_v1 ? run_fused(b, t, i) : 0;
+            int k = b->use_fuse ? run_fused(b, t, i) : 0;
             if (k > 1) {
                 i += k - 1;
                 break;
@@ -2514,24 +2360,7 @@ template <typename TW>
 static void gemv(cu_backend *b, const float *x, const be_weight *w, const be_weight *bias, int n,
                  float *y)
 {
-    unsigned grid = (unsigned)((w->rows + GEMV_WARPS - 1) / GEMV_WARPS);
-    int vec = w->cols % 8 == 0;
-    const void *bd = bias ? bias->data : NULL;
-    int bdt = bias ? (int)bias->dtype : 0;
-    if (!b->gemv_v1) {
-        gemv_multi<TW>(b, x, &w, &bias, &y, 1, n);
-        return;
-    }
-    if (n == 1)
-        launch(b, gemv_kernel<TW, 1>, grid, GEMV_WARPS * 32, 0, x, (const TW *)w->data, bd, bdt, n,
-               w->rows, w->cols, vec, y);
-    else if (n <= 4)
-        launch(b, gemv_kernel<TW, 4>, grid, GEMV_WARPS * 32, 0, x, (const TW *)w->data, bd, bdt, n,
-               w->rows, w->cols, vec, y);
-    else
-        launch(b, gemv_kernel<TW, 8>, grid, GEMV_WARPS * 32, 0, x, (const TW *)w->data, bd, bdt, n,
-               w->rows, w->cols, vec, y);
-    LAUNCHED(b, "gemv_kernel");
+    gemv_multi<TW>(b, x, &w, &bias, &y, 1, n);
 }
 
 /* ---- cuBLASLt with an algorithm timed per shape (INFERD_CUDA_LT=1) ----
@@ -2995,7 +2824,7 @@ static int decode_tile_ok(const cu_backend *b, int heads, int kv_heads, int hd)
 {
     const int g = heads / kv_heads;
     return b->base.kv_dtype == DT_BF16 && (hd == 64 || hd == 128) &&
-           (g == 1 || g == 2 || g == 4 || g == 8) && !b->att_v1 && !b->att_split &&
+           (g == 1 || g == 2 || g == 4 || g == 8) && !b->att_split &&
            !b->att_no_gqa;
 }
 
@@ -3062,7 +2891,7 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
             decode_tile(b, q, kc, vc, heads, kv_heads, hd, scale, l, b->d_drows, b->n_drows, out);
         return;
     }
-    if (b->n_tiles == 0 && !b->att_v1) {
+    if (b->n_tiles == 0) {
         /* with grouped-query attention a block serves a KV head's group */
         const int group = heads / kv_heads;
         const int gqa = group >= 2 && group <= 8 && !b->att_no_gqa;
@@ -3094,16 +2923,6 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
                    ns, heads, hd, (const int32_t *)NULL, out);
             LAUNCHED(b, "attn_merge_kernel");
         }
-        prof_end(b, P_ATT_DEC);
-        return;
-    }
-    if (b->n_tiles == 0) {
-        dim3 grid((unsigned)l->n_tokens, (unsigned)heads);
-        prof_begin(b);
-        launch(b, attn_decode_kernel<T, DPL>, grid, ATT_DEC_WARPS * 32, 0, q, (const T *)kc,
-               (const T *)vc, heads, kv_heads, hd, scale, qs, l->n_seqs, btab, l->max_blocks,
-               l->block_size, pos, out);
-        LAUNCHED(b, "attn_decode_kernel");
         prof_end(b, P_ATT_DEC);
         return;
     }
@@ -3709,13 +3528,11 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->gemm_one_pass = gm && strcmp(gm, "bf16") == 0;
     b->profile = pr && strcmp(pr, "1") == 0;
     const char *av = getenv("INFERD_CUDA_ATT"), *gv = getenv("INFERD_CUDA_GEMV");
-    b->att_v1 = av && strcmp(av, "v1") == 0;
     b->att_split = av && strcmp(av, "split") == 0;
     const char *pf = getenv("INFERD_CUDA_PREFILL");
     b->att_f32pre = pf && strcmp(pf, "f32") == 0;
     const char *gq = getenv("INFERD_CUDA_GQA");
     b->att_no_gqa = gq && strcmp(gq, "0") == 0;
-    b->gemv_v1 = gv && strcmp(gv, "v1") == 0;
     b->gemv_v3 = gv && strcmp(gv, "v3") == 0;
     const char *pd = getenv("INFERD_CUDA_PDL"), *lt = getenv("INFERD_CUDA_LT");
     b->use_lt = lt && strcmp(lt, "1") == 0;
