@@ -9,11 +9,12 @@
  * by default each activation is split into a bf16 high part and a bf16
  * remainder and multiplied twice (16 mantissa bits, 2x the GEMM work).
  * --matmul-precision bfloat16 (or INFERD_CUDA_GEMM=bf16) does one bf16 pass
- * instead (faster prefill, vLLM's precision); INFERD_CUDA_MATMUL=f32 sends every matmul to the float32
- * kernel. INFERD_CUDA_PROFILE=1 times every op (synchronously) and prints
- * the totals when the backend is freed. Attention: split-KV over the paged
- * cache for decode steps, and a tiled kernel with online softmax for steps that carry prompt rows;
- * both read cached prefix blocks through the block table. Decode steps are
+ * instead (faster prefill, vLLM's precision); INFERD_CUDA_MATMUL=f32 sends
+ * every matmul to the float32 kernel. INFERD_CUDA_PROFILE=1 times every op
+ * (synchronously) and prints the totals when the backend is freed.
+ * Attention: split-KV over the paged cache for decode steps, and a tiled
+ * kernel with online softmax for steps that carry prompt rows; both read
+ * cached prefix blocks through the block table. Decode steps are
  * recorded and run with fused launches, and replayed as CUDA graphs where
  * they repeat (see "decode steps: tape and graphs"). Not yet measured on a
  * GPU, so off by default: INFERD_CUDA_PDL=1 (programmatic dependent launch,
