@@ -66,16 +66,17 @@ wait_health() {
 }
 
 # istart [ENV=V ...] [-- FLAG ...]: inferd serve on $M as every phase runs it
-# (bfloat16 products, 2048 tokens a step, 256 sequences; a FLAG given again
-# wins), with the ENV assignments; sets SERVER and STARTUP (seconds to
-# /health 200). istop stops it.
+# (bfloat16 products, $SERVE_MBT or 2048 tokens a step, 256 sequences; a FLAG
+# given again wins), with the ENV assignments; sets SERVER and STARTUP
+# (seconds to /health 200). istop stops it.
 istart() {
     local env=()
     while [ $# -gt 0 ] && [ "$1" != -- ]; do env+=("$1"); shift; done
     [ $# -gt 0 ] && shift
     env ${env[@]+"${env[@]}"} "$INFERD" serve $M --device cuda --host 127.0.0.1 --port $PORT \
         --served-model-name l8b --max-model-len 4096 --max-num-seqs 256 \
-        --max-num-batched-tokens 2048 --disable-log-requests --matmul-precision bfloat16 "$@" \
+        --max-num-batched-tokens ${SERVE_MBT:-2048} --disable-log-requests \
+        --matmul-precision bfloat16 "$@" \
         >> "$O/serve.log" 2>&1 &
     SERVER=$!
     STARTUP=$(wait_health http://127.0.0.1:$PORT $SERVER) || { tail -20 "$O/serve.log"; exit 1; }
@@ -154,7 +155,7 @@ inferd)
         SUFFIX=@float32 workloads inferd basic
         istop
     fi
-    echo "inferd serve --device cuda --matmul-precision bfloat16 --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens 2048" > "$O/command.txt"
+    echo "inferd serve --device cuda --matmul-precision bfloat16 --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens ${SERVE_MBT:-2048}" > "$O/command.txt"
     echo "== GPU tests $(el)"
     gpu_tests "$O/golden.log"
     ;;
