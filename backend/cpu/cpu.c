@@ -188,6 +188,12 @@ static inline float dot_f32(const float *a, const float *b, int64_t n)
     return hsum_tail(s, a, b, i, n);
 }
 
+/* A loaded vector kept in a register: GCC otherwise folds dot_4x3's loads
+ * into its FMAs as memory operands (16 loads an iteration instead of 7, so
+ * the loop waits on the load ports at ~70 % of the FMA peak; 95 % with this,
+ * bench/NOTES.md). The empty asm only pins the value; the FMAs are the same. */
+#define IN_REG(v) __asm__("" : "+x"(v))
+
 /* 4 input rows x 3 weight rows at once: each loaded vector feeds 3 or 4
  * FMAs instead of one, which is what makes prefill compute-bound. */
 static void dot_4x3(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t n,
@@ -201,19 +207,26 @@ static void dot_4x3(const float *x, int64_t ldx, const float *w, int64_t ldw, in
     for (; i + 8 <= n; i += 8) {
         __m256 v0 = _mm256_loadu_ps(w0 + i), v1 = _mm256_loadu_ps(w1 + i),
                v2 = _mm256_loadu_ps(w2 + i);
+        IN_REG(v0);
+        IN_REG(v1);
+        IN_REG(v2);
         __m256 u = _mm256_loadu_ps(x0 + i);
+        IN_REG(u);
         a00 = _mm256_fmadd_ps(u, v0, a00);
         a01 = _mm256_fmadd_ps(u, v1, a01);
         a02 = _mm256_fmadd_ps(u, v2, a02);
         u = _mm256_loadu_ps(x1 + i);
+        IN_REG(u);
         a10 = _mm256_fmadd_ps(u, v0, a10);
         a11 = _mm256_fmadd_ps(u, v1, a11);
         a12 = _mm256_fmadd_ps(u, v2, a12);
         u = _mm256_loadu_ps(x2 + i);
+        IN_REG(u);
         a20 = _mm256_fmadd_ps(u, v0, a20);
         a21 = _mm256_fmadd_ps(u, v1, a21);
         a22 = _mm256_fmadd_ps(u, v2, a22);
         u = _mm256_loadu_ps(x3 + i);
+        IN_REG(u);
         a30 = _mm256_fmadd_ps(u, v0, a30);
         a31 = _mm256_fmadd_ps(u, v1, a31);
         a32 = _mm256_fmadd_ps(u, v2, a32);
