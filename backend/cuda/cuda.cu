@@ -594,6 +594,16 @@ template <typename V> __device__ __forceinline__ V pick(const V *a, int m)
     return m == 0 ? a[0] : m == 1 ? a[1] : a[2];
 }
 
+/* The matrix of the set that v (a block, or a row numbered across the
+ * matrices) falls in: the last m with first[m] <= v. */
+template <typename V> __device__ __forceinline__ int mat_of(const unsigned *first, int n_mat, V v)
+{
+    int m = 0;
+    while (m + 1 < n_mat && v >= pick(first, m + 1))
+        m++;
+    return m;
+}
+
 /* GLU: S holds gate and up (n_mat 1 for the grid, w[1] and bias[1] the up
  * matrix); each warp reads row r of both and writes silu(gate) * up to
  * y[0], so the activation needs no launch of its own. */
@@ -606,9 +616,7 @@ gemv2_kernel(const float *x, const gemv_set S, int n, int64_t cols, int vec)
     constexpr int NM = GLU ? 2 : 1; /* weight rows a warp reads */
     __shared__ float red[NM][GEMV2_WARPS][NR];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int m = 0;
-    while (m + 1 < S.n_mat && blockIdx.x >= pick(S.first, m + 1))
-        m++;
+    const int m = mat_of(S.first, S.n_mat, blockIdx.x);
     const void *bias = pick(S.bias, m);
     float *y = pick(S.y, m);
     const int64_t rows = pick(S.rows, m);
@@ -716,9 +724,7 @@ template <typename TW, int NM, int U>
 __device__ __forceinline__ void gemv1_load(const gemv_set &S, int64_t cols, int64_t row, int64_t k0,
                                            uint4 (*buf)[U])
 {
-    int m = 0;
-    while (m + 1 < S.n_mat && row >= pick(S.first_row, m + 1))
-        m++;
+    const int m = mat_of(S.first_row, S.n_mat, row);
     const TW *w[NM];
     w[0] = (const TW *)pick(S.w, m) + (row - pick(S.first_row, m)) * cols;
     if (NM == 2)
@@ -790,9 +796,7 @@ gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int 
     __syncthreads();
     for (int lr = threadIdx.x; lr < nrow; lr += blockDim.x) {
         const int64_t row = r0 + lr;
-        int m = 0;
-        while (m + 1 < S.n_mat && row >= pick(S.first_row, m + 1))
-            m++;
+        const int m = mat_of(S.first_row, S.n_mat, row);
         const int64_t r = row - pick(S.first_row, m);
         float s = 0.0f;
         for (int c = 0; c < n_ch; c++)
@@ -1598,6 +1602,14 @@ static unsigned grid_for(size_t n, unsigned threads)
     return g < 1 ? 1 : g > 65535 * 8 ? 65535 * 8 : (unsigned)g;
 }
 
+/* The least lo * 2^k that is >= v: a size that stays the same while v grows. */
+static int pow2_bucket(int lo, int v)
+{
+    while (lo < v)
+        lo *= 2;
+    return lo;
+}
+
 /* The device copy of a host index array registered by begin_step. */
 static const int32_t *dev_idx(cu_backend *b, const int32_t *host)
 {
@@ -1778,15 +1790,27 @@ static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size
 static void cu_add(be_backend *bk, float *x, const float *y, size_t n);
 static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32_t *rows, int n,
                            float *out);
-template <typename TW>
 static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
                        const be_weight *const *bias, float *const *y, int n_mat, int n,
-                       bool glu = false);
+                       bool glu);
 static int gemm_multi(cu_backend *b, const float *x, const be_weight *const *w,
                       const be_weight *const *bias, float *const *y, int n_mat, int n);
 static void *scratch(cu_backend *b, size_t bytes);
 static void gemm_set(cu_backend *b, const void *xb, cudaDataType_t ty, const be_weight *const *w,
                      const be_weight *const *bias, float *const *y, int n_mat, int n);
+
+/* cuBLAS's type for a bf16 or f16 dtype. */
+static cudaDataType_t half_type(int dt)
+{
+    return dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+}
+
+/* Whether GEMMs on weights of dtype dt take the activations rounded to it in
+ * one pass (bfloat16 precision), rather than split in two or in float32. */
+static int half_pass(const cu_backend *b, int dt)
+{
+    return dt != DT_F32 && (b->gemm_one_pass || b->base.matmul_bf16);
+}
 
 /* Matmuls from op i on that share x and n, as one launch (with the OP_SILU
  * after gate and up); returns how many ops that ran. */
@@ -1818,12 +1842,7 @@ static int run_fused(cu_backend *b, const tape *t, int i)
     const bool glu = k == 2 && sl && sl->kind == OP_SILU && sl->p[0] == y[0] &&
                      sl->p[1] == y[1] && sl->p[2] == y[0] && w[1]->rows == w[0]->rows &&
                      sl->i[0] == (int64_t)n * w[0]->rows;
-    if (w[0]->dtype == DT_BF16)
-        gemv_multi<__nv_bfloat16>(b, x, w, bias, y, k, n, glu);
-    else if (w[0]->dtype == DT_F16)
-        gemv_multi<__half>(b, x, w, bias, y, k, n, glu);
-    else
-        gemv_multi<float>(b, x, w, bias, y, k, n, glu);
+    gemv_multi(b, x, w, bias, y, k, n, glu);
     return glu ? k + 1 : k;
 }
 
@@ -1866,13 +1885,13 @@ static int run_add_rmsnorm(cu_backend *b, const tape *t, int i)
     const be_weight *mw[GEMV_SET], *mb[GEMV_SET];
     float *my[GEMV_SET];
     int k = 0;
-    if (b->fuse_half && rows > GEMV_MAX_N && !b->force_gemv &&
-        (b->gemm_one_pass || b->base.matmul_bf16)) {
+    if (b->fuse_half && rows > GEMV_MAX_N && !b->force_gemv) {
         for (; k < GEMV_SET && i + 2 + k < t->n; k++) {
             const tape_op *m = &t->ops[i + 2 + k];
             const be_weight *wk = (const be_weight *)m->p[1];
             if (m->kind != OP_MATMUL || m->p[0] != r->p[2] || m->i[0] != rows ||
-                wk->dtype == DT_F32 || wk->cols != cols || (k > 0 && wk->dtype != mw[0]->dtype))
+                !half_pass(b, wk->dtype) || wk->cols != cols ||
+                (k > 0 && wk->dtype != mw[0]->dtype))
                 break;
             mw[k] = wk;
             mb[k] = (const be_weight *)m->p[2];
@@ -1900,7 +1919,7 @@ static int run_add_rmsnorm(cu_backend *b, const tape *t, int i)
     prof_end(b, P_RMSNORM);
     if (k > 0 && !b->failed) {
         prof_begin(b);
-        gemm_set(b, xb, mw[0]->dtype == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F, mw, mb, my, k, rows);
+        gemm_set(b, xb, half_type(mw[0]->dtype), mw, mb, my, k, rows);
         prof_end(b, P_GEMM);
     }
     return 1 + k;
@@ -1953,9 +1972,8 @@ static int run_silu_gemm(cu_backend *b, const tape *t, int i)
     const be_weight *w = (const be_weight *)m->p[1], *bias = (const be_weight *)m->p[2];
     const int n = (int)m->i[0];
     const size_t nx = (size_t)sl->i[0];
-    if (n <= GEMV_MAX_N || b->force_gemv || w->dtype == DT_F32 ||
-        !(b->gemm_one_pass || b->base.matmul_bf16) || nx != (size_t)n * (size_t)w->cols ||
-        read_later(t, i + 2, sl->p[2]))
+    if (n <= GEMV_MAX_N || b->force_gemv || !half_pass(b, w->dtype) ||
+        nx != (size_t)n * (size_t)w->cols || read_later(t, i + 2, sl->p[2]))
         return 0;
     void *xb = scratch(b, nx * 2);
     if (!xb)
@@ -1970,7 +1988,7 @@ static int run_silu_gemm(cu_backend *b, const tape *t, int i)
         launch(b, silu_mul_kernel<__half>, grid_for(nx, 256), 256, 0, gate, up, nx,
                (__half *)xb);
     if (!LAUNCHED(b, "silu_mul_kernel"))
-        gemm_set(b, xb, w->dtype == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F, &w, &bias, &y, 1, n);
+        gemm_set(b, xb, half_type(w->dtype), &w, &bias, &y, 1, n);
     prof_end(b, P_GEMM);
     return 1;
 }
@@ -2283,9 +2301,9 @@ static void *scratch(cu_backend *b, size_t bytes)
 /* One launch for n_mat matrices of the same dtype and width sharing x; with
  * glu, n_mat is 2 (gate, up of the same shape) and y[0] gets silu(gate) * up. */
 template <typename TW>
-static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
-                       const be_weight *const *bias, float *const *y, int n_mat, int n,
-                       bool glu)
+static void gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *w,
+                         const be_weight *const *bias, float *const *y, int n_mat, int n,
+                         bool glu)
 {
     gemv_set S;
     memset(&S, 0, sizeof S);
@@ -2357,11 +2375,15 @@ static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
     LAUNCHED(b, "gemv2_kernel");
 }
 
-template <typename TW>
-static void gemv(cu_backend *b, const float *x, const be_weight *w, const be_weight *bias, int n,
-                 float *y)
+static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
+                       const be_weight *const *bias, float *const *y, int n_mat, int n, bool glu)
 {
-    gemv_multi<TW>(b, x, &w, &bias, &y, 1, n);
+    if (w[0]->dtype == DT_BF16)
+        gemv_multi_t<__nv_bfloat16>(b, x, w, bias, y, n_mat, n, glu);
+    else if (w[0]->dtype == DT_F16)
+        gemv_multi_t<__half>(b, x, w, bias, y, n_mat, n, glu);
+    else
+        gemv_multi_t<float>(b, x, w, bias, y, n_mat, n, glu);
 }
 
 /* ---- cuBLASLt with an algorithm timed per shape (INFERD_CUDA_LT=1) ----
@@ -2411,17 +2433,27 @@ static void lt_free(cu_backend *b)
         cublasLtDestroy(b->lt_handle);
 }
 
-/* y = x . w^T for n input rows by c's algorithm (algo NULL: GemmEx). */
+/* y[n][rows] = xb[n][cols] * w^T + beta * y, xb of type ty (w's, or float):
+ * row-major is, column-major, y^T = w^T(as stored) * xb^T, so op(A) = T on
+ * the weights and op(B) = N. cuBLAS's default algorithm. */
+static cublasStatus_t gemm_ex(cu_backend *b, const be_weight *w, const void *xb, cudaDataType_t ty,
+                              int n, float beta, float *y)
+{
+    const float one = 1.0f;
+    return cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n, (int)w->cols, &one,
+                        w->data, ty, (int)w->cols, xb, ty, (int)w->cols, &beta, y, CUDA_R_32F,
+                        (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+}
+
+/* gemm_ex's product by c's algorithm (algo NULL: gemm_ex itself). */
 static int lt_run(cu_backend *b, const lt_choice *c, const be_weight *w, const void *xb, int n,
                   float beta, float *y, const cublasLtMatmulAlgo_t *algo)
 {
     const float one = 1.0f;
     if (!algo)
-        return cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n, (int)w->cols,
-                            &one, w->data, (cudaDataType_t)c->ty, (int)w->cols, xb,
-                            (cudaDataType_t)c->ty, (int)w->cols, &beta, y, CUDA_R_32F,
-                            (int)w->rows, CUBLAS_COMPUTE_32F,
-                            CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+        return gemm_ex(b, w, xb, (cudaDataType_t)c->ty, n, beta, y) == CUBLAS_STATUS_SUCCESS
+                   ? 0
+                   : -1;
     const uint64_t cols = (uint64_t)n;
     if (cublasLtMatrixLayoutSetAttribute(c->lb, CUBLASLT_MATRIX_LAYOUT_COLS, &cols,
                                          sizeof cols) != CUBLAS_STATUS_SUCCESS ||
@@ -2464,9 +2496,7 @@ static int align_of(const void *p)
 static lt_choice *lt_pick(cu_backend *b, const be_weight *w, cudaDataType_t ty, const void *xb,
                           int n, float beta, float *y)
 {
-    int bucket = 16;
-    while (bucket < n)
-        bucket *= 2;
+    const int bucket = pow2_bucket(16, n);
     const int ax = align_of(xb), ay = align_of(y), align = ax < ay ? ax : ay;
     for (int i = 0; i < b->n_lt; i++) {
         lt_choice *c = &b->lt[i];
@@ -2545,9 +2575,7 @@ static lt_choice *lt_pick(cu_backend *b, const be_weight *w, cudaDataType_t ty, 
     return c;
 }
 
-/* y[n][rows] = xb[n][cols] * w^T + beta * y, xb of type ty (w's, or float):
- * row-major is, column-major, y^T = w^T(as stored) * xb^T, so op(A) = T on
- * the weights and op(B) = N. */
+/* gemm_ex, or cuBLASLt's timed choice with INFERD_CUDA_LT=1. */
 static int gemm_rows(cu_backend *b, const be_weight *w, const void *xb, cudaDataType_t ty, int n,
                      float beta, float *y)
 {
@@ -2559,11 +2587,7 @@ static int gemm_rows(cu_backend *b, const be_weight *w, const void *xb, cudaData
             (void)cudaGetLastError(); /* refused: GemmEx does it, its own errors count */
         }
     }
-    const float one = 1.0f;
-    return CKB(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n,
-                               (int)w->cols, &one, w->data, ty, (int)w->cols, xb, ty,
-                               (int)w->cols, &beta, y, CUDA_R_32F, (int)w->rows,
-                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return blas_fail(b, "cublasGemmEx", gemm_ex(b, w, xb, ty, n, beta, y));
 }
 
 /* y[n][rows] += bias, where there is one. */
@@ -2584,7 +2608,7 @@ static cudaDataType_t to_half(cu_backend *b, const float *x, size_t nx, int dt, 
     else
         launch(b, to_half_kernel<__half>, grid_for(nx, 256), 256, 0, x, nx, (__half *)dst);
     LAUNCHED(b, "to_half_kernel");
-    return dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    return half_type(dt);
 }
 
 /* The n_mat products of n rows of xb, already in the weights' half type ty. */
@@ -2606,7 +2630,7 @@ static int gemm_multi(cu_backend *b, const float *x, const be_weight *const *w,
                       const be_weight *const *bias, float *const *y, int n_mat, int n)
 {
     const int dt = w[0]->dtype;
-    if (dt == DT_F32 || !(b->gemm_one_pass || b->base.matmul_bf16))
+    if (!half_pass(b, dt))
         return 0;
     const size_t nx = (size_t)n * (size_t)w[0]->cols;
     void *xb = scratch(b, nx * 2);
@@ -2633,12 +2657,7 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
         return;
     if (n <= GEMV_MAX_N || b->force_gemv) {
         prof_begin(b);
-        if (w->dtype == DT_BF16)
-            gemv<__nv_bfloat16>(b, x, w, bias, n, y);
-        else if (w->dtype == DT_F16)
-            gemv<__half>(b, x, w, bias, n, y);
-        else
-            gemv<float>(b, x, w, bias, n, y);
+        gemv_multi(b, x, &w, &bias, &y, 1, n, false);
         prof_end(b, P_GEMV);
         return;
     }
@@ -2649,7 +2668,7 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
     float *y2 = NULL;
     prof_begin(b);
     if (w->dtype != DT_F32) {
-        split = !b->gemm_one_pass && !b->base.matmul_bf16;
+        split = !half_pass(b, w->dtype);
         /* Up to SPLIT_ONE_GEMM_N rows the product is bound by reading the
          * weights: hi and lo (adjacent in scratch, so one [2n][cols]
          * operand) go through one GEMM that reads them once, and a small
@@ -2665,12 +2684,12 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
         } else if (w->dtype == DT_BF16) {
             __nv_bfloat16 *hi = (__nv_bfloat16 *)s, *lo = hi + nx;
             launch(b, split_kernel<__nv_bfloat16>, g, 256, 0, x, nx, hi, lo);
-            ty = CUDA_R_16BF;
+            ty = half_type(w->dtype);
             LAUNCHED(b, "split_kernel");
         } else {
             __half *hi = (__half *)s, *lo = hi + nx;
             launch(b, split_kernel<__half>, g, 256, 0, x, nx, hi, lo);
-            ty = CUDA_R_16F;
+            ty = half_type(w->dtype);
             LAUNCHED(b, "split_kernel");
         }
         if (b->failed)
@@ -3122,9 +3141,7 @@ static int cu_begin_step(be_backend *bk, const be_step *st, inferd_error *e)
     /* Rounded up to a power of two: the split-KV count follows it and is part
      * of a recorded step, so decode steps keep one CUDA graph while their
      * contexts grow (each split finds its keys from the row's own length). */
-    b->max_keys = 64;
-    while (b->max_keys < max_keys)
-        b->max_keys *= 2;
+    b->max_keys = pow2_bucket(64, max_keys);
     b->d_tiles = b->d_stage + off;
     for (int s = 0; s < l->n_seqs && !decode_only; s++)
         for (int r = l->q_start[s]; r < l->q_start[s + 1]; r += ATT_BQ) {
