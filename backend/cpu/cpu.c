@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "backend/backend.h"
 #include "backend/cpu/internal.h"
@@ -76,6 +77,21 @@ static size_t packed_index(int64_t cols, int64_t r, int64_t k)
     return (size_t)((((r >> 3) * (cols >> 3) + (k >> 3)) << 6) + ((r & 7) << 3) + (k & 7));
 }
 
+/* A packed weight's copy, in transparent huge pages where the kernel gives
+ * them (THP "madvise" mode): decode streams every weight once a token, and
+ * 4 KiB pages cost a TLB miss and, at load, a page fault every 4 KiB. */
+static void *alloc_packed(size_t bytes)
+{
+    const size_t huge = (size_t)2 << 20, page = 4096;
+    void *p = NULL;
+    if (posix_memalign(&p, bytes < huge ? 64 : huge, bytes ? bytes : 64))
+        return NULL;
+    /* a partial last 2 MiB stays in small pages: no memory spent on padding */
+    if (bytes >= huge)
+        madvise(p, (bytes + page - 1) / page * page, MADV_HUGEPAGE);
+    return p;
+}
+
 static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t rows,
                       int64_t cols, be_weight *out, inferd_error *e)
 {
@@ -102,7 +118,7 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
     b->packed = list;
     if (pairs) {
         size_t bytes = cpu_pairs_bytes(rows, cols);
-        uint16_t *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        uint16_t *p = alloc_packed(bytes);
         if (!p) {
             err_set(e, "out of memory packing a %lld x %lld weight", (long long)rows,
                     (long long)cols);
@@ -115,7 +131,7 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
         return 0;
     }
     size_t bytes = (size_t)rows * (size_t)cols * 2;
-    uint16_t *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    uint16_t *p = alloc_packed(bytes);
     if (!p) {
         err_set(e, "out of memory packing a %lld x %lld weight", (long long)rows,
                 (long long)cols);
