@@ -415,7 +415,9 @@ static void log_step_shape(eng_engine *g, const mdl_batch *b, int *shape)
     shape[0] = shape[1] = shape[2] = 0;
     for (int i = 0; i < g->n_sched; i++) {
         const eng_request *r = g->sched[i].r;
-        if (r->n_computed >= r->n_prompt)
+        /* a preempted request recomputing its generated tokens is prefill
+         * work too, though its prompt is behind it */
+        if (r->n_computed >= r->n_prompt && g->sched[i].n_new == 1)
             shape[1]++;
         else
             shape[0] += g->sched[i].n_new;
