@@ -2580,11 +2580,14 @@ static int gemm_rows(cu_backend *b, const be_weight *w, const void *xb, cudaData
                      float beta, float *y)
 {
     if (b->use_lt && ty != CUDA_R_32F) {
-        const lt_choice *c = lt_pick(b, w, ty, xb, n, beta, y);
+        lt_choice *c = lt_pick(b, w, ty, xb, n, beta, y);
         if (c && c->use) {
             if (lt_run(b, c, w, xb, n, beta, y, &c->algo) == 0)
                 return 0;
-            (void)cudaGetLastError(); /* refused: GemmEx does it, its own errors count */
+            /* refused (a row count of the bucket it was not timed on): GemmEx
+             * does it, now and for the bucket's later calls; its own errors count */
+            c->use = 0;
+            (void)cudaGetLastError();
         }
     }
     return blas_fail(b, "cublasGemmEx", gemm_ex(b, w, xb, ty, n, beta, y));
