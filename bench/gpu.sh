@@ -112,6 +112,8 @@ workloads() { # ENGINE [prefix|serve256|basic]...
         case $w in
         basic)
             bench "$engine" decode-b1 --concurrency 1 --requests 2 --input-len 1024 --output-len 256
+            # llama-bench's tg128 decodes from an empty context: the same here
+            bench "$engine" decode-tg128 --concurrency 1 --requests 2 --input-len 16 --output-len 128
             bench "$engine" prefill-1024 --concurrency 1 --requests 4 --input-len 1024 --output-len 1
             bench "$engine" prefill-1024x8 --concurrency 8 --requests 16 --input-len 1024 --output-len 1
             bench "$engine" serve-64 --concurrency 64 --requests $R --input-len 1024 --output-len 128

@@ -11,7 +11,7 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GOALS = {"decode-b1": "≥ 170 tok/s", "prefill-1024": "≥ 30,000 prompt tok/s",
+GOALS = {"decode-b1": "≥ 170 tok/s", "decode-tg128": "> llama-bench tg128", "prefill-1024": "≥ 30,000 prompt tok/s",
          "prefill-1024x8": "≥ 30,000 prompt tok/s",
          "serve-64": "≥ 2,500 tok/s, TTFT p50 ≤ 300 ms, ITL p99 ≤ 60 ms",
          "serve-256": "≥ 12,000 tok/s", "prefix-64": "≥ 2× noprefix-64",
@@ -102,7 +102,7 @@ def main():
              (os.environ.get("REPORT_NOTE", "") + "\n" if os.environ.get("REPORT_NOTE") else ""),
              "| workload | figure | inferd | llama.cpp | inferd / llama.cpp | TTFT p50 ms (inferd / llama.cpp) | ITL p99 ms (inferd / llama.cpp) | goal |",
              "|---|---|---|---|---|---|---|---|"]
-    order = ["startup", "decode-b1", "prefill-1024", "prefill-1024x8", "serve-64", "serve-256",
+    order = ["startup", "decode-b1", "decode-tg128", "prefill-1024", "prefill-1024x8", "serve-64", "serve-256",
              "prefix-64", "noprefix-64", "serve-64@mbt1024", "decode-b1@float32", "prefill-1024@float32",
              "prefill-1024x8@float32", "serve-64@float32"]
     for label in order:
@@ -126,6 +126,10 @@ def main():
     lbr = [r for r in out if r["workload"].startswith("llama-bench")]
     if lbr:
         lines.append("llama-bench: " + ", ".join(f"{r['workload'][12:]} {r['tok_per_s']:,.1f} tok/s" for r in lbr) + ".")
+    tg, a = next((r["tok_per_s"] for r in lbr if r["workload"] == "llama-bench tg128"), None), fig("inferd", "decode-tg128")
+    if tg and a:
+        lines.append(f"Decode from a short context (16-token prompt, 128 tokens, through HTTP) against "
+                     f"llama-bench tg128 (empty context, no server): inferd {a:,.1f} / {tg:,.1f} tok/s = {a / tg:.2f}.")
     if sw:
         lines.append("\nserve-64 against --max-num-batched-tokens (the prompt tokens one step may "
                      "carry), `bench/gpu.sh sweep`, same commit, a later call on another machine:\n")
