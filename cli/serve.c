@@ -38,7 +38,9 @@ static void serve_usage(FILE *f)
         "  --max-model-len N           prompt + output tokens at most (default: the model's)\n"
         "  --max-num-seqs N            requests in the running batch at most (default 256)\n"
         "  --max-num-batched-tokens N  tokens per engine step (default 2048)\n"
-        "  --kv-cache-memory SIZE      KV cache pool, e.g. 512MiB, 4GiB (default 4GiB)\n"
+        "  --kv-cache-memory SIZE      KV cache pool, e.g. 512MiB, 4GiB (default on the\n"
+        "                              CPU: 4GiB or half the memory available if less;\n"
+        "                              on a GPU: what --gpu-memory-utilization leaves)\n"
         "  --no-enable-prefix-caching  turn automatic prefix caching off\n"
         "  --threads N                 CPU threads (default: all cores)\n"
         "  --device DEV                cpu (default) or cuda\n"
@@ -309,7 +311,18 @@ int cli_serve(int argc, char **argv)
      * sizes it; --kv-cache-memory overrides. */
     size_t dev_free = 0, dev_total = 0;
     inferd_error me = {{0}};
-    if (!kv_given && mdl_device_memory(m, &dev_free, &dev_total, &me) == 0) {
+    const int on_device = mdl_device_memory(m, &dev_free, &dev_total, &me) == 0;
+    const size_t host_avail = on_device ? 0 : host_memory_available();
+    if (!kv_given && host_avail && kv_bytes > host_avail / 2) {
+        /* the default pool leaves the host room for the rest: its pages are
+         * taken as the cache fills, and the engine refuses a pool larger
+         * than what is available */
+        kv_bytes = host_avail / 2 / ((size_t)1 << 20) * ((size_t)1 << 20);
+        fprintf(stderr, "inferd: KV cache %.2f GiB (half of the %.2f GiB of memory available; "
+                        "--kv-cache-memory sets it)\n",
+                (double)kv_bytes / (1 << 30), (double)host_avail / (1 << 30));
+    }
+    if (!kv_given && on_device) {
         double budget = (double)dev_free - (1.0 - gpu_util) * (double)dev_total -
                         (double)((size_t)2 << 30);
         if (budget < (double)((size_t)256 << 20)) {

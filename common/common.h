@@ -67,5 +67,8 @@ int utf8_encode(uint32_t cp, char out[4]);
 size_t utf8_complete_prefix(const char *s, size_t n);
 
 double now_seconds(void); /* monotonic clock */
+/* MemAvailable of /proc/meminfo in bytes: what the host can give without
+ * swapping; 0 when unknown. */
+size_t host_memory_available(void);
 
 #endif

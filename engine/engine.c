@@ -345,6 +345,18 @@ static void engine_free(eng_engine *g)
     free(g);
 }
 
+/* Bytes of memory the host has available when the model's KV cache lives
+ * in host memory, else 0. There the pool's pages are taken as the cache
+ * fills: a pool larger than the machine can hold would start, and be found
+ * by the OOM killer mid-run with every request in flight. */
+static size_t host_pool_room(const mdl_model *m)
+{
+    size_t dev_free, dev_total;
+    inferd_error ignored;
+    return mdl_device_memory(m, &dev_free, &dev_total, &ignored) == 0 ? 0
+                                                                      : host_memory_available();
+}
+
 int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_eos,
                eng_engine **out, inferd_error *e)
 {
@@ -400,6 +412,13 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_
     }
     if (n_blocks > INT32_MAX / (size_t)c->block_size)
         n_blocks = INT32_MAX / (size_t)c->block_size;
+    size_t avail = host_pool_room(m);
+    if (avail && c->kv_cache_bytes > avail) {
+        err_set(e, "a KV cache of %.1f GiB is more than the %.1f GiB of memory this machine has "
+                "available (MemAvailable); lower the KV cache memory (--kv-cache-memory)",
+                (double)c->kv_cache_bytes / (1 << 30), (double)avail / (1 << 30));
+        goto err;
+    }
     if (kv_init(&g->kv, (int)n_blocks, c->block_size, e) ||
         smp_scratch_init(&g->w, g->vocab, e))
         goto err;

@@ -8,9 +8,11 @@ finish before the server exits 0."""
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -19,7 +21,7 @@ import time
 import requests
 
 sys.path.insert(0, os.path.dirname(__file__))
-from serverlib import MODELS, Server, check, finish, sse_events  # noqa: E402
+from serverlib import INFERD, MODELS, Server, check, finish, sse_events  # noqa: E402
 
 rng = random.Random(7)
 PROMPTS = [[rng.randrange(3, 512) for _ in range(rng.randrange(5, 60))] for _ in range(32)]
@@ -167,6 +169,49 @@ with Server("qwen3", ["--kv-cache-memory", "4GiB", "--max-num-seqs", "8"]) as s:
     got = parallel(lambda p: stream_text(s, p, 48)[0], PROMPTS[:8])
     check("4 GiB KV pool: parallel streams give the solo tokens",
           got == [stream_text(s, p, 48)[0] for p in PROMPTS[:8]])
+
+
+# ... and so a pool larger than the machine's available memory would start
+# and be killed mid-run when it fills: refused at start, saying why.
+s = Server("qwen3", ["--kv-cache-memory", "100000GiB"], wait_ready=False)
+rc = s.p.wait(60)
+s.p.stdout.close()
+check(f"a 100000 GiB KV pool: serve exits 1 (got {rc})", rc == 1, s.stderr()[-800:])
+check("the message names the pool, the memory available and the flag",
+      re.search(r"a KV cache of 100000\.0 GiB is more than the [0-9.]+ GiB of memory this machine "
+                r"has available \(MemAvailable\); lower the KV cache memory \(--kv-cache-memory\)",
+                s.stderr()) is not None, s.stderr()[-800:])
+os.unlink(s.log.name)
+
+
+# serve's default pool (4 GiB) on a host with less memory takes half of what
+# is available instead, and says so. The small host is this one with a
+# /proc/meminfo of 1.91 GiB available bound over the real one in a private
+# mount namespace (needs root, as the suite runs in CI; skipped otherwise).
+d = tempfile.mkdtemp(prefix="inferd-small-host-")
+with open(f"{d}/meminfo", "w") as f:
+    f.write("MemTotal: 3000000 kB\nMemFree: 1000000 kB\nMemAvailable: 2000000 kB\n")
+if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+    print("skip the small-host test: `unshare -m` is not permitted here")
+else:
+    p = subprocess.Popen(["unshare", "-m", "sh", "-c", 'mount --bind "$0" /proc/meminfo && exec "$@"',
+                          f"{d}/meminfo", INFERD, "serve", f"{MODELS}/qwen3", "--host", "127.0.0.1",
+                          "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, t0 = [], time.time()
+    while time.time() - t0 < 60:
+        line = p.stdout.readline()
+        out.append(line)
+        if not line or "ready" in line:
+            break
+    p.send_signal(signal.SIGTERM)
+    rest = p.communicate(timeout=60)[0]
+    text = "".join(out) + rest
+    check("small host: the default KV pool is half of the memory available, and it says so",
+          "inferd: KV cache 0.95 GiB (half of the 1.91 GiB of memory available; "
+          "--kv-cache-memory sets it)" in text, text[-800:])
+    check(f"small host: serve became ready and exits 0 on SIGTERM (got {p.returncode})",
+          any("ready" in l for l in out) and p.returncode == 0, text[-800:])
+shutil.rmtree(d)
 
 
 # /health is 503 while the model loads: the --chat-template file (read last)
