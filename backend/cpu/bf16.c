@@ -192,6 +192,8 @@ static const tile_fn tiles512[MR][4] = {K512_NAMES(1), K512_NAMES(2), K512_NAMES
  * under MXCSR DAZ+FTZ and round-to-nearest like VDPBF16PS. ---- */
 
 #define MR2 5 /* input rows per AVX2 tile: 10 accumulators + 4 weights + 2 inputs */
+#define SMALL_N 16 /* input rows up to which the AVX2 path takes them one by one */
+#define QBLOCK 64 /* column pairs: 16 KiB of a 64-row panel */
 
 /* m input rows (x split as above, ldx floats apart) x 16 weight rows. */
 static inline __attribute__((always_inline)) void
@@ -251,19 +253,21 @@ K256(2)
 K256(3)
 K256(4)
 K256(5)
-/* One input row (decode) x the whole panel, nr groups of 16 rows: 2 * nr
- * independent accumulators, where one group's 2 would wait on FMA latency. */
+/* One input row x the whole panel over kq column pairs, nr groups of 16
+ * rows: 2 * nr independent accumulators, where one group's 2 would wait on
+ * FMA latency. The accumulators continue from accm (zeroed when `first`)
+ * and are left there: each element's chain is the same however the pairs
+ * are cut, and it is tile256's. */
 static inline __attribute__((always_inline)) void
-row256(const float *x, const uint16_t *w, int64_t kp, const float *bv, float *y, int nvalid,
-       const int nr)
+row256(const float *x, const uint16_t *w, int64_t kq, float *accm, int first, const int nr)
 {
     const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
     const int64_t step = (int64_t)nr * 32;
     __m256 acc[8];
 #pragma GCC unroll 8
     for (int j = 0; j < 2 * nr; j++)
-        acc[j] = _mm256_setzero_ps();
-    for (int64_t q = 0; q < kp; q++, w += step) {
+        acc[j] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(accm + j * 8);
+    for (int64_t q = 0; q < kq; q++, w += step) {
         const __m256 xo = _mm256_broadcast_ss(x + 2 * q), xe = _mm256_broadcast_ss(x + 2 * q + 1);
 #pragma GCC unroll 8
         for (int j = 0; j < 2 * nr; j++) {
@@ -273,11 +277,16 @@ row256(const float *x, const uint16_t *w, int64_t kp, const float *bv, float *y,
         }
     }
 #pragma GCC unroll 8
-    for (int j = 0; j < 2 * nr; j++) {
+    for (int j = 0; j < 2 * nr; j++)
+        _mm256_storeu_ps(accm + j * 8, acc[j]);
+}
+
+/* y = acc + bias for the first nvalid of a panel's rows. */
+static void store_row(const float *accm, const float *bv, float *y, int nvalid)
+{
+    for (int j = 0; j * 8 < nvalid; j++) {
         const int left = nvalid - j * 8;
-        if (left <= 0)
-            break;
-        __m256 t = _mm256_add_ps(acc[j], _mm256_loadu_ps(bv + j * 8));
+        __m256 t = _mm256_add_ps(_mm256_loadu_ps(accm + j * 8), _mm256_loadu_ps(bv + j * 8));
         if (left >= 8) {
             _mm256_storeu_ps(y + j * 8, t);
         } else {
@@ -288,18 +297,17 @@ row256(const float *x, const uint16_t *w, int64_t kp, const float *bv, float *y,
     }
 }
 
-#define R256(N)                                                                         \
-    static void r256_##N(const float *x, const uint16_t *w, int64_t kp, const float *bv, \
-                         float *y, int nvalid)                                          \
-    {                                                                                   \
-        row256(x, w, kp, bv, y, nvalid, N);                                             \
+#define R256(N)                                                                          \
+    static void r256_##N(const float *x, const uint16_t *w, int64_t kq, float *accm,    \
+                         int first)                                                      \
+    {                                                                                    \
+        row256(x, w, kq, accm, first, N);                                                \
     }
 R256(1)
 R256(2)
 R256(3)
 R256(4)
-typedef void (*row2_fn)(const float *x, const uint16_t *w, int64_t kp, const float *bv,
-                        float *y, int nvalid);
+typedef void (*row2_fn)(const float *x, const uint16_t *w, int64_t kq, float *accm, int first);
 static const row2_fn rows256[4] = {r256_1, r256_2, r256_3, r256_4};
 
 typedef void (*tile2_fn)(const float *x, int64_t ldx, const uint16_t *w, int64_t step,
@@ -367,8 +375,21 @@ void cpu_matmul_pairs(int n_threads, int native, uint32_t *xbuf, const float *x,
                 tiles512[mr - 1][nr - 1](xbuf + (int64_t)i * kp, kp, wp, kp, bv,
                                          y + (int64_t)i * rows + r0, rows, nvalid);
             }
-            if (!native && n == 1) {
-                rows256[nr - 1](xf, wp, kp, bv, y + r0, nvalid);
+            if (!native && n <= SMALL_N) {
+                /* decode batches: a row at a time over the whole panel (tile256's
+                 * 16-row groups read every fourth line of it, a stream the
+                 * prefetchers served at ~40 % of the bandwidth), the panel cut
+                 * into QBLOCK pairs so that rows after the first read it from L1 */
+                float acc[SMALL_N][PANEL];
+                const int64_t qb = n == 1 ? kp : QBLOCK;
+                for (int64_t q0 = 0; q0 < kp; q0 += qb) {
+                    const int64_t kq = kp - q0 < qb ? kp - q0 : qb;
+                    for (int i = i0; i < i1; i++)
+                        rows256[nr - 1](xf + (int64_t)i * 2 * kp + 2 * q0, wp + q0 * nr * 32, kq,
+                                        acc[i - i0], q0 == 0);
+                }
+                for (int i = i0; i < i1; i++)
+                    store_row(acc[i - i0], bv, y + (int64_t)i * rows + r0, nvalid);
                 continue;
             }
             for (int g = 0; !native && g < nr; g++) /* 16 weight rows at a time */

@@ -105,9 +105,12 @@ static void fill(uint16_t *w, int64_t rows, int64_t cols, float *x, int n, uint1
         bias[r] = f32_to_bf16(frand());
 }
 
+/* {72, 301}: 151 column pairs, three passes of the AVX2 decode-batch path's
+ * 64-pair blocks, the last partial; batches 16 and 17: both sides of its
+ * SMALL_N */
 static const shape shapes[] = {{64, 64}, {160, 64}, {40, 37}, {48, 160}, {200, 98},
-                               {16, 1}, {2, 9}, {130, 70}};
-static const int batch[] = {1, 2, 3, 5, 6, 7, 13, 50};
+                               {16, 1}, {2, 9}, {130, 70}, {72, 301}};
+static const int batch[] = {1, 2, 3, 5, 6, 7, 13, 16, 17, 50};
 
 /* Every shape x batch size x thread count against the model, with and
  * without bias; then each row alone equals the same row in a batch. */
@@ -293,7 +296,7 @@ static void test_f32_kernels_agree(void **state)
         print_message("this CPU has no AVX-512F: the AVX2 float32 kernels alone\n");
     static const shape f32_shapes[] = {{64, 64}, {40, 24}, {17, 40}, {130, 96}, {24, 36},
                                        {200, 160}};
-    static const int f32_batch[] = {4, 5, 6, 7, 12, 13, 50};
+    static const int f32_batch[] = {4, 5, 6, 7, 8, 12, 13, 50};
     for (size_t s = 0; s < sizeof f32_shapes / sizeof f32_shapes[0]; s++) {
         const int64_t rows = f32_shapes[s].rows, cols = f32_shapes[s].cols;
         uint16_t *w = malloc((size_t)(rows * cols) * 2), *bias = malloc((size_t)rows * 2);
