@@ -323,16 +323,74 @@ double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-size_t host_memory_available(void)
+/* The number a one-line file holds, or -1 (missing, unreadable, "max"). */
+static long long file_number(const char *path)
 {
-    FILE *f = fopen("/proc/meminfo", "r");
+    FILE *f = fopen(path, "r");
+    long long v = -1;
+    if (f) {
+        if (fscanf(f, "%lld", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
+/* The value of `name` in a "name value" per line file (memory.stat), or 0. */
+static long long stat_field(const char *path, const char *name)
+{
+    FILE *f = fopen(path, "r");
     if (!f)
         return 0;
-    char line[128];
-    size_t kib = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %zu kB", &kib) == 1)
+    char key[64];
+    long long v, found = 0;
+    while (fscanf(f, "%63s %lld", key, &v) == 2)
+        if (strcmp(key, name) == 0) {
+            found = v;
             break;
+        }
     fclose(f);
-    return kib * 1024;
+    return found;
+}
+
+size_t host_memory_available(void)
+{
+    size_t avail = 0, kib = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[128];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %zu kB", &kib) == 1)
+                break;
+        fclose(f);
+        avail = kib * 1024;
+    }
+    /* In a container (Docker, Kubernetes) /proc/meminfo is the node's: its
+     * cgroup's limit, less what the cgroup uses, counts too. Page cache the
+     * kernel can drop (inactive file pages: most of a mapped checkpoint) is
+     * not counted as used, as the kubelet's working set does not count it. */
+    const char *dir = "/sys/fs/cgroup/", *stat = "memory.stat", *inactive = "inactive_file";
+    char a[64], b[64], c[64];
+    snprintf(a, sizeof a, "%smemory.max", dir);
+    snprintf(b, sizeof b, "%smemory.current", dir);
+    long long limit = file_number(a), used = file_number(b);
+    if (limit < 0) { /* cgroup v1 */
+        dir = "/sys/fs/cgroup/memory/";
+        stat = "memory.stat";
+        inactive = "total_inactive_file";
+        snprintf(a, sizeof a, "%smemory.limit_in_bytes", dir);
+        snprintf(b, sizeof b, "%smemory.usage_in_bytes", dir);
+        limit = file_number(a);
+        used = file_number(b);
+    }
+    if (limit > 0 && used >= 0) {
+        snprintf(c, sizeof c, "%s%s", dir, stat);
+        long long working = used - stat_field(c, inactive);
+        if (working < 0)
+            working = 0;
+        size_t room = limit > working ? (size_t)(limit - working) : 1;
+        if (avail == 0 || room < avail)
+            avail = room;
+    }
+    return avail;
 }

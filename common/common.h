@@ -67,8 +67,9 @@ int utf8_encode(uint32_t cp, char out[4]);
 size_t utf8_complete_prefix(const char *s, size_t n);
 
 double now_seconds(void); /* monotonic clock */
-/* MemAvailable of /proc/meminfo in bytes: what the host can give without
- * swapping; 0 when unknown. */
+/* Bytes of memory this process can still take without swapping or the OOM
+ * killer: /proc/meminfo's MemAvailable, or less where its cgroup's limit
+ * (v2, or v1) leaves less; 0 when unknown. */
 size_t host_memory_available(void);
 
 #endif

@@ -414,8 +414,9 @@ int eng_create(mdl_model *m, const eng_config *c, const int32_t *eos_ids, int n_
         n_blocks = INT32_MAX / (size_t)c->block_size;
     size_t avail = host_pool_room(m);
     if (avail && c->kv_cache_bytes > avail) {
-        err_set(e, "a KV cache of %.1f GiB is more than the %.1f GiB of memory this machine has "
-                "available (MemAvailable); lower the KV cache memory (--kv-cache-memory)",
+        err_set(e, "a KV cache of %.1f GiB is more than the %.1f GiB of memory available to "
+                "this process (MemAvailable, or its container's limit); lower the KV cache "
+                "memory (--kv-cache-memory)",
                 (double)c->kv_cache_bytes / (1 << 30), (double)avail / (1 << 30));
         goto err;
     }

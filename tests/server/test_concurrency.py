@@ -178,24 +178,28 @@ rc = s.p.wait(60)
 s.p.stdout.close()
 check(f"a 100000 GiB KV pool: serve exits 1 (got {rc})", rc == 1, s.stderr()[-800:])
 check("the message names the pool, the memory available and the flag",
-      re.search(r"a KV cache of 100000\.0 GiB is more than the [0-9.]+ GiB of memory this machine "
-                r"has available \(MemAvailable\); lower the KV cache memory \(--kv-cache-memory\)",
+      re.search(r"a KV cache of 100000\.0 GiB is more than the [0-9.]+ GiB of memory available to "
+                r"this process \(MemAvailable, or its container's limit\); lower the KV cache memory "
+                r"\(--kv-cache-memory\)",
                 s.stderr()) is not None, s.stderr()[-800:])
 os.unlink(s.log.name)
 
 
 # serve's default pool (4 GiB) on a host with less memory takes half of what
-# is available instead, and says so. The small host is this one with a
-# /proc/meminfo of 1.91 GiB available bound over the real one in a private
-# mount namespace (needs root, as the suite runs in CI; skipped otherwise).
-d = tempfile.mkdtemp(prefix="inferd-small-host-")
-with open(f"{d}/meminfo", "w") as f:
-    f.write("MemTotal: 3000000 kB\nMemFree: 1000000 kB\nMemAvailable: 2000000 kB\n")
-if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
-    print("skip the small-host test: `unshare -m` is not permitted here")
-else:
-    p = subprocess.Popen(["unshare", "-m", "sh", "-c", 'mount --bind "$0" /proc/meminfo && exec "$@"',
-                          f"{d}/meminfo", INFERD, "serve", f"{MODELS}/qwen3", "--host", "127.0.0.1",
+# is available instead, and says so. The small hosts are this one with files
+# bound over the real ones in a private mount namespace (needs root, as the
+# suite runs in CI; skipped otherwise): a /proc/meminfo of 1.91 GiB available;
+# a cgroup v2 folder (limit 3 GiB, 2 GiB used of which 0.5 GiB inactive page
+# cache: 1.5 GiB left); a cgroup v1 one (2 GiB, 1.5 GiB used, 0.5 inactive).
+def small_host(name, files, target, want):
+    d = tempfile.mkdtemp(prefix="inferd-small-host-")
+    for path, text in files.items():
+        os.makedirs(os.path.dirname(f"{d}/{path}"), exist_ok=True)
+        with open(f"{d}/{path}", "w") as f:
+            f.write(text)
+    src = f"{d}/{next(iter(files))}" if target == "/proc/meminfo" else d
+    p = subprocess.Popen(["unshare", "-m", "sh", "-c", 'mount --bind "$0" "$1" && shift && exec "$@"',
+                          src, target, INFERD, "serve", f"{MODELS}/qwen3", "--host", "127.0.0.1",
                           "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, t0 = [], time.time()
     while time.time() - t0 < 60:
@@ -204,14 +208,27 @@ else:
         if not line or "ready" in line:
             break
     p.send_signal(signal.SIGTERM)
-    rest = p.communicate(timeout=60)[0]
-    text = "".join(out) + rest
-    check("small host: the default KV pool is half of the memory available, and it says so",
-          "inferd: KV cache 0.95 GiB (half of the 1.91 GiB of memory available; "
-          "--kv-cache-memory sets it)" in text, text[-800:])
-    check(f"small host: serve became ready and exits 0 on SIGTERM (got {p.returncode})",
+    text = "".join(out) + p.communicate(timeout=60)[0]
+    check(f"{name}: the default KV pool is half of the memory available, and it says so",
+          f"inferd: KV cache {want}; --kv-cache-memory sets it)" in text, text[-800:])
+    check(f"{name}: serve became ready and exits 0 on SIGTERM (got {p.returncode})",
           any("ready" in l for l in out) and p.returncode == 0, text[-800:])
-shutil.rmtree(d)
+    shutil.rmtree(d)
+
+
+if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+    print("skip the small-host tests: `unshare -m` is not permitted here")
+else:
+    small_host("meminfo 1.91 GiB", {"meminfo": "MemTotal: 3000000 kB\nMemFree: 1000000 kB\n"
+                                               "MemAvailable: 2000000 kB\n"},
+               "/proc/meminfo", "0.95 GiB (half of the 1.91 GiB of memory available")
+    small_host("cgroup v2 1.5 GiB", {"memory.max": "3221225472\n", "memory.current": "2147483648\n",
+                                     "memory.stat": "anon 1\ninactive_file 536870912\nactive_file 2\n"},
+               "/sys/fs/cgroup", "0.75 GiB (half of the 1.50 GiB of memory available")
+    small_host("cgroup v1 1.0 GiB", {"memory/memory.limit_in_bytes": "2147483648\n",
+                                     "memory/memory.usage_in_bytes": "1610612736\n",
+                                     "memory/memory.stat": "cache 1\ntotal_inactive_file 536870912\n"},
+               "/sys/fs/cgroup", "0.50 GiB (half of the 1.00 GiB of memory available")
 
 
 # /health is 503 while the model loads: the --chat-template file (read last)
