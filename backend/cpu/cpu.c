@@ -712,21 +712,66 @@ static void cpu_kv_store(be_backend *b, const float *k, const float *v, int n, i
 /* Causal attention over the paged cache: row t of sequence s attends to its
  * sequence's positions 0..pos[t]. One (row, head) pair per work item. */
 /* Attention weights from raw scores and their maximum, in place. */
-static void softmax_from_max(float *score, int n, float mx)
+/* exp of 8 floats x <= 0: Cephes' expf polynomial after x = n ln2 + r,
+ * relative error about 2e-7; below -87.3 (and -inf) it gives 0. For the
+ * attention softmax and the log-sum-exp; the draw's weights use libm's expf
+ * instead, the float operations of smp_probs, so the CPU draws what the host
+ * sampler draws. */
+static inline __m256 exp8_nonpos(__m256 x)
 {
-    float sum = 0.0f;
-    for (int j = 0; j < n; j++) {
-        score[j] = expf(score[j] - mx);
-        sum += score[j];
-    }
-    float inv = 1.0f / sum;
-    for (int j = 0; j < n; j++)
-        score[j] *= inv;
+    __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, lo);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+                                  23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
 }
 
-/* acc[d] += p[j] * v[j * ldv + d] for j = 0, 1, ... in that order, each
- * product rounded then added (no FMA): per element exactly the scalar loop,
- * 8 dims at a time and 64 held in registers across the rows. */
+/* score[j] = exp(score[j] - mx) / sum, 8 at a time: libm's expf one by one
+ * was a third of a long prompt's attention time (2,048 tokens: ~700 M of
+ * them). The last partial 8 go through the same polynomial, padded with
+ * -inf, so every element's value depends on its score alone. */
+static void softmax_from_max(float *score, int n, float mx)
+{
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 sum8 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 e = exp8_nonpos(_mm256_sub_ps(_mm256_loadu_ps(score + j), vmx));
+        _mm256_storeu_ps(score + j, e);
+        sum8 = _mm256_add_ps(sum8, e);
+    }
+    if (j < n) {
+        float t[8];
+        for (int i = 0; i < 8; i++)
+            t[i] = j + i < n ? score[j + i] : -INFINITY;
+        const __m256 e = exp8_nonpos(_mm256_sub_ps(_mm256_loadu_ps(t), vmx));
+        _mm256_storeu_ps(t, e);
+        sum8 = _mm256_add_ps(sum8, e);
+        memcpy(score + j, t, (size_t)(n - j) * sizeof(float));
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / hsum8(sum8));
+    for (j = 0; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(score + j, _mm256_mul_ps(_mm256_loadu_ps(score + j), inv));
+    for (; j < n; j++)
+        score[j] *= _mm256_cvtss_f32(inv);
+}
+
+/* acc[d] = fma(p[j], v[j * ldv + d], acc[d]) for j = 0, 1, ... in that
+ * order: per element the scalar fmaf loop, 8 dims at a time and 64 held in
+ * registers across the rows. */
 static void weighted_rows(float *acc, int hd, const float *p, int n, const float *v,
                           int64_t ldv)
 {
@@ -741,7 +786,7 @@ static void weighted_rows(float *acc, int hd, const float *p, int n, const float
             const float *vj = v + j * ldv + d0;
 #pragma GCC unroll 8
             for (int u = 0; u < 8; u++)
-                a[u] = _mm256_add_ps(a[u], _mm256_mul_ps(pj, _mm256_loadu_ps(vj + u * 8)));
+                a[u] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + u * 8), a[u]);
         }
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++)
@@ -750,15 +795,18 @@ static void weighted_rows(float *acc, int hd, const float *p, int n, const float
     for (; d0 + 8 <= hd; d0 += 8) {
         __m256 a = _mm256_loadu_ps(acc + d0);
         for (int j = 0; j < n; j++)
-            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(p[j]),
-                                               _mm256_loadu_ps(v + j * ldv + d0)));
+            a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(v + j * ldv + d0), a);
         _mm256_storeu_ps(acc + d0, a);
     }
     for (; d0 < hd; d0++)
         for (int j = 0; j < n; j++)
-            acc[d0] += p[j] * v[j * ldv + d0];
+            acc[d0] = fmaf(p[j], v[j * ldv + d0], acc[d0]);
 }
 
+/* Per token and KV head, the query heads that share it together: each key
+ * is loaded once for 4 of them (dot_4x3: 4 heads x 3 keys), where one head
+ * at a time reloaded every key per head; each score is dot_f32's however
+ * the heads are grouped. */
 static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                           const float *v_cache, int heads, int kv_heads, int head_dim,
                           float scale, const be_attn_layout *l, float *out)
@@ -769,59 +817,79 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
     for (int s = 0; s < l->n_seqs; s++)
         if (l->ctx_len[s] > max_ctx)
             max_ctx = l->ctx_len[s];
+    if (max_ctx < 1)
+        max_ctx = 1;
     int *row_seq = malloc((size_t)(l->n_tokens ? l->n_tokens : 1) * sizeof(int));
     if (!row_seq)
         abort();
     for (int s = 0; s < l->n_seqs; s++)
         for (int t = l->q_start[s]; t < l->q_start[s + 1]; t++)
             row_seq[t] = s;
-    const int64_t items = (int64_t)l->n_tokens * heads;
+    const int64_t items = (int64_t)l->n_tokens * kv_heads;
 #pragma omp parallel num_threads(b->n_threads)
     {
-        float *score = malloc((size_t)(max_ctx ? max_ctx : 1) * sizeof(float));
+        float *scores = malloc((size_t)group * (size_t)max_ctx * sizeof(float));
         float *acc = malloc((size_t)head_dim * sizeof(float));
-        if (!score || !acc)
+        if (!scores || !acc)
             abort();
-#pragma omp for schedule(dynamic, 4)
+#pragma omp for schedule(dynamic, 2)
         for (int64_t it = 0; it < items; it++) {
-            int t = (int)(it / heads), h = (int)(it % heads), kvh = h / group;
+            const int t = (int)(it / kv_heads), kvh = (int)(it % kv_heads);
             const int32_t *bt = l->block_table + (int64_t)row_seq[t] * l->max_blocks;
-            int n_keys = l->pos[t] + 1;
-            const float *qv = q + ((int64_t)t * heads + h) * head_dim;
-            /* Keys block by block: 4 dot products at once, each the same
-             * operations as dot_f32. */
+            const int n_keys = l->pos[t] + 1;
+            const float *qg = q + ((int64_t)t * heads + (int64_t)kvh * group) * head_dim;
             for (int j = 0, blk = 0; j < n_keys; blk++) {
                 const int m = n_keys - j < l->block_size ? n_keys - j : l->block_size;
                 const float *kb = k_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
                                   kvh * head_dim;
-                int i = 0;
-                for (; i + 4 <= m; i += 4)
-                    dot_1x4(qv, kb + (int64_t)i * kv_dim, kv_dim, head_dim, score + j + i);
-                for (; i < m; i++)
-                    score[j + i] = dot_f32(qv, kb + (int64_t)i * kv_dim, head_dim);
+                int g = 0;
+                for (; g + 4 <= group; g += 4) {
+                    float *sg = scores + (int64_t)g * max_ctx + j;
+                    int i = 0;
+                    for (; i + 3 <= m; i += 3)
+                        dot_4x3(qg + (int64_t)g * head_dim, head_dim, kb + (int64_t)i * kv_dim,
+                                kv_dim, head_dim, sg + i, max_ctx);
+                    for (; i < m; i++)
+                        for (int k = 0; k < 4; k++)
+                            sg[(int64_t)k * max_ctx + i] =
+                                dot_f32(qg + (int64_t)(g + k) * head_dim,
+                                        kb + (int64_t)i * kv_dim, head_dim);
+                }
+                for (; g < group; g++) {
+                    const float *qv = qg + (int64_t)g * head_dim;
+                    float *sg = scores + (int64_t)g * max_ctx + j;
+                    int i = 0;
+                    for (; i + 4 <= m; i += 4)
+                        dot_1x4(qv, kb + (int64_t)i * kv_dim, kv_dim, head_dim, sg + i);
+                    for (; i < m; i++)
+                        sg[i] = dot_f32(qv, kb + (int64_t)i * kv_dim, head_dim);
+                }
                 j += m;
             }
-            float mx = -INFINITY;
-            for (int j = 0; j < n_keys; j++) {
-                float sc = score[j] * scale;
-                score[j] = sc;
-                if (sc > mx)
-                    mx = sc;
+            for (int g = 0; g < group; g++) {
+                float *score = scores + (int64_t)g * max_ctx;
+                float mx = -INFINITY;
+                for (int j = 0; j < n_keys; j++) {
+                    float sc = score[j] * scale;
+                    score[j] = sc;
+                    if (sc > mx)
+                        mx = sc;
+                }
+                softmax_from_max(score, n_keys, mx);
+                memset(acc, 0, (size_t)head_dim * sizeof(float));
+                for (int j = 0, blk = 0; j < n_keys; blk++) {
+                    const int m = n_keys - j < l->block_size ? n_keys - j : l->block_size;
+                    weighted_rows(acc, head_dim, score + j, m,
+                                  v_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
+                                      kvh * head_dim,
+                                  kv_dim);
+                    j += m;
+                }
+                memcpy(out + ((int64_t)t * heads + (int64_t)kvh * group + g) * head_dim, acc,
+                       (size_t)head_dim * sizeof(float));
             }
-            softmax_from_max(score, n_keys, mx);
-            memset(acc, 0, (size_t)head_dim * sizeof(float));
-            for (int j = 0, blk = 0; j < n_keys; blk++) {
-                const int m = n_keys - j < l->block_size ? n_keys - j : l->block_size;
-                weighted_rows(acc, head_dim, score + j, m,
-                              v_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
-                                  kvh * head_dim,
-                              kv_dim);
-                j += m;
-            }
-            memcpy(out + ((int64_t)t * heads + h) * head_dim, acc,
-                   (size_t)head_dim * sizeof(float));
         }
-        free(score);
+        free(scores);
         free(acc);
     }
     free(row_seq);
@@ -968,33 +1036,6 @@ static void cpu_attention_full(be_backend *bk, const float *q, const float *k, c
 }
 
 /* ---- sampling ---- */
-
-/* exp of 8 floats x <= 0, for the log-sum-exp only: Cephes' expf
- * polynomial after x = n ln2 + r, relative error about 2e-7; below -87.3
- * (and -inf) it gives 0. The draw's weights use libm's expf instead, the
- * float operations of smp_probs, so the CPU draws what the host sampler
- * draws. */
-static inline __m256 exp8_nonpos(__m256 x)
-{
-    __m256 lo = _mm256_set1_ps(-87.3f);
-    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_max_ps(x, lo);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r);
-    y = _mm256_add_ps(y, _mm256_set1_ps(1));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-                                  23);
-    return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
-}
 
 /* log-sum-exp of l[0..n) whose max is mx: float terms, float64 sums */
 static double log_sum_exp(const float *l, int n, float mx)
