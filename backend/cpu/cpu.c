@@ -803,96 +803,133 @@ static void weighted_rows(float *acc, int hd, const float *p, int n, const float
             acc[d0] = fmaf(p[j], v[j * ldv + d0], acc[d0]);
 }
 
-/* Per token and KV head, the query heads that share it together: each key
- * is loaded once for 4 of them (dot_4x3: 4 heads x 3 keys), where one head
- * at a time reloaded every key per head; each score is dot_f32's however
- * the heads are grouped. */
+#define ATT_TOKENS 8 /* a sequence's query tokens that one attention item takes */
+
+/* Scores of one token's `group` query heads (qg) against keys kb[0..m): 4
+ * heads x 3 keys at a time (dot_4x3), each key loaded once for 4 heads;
+ * every score is dot_f32's however the heads are grouped. */
+static void group_scores(const float *qg, int group, int head_dim, const float *kb, int kv_dim,
+                         int m, float *s, int64_t lds)
+{
+    int g = 0;
+    for (; g + 4 <= group; g += 4) {
+        float *sg = s + (int64_t)g * lds;
+        int i = 0;
+        for (; i + 3 <= m; i += 3)
+            dot_4x3(qg + (int64_t)g * head_dim, head_dim, kb + (int64_t)i * kv_dim, kv_dim,
+                    head_dim, sg + i, lds);
+        for (; i < m; i++)
+            for (int k = 0; k < 4; k++)
+                sg[(int64_t)k * lds + i] =
+                    dot_f32(qg + (int64_t)(g + k) * head_dim, kb + (int64_t)i * kv_dim, head_dim);
+    }
+    for (; g < group; g++) {
+        const float *qv = qg + (int64_t)g * head_dim;
+        float *sg = s + (int64_t)g * lds;
+        int i = 0;
+        for (; i + 4 <= m; i += 4)
+            dot_1x4(qv, kb + (int64_t)i * kv_dim, kv_dim, head_dim, sg + i);
+        for (; i < m; i++)
+            sg[i] = dot_f32(qv, kb + (int64_t)i * kv_dim, head_dim);
+    }
+}
+
+/* An item is up to ATT_TOKENS consecutive query tokens of one sequence and
+ * one KV head, with the query heads that share it: each block of keys and
+ * of values is read once for all of them while it is in L1 (one token and
+ * head at a time read a long prompt's whole K and V from L3 per row). Per
+ * row it is the same work in the same order as one row alone: the scores
+ * (dot_f32's), the softmax, then the value rows block after block into the
+ * row's accumulator, so results do not depend on the batch. */
 static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                           const float *v_cache, int heads, int kv_heads, int head_dim,
                           float scale, const be_attn_layout *l, float *out)
 {
     cpu_backend *b = (cpu_backend *)bk;
     const int group = heads / kv_heads, kv_dim = kv_heads * head_dim;
-    int max_ctx = 0;
-    for (int s = 0; s < l->n_seqs; s++)
+    const int rows_max = ATT_TOKENS * group;
+    int max_ctx = 1, n_chunks = 0;
+    for (int s = 0; s < l->n_seqs; s++) {
         if (l->ctx_len[s] > max_ctx)
             max_ctx = l->ctx_len[s];
-    if (max_ctx < 1)
-        max_ctx = 1;
-    int *row_seq = malloc((size_t)(l->n_tokens ? l->n_tokens : 1) * sizeof(int));
-    if (!row_seq)
+        n_chunks += (l->q_start[s + 1] - l->q_start[s] + ATT_TOKENS - 1) / ATT_TOKENS;
+    }
+    int *chunk_seq = malloc((size_t)(n_chunks ? n_chunks : 1) * 2 * sizeof(int));
+    if (!chunk_seq)
         abort();
-    for (int s = 0; s < l->n_seqs; s++)
-        for (int t = l->q_start[s]; t < l->q_start[s + 1]; t++)
-            row_seq[t] = s;
-    const int64_t items = (int64_t)l->n_tokens * kv_heads;
+    for (int s = 0, c = 0; s < l->n_seqs; s++)
+        for (int t = l->q_start[s]; t < l->q_start[s + 1]; t += ATT_TOKENS, c++) {
+            chunk_seq[2 * c] = s;
+            chunk_seq[2 * c + 1] = t;
+        }
+    const int64_t items = (int64_t)n_chunks * kv_heads;
 #pragma omp parallel num_threads(b->n_threads)
     {
-        float *scores = malloc((size_t)group * (size_t)max_ctx * sizeof(float));
-        float *acc = malloc((size_t)head_dim * sizeof(float));
+        float *scores = malloc((size_t)rows_max * (size_t)max_ctx * sizeof(float));
+        float *acc = malloc((size_t)rows_max * (size_t)head_dim * sizeof(float));
         if (!scores || !acc)
             abort();
-#pragma omp for schedule(dynamic, 2)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
-            const int t = (int)(it / kv_heads), kvh = (int)(it % kv_heads);
-            const int32_t *bt = l->block_table + (int64_t)row_seq[t] * l->max_blocks;
-            const int n_keys = l->pos[t] + 1;
-            const float *qg = q + ((int64_t)t * heads + (int64_t)kvh * group) * head_dim;
-            for (int j = 0, blk = 0; j < n_keys; blk++) {
-                const int m = n_keys - j < l->block_size ? n_keys - j : l->block_size;
+            /* last chunks first: they have the most keys, and taken last
+             * they would leave one thread finishing alone */
+            const int c = n_chunks - 1 - (int)(it / kv_heads), kvh = (int)(it % kv_heads);
+            const int s = chunk_seq[2 * c], t0 = chunk_seq[2 * c + 1];
+            const int t1 = t0 + ATT_TOKENS < l->q_start[s + 1] ? t0 + ATT_TOKENS
+                                                                 : l->q_start[s + 1];
+            const int32_t *bt = l->block_table + (int64_t)s * l->max_blocks;
+            int keys_max = 0;
+            for (int t = t0; t < t1; t++)
+                if (l->pos[t] + 1 > keys_max)
+                    keys_max = l->pos[t] + 1;
+            for (int j = 0, blk = 0; j < keys_max; j += l->block_size, blk++) {
                 const float *kb = k_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
                                   kvh * head_dim;
-                int g = 0;
-                for (; g + 4 <= group; g += 4) {
-                    float *sg = scores + (int64_t)g * max_ctx + j;
-                    int i = 0;
-                    for (; i + 3 <= m; i += 3)
-                        dot_4x3(qg + (int64_t)g * head_dim, head_dim, kb + (int64_t)i * kv_dim,
-                                kv_dim, head_dim, sg + i, max_ctx);
-                    for (; i < m; i++)
-                        for (int k = 0; k < 4; k++)
-                            sg[(int64_t)k * max_ctx + i] =
-                                dot_f32(qg + (int64_t)(g + k) * head_dim,
-                                        kb + (int64_t)i * kv_dim, head_dim);
+                for (int t = t0; t < t1; t++) {
+                    const int m = l->pos[t] + 1 - j < l->block_size ? l->pos[t] + 1 - j
+                                                                    : l->block_size;
+                    if (m > 0)
+                        group_scores(q + ((int64_t)t * heads + (int64_t)kvh * group) * head_dim,
+                                     group, head_dim, kb, kv_dim, m,
+                                     scores + (int64_t)(t - t0) * group * max_ctx + j, max_ctx);
                 }
-                for (; g < group; g++) {
-                    const float *qv = qg + (int64_t)g * head_dim;
-                    float *sg = scores + (int64_t)g * max_ctx + j;
-                    int i = 0;
-                    for (; i + 4 <= m; i += 4)
-                        dot_1x4(qv, kb + (int64_t)i * kv_dim, kv_dim, head_dim, sg + i);
-                    for (; i < m; i++)
-                        sg[i] = dot_f32(qv, kb + (int64_t)i * kv_dim, head_dim);
-                }
-                j += m;
             }
-            for (int g = 0; g < group; g++) {
-                float *score = scores + (int64_t)g * max_ctx;
-                float mx = -INFINITY;
-                for (int j = 0; j < n_keys; j++) {
-                    float sc = score[j] * scale;
-                    score[j] = sc;
-                    if (sc > mx)
-                        mx = sc;
+            for (int t = t0; t < t1; t++)
+                for (int g = 0; g < group; g++) {
+                    const int n_keys = l->pos[t] + 1;
+                    float *score = scores + ((int64_t)(t - t0) * group + g) * max_ctx;
+                    float mx = -INFINITY;
+                    for (int j = 0; j < n_keys; j++) {
+                        float sc = score[j] * scale;
+                        score[j] = sc;
+                        if (sc > mx)
+                            mx = sc;
+                    }
+                    softmax_from_max(score, n_keys, mx);
                 }
-                softmax_from_max(score, n_keys, mx);
-                memset(acc, 0, (size_t)head_dim * sizeof(float));
-                for (int j = 0, blk = 0; j < n_keys; blk++) {
-                    const int m = n_keys - j < l->block_size ? n_keys - j : l->block_size;
-                    weighted_rows(acc, head_dim, score + j, m,
-                                  v_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
-                                      kvh * head_dim,
-                                  kv_dim);
-                    j += m;
+            memset(acc, 0, (size_t)(t1 - t0) * group * head_dim * sizeof(float));
+            for (int j = 0, blk = 0; j < keys_max; j += l->block_size, blk++) {
+                const float *vb = v_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
+                                  kvh * head_dim;
+                for (int t = t0; t < t1; t++) {
+                    const int m = l->pos[t] + 1 - j < l->block_size ? l->pos[t] + 1 - j
+                                                                    : l->block_size;
+                    for (int g = 0; m > 0 && g < group; g++) {
+                        const int64_t r = (int64_t)(t - t0) * group + g;
+                        weighted_rows(acc + r * head_dim, head_dim, scores + r * max_ctx + j, m,
+                                      vb, kv_dim);
+                    }
                 }
-                memcpy(out + ((int64_t)t * heads + (int64_t)kvh * group + g) * head_dim, acc,
-                       (size_t)head_dim * sizeof(float));
             }
+            for (int t = t0; t < t1; t++)
+                memcpy(out + ((int64_t)t * heads + (int64_t)kvh * group) * head_dim,
+                       acc + (int64_t)(t - t0) * group * head_dim,
+                       (size_t)group * head_dim * sizeof(float));
         }
         free(scores);
         free(acc);
     }
-    free(row_seq);
+    free(chunk_seq);
 }
 
 static void cpu_silu_mul(be_backend *bk, const float *gate, const float *up, size_t n,
