@@ -835,25 +835,30 @@ static void group_scores(const float *qg, int group, int head_dim, const float *
 }
 
 /* An item is up to ATT_TOKENS consecutive query tokens of one sequence and
- * one KV head, with the query heads that share it: each block of keys and
- * of values is read once for all of them while it is in L1 (one token and
- * head at a time read a long prompt's whole K and V from L3 per row). Per
- * row it is the same work in the same order as one row alone: the scores
- * (dot_f32's), the softmax, then the value rows block after block into the
- * row's accumulator, so results do not depend on the batch. */
+ * one KV head, with the query heads that share it (all of them, or a part
+ * where there would be fewer items than threads, as in a one-sequence
+ * decode step): each block of keys and of values is read once for all
+ * their rows while it is in L1 (one token and head at a time read a long
+ * prompt's whole K and V from L3 per row). Per row it is the same work in
+ * the same order as one row alone: the scores (dot_f32's), the softmax,
+ * then the value rows block after block into the row's accumulator, so
+ * results do not depend on the batch or on the items. */
 static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                           const float *v_cache, int heads, int kv_heads, int head_dim,
                           float scale, const be_attn_layout *l, float *out)
 {
     cpu_backend *b = (cpu_backend *)bk;
     const int group = heads / kv_heads, kv_dim = kv_heads * head_dim;
-    const int rows_max = ATT_TOKENS * group;
     int max_ctx = 1, n_chunks = 0;
     for (int s = 0; s < l->n_seqs; s++) {
         if (l->ctx_len[s] > max_ctx)
             max_ctx = l->ctx_len[s];
         n_chunks += (l->q_start[s + 1] - l->q_start[s] + ATT_TOKENS - 1) / ATT_TOKENS;
     }
+    int parts = 1; /* of a KV head's query heads */
+    while (parts < group && (int64_t)n_chunks * kv_heads * parts < 2 * b->n_threads)
+        parts++;
+    const int per_part = (group + parts - 1) / parts, rows_max = ATT_TOKENS * per_part;
     int *chunk_seq = malloc((size_t)(n_chunks ? n_chunks : 1) * 2 * sizeof(int));
     if (!chunk_seq)
         abort();
@@ -862,7 +867,7 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
             chunk_seq[2 * c] = s;
             chunk_seq[2 * c + 1] = t;
         }
-    const int64_t items = (int64_t)n_chunks * kv_heads;
+    const int64_t items = (int64_t)n_chunks * kv_heads * parts;
 #pragma omp parallel num_threads(b->n_threads)
     {
         float *scores = malloc((size_t)rows_max * (size_t)max_ctx * sizeof(float));
@@ -873,7 +878,13 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
         for (int64_t it = 0; it < items; it++) {
             /* last chunks first: they have the most keys, and taken last
              * they would leave one thread finishing alone */
-            const int c = n_chunks - 1 - (int)(it / kv_heads), kvh = (int)(it % kv_heads);
+            const int c = n_chunks - 1 - (int)(it / ((int64_t)kv_heads * parts));
+            const int kvh = (int)(it / parts % kv_heads), part = (int)(it % parts);
+            const int g0 = part * per_part;
+            const int ng = group - g0 < per_part ? group - g0 : per_part;
+            if (ng <= 0)
+                continue;
+            const int h0 = kvh * group + g0; /* the item's first query head */
             const int s = chunk_seq[2 * c], t0 = chunk_seq[2 * c + 1];
             const int t1 = t0 + ATT_TOKENS < l->q_start[s + 1] ? t0 + ATT_TOKENS
                                                                  : l->q_start[s + 1];
@@ -889,15 +900,15 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                     const int m = l->pos[t] + 1 - j < l->block_size ? l->pos[t] + 1 - j
                                                                     : l->block_size;
                     if (m > 0)
-                        group_scores(q + ((int64_t)t * heads + (int64_t)kvh * group) * head_dim,
-                                     group, head_dim, kb, kv_dim, m,
-                                     scores + (int64_t)(t - t0) * group * max_ctx + j, max_ctx);
+                        group_scores(q + ((int64_t)t * heads + h0) * head_dim, ng, head_dim, kb,
+                                     kv_dim, m, scores + (int64_t)(t - t0) * ng * max_ctx + j,
+                                     max_ctx);
                 }
             }
             for (int t = t0; t < t1; t++)
-                for (int g = 0; g < group; g++) {
+                for (int g = 0; g < ng; g++) {
                     const int n_keys = l->pos[t] + 1;
-                    float *score = scores + ((int64_t)(t - t0) * group + g) * max_ctx;
+                    float *score = scores + ((int64_t)(t - t0) * ng + g) * max_ctx;
                     float mx = -INFINITY;
                     for (int j = 0; j < n_keys; j++) {
                         float sc = score[j] * scale;
@@ -907,24 +918,24 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                     }
                     softmax_from_max(score, n_keys, mx);
                 }
-            memset(acc, 0, (size_t)(t1 - t0) * group * head_dim * sizeof(float));
+            memset(acc, 0, (size_t)(t1 - t0) * ng * head_dim * sizeof(float));
             for (int j = 0, blk = 0; j < keys_max; j += l->block_size, blk++) {
                 const float *vb = v_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
                                   kvh * head_dim;
                 for (int t = t0; t < t1; t++) {
                     const int m = l->pos[t] + 1 - j < l->block_size ? l->pos[t] + 1 - j
                                                                     : l->block_size;
-                    for (int g = 0; m > 0 && g < group; g++) {
-                        const int64_t r = (int64_t)(t - t0) * group + g;
+                    for (int g = 0; m > 0 && g < ng; g++) {
+                        const int64_t r = (int64_t)(t - t0) * ng + g;
                         weighted_rows(acc + r * head_dim, head_dim, scores + r * max_ctx + j, m,
                                       vb, kv_dim);
                     }
                 }
             }
             for (int t = t0; t < t1; t++)
-                memcpy(out + ((int64_t)t * heads + (int64_t)kvh * group) * head_dim,
-                       acc + (int64_t)(t - t0) * group * head_dim,
-                       (size_t)group * head_dim * sizeof(float));
+                memcpy(out + ((int64_t)t * heads + h0) * head_dim,
+                       acc + (int64_t)(t - t0) * ng * head_dim,
+                       (size_t)ng * head_dim * sizeof(float));
         }
         free(scores);
         free(acc);
