@@ -37,7 +37,9 @@ static void serve_usage(FILE *f)
         "                              /tokenize and /detokenize (default: $INFERD_API_KEY)\n"
         "  --max-model-len N           prompt + output tokens at most (default: the model's)\n"
         "  --max-num-seqs N            requests in the running batch at most (default 256)\n"
-        "  --max-num-batched-tokens N  tokens per engine step (default 2048)\n"
+        "  --max-num-batched-tokens N  tokens per engine step (default 2048 on a GPU,\n"
+        "                              512 on the CPU: a step that long stalls the\n"
+        "                              running streams for seconds there)\n"
         "  --kv-cache-memory SIZE      KV cache pool, e.g. 512MiB, 4GiB (default on the\n"
         "                              CPU: 4GiB or half the memory available if less;\n"
         "                              on a GPU: what --gpu-memory-utilization leaves)\n"
@@ -177,7 +179,7 @@ int cli_serve(int argc, char **argv)
     };
     const char *host = "0.0.0.0", *name = NULL, *key = getenv("INFERD_API_KEY");
     const char *dir = NULL, *tmpl_path = NULL, *device = "cpu", *precision = NULL;
-    long port = 8000, maxlen = 0, seqs = 256, batched = 2048, threads = 0, seed = 0;
+    long port = 8000, maxlen = 0, seqs = 256, batched = 0, threads = 0, seed = 0;
     long max_logprobs = 20, maxreq = 32L << 20, queue = 1024;
     double shutdown_timeout = 30;
     size_t kv_bytes = (size_t)4 << 30;
@@ -338,6 +340,11 @@ int cli_serve(int argc, char **argv)
     }
     ec.kv_cache_bytes = kv_bytes;
     ec.max_num_seqs = (int)seqs;
+    /* On the CPU a step's prompt tokens are compute-bound at ~5 ms each
+     * (0.5B model, 2 cores): 2,048 of them held every running stream ~10 s,
+     * 512 held it ~2.5 s at the same throughput (bench/NOTES.md). */
+    if (batched == 0)
+        batched = on_device ? 2048 : seqs > 512 ? seqs : 512;
     ec.max_num_batched_tokens = (int)batched;
     ec.max_model_len = (int)maxlen;
     ec.enable_prefix_caching = prefix_caching;

@@ -1,9 +1,10 @@
 """INFERD_STEP_LOG end to end: the real `inferd serve` on the bundled demo
-model writes one line per engine step to the file the variable names. Two
+model writes one line per engine step to the file the variable names. Three
 greedy /v1/completions requests (Python requests), one after the other, then
 SIGTERM; the file has its header and one well-formed line per step: step
-numbers strictly increasing, a prefill step per request whose prompt_tokens
-is the prompt's length (usage.prompt_tokens, prefix caching off so every
+numbers strictly increasing, per request prefill steps of at most 512 tokens
+(the CPU's default --max-num-batched-tokens) whose prompt_tokens add up to
+the prompt's length (usage.prompt_tokens, prefix caching off so every
 prompt token is computed), decode-only steps with the context growing by one,
 and the prompt tokens over all lines adding up to those of the requests.
 The lines are in the file while the server still runs (line-buffered).
@@ -38,9 +39,11 @@ step_log = os.path.join(tmp, "steps.log")
 
 # --- The log of a serving run -------------------------------------------
 with start(step_log) as srv:
-    usages = [complete(srv, "题目：静夜思", 5), complete(srv, "写一首关于春天的诗，要有花", 3)]
+    # the third prompt is longer than the CPU's default step of 512 tokens
+    usages = [complete(srv, "题目：静夜思", 5), complete(srv, "写一首关于春天的诗，要有花", 3),
+              complete(srv, "春" * 300 + "秋" * 300, 2)]
     live = open(step_log).read().splitlines()
-    want_steps = sum(u["completion_tokens"] for u in usages)
+    want_steps = sum(u["completion_tokens"] + (u["prompt_tokens"] - 1) // 512 for u in usages)
     check(f"while the server runs the file already holds every step ({want_steps})",
           len(live) == 1 + want_steps, live)
 print("usages:", usages)
@@ -76,15 +79,17 @@ want = sum(u["prompt_tokens"] for u in usages)
 check(f"prompt tokens over all lines = usage.prompt_tokens summed ({want})",
       sum(r[2] for r in rows) == want, [r[2] for r in rows])
 
-# The requests ran one after the other, so the steps are: per request, one
-# prefill step of the whole prompt (seqs 1, max_ctx = prompt length), then
+# The requests ran one after the other, so the steps are: per request, its
+# prompt in steps of at most 512 tokens (the CPU's default
+# --max-num-batched-tokens; seqs 1, max_ctx = the tokens so far), then
 # completion_tokens - 1 decode steps of one row whose context grows by one.
+check("the long prompt is longer than one step", usages[2]["prompt_tokens"] > 512, usages)
 expect = []
 for u in usages:
     n = u["prompt_tokens"]
-    expect.append([1, n, 0, n])
+    expect += [[1, min(512, n - d), 0, min(n, d + 512)] for d in range(0, n, 512)]
     expect += [[1, 0, 1, n + k] for k in range(1, u["completion_tokens"])]
-check("steps match the two requests (seqs prompt_tokens decode_rows max_ctx)",
+check("steps match the three requests (seqs prompt_tokens decode_rows max_ctx)",
       [r[1:5] for r in rows] == expect, ([r[1:5] for r in rows], expect))
 
 # --- A log that cannot be opened ----------------------------------------
