@@ -368,29 +368,31 @@ size_t host_memory_available(void)
     /* In a container (Docker, Kubernetes) /proc/meminfo is the node's: its
      * cgroup's limit, less what the cgroup uses, counts too. Page cache the
      * kernel can drop (inactive file pages: most of a mapped checkpoint) is
-     * not counted as used, as the kubelet's working set does not count it. */
-    const char *dir = "/sys/fs/cgroup/", *stat = "memory.stat", *inactive = "inactive_file";
-    char a[64], b[64], c[64];
-    snprintf(a, sizeof a, "%smemory.max", dir);
-    snprintf(b, sizeof b, "%smemory.current", dir);
-    long long limit = file_number(a), used = file_number(b);
-    if (limit < 0) { /* cgroup v1 */
-        dir = "/sys/fs/cgroup/memory/";
-        stat = "memory.stat";
-        inactive = "total_inactive_file";
-        snprintf(a, sizeof a, "%smemory.limit_in_bytes", dir);
-        snprintf(b, sizeof b, "%smemory.usage_in_bytes", dir);
-        limit = file_number(a);
-        used = file_number(b);
-    }
-    if (limit > 0 && used >= 0) {
-        snprintf(c, sizeof c, "%s%s", dir, stat);
-        long long working = used - stat_field(c, inactive);
-        if (working < 0)
-            working = 0;
-        size_t room = limit > working ? (size_t)(limit - working) : 1;
-        if (avail == 0 || room < avail)
-            avail = room;
+     * not counted as used, as the kubelet's working set does not count it.
+     * cgroup v2 where its limit file is there, else v1. */
+    static const struct {
+        const char *limit, *used, *stat, *inactive;
+    } cgroups[] = {
+        {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current",
+         "/sys/fs/cgroup/memory.stat", "inactive_file"},
+        {"/sys/fs/cgroup/memory/memory.limit_in_bytes",
+         "/sys/fs/cgroup/memory/memory.usage_in_bytes", "/sys/fs/cgroup/memory/memory.stat",
+         "total_inactive_file"},
+    };
+    for (size_t i = 0; i < sizeof cgroups / sizeof cgroups[0]; i++) {
+        const long long limit = file_number(cgroups[i].limit);
+        if (limit < 0)
+            continue;
+        const long long used = file_number(cgroups[i].used);
+        if (limit > 0 && used >= 0) {
+            long long working = used - stat_field(cgroups[i].stat, cgroups[i].inactive);
+            if (working < 0)
+                working = 0;
+            size_t room = limit > working ? (size_t)(limit - working) : 1;
+            if (avail == 0 || room < avail)
+                avail = room;
+        }
+        break;
     }
     return avail;
 }

@@ -195,6 +195,18 @@ static const tile_fn tiles512[MR][4] = {K512_NAMES(1), K512_NAMES(2), K512_NAMES
 #define SMALL_N 16 /* input rows up to which the AVX2 path takes them one by one */
 #define QBLOCK 64 /* column pairs: 16 KiB of a 64-row panel */
 
+/* The first `left` (all 8 when left >= 8) lanes of t to y. */
+static inline void store8(float *y, __m256 t, int left)
+{
+    if (left >= 8) {
+        _mm256_storeu_ps(y, t);
+    } else {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, t);
+        memcpy(y, tmp, (size_t)left * sizeof(float));
+    }
+}
+
 /* m input rows (x split as above, ldx floats apart) x 16 weight rows. */
 static inline __attribute__((always_inline)) void
 tile256(const float *x, int64_t ldx, const uint16_t *w, int64_t step, int64_t kp,
@@ -229,16 +241,8 @@ tile256(const float *x, int64_t ldx, const uint16_t *w, int64_t step, int64_t kp
             break;
         const __m256 b = _mm256_loadu_ps(bv + h * 8);
 #pragma GCC unroll 8
-        for (int i = 0; i < m; i++) {
-            __m256 t = _mm256_add_ps(acc[i][h], b);
-            if (left >= 8) {
-                _mm256_storeu_ps(y + i * ldy + h * 8, t);
-            } else {
-                float tmp[8];
-                _mm256_storeu_ps(tmp, t);
-                memcpy(y + i * ldy + h * 8, tmp, (size_t)left * sizeof(float));
-            }
-        }
+        for (int i = 0; i < m; i++)
+            store8(y + i * ldy + h * 8, _mm256_add_ps(acc[i][h], b), left);
     }
 }
 
@@ -284,17 +288,9 @@ row256(const float *x, const uint16_t *w, int64_t kq, float *accm, int first, co
 /* y = acc + bias for the first nvalid of a panel's rows. */
 static void store_row(const float *accm, const float *bv, float *y, int nvalid)
 {
-    for (int j = 0; j * 8 < nvalid; j++) {
-        const int left = nvalid - j * 8;
-        __m256 t = _mm256_add_ps(_mm256_loadu_ps(accm + j * 8), _mm256_loadu_ps(bv + j * 8));
-        if (left >= 8) {
-            _mm256_storeu_ps(y + j * 8, t);
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, t);
-            memcpy(y + j * 8, tmp, (size_t)left * sizeof(float));
-        }
-    }
+    for (int j = 0; j * 8 < nvalid; j++)
+        store8(y + j * 8, _mm256_add_ps(_mm256_loadu_ps(accm + j * 8), _mm256_loadu_ps(bv + j * 8)),
+               nvalid - j * 8);
 }
 
 #define R256(N)                                                                          \

@@ -834,6 +834,14 @@ static void group_scores(const float *qg, int group, int head_dim, const float *
     }
 }
 
+/* The keys of the block that starts at key j which token t attends to:
+ * up to a block, fewer in its last one, none past its position. */
+static inline int block_keys(const be_attn_layout *l, int t, int j)
+{
+    const int left = l->pos[t] + 1 - j;
+    return left < l->block_size ? left : l->block_size;
+}
+
 /* An item is up to ATT_TOKENS consecutive query tokens of one sequence and
  * one KV head, with the query heads that share it (all of them, or a part
  * where there would be fewer items than threads, as in a one-sequence
@@ -897,8 +905,7 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                 const float *kb = k_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
                                   kvh * head_dim;
                 for (int t = t0; t < t1; t++) {
-                    const int m = l->pos[t] + 1 - j < l->block_size ? l->pos[t] + 1 - j
-                                                                    : l->block_size;
+                    const int m = block_keys(l, t, j);
                     if (m > 0)
                         group_scores(q + ((int64_t)t * heads + h0) * head_dim, ng, head_dim, kb,
                                      kv_dim, m, scores + (int64_t)(t - t0) * ng * max_ctx + j,
@@ -923,8 +930,7 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                 const float *vb = v_cache + (int64_t)bt[blk] * l->block_size * kv_dim +
                                   kvh * head_dim;
                 for (int t = t0; t < t1; t++) {
-                    const int m = l->pos[t] + 1 - j < l->block_size ? l->pos[t] + 1 - j
-                                                                    : l->block_size;
+                    const int m = block_keys(l, t, j);
                     for (int g = 0; m > 0 && g < ng; g++) {
                         const int64_t r = (int64_t)(t - t0) * ng + g;
                         weighted_rows(acc + r * head_dim, head_dim, scores + r * max_ctx + j, m,
