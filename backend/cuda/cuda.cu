@@ -116,10 +116,10 @@ typedef struct cu_backend {
     cudaEvent_t up_done[2];    /* the copy out of up_buf[i] finished */
     int up_next, up_threads;
     int att_split;             /* INFERD_CUDA_ATT=split: the one-key-at-a-time split-KV kernels */
-    int gemv_v3;               /* INFERD_CUDA_GEMV=v3: gemv1_kernel for one input row */
+    int gemv_v3;               /* gemv1_kernel for one input row; INFERD_CUDA_GEMV=v2 turns it off */
     int use_pdl;               /* INFERD_CUDA_PDL=1: programmatic dependent launch */
     int use_lt;                /* INFERD_CUDA_LT=1: cuBLASLt, algorithm timed per shape */
-    int fuse_half;             /* INFERD_CUDA_FUSE=half: run_silu_gemm, run_add_rmsnorm */
+    int fuse_half;             /* run_silu_gemm, run_add_rmsnorm; INFERD_CUDA_FUSE=float turns them off */
     cublasLtHandle_t lt_handle;
     void *lt_ws;               /* cuBLASLt's workspace */
     struct lt_choice *lt;      /* the timed choices */
@@ -3554,13 +3554,13 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->att_f32pre = pf && strcmp(pf, "f32") == 0;
     const char *gq = getenv("INFERD_CUDA_GQA");
     b->att_no_gqa = gq && strcmp(gq, "0") == 0;
-    b->gemv_v3 = gv && strcmp(gv, "v3") == 0;
+    b->gemv_v3 = !(gv && strcmp(gv, "v2") == 0);
     const char *pd = getenv("INFERD_CUDA_PDL"), *lt = getenv("INFERD_CUDA_LT");
     b->use_lt = lt && strcmp(lt, "1") == 0;
     const char *ug = getenv("INFERD_CUDA_GRAPH"), *uf = getenv("INFERD_CUDA_FUSE");
     b->use_graph = !(ug && strcmp(ug, "0") == 0);
     b->use_fuse = !(uf && strcmp(uf, "0") == 0);
-    b->fuse_half = uf && strcmp(uf, "half") == 0;
+    b->fuse_half = b->use_fuse && !(uf && strcmp(uf, "float") == 0);
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {
