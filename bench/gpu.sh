@@ -213,7 +213,7 @@ check)
     # of batch-1 decode steps. PROBE_ROWS: the GEMM probe's row counts (62
     # 256); GEMV_PROBE=tools/gpu/gemv_probe binary (or .xz; libcmocka beside
     # it): run it per env variant. CHECK_WORK: the workloads per variant
-    # (first prefill serve256 serve64 b1). TEST_ENV: see gpu_tests.
+    # (first prefill serve256 serve64 b1; also tg128). TEST_ENV: see gpu_tests.
     BUNDLE=$(realpath "$1"); TOK=$(realpath "$2")
     source "$ROOT/bench/bundle_env.sh" /tmp/gpudist
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$O/machine.txt"
@@ -257,6 +257,8 @@ check)
                          --input-len 1024 --output-len 1 ;;
             b1) SUFFIX=@$v bench inferd decode-b1 --concurrency 1 --requests 2 \
                     --input-len 1024 --output-len 256 ;;
+            tg128) SUFFIX=@$v bench inferd decode-tg128 --concurrency 1 --requests 4 \
+                       --input-len 16 --output-len 128 ;;
             *) SUFFIX=@$v workloads inferd $w ;;
             esac
         done

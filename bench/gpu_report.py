@@ -8,6 +8,7 @@ OUT_SWEEP: a `bench/gpu.sh sweep` run of the same commit (serve-64 at several
 import datetime
 import json
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,8 +55,8 @@ def main():
         for label, r in rows.items():
             if rows is sw:
                 label = label + " (sweep)"
-                cmd = cmd.replace("--max-num-batched-tokens 2048", "--max-num-batched-tokens " +
-                                  label.split("@mbt")[1].split()[0])
+                cmd = re.sub(r"--max-num-batched-tokens \d+", "--max-num-batched-tokens " +
+                             label.split("@mbt")[1].split()[0], cmd)
             row = dict(date=date, commit=commit, device=gpu, model=model, engine=engine,
                        workload=label)
             if label == "startup":

@@ -16,12 +16,13 @@
  * kernel with online softmax for steps that carry prompt rows; both read
  * cached prefix blocks through the block table. Decode steps are
  * recorded and run with fused launches, and replayed as CUDA graphs where
- * they repeat (see "decode steps: tape and graphs"). Not yet measured on a
- * GPU, so off by default: INFERD_CUDA_PDL=1 (programmatic dependent launch,
- * see launch()), INFERD_CUDA_GEMV=v3 (gemv1_kernel for one input row),
- * INFERD_CUDA_LT=1 (cuBLASLt with an algorithm timed per shape, lt_pick) and
- * INFERD_CUDA_FUSE=half (GEMM inputs written in half precision by the op
- * before: run_silu_gemm, run_add_rmsnorm).
+ * they repeat (see "decode steps: tape and graphs"). One input row goes
+ * through gemv1_kernel, launched early on sm_90+ (programmatic dependent
+ * launch, see launch()), and GEMM inputs are written in half precision by
+ * the op before (run_silu_gemm, run_add_rmsnorm). Measured on an H200 and
+ * off by default because they did not pay: INFERD_CUDA_PDL=1 (every kernel
+ * launched early) and INFERD_CUDA_LT=1 (cuBLASLt with an algorithm timed per
+ * shape, lt_pick).
  *
  * All work goes to one stream. Ops return nothing (backend.h), so the first
  * failing CUDA call is kept, named, and reported by the next begin_step or
@@ -117,7 +118,7 @@ typedef struct cu_backend {
     int up_next, up_threads;
     int att_split;             /* INFERD_CUDA_ATT=split: the one-key-at-a-time split-KV kernels */
     int gemv_v3;               /* gemv1_kernel for one input row; INFERD_CUDA_GEMV=v2 turns it off */
-    int use_pdl;               /* INFERD_CUDA_PDL=1: programmatic dependent launch */
+    int use_pdl;               /* PDL: 2 gemv1_kernel's launches (default), 1 every launch */
     int use_lt;                /* INFERD_CUDA_LT=1: cuBLASLt, algorithm timed per shape */
     int fuse_half;             /* run_silu_gemm, run_add_rmsnorm; INFERD_CUDA_FUSE=float turns them off */
     cublasLtHandle_t lt_handle;
@@ -192,18 +193,21 @@ static int report(cu_backend *b, inferd_error *e)
 
 /* Every kernel of this file starts with dep_open() and dep_wait() (the
  * one-row GEMV loads weights between the two) and is launched by launch().
- * With programmatic dependent launch (sm_90 and later, INFERD_CUDA_PDL=1;
- * off by default until it is measured on a GPU) the next kernel is launched
- * once every block of this one has started, and waits in dep_wait() until
- * this one has finished and its writes are visible. What it does before
- * dep_wait() (reading weights, which no kernel writes) overlaps this
- * kernel's tail, and the launch latency between the two is gone. A kernel
+ * With programmatic dependent launch (sm_90 and later: gemv1_kernel by
+ * default, every kernel with INFERD_CUDA_PDL=1, none with =0) a kernel is launched
+ * once every block of the one before it has started, and waits in dep_wait()
+ * until that one has finished and its writes are visible. What it does before
+ * dep_wait() (reading weights, which no kernel writes) overlaps the tail of
+ * the one before, and the launch latency between the two is gone. Every
+ * kernel early lost 4 % of a decode step on an H200 (why was not profiled;
+ * bench/NOTES.md), the GEMV alone gained 2 %: only gemv1_kernel's launches
+ * carry the attribute by default. A kernel
  * touches nothing other kernels use before dep_wait(), and every block calls
  * it, so a kernel ends only after the one before it ended (the kernel after
  * it may read the outputs of both). Both are no-ops for an ordinary launch. */
 template <typename... P, typename... A>
-static void launch(cu_backend *b, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                   A... args)
+static void launch_ex(cu_backend *b, int pdl, void (*kernel)(P...), dim3 grid, dim3 block,
+                      size_t smem, A... args)
 {
     cudaLaunchAttribute at = {};
     at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -214,9 +218,16 @@ static void launch(cu_backend *b, void (*kernel)(P...), dim3 grid, dim3 block, s
     c.dynamicSmemBytes = smem;
     c.stream = b->stream;
     c.attrs = &at;
-    c.numAttrs = b->use_pdl ? 1 : 0;
+    c.numAttrs = pdl ? 1 : 0;
     /* a failure is also the thread's last error: LAUNCHED reports it with the kernel's name */
     (void)cudaLaunchKernelEx(&c, kernel, args...);
+}
+
+template <typename... P, typename... A>
+static void launch(cu_backend *b, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                   A... args)
+{
+    launch_ex(b, b->use_pdl == 1, kernel, grid, block, smem, args...);
 }
 
 /* ---- profile: per-op device time, measured synchronously ---- */
@@ -2346,11 +2357,11 @@ static void gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *
             if (smem <= GEMV1_SMEM) {
                 const unsigned grid = (unsigned)((total + rpb - 1) / rpb);
                 if (glu)
-                    launch(b, gemv1_kernel<TW, true>, grid, GEMV1_WARPS * 32, smem, x, S, cols,
-                           total, (int)rpb);
+                    launch_ex(b, b->use_pdl != 0, gemv1_kernel<TW, true>, grid,
+                              GEMV1_WARPS * 32, smem, x, S, cols, total, (int)rpb);
                 else
-                    launch(b, gemv1_kernel<TW, false>, grid, GEMV1_WARPS * 32, smem, x, S, cols,
-                           total, (int)rpb);
+                    launch_ex(b, b->use_pdl != 0, gemv1_kernel<TW, false>, grid,
+                              GEMV1_WARPS * 32, smem, x, S, cols, total, (int)rpb);
                 LAUNCHED(b, "gemv1_kernel");
                 return;
             }
@@ -3582,11 +3593,11 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
         CK(b, cudaDeviceGetAttribute(&b->cc_major, cudaDevAttrComputeCapabilityMajor, device)) ||
         CKB(b, cublasCreate(&b->blas)) || CKB(b, cublasSetStream(b->blas, b->stream)))
         goto err;
-    if (pd && strcmp(pd, "1") == 0 && b->cc_major >= 9) {
+    if (!(pd && strcmp(pd, "0") == 0) && b->cc_major >= 9) {
         /* kernels built from PTX older than sm_90 have no dep_wait(): a race */
         cudaFuncAttributes fa;
         if (cudaFuncGetAttributes(&fa, (const void *)add_kernel) == cudaSuccess)
-            b->use_pdl = fa.ptxVersion >= 90;
+            b->use_pdl = fa.ptxVersion < 90 ? 0 : pd && strcmp(pd, "1") == 0 ? 1 : 2;
         else
             (void)cudaGetLastError(); /* PDL stays off; not the next launch's error */
     }

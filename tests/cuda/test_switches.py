@@ -6,15 +6,17 @@ intermediate 5120: the one-row GEMV's items of 2,048 / 1,024 columns split
 each row into several, the last one partial). 16 token-id prompts of 9 to 700
 tokens are asked one at a time, so every run has the same steps: prompt
 chunks of more than 8 rows through the GEMMs, decode steps of one row through
-the GEMV. The base is INFERD_CUDA_GEMV=v2 INFERD_CUDA_FUSE=float (the kernels
-before the defaults became gemv1_kernel and the bf16-writing fusions); each
-variant below sets its switches on that base.
+the GEMV. The base is INFERD_CUDA_GEMV=v2 INFERD_CUDA_FUSE=float
+INFERD_CUDA_PDL=0 (the kernels before the defaults became gemv1_kernel,
+launched early, and the bf16-writing fusions); each variant below sets its
+switches on that base.
 
   INFERD_CUDA_PDL=1      the same kernels launched earlier: bit for bit
   INFERD_CUDA_FUSE=half  the same GEMM inputs, written by the op before: bit for bit
   INFERD_CUDA_GEMV=v3    another summation order in the one-row GEMV: TOL
   INFERD_CUDA_LT=1       other cuBLAS algorithms for the GEMMs: TOL
-  none (the default: GEMV=v3, FUSE=half)  TOL
+  none (the default: GEMV=v3 launched early, FUSE=half)  TOL
+  INFERD_CUDA_PDL=0 (the default's kernels, none launched early): TOL
   all four together: TOL
 
 Bit for bit means the same greedy tokens and identical logprobs; TOL bounds
@@ -33,9 +35,10 @@ TOK = os.path.join(ROOT, "tests", "fixtures", "models", "llama")
 SHAPES = ((512, 128, 4, 1, 1024), (2560, 128, 20, 5, 5120))
 N_PROMPTS, OUT = 16, 8
 TOL = 0.02
-BASE = {"INFERD_CUDA_GEMV": "v2", "INFERD_CUDA_FUSE": "float"}
+BASE = {"INFERD_CUDA_GEMV": "v2", "INFERD_CUDA_FUSE": "float", "INFERD_CUDA_PDL": "0"}
 EXACT = {**BASE, "INFERD_CUDA_PDL": "1"}, {**BASE, "INFERD_CUDA_FUSE": "half"}
 NEAR = ({**BASE, "INFERD_CUDA_GEMV": "v3"}, {**BASE, "INFERD_CUDA_LT": "1"}, {},
+        {"INFERD_CUDA_PDL": "0"},
         {"INFERD_CUDA_PDL": "1", "INFERD_CUDA_FUSE": "half", "INFERD_CUDA_GEMV": "v3",
          "INFERD_CUDA_LT": "1"})
 BF16 = ("--matmul-precision", "bfloat16")
