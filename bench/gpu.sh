@@ -106,29 +106,38 @@ bench() {
         --label "$label" --json-out "$O/bench.jsonl" "$@" 2>&1 | tee -a "$O/bench.log"
 }
 
+# Each workload has its own --seed: with one seed, request i of every
+# workload starts with the same tokens, and a server with a prefix cache
+# served the prompts of prefill-1024 that decode-b1 had sent before it from
+# the cache (2 of 4 until 2026-12-05).
 workloads() { # ENGINE [prefix|serve256|basic]...
     local engine=$1; shift
     for w in "$@"; do
         case $w in
         basic)
-            bench "$engine" decode-b1 --concurrency 1 --requests 2 --input-len 1024 --output-len 256
+            bench "$engine" decode-b1 --concurrency 1 --requests 2 --input-len 1024 --output-len 256 \
+                --seed 1
             # llama-bench's tg128 decodes from an empty context: the same here
-            bench "$engine" decode-tg128 --concurrency 1 --requests 2 --input-len 16 --output-len 128
-            bench "$engine" prefill-1024 --concurrency 1 --requests 4 --input-len 1024 --output-len 1
-            bench "$engine" prefill-1024x8 --concurrency 8 --requests 16 --input-len 1024 --output-len 1
-            bench "$engine" serve-64 --concurrency 64 --requests $R --input-len 1024 --output-len 128
+            bench "$engine" decode-tg128 --concurrency 1 --requests 2 --input-len 16 --output-len 128 \
+                --seed 2
+            bench "$engine" prefill-1024 --concurrency 1 --requests 4 --input-len 1024 --output-len 1 \
+                --seed 3
+            bench "$engine" prefill-1024x8 --concurrency 8 --requests 16 --input-len 1024 --output-len 1 \
+                --seed 4
+            bench "$engine" serve-64 --concurrency 64 --requests $R --input-len 1024 --output-len 128 --seed 6
             ;;
         prefix)
             bench "$engine" prefix-64 --concurrency 64 --requests 128 --input-len 2176 \
                 --prefix-len 2048 --output-len 128 --seed 5 ;;
         serve64)
-            bench "$engine" serve-64 --concurrency 64 --requests $R --input-len 1024 --output-len 128 ;;
+            bench "$engine" serve-64 --concurrency 64 --requests $R --input-len 1024 --output-len 128 \
+                --seed 6 ;;
         noprefix)
             bench "$engine" noprefix-64 --concurrency 64 --requests 128 --input-len 2176 \
                 --prefix-len 2048 --output-len 128 --seed 5 ;;
         serve256)
             bench "$engine" serve-256 --concurrency 256 --requests 256 --input-len 128 \
-                --output-len 1024 ;;
+                --output-len 1024 --seed 7 ;;
         esac
     done
 }
@@ -252,13 +261,13 @@ check)
         for w in ${CHECK_WORK:-first prefill serve256 serve64 b1}; do
             case $w in
             first) SUFFIX=@$v bench inferd first-1024 --concurrency 1 --requests 1 \
-                       --input-len 1024 --output-len 16 ;;
+                       --input-len 1024 --output-len 16 --seed 8 ;;
             prefill) SUFFIX=@$v bench inferd prefill-1024 --concurrency 1 --requests 4 \
-                         --input-len 1024 --output-len 1 ;;
+                         --input-len 1024 --output-len 1 --seed 3 ;;
             b1) SUFFIX=@$v bench inferd decode-b1 --concurrency 1 --requests 2 \
-                    --input-len 1024 --output-len 256 ;;
+                    --input-len 1024 --output-len 256 --seed 1 ;;
             tg128) SUFFIX=@$v bench inferd decode-tg128 --concurrency 1 --requests 4 \
-                       --input-len 16 --output-len 128 ;;
+                       --input-len 16 --output-len 128 --seed 2 ;;
             *) SUFFIX=@$v workloads inferd $w ;;
             esac
         done

@@ -94,12 +94,14 @@ def main():
             return r["seconds"]
         return r["input_tok_s"] if label.startswith("prefill") else r["output_tok_s"]
 
+    m = re.search(r"--max-num-batched-tokens (\d+)", first_line(oi, "command.txt"))
+    mbt = m.group(1) if m else "2048"
     lines = [f"\n## {date} — GPU side by side, inferd {commit} vs llama.cpp (bench/gpu.sh)\n",
              f"Machine: {gpu}. Model: {model}. Both engines measured with the same `inferd bench` "
-             "workloads (closed loop, streaming, token-id prompts, temperature 0, ignore_eos) "
-             "in consecutive calls on one machine. inferd with --matmul-precision bfloat16 (the "
+             "workloads (closed loop, streaming, token-id prompts, temperature 0, ignore_eos). "
+             "inferd with --matmul-precision bfloat16 (the "
              "activation precision llama.cpp and vLLM use); rows marked @float32 are inferd's "
-             "default precision; @mbt1024: --max-num-batched-tokens 1024 instead of 2048.\n" +
+             f"default precision; @mbt1024: --max-num-batched-tokens 1024 instead of {mbt}.\n" +
              (os.environ.get("REPORT_NOTE", "") + "\n" if os.environ.get("REPORT_NOTE") else ""),
              "| workload | figure | inferd | llama.cpp | inferd / llama.cpp | TTFT p50 ms (inferd / llama.cpp) | ITL p99 ms (inferd / llama.cpp) | goal |",
              "|---|---|---|---|---|---|---|---|"]
@@ -133,7 +135,7 @@ def main():
                      f"llama-bench tg128 (empty context, no server): inferd {a:,.1f} / {tg:,.1f} tok/s = {a / tg:.2f}.")
     if sw:
         lines.append("\nserve-64 against --max-num-batched-tokens (the prompt tokens one step may "
-                     "carry), `bench/gpu.sh sweep`, same commit, a later call on another machine:\n")
+                     "carry), `bench/gpu.sh sweep` (a fresh server for each):\n")
         lines.append("| --max-num-batched-tokens | output tok/s | TTFT p50 ms | ITL p50 ms | ITL p99 ms |")
         lines.append("|---|---|---|---|---|")
         for label, r in sw.items():
