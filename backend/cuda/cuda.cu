@@ -121,6 +121,7 @@ typedef struct cu_backend {
     int use_pdl;               /* PDL: 2 gemv1_kernel's launches (default), 1 every launch */
     int use_lt;                /* INFERD_CUDA_LT=1: cuBLASLt, algorithm timed per shape */
     int fuse_half;             /* run_silu_gemm, run_add_rmsnorm; INFERD_CUDA_FUSE=float turns them off */
+    int gemv_norm;             /* INFERD_CUDA_GEMV_NORM=1: run_norm_gemv, run_gemv_add */
     cublasLtHandle_t lt_handle;
     void *lt_ws;               /* cuBLASLt's workspace */
     struct lt_choice *lt;      /* the timed choices */
@@ -597,6 +598,14 @@ typedef struct gemv_set {
     unsigned first[GEMV_SET + 1]; /* first block of each matrix; first[n_mat]: the grid */
     unsigned first_row[GEMV_SET + 1]; /* gemv1_kernel: rows numbered across the matrices */
     int n_mat;
+    /* gemv1_kernel with INFERD_CUDA_GEMV_NORM=1 (run_norm_gemv, run_gemv_add): x
+     * is first RMS-normalised with norm_w as norm_threads threads of rmsnorm_kernel
+     * would (norm_out, when not NULL, gets the result), and res[r] += the
+     * product replaces y[r] = it (one matrix, no GLU). */
+    const void *norm_w;
+    float *norm_out, *res;
+    float norm_eps;
+    int norm_dt, norm_threads;
 } gemv_set;
 
 /* A parameter array element by a run-time index without a local copy. */
@@ -726,8 +735,9 @@ gemv2_kernel(const float *x, const gemv_set S, int n, int64_t cols, int vec)
  * loads its next item while it multiplies the current one, and its first
  * item before dep_wait(), overlapping the kernel before. Each item's sum
  * goes to shared memory and a row's are added in column order, so the
- * result does not depend on timing. GLU as in gemv2_kernel. Used with
- * INFERD_CUDA_GEMV=v3 until it is measured against gemv2_kernel on a GPU. */
+ * result does not depend on timing. GLU as in gemv2_kernel. The default
+ * for one row since it beat gemv2_kernel on an H200 (decode 173 → 191
+ * tok/s); INFERD_CUDA_GEMV=v2 goes back to that. */
 #define GEMV1_WARPS 16
 #define GEMV1_SMEM (48 * 1024) /* per-item sums of a block, at most */
 
@@ -749,14 +759,16 @@ __device__ __forceinline__ void gemv1_load(const gemv_set &S, int64_t cols, int6
         }
 }
 
-template <typename TW, bool GLU>
+template <typename TW, bool GLU, bool NORM>
 __global__ void __launch_bounds__(GEMV1_WARPS * 32, 1)
 gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int rows_per_block)
 {
     constexpr int NM = GLU ? 2 : 1; /* weight rows an item reads */
     constexpr int U = GLU ? 4 : 8;  /* 16-byte loads per lane and weight row */
     constexpr int CH = U * 256;     /* columns of an item */
-    extern __shared__ float part[]; /* [NM][rows_per_block * n_ch] */
+    /* [NM][rows_per_block * n_ch]; with NORM then, from a multiple of 4,
+     * the normalised x [cols] and the warps' sums of squares [GEMV1_WARPS] */
+    extern __shared__ float part[];
     dep_open();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int n_ch = (int)((cols + CH - 1) / CH);
@@ -768,6 +780,30 @@ gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int 
     if (it < items)
         gemv1_load<TW, NM, U>(S, cols, r0 + it / n_ch, (int64_t)(it % n_ch) * CH + lane * 8, cur);
     dep_wait();
+    if constexpr (NORM) { /* a separate instance: x stays a global pointer in the others */
+        /* norm_row's arithmetic in rmsnorm_kernel's order: the same bits */
+        float *xs = part + ((NM * stride + 3) & ~3), *ws = xs + cols;
+        float ss = 0.0f;
+        if (threadIdx.x < S.norm_threads)
+            for (int64_t i = threadIdx.x; i < cols; i += S.norm_threads)
+                ss += x[i] * x[i];
+        ss = warp_sum(ss);
+        if (lane == 0)
+            ws[warp] = ss;
+        __syncthreads();
+        ss = 0.0f;
+        for (int i = 0; i < GEMV1_WARPS; i++)
+            ss += ws[i];
+        const float inv = 1.0f / sqrtf(ss / (float)cols + S.norm_eps);
+        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+            const float v = ldw(S.norm_w, S.norm_dt, i) * (x[i] * inv);
+            xs[i] = v;
+            if (S.norm_out && blockIdx.x == 0)
+                S.norm_out[i] = v;
+        }
+        __syncthreads();
+        x = xs;
+    }
     for (; it < items; it += GEMV1_WARPS) {
         const int nx = it + GEMV1_WARPS;
         if (nx < items)
@@ -821,7 +857,10 @@ gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int 
             u += S.bias[1] ? ldw(S.bias[1], S.bdt[1], r) : 0.0f;
             s = silu_mul(s, u);
         }
-        pick(S.y, m)[r] = s;
+        if (S.res)
+            S.res[r] = S.res[r] + s; /* add_kernel's sum */
+        else
+            pick(S.y, m)[r] = s;
     }
 }
 
@@ -1801,9 +1840,17 @@ static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size
 static void cu_add(be_backend *bk, float *x, const float *y, size_t n);
 static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32_t *rows, int n,
                            float *out);
-static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
-                       const be_weight *const *bias, float *const *y, int n_mat, int n,
-                       bool glu);
+/* What gemv1_kernel folds in with INFERD_CUDA_GEMV_NORM=1: the RMSNorm of its
+ * input (norm_w non-NULL; norm_out gets the normalised row when not NULL), the
+ * residual add of its output (res += the product; y is not written). */
+typedef struct gemv_fold {
+    const be_weight *norm_w;
+    float norm_eps;
+    float *norm_out, *res;
+} gemv_fold;
+static int gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
+                      const be_weight *const *bias, float *const *y, int n_mat, int n, bool glu,
+                      const gemv_fold *fold);
 static int gemm_multi(cu_backend *b, const float *x, const be_weight *const *w,
                       const be_weight *const *bias, float *const *y, int n_mat, int n);
 static void *scratch(cu_backend *b, size_t bytes);
@@ -1823,13 +1870,14 @@ static int half_pass(const cu_backend *b, int dt)
     return dt != DT_F32 && (b->gemm_one_pass || b->base.matmul_bf16);
 }
 
-/* Matmuls from op i on that share x and n, as one launch (with the OP_SILU
- * after gate and up); returns how many ops that ran. */
-static int run_fused(cu_backend *b, const tape *t, int i)
+/* The matmuls from op i on (at least one, an OP_MATMUL) that share x and n
+ * and have the same dtype and width: their weights, biases and outputs, and
+ * whether the OP_SILU after them makes gate and up a GLU pair (silu(gate) *
+ * up into gate's buffer, one launch). Returns how many matmuls. */
+static int matmul_set(const tape *t, int i, const be_weight **w, const be_weight **bias,
+                      float **y, bool *glu)
 {
     const tape_op *o = &t->ops[i];
-    const be_weight *w[GEMV_SET], *bias[GEMV_SET];
-    float *y[GEMV_SET];
     int k = 0;
     for (; k < GEMV_SET && i + k < t->n; k++) {
         const tape_op *c = &t->ops[i + k];
@@ -1842,18 +1890,28 @@ static int run_fused(cu_backend *b, const tape *t, int i)
         bias[k] = (const be_weight *)c->p[2];
         y[k] = (float *)c->p[3];
     }
+    const tape_op *sl = i + k < t->n ? &t->ops[i + k] : NULL;
+    *glu = k == 2 && sl && sl->kind == OP_SILU && sl->p[0] == y[0] && sl->p[1] == y[1] &&
+           sl->p[2] == y[0] && w[1]->rows == w[0]->rows && sl->i[0] == o->i[0] * w[0]->rows;
+    return k;
+}
+
+/* Matmuls from op i on that share x and n, as one launch (with the OP_SILU
+ * after gate and up); returns how many ops that ran. */
+static int run_fused(cu_backend *b, const tape *t, int i)
+{
+    const tape_op *o = &t->ops[i];
+    const be_weight *w[GEMV_SET], *bias[GEMV_SET];
+    float *y[GEMV_SET];
+    bool glu;
+    const int k = matmul_set(t, i, w, bias, y, &glu);
     if (k < 2)
         return 0;
     const float *x = (const float *)o->p[0];
     const int n = (int)o->i[0];
     if (n > GEMV_MAX_N && !b->force_gemv)
         return gemm_multi(b, x, w, bias, y, k, n);
-    /* gate, up, then silu(gate) * up into gate's buffer: one launch */
-    const tape_op *sl = i + k < t->n ? &t->ops[i + k] : NULL;
-    const bool glu = k == 2 && sl && sl->kind == OP_SILU && sl->p[0] == y[0] &&
-                     sl->p[1] == y[1] && sl->p[2] == y[0] && w[1]->rows == w[0]->rows &&
-                     sl->i[0] == (int64_t)n * w[0]->rows;
-    gemv_multi(b, x, w, bias, y, k, n, glu);
+    gemv_multi(b, x, w, bias, y, k, n, glu, NULL);
     return glu ? k + 1 : k;
 }
 
@@ -1875,6 +1933,54 @@ static int read_later(const tape *t, int from, const void *p)
             return 0;
     }
     return 1;
+}
+
+/* INFERD_CUDA_GEMV_NORM=1, one input row: the OP_RMSNORM at i and the
+ * matmuls that take its output (run_fused's set) as one gemv1_kernel launch
+ * that normalises its input first, with the same bits. Returns how many ops
+ * that ran (0: none, gemv1_kernel does not apply). */
+static int run_norm_gemv(cu_backend *b, const tape *t, int i)
+{
+    const tape_op *r = &t->ops[i];
+    if (r->i[0] != 1 || r->p[2] == r->p[0] || i + 1 >= t->n ||
+        t->ops[i + 1].kind != OP_MATMUL || t->ops[i + 1].p[0] != r->p[2] ||
+        t->ops[i + 1].i[0] != 1)
+        return 0;
+    const be_weight *w[GEMV_SET], *bias[GEMV_SET];
+    float *y[GEMV_SET];
+    bool glu;
+    const int k = matmul_set(t, i + 1, w, bias, y, &glu);
+    if (w[0]->cols != r->i[1])
+        return 0;
+    for (int m = 0; m < k; m++) /* other blocks may still read x while one writes y */
+        if (y[m] == r->p[0] || y[m] == r->p[2])
+            return 0;
+    const int after = i + 1 + k + (glu ? 1 : 0);
+    gemv_fold f = {(const be_weight *)r->p[1], r->f,
+                   read_later(t, after, r->p[2]) ? (float *)r->p[2] : NULL, NULL};
+    prof_begin(b);
+    const int ran = gemv_multi(b, (const float *)r->p[0], w, bias, y, k, 1, glu, &f);
+    prof_end(b, P_GEMV);
+    return ran ? after - i : 0;
+}
+
+/* INFERD_CUDA_GEMV_NORM=1, one input row: the OP_MATMUL at i and the OP_ADD
+ * of its output into the residual as one gemv1_kernel launch that adds into
+ * the residual instead of writing its output, when nothing reads that output
+ * later. Returns how many ops that ran (0 or 2). */
+static int run_gemv_add(cu_backend *b, const tape *t, int i)
+{
+    const tape_op *o = &t->ops[i], *a = i + 1 < t->n ? &t->ops[i + 1] : NULL;
+    const be_weight *w = (const be_weight *)o->p[1], *bias = (const be_weight *)o->p[2];
+    float *y = (float *)o->p[3];
+    if (o->i[0] != 1 || !a || a->kind != OP_ADD || a->p[1] != y || a->i[0] != w->rows ||
+        a->p[0] == o->p[0] || a->p[0] == y || read_later(t, i + 2, y))
+        return 0;
+    gemv_fold f = {NULL, 0.0f, NULL, (float *)a->p[0]};
+    prof_begin(b);
+    const int ran = gemv_multi(b, (const float *)o->p[0], &w, &bias, &y, 1, 1, false, &f);
+    prof_end(b, P_GEMV);
+    return ran ? 2 : 0;
 }
 
 /* OP_ADD at i followed by the OP_RMSNORM of the same rows: one launch. With
@@ -2016,12 +2122,20 @@ static void run_tape(cu_backend *b, const tape *t)
             cu_embed(bk, (const be_weight *)o->p[0], (const int32_t *)o->p[1], (int)o->i[0],
                      (float *)o->p[2]);
             break;
-        case OP_RMSNORM:
+        case OP_RMSNORM: {
+            const int k = b->gemv_norm ? run_norm_gemv(b, t, i) : 0;
+            if (k > 0) {
+                i += k - 1;
+                break;
+            }
             cu_rmsnorm(bk, (const float *)o->p[0], (const be_weight *)o->p[1], o->f,
                        (int)o->i[0], (int)o->i[1], (float *)o->p[2]);
             break;
+        }
         case OP_MATMUL: {
             int k = b->use_fuse ? run_fused(b, t, i) : 0;
+            if (k <= 1 && b->gemv_norm)
+                k = run_gemv_add(b, t, i);
             if (k > 1) {
                 i += k - 1;
                 break;
@@ -2310,11 +2424,13 @@ static void *scratch(cu_backend *b, size_t bytes)
 }
 
 /* One launch for n_mat matrices of the same dtype and width sharing x; with
- * glu, n_mat is 2 (gate, up of the same shape) and y[0] gets silu(gate) * up. */
+ * glu, n_mat is 2 (gate, up of the same shape) and y[0] gets silu(gate) * up.
+ * With fold, only through gemv1_kernel: returns 0, having launched nothing,
+ * where that does not apply (1 otherwise). */
 template <typename TW>
-static void gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *w,
-                         const be_weight *const *bias, float *const *y, int n_mat, int n,
-                         bool glu)
+static int gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *w,
+                        const be_weight *const *bias, float *const *y, int n_mat, int n,
+                        bool glu, const gemv_fold *fold)
 {
     gemv_set S;
     memset(&S, 0, sizeof S);
@@ -2350,23 +2466,43 @@ static void gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *
             }
             S.first_row[S.n_mat] = (unsigned)total;
             const int nm = glu ? 2 : 1, n_ch = (int)((cols + 2048 / nm - 1) / (2048 / nm));
+            /* the normalised row and the warp sums after the item sums */
+            const size_t extra = fold && fold->norm_w ? (size_t)(cols + 3 + GEMV1_WARPS) : 0;
             int64_t rpb = (total + b->n_sm - 1) / b->n_sm;
-            while (rpb > 1 && (size_t)rpb * n_ch * nm * sizeof(float) > GEMV1_SMEM)
+            while (rpb > 1 && ((size_t)rpb * n_ch * nm + extra) * sizeof(float) > GEMV1_SMEM)
                 rpb = (rpb + 1) / 2;
-            const size_t smem = (size_t)rpb * n_ch * nm * sizeof(float);
-            if (smem <= GEMV1_SMEM) {
+            const size_t smem = ((size_t)rpb * n_ch * nm + extra) * sizeof(float);
+            if (smem <= GEMV1_SMEM && (!fold || !fold->res || (S.n_mat == 1 && !glu))) {
                 const unsigned grid = (unsigned)((total + rpb - 1) / rpb);
-                if (glu)
-                    launch_ex(b, b->use_pdl != 0, gemv1_kernel<TW, true>, grid,
-                              GEMV1_WARPS * 32, smem, x, S, cols, total, (int)rpb);
+                if (fold && fold->norm_w) {
+                    S.norm_w = fold->norm_w->data;
+                    S.norm_dt = (int)fold->norm_w->dtype;
+                    S.norm_eps = fold->norm_eps;
+                    S.norm_out = fold->norm_out;
+                    S.norm_threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64; /* cu_rmsnorm's */
+                }
+                if (fold)
+                    S.res = fold->res;
+                const int pdl = b->use_pdl != 0;
+                if (S.norm_w && glu)
+                    launch_ex(b, pdl, gemv1_kernel<TW, true, true>, grid, GEMV1_WARPS * 32,
+                              smem, x, S, cols, total, (int)rpb);
+                else if (S.norm_w)
+                    launch_ex(b, pdl, gemv1_kernel<TW, false, true>, grid, GEMV1_WARPS * 32,
+                              smem, x, S, cols, total, (int)rpb);
+                else if (glu)
+                    launch_ex(b, pdl, gemv1_kernel<TW, true, false>, grid, GEMV1_WARPS * 32,
+                              smem, x, S, cols, total, (int)rpb);
                 else
-                    launch_ex(b, b->use_pdl != 0, gemv1_kernel<TW, false>, grid,
-                              GEMV1_WARPS * 32, smem, x, S, cols, total, (int)rpb);
+                    launch_ex(b, pdl, gemv1_kernel<TW, false, false>, grid, GEMV1_WARPS * 32,
+                              smem, x, S, cols, total, (int)rpb);
                 LAUNCHED(b, "gemv1_kernel");
-                return;
+                return 1;
             }
         }
     }
+    if (fold)
+        return 0;
 #define GEMV2_LAUNCH(NR)                                                                           \
     do {                                                                                           \
         if (glu)                                                                                   \
@@ -2384,17 +2520,18 @@ static void gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *
         GEMV2_LAUNCH(8);
 #undef GEMV2_LAUNCH
     LAUNCHED(b, "gemv2_kernel");
+    return 1;
 }
 
-static void gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
-                       const be_weight *const *bias, float *const *y, int n_mat, int n, bool glu)
+static int gemv_multi(cu_backend *b, const float *x, const be_weight *const *w,
+                      const be_weight *const *bias, float *const *y, int n_mat, int n, bool glu,
+                      const gemv_fold *fold)
 {
     if (w[0]->dtype == DT_BF16)
-        gemv_multi_t<__nv_bfloat16>(b, x, w, bias, y, n_mat, n, glu);
-    else if (w[0]->dtype == DT_F16)
-        gemv_multi_t<__half>(b, x, w, bias, y, n_mat, n, glu);
-    else
-        gemv_multi_t<float>(b, x, w, bias, y, n_mat, n, glu);
+        return gemv_multi_t<__nv_bfloat16>(b, x, w, bias, y, n_mat, n, glu, fold);
+    if (w[0]->dtype == DT_F16)
+        return gemv_multi_t<__half>(b, x, w, bias, y, n_mat, n, glu, fold);
+    return gemv_multi_t<float>(b, x, w, bias, y, n_mat, n, glu, fold);
 }
 
 /* ---- cuBLASLt with an algorithm timed per shape (INFERD_CUDA_LT=1) ----
@@ -2671,7 +2808,7 @@ static void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const 
         return;
     if (n <= GEMV_MAX_N || b->force_gemv) {
         prof_begin(b);
-        gemv_multi(b, x, &w, &bias, &y, 1, n, false);
+        gemv_multi(b, x, &w, &bias, &y, 1, n, false, NULL);
         prof_end(b, P_GEMV);
         return;
     }
@@ -3572,6 +3709,8 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->use_graph = !(ug && strcmp(ug, "0") == 0);
     b->use_fuse = !(uf && strcmp(uf, "0") == 0);
     b->fuse_half = b->use_fuse && !(uf && strcmp(uf, "float") == 0);
+    const char *gn = getenv("INFERD_CUDA_GEMV_NORM");
+    b->gemv_norm = b->use_fuse && b->gemv_v3 && gn && strcmp(gn, "1") == 0;
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {
