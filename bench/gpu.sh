@@ -66,7 +66,7 @@ wait_health() {
 }
 
 # istart [ENV=V ...] [-- FLAG ...]: inferd serve on $M as every phase runs it
-# (bfloat16 products, $SERVE_MBT or 2048 tokens a step, 256 sequences; a FLAG
+# (bfloat16 products, $SERVE_MBT or serve's 1024 tokens a step, 256 sequences; a FLAG
 # given again wins), with the ENV assignments; sets SERVER and STARTUP
 # (seconds to /health 200). istop stops it.
 istart() {
@@ -75,7 +75,7 @@ istart() {
     [ $# -gt 0 ] && shift
     env ${env[@]+"${env[@]}"} "$INFERD" serve $M --device cuda --host 127.0.0.1 --port $PORT \
         --served-model-name l8b --max-model-len 4096 --max-num-seqs 256 \
-        --max-num-batched-tokens ${SERVE_MBT:-2048} --disable-log-requests \
+        --max-num-batched-tokens ${SERVE_MBT:-1024} --disable-log-requests \
         --matmul-precision bfloat16 "$@" \
         >> "$O/serve.log" 2>&1 &
     SERVER=$!
@@ -158,15 +158,17 @@ inferd)
     istart -- --no-enable-prefix-caching
     workloads inferd noprefix
     istop
-    istart -- --max-num-batched-tokens 1024
-    SUFFIX=@mbt1024 workloads inferd serve64 # smaller prefill chunks: shorter stalls
+    # serve-64 with the other step budget: ITL p99 follows it, throughput barely
+    ALT=$([ "${SERVE_MBT:-1024}" = 1024 ] && echo 2048 || echo 1024)
+    istart -- --max-num-batched-tokens $ALT
+    SUFFIX=@mbt$ALT workloads inferd serve64
     istop
     if [ -z "${NO_F32:-}" ]; then
         istart -- --matmul-precision float32 # the default precision
         SUFFIX=@float32 workloads inferd basic
         istop
     fi
-    echo "inferd serve --device cuda --matmul-precision bfloat16 --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens ${SERVE_MBT:-2048}" > "$O/command.txt"
+    echo "inferd serve --device cuda --matmul-precision bfloat16 --max-model-len 4096 --max-num-seqs 256 --max-num-batched-tokens ${SERVE_MBT:-1024}" > "$O/command.txt"
     echo "== GPU tests $(el)"
     gpu_tests "$O/golden.log"
     ;;

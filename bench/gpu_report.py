@@ -101,12 +101,12 @@ def main():
              "workloads (closed loop, streaming, token-id prompts, temperature 0, ignore_eos). "
              "inferd with --matmul-precision bfloat16 (the "
              "activation precision llama.cpp and vLLM use); rows marked @float32 are inferd's "
-             f"default precision; @mbt1024: --max-num-batched-tokens 1024 instead of {mbt}.\n" +
+             f"default precision; @mbtN: --max-num-batched-tokens N instead of {mbt}.\n" +
              (os.environ.get("REPORT_NOTE", "") + "\n" if os.environ.get("REPORT_NOTE") else ""),
              "| workload | figure | inferd | llama.cpp | inferd / llama.cpp | TTFT p50 ms (inferd / llama.cpp) | ITL p99 ms (inferd / llama.cpp) | goal |",
              "|---|---|---|---|---|---|---|---|"]
     order = ["startup", "decode-b1", "decode-tg128", "prefill-1024", "prefill-1024x8", "serve-64", "serve-256",
-             "prefix-64", "noprefix-64", "serve-64@mbt1024", "decode-b1@float32", "prefill-1024@float32",
+             "prefix-64", "noprefix-64", "serve-64@mbt1024", "serve-64@mbt2048", "decode-b1@float32", "prefill-1024@float32",
              "prefill-1024x8@float32", "serve-64@float32"]
     for label in order:
         a, b = fig("inferd", label), fig("llama.cpp", label)

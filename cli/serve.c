@@ -37,9 +37,9 @@ static void serve_usage(FILE *f)
         "                              /tokenize and /detokenize (default: $INFERD_API_KEY)\n"
         "  --max-model-len N           prompt + output tokens at most (default: the model's)\n"
         "  --max-num-seqs N            requests in the running batch at most (default 256)\n"
-        "  --max-num-batched-tokens N  tokens per engine step (default 2048 on a GPU,\n"
-        "                              512 on the CPU: a step that long stalls the\n"
-        "                              running streams for seconds there)\n"
+        "  --max-num-batched-tokens N  tokens per engine step (default 1024 on a GPU,\n"
+        "                              512 on the CPU; at least --max-num-seqs): a\n"
+        "                              step's prompt tokens delay every running stream\n"
         "  --kv-cache-memory SIZE      KV cache pool, e.g. 512MiB, 4GiB (default on the\n"
         "                              CPU: 4GiB or half the memory available if less;\n"
         "                              on a GPU: what --gpu-memory-utilization leaves)\n"
@@ -340,11 +340,14 @@ int cli_serve(int argc, char **argv)
     }
     ec.kv_cache_bytes = kv_bytes;
     ec.max_num_seqs = (int)seqs;
-    /* On the CPU a step's prompt tokens are compute-bound at ~5 ms each
-     * (0.5B model, 2 cores): 2,048 of them held every running stream ~10 s,
-     * 512 held it ~2.5 s at the same throughput (bench/NOTES.md). */
+    /* A step's prompt tokens delay every running stream. On the CPU they are
+     * compute-bound at ~5 ms each (0.5B model, 2 cores): 2,048 of them held
+     * the streams ~10 s, 512 ~2.5 s at the same throughput. On an H200 (8B
+     * model, 64 streams) 1,024 gave the throughput of 2,048 with an ITL p99
+     * of 37 ms against 68 (bench/NOTES.md). */
+    const int64_t step = on_device ? 1024 : 512;
     if (batched == 0)
-        batched = on_device ? 2048 : seqs > 512 ? seqs : 512;
+        batched = seqs > step ? seqs : step;
     ec.max_num_batched_tokens = (int)batched;
     ec.max_model_len = (int)maxlen;
     ec.enable_prefix_caching = prefix_caching;
