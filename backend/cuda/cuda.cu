@@ -141,7 +141,7 @@ typedef struct cu_backend {
     unsigned gen;              /* bumped when a buffer that kernels see is reallocated */
     tape cur, last, gtape;     /* this step, the step before, the graph's */
     cudaGraphExec_t gexec;
-    long graph_launches, graph_captures;
+    long graph_launches, graph_captures, gemv_folds; /* INFERD_CUDA_GRAPH_STATS=1 */
 } cu_backend;
 
 /* ---- errors ---- */
@@ -1961,6 +1961,7 @@ static int run_norm_gemv(cu_backend *b, const tape *t, int i)
     prof_begin(b);
     const int ran = gemv_multi(b, (const float *)r->p[0], w, bias, y, k, 1, glu, &f);
     prof_end(b, P_GEMV);
+    b->gemv_folds += ran;
     return ran ? after - i : 0;
 }
 
@@ -1980,6 +1981,7 @@ static int run_gemv_add(cu_backend *b, const tape *t, int i)
     prof_begin(b);
     const int ran = gemv_multi(b, (const float *)o->p[0], &w, &bias, &y, 1, 1, false, &f);
     prof_end(b, P_GEMV);
+    b->gemv_folds += ran;
     return ran ? 2 : 0;
 }
 
@@ -2259,8 +2261,8 @@ static void cu_free(be_backend *bk)
         prof_print(b);
     const char *gs = getenv("INFERD_CUDA_GRAPH_STATS");
     if (gs && strcmp(gs, "1") == 0)
-        fprintf(stderr, "cuda graphs: %ld captured, %ld launches\n", b->graph_captures,
-                b->graph_launches);
+        fprintf(stderr, "cuda graphs: %ld captured, %ld launches; %ld gemv folds run\n",
+                b->graph_captures, b->graph_launches, b->gemv_folds);
     if (b->gexec)
         cudaGraphExecDestroy(b->gexec);
     free(b->cur.ops);

@@ -26,6 +26,7 @@ Needs torch + transformers + a GPU; skips (exit 0) without them.
     INFERD=build/inferd python3 tests/cuda/test_switches.py"""
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -45,7 +46,7 @@ NEAR = ({**BASE, "INFERD_CUDA_GEMV": "v3"}, {**BASE, "INFERD_CUDA_LT": "1"}, {},
 BF16 = ("--matmul-precision", "bfloat16")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cudalib import Compare, make_llama, run, torch  # noqa: E402 (exits 0 without torch or a GPU)
+from cudalib import Compare, ask, make_llama, run, serve, torch  # noqa: E402 (exits 0 without torch or a GPU)
 
 compare = Compare(0.0)  # with margins given, any token that differs fails
 with tempfile.TemporaryDirectory() as tmp:
@@ -74,8 +75,20 @@ with tempfile.TemporaryDirectory() as tmp:
             if not env:
                 default = got
         # the RMSNorm and the residual add folded into the one-row GEMV: the
-        # default's arithmetic in the default's order
-        got, = run(d, prompts, (False,), OUT, BF16, {"INFERD_CUDA_GEMV_NORM": "1"})
+        # default's arithmetic in the default's order; the server's count of
+        # folds at exit shows they ran (equal results alone would not)
+        srv = serve(d, BF16, {"INFERD_CUDA_GEMV_NORM": "1", "INFERD_CUDA_GRAPH_STATS": "1"})
+        try:
+            got = [ask(srv, p, OUT) for p in prompts]
+        finally:
+            srv.stop()
+            log = srv.stderr()
+            os.unlink(srv.log.name)
         compare(f"hidden {hidden} INFERD_CUDA_GEMV_NORM=1 vs default (bit for bit)", got,
                 default, 0.0, strict)
+        folds = re.search(r"(\d+) gemv folds run", log)
+        print(f"hidden {hidden} INFERD_CUDA_GEMV_NORM=1:", folds.group(0) if folds else log[-500:])
+        if not folds or int(folds.group(1)) == 0:
+            compare.fails += 1
+            print("FAIL: no gemv fold ran")
 sys.exit(compare.finish())
