@@ -133,6 +133,10 @@ def main():
     if tg and a:
         lines.append(f"Decode from a short context (16-token prompt, 128 tokens, through HTTP) against "
                      f"llama-bench tg128 (empty context, no server): inferd {a:,.1f} / {tg:,.1f} tok/s = {a / tg:.2f}.")
+        st = eng["inferd"].get("decode-tg128", {}).get("stream_tok_s_p50")
+        if st:
+            lines.append(f"Counted from each stream's first token to its last, as tg128 counts (no "
+                         f"prompt): inferd {st:,.1f} / {tg:,.1f} tok/s = {st / tg:.2f}.")
     if sw:
         lines.append("\nserve-64 against --max-num-batched-tokens (the prompt tokens one step may "
                      "carry), `bench/gpu.sh sweep` (a fresh server for each):\n")

@@ -24,7 +24,8 @@ for _ in $(seq 600); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && b
 J=bench/out/serve_cpu.jsonl; : > "$J"
 for c in $CONC; do
     build/inferd bench --url "http://127.0.0.1:$PORT" --model q05 --concurrency $c --requests "$REQ" \
-        --input-len "$IN" --output-len "$OUTL" --id-range 1000,150000 --label "cpu-serve-c$c" --json-out "$J"
+        --input-len "$IN" --output-len "$OUTL" --id-range 1000,150000 --label "cpu-serve-c$c" --json-out "$J" \
+        --seed "$c" # a seed per run: one server's prefix cache would serve repeated prompts
 done
 DATE=$(date -u +%F); COMMIT=$(git rev-parse --short HEAD); CPU=$(lscpu | sed -n 's/^Model name: *//p')
 [ "$INFERD" = build/inferd ] || COMMIT="$COMMIT, binary $INFERD"

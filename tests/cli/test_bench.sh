@@ -28,6 +28,10 @@ assert r["output_tokens"] == 7 * 9, r           # ignore_eos: exactly output_len
 assert r["label"] == "t" and r["prefix_len"] == 16, r
 assert r["output_tok_s"] > 0 and r["ttft_p50_ms"] > 0 and r["itl_p50_ms"] > 0, r
 assert r["ttft_p50_ms"] <= r["ttft_p99_ms"] and r["e2e_p50_ms"] >= r["ttft_p50_ms"], r
+# per stream: 8 tokens after the first, in less than its whole time, and not
+# much faster than the typical gap allows (stalls for other prompts only slow it)
+sr = r["stream_tok_s_p50"]
+assert 8e3 / r["e2e_p99_ms"] <= sr <= 3e3 / r["itl_p50_ms"], r
 print("ok: results line", r)
 PY
 # the shared prefix shows up as prefix-cache hits on the server
