@@ -863,8 +863,11 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
             max_ctx = l->ctx_len[s];
         n_chunks += (l->q_start[s + 1] - l->q_start[s] + ATT_TOKENS - 1) / ATT_TOKENS;
     }
-    int parts = 1; /* of a KV head's query heads */
-    while (parts < group && (int64_t)n_chunks * kv_heads * parts < 2 * b->n_threads)
+    /* a KV head's query heads in parts only until every thread has an item:
+     * each part reads the head's K and V again (2 parts at 2 threads and 2 KV
+     * heads: 1.5 % slower decode at a 2,048-token context, bench/RESULTS.md) */
+    int parts = 1;
+    while (parts < group && (int64_t)n_chunks * kv_heads * parts < b->n_threads)
         parts++;
     const int per_part = (group + parts - 1) / parts, rows_max = ATT_TOKENS * per_part;
     int *chunk_seq = malloc((size_t)(n_chunks ? n_chunks : 1) * 2 * sizeof(int));
