@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
 from serverlib import Server, check, finish  # noqa: E402
@@ -42,9 +43,15 @@ with start(step_log) as srv:
     # the third prompt is longer than the CPU's default step of 512 tokens
     usages = [complete(srv, "题目：静夜思", 5), complete(srv, "写一首关于春天的诗，要有花", 3),
               complete(srv, "春" * 300 + "秋" * 300, 2)]
-    live = open(step_log).read().splitlines()
     want_steps = sum(u["completion_tokens"] + (u["prompt_tokens"] - 1) // 512 for u in usages)
-    check(f"while the server runs the file already holds every step ({want_steps})",
+    # a step's line follows its emit, which can reach the client first: wait a
+    # little, but with the server still running
+    for _ in range(50):
+        live = open(step_log).read().splitlines()
+        if len(live) >= 1 + want_steps:
+            break
+        time.sleep(0.1)
+    check(f"while the server runs the file holds every step ({want_steps})",
           len(live) == 1 + want_steps, live)
 print("usages:", usages)
 text = open(step_log).read()
