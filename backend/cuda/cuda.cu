@@ -122,6 +122,7 @@ typedef struct cu_backend {
     int use_lt;                /* INFERD_CUDA_LT=1: cuBLASLt, algorithm timed per shape */
     int fuse_half;             /* run_silu_gemm, run_add_rmsnorm; INFERD_CUDA_FUSE=float turns them off */
     int gemv_norm;             /* INFERD_CUDA_GEMV_NORM=1: run_norm_gemv, run_gemv_add */
+    int att_rope;              /* INFERD_CUDA_ATT_ROPE=1: run_rope_attn */
     cublasLtHandle_t lt_handle;
     void *lt_ws;               /* cuBLASLt's workspace */
     struct lt_choice *lt;      /* the timed choices */
@@ -141,7 +142,7 @@ typedef struct cu_backend {
     unsigned gen;              /* bumped when a buffer that kernels see is reallocated */
     tape cur, last, gtape;     /* this step, the step before, the graph's */
     cudaGraphExec_t gexec;
-    long graph_launches, graph_captures, gemv_folds; /* INFERD_CUDA_GRAPH_STATS=1 */
+    long graph_launches, graph_captures, gemv_folds, att_folds; /* INFERD_CUDA_GRAPH_STATS=1 */
 } cu_backend;
 
 /* ---- errors ---- */
@@ -1116,13 +1117,24 @@ __global__ void attn_merge_kernel(const float *part, int n_split, int heads, int
  * results leave in natural-log units, as attn_merge_kernel expects. */
 #define DEC_WARPS 4
 #define DEC_TILE 32
-template <int HD, int G>
+/* INFERD_CUDA_ATT_ROPE=1 (run_rope_attn): this step's rope of q and k and
+ * its KV-cache store, done by the decode kernel as rope_store_kernel would. */
+typedef struct dec_rope {
+    const float *k, *v;     /* this step's k rows (not rotated) and v rows */
+    const float *inv_freq;
+    const int32_t *slot;
+    __nv_bfloat16 *kc, *vc; /* the cache the kernel reads, written */
+    float mscale;
+    int half;
+} dec_rope;
+
+template <int HD, int G, bool ROPE>
 __global__ void __launch_bounds__(DEC_WARPS * 32, 4)
 attn_decode_tile_kernel(const float *q, const __nv_bfloat16 *kc, const __nv_bfloat16 *vc,
                         int heads, int kv_heads, float scale, const int32_t *rows,
                         const int32_t *q_start, int n_seqs, const int32_t *block_table,
                         int max_blocks, int block_size, const int32_t *pos, float *out,
-                        float *part, int *done)
+                        float *part, int *done, const dec_rope R)
 {
     dep_open();
     dep_wait();
@@ -1141,8 +1153,37 @@ attn_decode_tile_kernel(const float *q, const __nv_bfloat16 *kc, const __nv_bflo
     chunk = (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
     const int k_begin = sp * chunk, k_end = min(n_keys, k_begin + chunk);
     const float qscale = scale * 1.4426950408889634f; /* log2(e): exp2 below */
-    for (int i = threadIdx.x; i < G * HD; i += blockDim.x)
-        q_s[i / HD][i % HD] = q[((int64_t)t * heads + kvh * G) * HD + i] * qscale;
+    if constexpr (ROPE) {
+        /* rope_store_kernel's rotate_pair on q and on this KV head's k; the
+         * block whose split holds the row's own key stores k and v first */
+        __shared__ float k_s[HD];
+        const float *kr = R.k + ((int64_t)t * kv_heads + kvh) * HD;
+        const bool store = k_begin <= n_keys - 1 && n_keys - 1 < k_end;
+        for (int i = threadIdx.x; i < G * HD; i += blockDim.x)
+            q_s[i / HD][i % HD] = q[((int64_t)t * heads + kvh * G) * HD + i];
+        for (int i = threadIdx.x; i < HD; i += blockDim.x)
+            k_s[i] = kr[i];
+        __syncthreads();
+        const float p = (float)pos[t];
+        for (int i = threadIdx.x; i < (G + 1) * R.half; i += blockDim.x) {
+            const int g = i / R.half, d = i % R.half;
+            rotate_pair(g < G ? q_s[g] : k_s, d, R.half, p * R.inv_freq[d], R.mscale);
+        }
+        __syncthreads();
+        if (store) {
+            const int64_t off = (int64_t)R.slot[t] * kv_dim + (int64_t)kvh * HD;
+            const float *vr = R.v + ((int64_t)t * kv_heads + kvh) * HD;
+            for (int i = threadIdx.x; i < HD; i += blockDim.x) {
+                R.kc[off + i] = from_f<__nv_bfloat16>(k_s[i]);
+                R.vc[off + i] = from_f<__nv_bfloat16>(vr[i]);
+            }
+        }
+        for (int i = threadIdx.x; i < G * HD; i += blockDim.x)
+            q_s[i / HD][i % HD] *= qscale;
+    } else {
+        for (int i = threadIdx.x; i < G * HD; i += blockDim.x)
+            q_s[i / HD][i % HD] = q[((int64_t)t * heads + kvh * G) * HD + i] * qscale;
+    }
     __syncthreads();
     const int half = lane & 1, kp = lane >> 1;
     const int64_t koff = (int64_t)kvh * HD;
@@ -2078,6 +2119,54 @@ static int run_rope_store(cu_backend *b, const tape *t, int i)
     return 1;
 }
 
+static int decode_tile_ok(const cu_backend *b, int heads, int kv_heads, int hd);
+static void decode_tile(cu_backend *b, const float *q, const void *kc, const void *vc, int heads,
+                        int kv_heads, int hd, float scale, const be_attn_layout *l,
+                        const int32_t *rows, int n_rows, float *out, const dec_rope *rope);
+
+/* INFERD_CUDA_ATT_ROPE=1, a step of decode rows only: run_rope_store's three
+ * ops and the OP_ATT after them as one attn_decode_tile_kernel launch that
+ * rotates q and k and stores k and v itself, with the same bits, when
+ * nothing reads the q and k buffers later (they stay unrotated). Returns
+ * how many ops that ran (0 or 4). */
+static int run_rope_attn(cu_backend *b, const tape *t, int i)
+{
+    if (i + 3 >= t->n || b->n_tiles != 0 || b->base.kv_dtype != DT_BF16)
+        return 0;
+    const tape_op *q = &t->ops[i], *k = &t->ops[i + 1], *kv = &t->ops[i + 2],
+                  *a = &t->ops[i + 3];
+    const be_rope *r = (const be_rope *)q->p[1];
+    const int half = (int)q->i[3] / 2;
+    if (k->kind != OP_ROPE || kv->kind != OP_KV || a->kind != OP_ATT ||
+        k->p[1] != q->p[1] || k->p[2] != q->p[2] || k->i[0] != q->i[0] ||
+        k->i[2] != q->i[2] || kv->p[0] != k->p[0] || kv->i[0] != q->i[0] ||
+        kv->i[1] != k->i[1] * k->i[2] || !b->d_inv_freq || r->inv_freq != b->rope_host ||
+        half != b->rope_half || half < 1 || q->i[0] <= 0)
+        return 0;
+    const int heads = (int)a->i[0], kvh = (int)a->i[1], hd = (int)a->i[2];
+    if (a->p[0] != q->p[0] || a->p[1] != kv->p[3] || a->p[2] != kv->p[4] ||
+        a->p[6] != q->p[2] || a->i[3] != q->i[0] || q->i[1] != heads || k->i[1] != kvh ||
+        q->i[2] != hd || !decode_tile_ok(b, heads, kvh, hd) ||
+        read_later(t, i + 4, q->p[0]) || read_later(t, i + 4, k->p[0]))
+        return 0;
+    be_attn_layout l;
+    memset(&l, 0, sizeof l);
+    l.q_start = (const int32_t *)a->p[4];
+    l.block_table = (const int32_t *)a->p[5];
+    l.pos = (const int32_t *)a->p[6];
+    l.n_tokens = (int)a->i[3];
+    l.n_seqs = (int)a->i[4];
+    l.max_blocks = (int)a->i[5];
+    l.block_size = (int)a->i[6];
+    dec_rope R = {(const float *)k->p[0], (const float *)kv->p[1], b->d_inv_freq,
+                  (const int32_t *)kv->p[2], (__nv_bfloat16 *)kv->p[3],
+                  (__nv_bfloat16 *)kv->p[4], q->f, half};
+    decode_tile(b, (const float *)q->p[0], a->p[1], a->p[2], heads, kvh, hd, a->f, &l, NULL,
+                l.n_tokens, (float *)a->p[3], &R);
+    b->att_folds++;
+    return 4;
+}
+
 /* OP_SILU at i and the GEMM that takes its product (more than GEMV_MAX_N
  * rows, activations rounded to bf16/f16 in one pass): the product goes
  * straight to the GEMM's half-precision input (silu_mul_kernel<bf16>) instead of
@@ -2147,6 +2236,10 @@ static void run_tape(cu_backend *b, const tape *t)
             break;
         }
         case OP_ROPE:
+            if (b->att_rope && run_rope_attn(b, t, i)) {
+                i += 3;
+                break;
+            }
             if (b->use_fuse && run_rope_store(b, t, i)) {
                 i += 2;
                 break;
@@ -2261,8 +2354,9 @@ static void cu_free(be_backend *bk)
         prof_print(b);
     const char *gs = getenv("INFERD_CUDA_GRAPH_STATS");
     if (gs && strcmp(gs, "1") == 0)
-        fprintf(stderr, "cuda graphs: %ld captured, %ld launches; %ld gemv folds run\n",
-                b->graph_captures, b->graph_launches, b->gemv_folds);
+        fprintf(stderr, "cuda graphs: %ld captured, %ld launches; %ld gemv folds run, "
+                        "%ld rope attention folds run\n",
+                b->graph_captures, b->graph_launches, b->gemv_folds, b->att_folds);
     if (b->gexec)
         cudaGraphExecDestroy(b->gexec);
     free(b->cur.ops);
@@ -3005,7 +3099,7 @@ static int decode_tile_ok(const cu_backend *b, int heads, int kv_heads, int hd)
  * rows 0..n_rows-1), with split-KV and the merge where it pays. */
 static void decode_tile(cu_backend *b, const float *q, const void *kc, const void *vc, int heads,
                         int kv_heads, int hd, float scale, const be_attn_layout *l,
-                        const int32_t *rows, int n_rows, float *out)
+                        const int32_t *rows, int n_rows, float *out, const dec_rope *rope)
 {
     const int32_t *qs = dev_idx(b, l->q_start), *btab = dev_idx(b, l->block_table),
                   *pos = dev_idx(b, l->pos);
@@ -3018,9 +3112,21 @@ static void decode_tile(cu_backend *b, const float *q, const void *kc, const voi
     dim3 grid((unsigned)n_rows, (unsigned)kv_heads, (unsigned)ns);
     const int g = heads / kv_heads;
     prof_begin(b);
+    dec_rope R;
+    memset(&R, 0, sizeof R);
+    if (rope)
+        R = *rope;
 #define DEC_LAUNCH(HD, G)                                                                          \
-    launch(b, attn_decode_tile_kernel<HD, G>, grid, DEC_WARPS * 32, 0, q, k, v, heads, kv_heads,   \
-           scale, rows, qs, l->n_seqs, btab, l->max_blocks, l->block_size, pos, out, part, done)
+    do {                                                                                           \
+        if (rope)                                                                                  \
+            launch(b, attn_decode_tile_kernel<HD, G, true>, grid, DEC_WARPS * 32, 0, q, k, v,      \
+                   heads, kv_heads, scale, rows, qs, l->n_seqs, btab, l->max_blocks,              \
+                   l->block_size, pos, out, part, done, R);                                        \
+        else                                                                                       \
+            launch(b, attn_decode_tile_kernel<HD, G, false>, grid, DEC_WARPS * 32, 0, q, k, v,     \
+                   heads, kv_heads, scale, rows, qs, l->n_seqs, btab, l->max_blocks,              \
+                   l->block_size, pos, out, part, done, R);                                        \
+    } while (0)
 #define DEC_HD(HD)                                                                            \
     do {                                                                                      \
         if (g == 1)                                                                           \
@@ -3052,7 +3158,7 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
         return;
     const int tile_ok = decode_tile_ok(b, heads, kv_heads, hd);
     if (b->n_tiles == 0 && tile_ok) {
-        decode_tile(b, q, kc, vc, heads, kv_heads, hd, scale, l, NULL, l->n_tokens, out);
+        decode_tile(b, q, kc, vc, heads, kv_heads, hd, scale, l, NULL, l->n_tokens, out, NULL);
         return;
     }
     if (b->n_tiles > 0 && tile_ok && prefill_mma_ok(b, hd)) {
@@ -3061,7 +3167,8 @@ static void attention_t(cu_backend *b, const float *q, const void *kc, const voi
         prefill_mma(b, q, kc, vc, heads, kv_heads, hd, scale, l, b->d_ptiles64, b->n_ptiles64,
                     out);
         if (b->n_drows > 0)
-            decode_tile(b, q, kc, vc, heads, kv_heads, hd, scale, l, b->d_drows, b->n_drows, out);
+            decode_tile(b, q, kc, vc, heads, kv_heads, hd, scale, l, b->d_drows, b->n_drows, out,
+                        NULL);
         return;
     }
     if (b->n_tiles == 0) {
@@ -3713,6 +3820,8 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->fuse_half = b->use_fuse && !(uf && strcmp(uf, "float") == 0);
     const char *gn = getenv("INFERD_CUDA_GEMV_NORM");
     b->gemv_norm = b->use_fuse && b->gemv_v3 && gn && strcmp(gn, "1") == 0;
+    const char *ar = getenv("INFERD_CUDA_ATT_ROPE");
+    b->att_rope = b->use_fuse && ar && strcmp(ar, "1") == 0;
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {

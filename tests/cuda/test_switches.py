@@ -18,7 +18,8 @@ switches on that base.
   none (the default: GEMV=v3 launched early, FUSE=half)  TOL
   INFERD_CUDA_PDL=0 (the default's kernels, none launched early): TOL
   all four together: TOL
-  INFERD_CUDA_GEMV_NORM=1 against the default: bit for bit
+  INFERD_CUDA_GEMV_NORM=1, INFERD_CUDA_ATT_ROPE=1 against the default: bit for
+  bit, and the server must report folds that ran
 
 Bit for bit means the same greedy tokens and identical logprobs; TOL bounds
 the logprob difference while the tokens agree (an indexing slip is O(1)).
@@ -74,21 +75,23 @@ with tempfile.TemporaryDirectory() as tmp:
                 compare(name + " vs base", got, base, TOL)
             if not env:
                 default = got
-        # the RMSNorm and the residual add folded into the one-row GEMV: the
-        # default's arithmetic in the default's order; the server's count of
-        # folds at exit shows they ran (equal results alone would not)
-        srv = serve(d, BF16, {"INFERD_CUDA_GEMV_NORM": "1", "INFERD_CUDA_GRAPH_STATS": "1"})
-        try:
-            got = [ask(srv, p, OUT) for p in prompts]
-        finally:
-            srv.stop()
-            log = srv.stderr()
-            os.unlink(srv.log.name)
-        compare(f"hidden {hidden} INFERD_CUDA_GEMV_NORM=1 vs default (bit for bit)", got,
-                default, 0.0, strict)
-        folds = re.search(r"(\d+) gemv folds run", log)
-        print(f"hidden {hidden} INFERD_CUDA_GEMV_NORM=1:", folds.group(0) if folds else log[-500:])
-        if not folds or int(folds.group(1)) == 0:
-            compare.fails += 1
-            print("FAIL: no gemv fold ran")
+        # folds of the default's ops into fewer launches, the default's arithmetic
+        # in the default's order: bit for bit; the server's count of folds at
+        # exit shows they ran (equal results alone would not)
+        for name, what in (("INFERD_CUDA_GEMV_NORM", "gemv folds"),
+                           ("INFERD_CUDA_ATT_ROPE", "rope attention folds")):
+            srv = serve(d, BF16, {name: "1", "INFERD_CUDA_GRAPH_STATS": "1"})
+            try:
+                got = [ask(srv, p, OUT) for p in prompts]
+            finally:
+                srv.stop()
+                log = srv.stderr()
+                os.unlink(srv.log.name)
+            compare(f"hidden {hidden} {name}=1 vs default (bit for bit)", got, default, 0.0,
+                    strict)
+            folds = re.search(rf"(\d+) {what} run", log)
+            print(f"hidden {hidden} {name}=1:", folds.group(0) if folds else log[-500:])
+            if not folds or int(folds.group(1)) == 0:
+                compare.fails += 1
+                print(f"FAIL: no {what} ran")
 sys.exit(compare.finish())
