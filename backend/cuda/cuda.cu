@@ -2144,7 +2144,9 @@ static int run_rope_attn(cu_backend *b, const tape *t, int i)
         half != b->rope_half || half < 1 || q->i[0] <= 0)
         return 0;
     const int heads = (int)a->i[0], kvh = (int)a->i[1], hd = (int)a->i[2];
-    if (a->p[0] != q->p[0] || a->p[1] != kv->p[3] || a->p[2] != kv->p[4] ||
+    /* every split reads k and v first: out must not be either */
+    if (kvh <= 0 || heads % kvh || a->p[3] == k->p[0] || a->p[3] == kv->p[1] ||
+        a->p[0] != q->p[0] || a->p[1] != kv->p[3] || a->p[2] != kv->p[4] ||
         a->p[6] != q->p[2] || a->i[3] != q->i[0] || q->i[1] != heads || k->i[1] != kvh ||
         q->i[2] != hd || !decode_tile_ok(b, heads, kvh, hd) ||
         read_later(t, i + 4, q->p[0]) || read_later(t, i + 4, k->p[0]))
@@ -2163,7 +2165,7 @@ static int run_rope_attn(cu_backend *b, const tape *t, int i)
                   (__nv_bfloat16 *)kv->p[4], q->f, half};
     decode_tile(b, (const float *)q->p[0], a->p[1], a->p[2], heads, kvh, hd, a->f, &l, NULL,
                 l.n_tokens, (float *)a->p[3], &R);
-    b->att_folds++;
+    b->att_folds += !b->failed;
     return 4;
 }
 
