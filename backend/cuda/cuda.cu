@@ -2085,21 +2085,45 @@ static int run_add_rmsnorm(cu_backend *b, const tape *t, int i)
     return 1 + k;
 }
 
-/* OP_ROPE of q, OP_ROPE of k, then OP_KV of that k: one launch. The rope
- * ops' frequencies are the device copy cu_rope keeps (made by the first
- * uncaptured run of the op), so this applies only once it exists. */
-static int run_rope_store(cu_backend *b, const tape *t, int i)
+/* Whether ops i, i + 1, i + 2 are the OP_ROPE of q, the OP_ROPE of k and
+ * the OP_KV of that k, with the rope frequencies the device copy cu_rope
+ * keeps (made by the first uncaptured run of the op, so not before it). */
+static bool rope_store_ops(const cu_backend *b, const tape *t, int i)
 {
     if (i + 2 >= t->n)
-        return 0;
+        return false;
     const tape_op *q = &t->ops[i], *k = &t->ops[i + 1], *kv = &t->ops[i + 2];
     const be_rope *r = (const be_rope *)q->p[1];
-    const int half = (int)q->i[3] / 2;
-    if (k->kind != OP_ROPE || kv->kind != OP_KV || k->p[1] != q->p[1] || k->p[2] != q->p[2] ||
-        k->i[0] != q->i[0] || k->i[2] != q->i[2] || kv->p[0] != k->p[0] ||
-        kv->i[0] != q->i[0] || kv->i[1] != k->i[1] * k->i[2] || !b->d_inv_freq ||
-        r->inv_freq != b->rope_host || half != b->rope_half || q->i[0] <= 0)
+    return k->kind == OP_ROPE && kv->kind == OP_KV && k->p[1] == q->p[1] &&
+           k->p[2] == q->p[2] && k->i[0] == q->i[0] && k->i[2] == q->i[2] &&
+           kv->p[0] == k->p[0] && kv->i[0] == q->i[0] && kv->i[1] == k->i[1] * k->i[2] &&
+           b->d_inv_freq && r->inv_freq == b->rope_host && (int)q->i[3] / 2 == b->rope_half &&
+           q->i[0] > 0;
+}
+
+/* The layout an OP_ATT recorded (cu_attention's arguments). */
+static be_attn_layout att_layout(const tape_op *o)
+{
+    be_attn_layout l;
+    memset(&l, 0, sizeof l);
+    l.q_start = (const int32_t *)o->p[4];
+    l.block_table = (const int32_t *)o->p[5];
+    l.pos = (const int32_t *)o->p[6];
+    l.n_tokens = (int)o->i[3];
+    l.n_seqs = (int)o->i[4];
+    l.max_blocks = (int)o->i[5];
+    l.block_size = (int)o->i[6];
+    return l;
+}
+
+/* OP_ROPE of q, OP_ROPE of k, then OP_KV of that k (rope_store_ops): one
+ * launch. */
+static int run_rope_store(cu_backend *b, const tape *t, int i)
+{
+    if (!rope_store_ops(b, t, i))
         return 0;
+    const tape_op *q = &t->ops[i], *k = &t->ops[i + 1], *kv = &t->ops[i + 2];
+    const int half = (int)q->i[3] / 2;
     const int n = (int)q->i[0], heads = (int)q->i[1], kvh = (int)k->i[1], hd = (int)q->i[2];
     const int threads = half >= 128 ? 128 : half >= 64 ? 64 : 32; /* as cu_rope */
     dim3 grid((unsigned)n, (unsigned)(heads + kvh));
@@ -2131,17 +2155,13 @@ static void decode_tile(cu_backend *b, const float *q, const void *kc, const voi
  * how many ops that ran (0 or 4). */
 static int run_rope_attn(cu_backend *b, const tape *t, int i)
 {
-    if (i + 3 >= t->n || b->n_tiles != 0 || b->base.kv_dtype != DT_BF16)
+    if (i + 3 >= t->n || b->n_tiles != 0 || b->base.kv_dtype != DT_BF16 ||
+        t->ops[i + 3].kind != OP_ATT || !rope_store_ops(b, t, i))
         return 0;
     const tape_op *q = &t->ops[i], *k = &t->ops[i + 1], *kv = &t->ops[i + 2],
                   *a = &t->ops[i + 3];
-    const be_rope *r = (const be_rope *)q->p[1];
     const int half = (int)q->i[3] / 2;
-    if (k->kind != OP_ROPE || kv->kind != OP_KV || a->kind != OP_ATT ||
-        k->p[1] != q->p[1] || k->p[2] != q->p[2] || k->i[0] != q->i[0] ||
-        k->i[2] != q->i[2] || kv->p[0] != k->p[0] || kv->i[0] != q->i[0] ||
-        kv->i[1] != k->i[1] * k->i[2] || !b->d_inv_freq || r->inv_freq != b->rope_host ||
-        half != b->rope_half || half < 1 || q->i[0] <= 0)
+    if (half < 1)
         return 0;
     const int heads = (int)a->i[0], kvh = (int)a->i[1], hd = (int)a->i[2];
     /* every split reads k and v first: out must not be either */
@@ -2151,15 +2171,7 @@ static int run_rope_attn(cu_backend *b, const tape *t, int i)
         q->i[2] != hd || !decode_tile_ok(b, heads, kvh, hd) ||
         read_later(t, i + 4, q->p[0]) || read_later(t, i + 4, k->p[0]))
         return 0;
-    be_attn_layout l;
-    memset(&l, 0, sizeof l);
-    l.q_start = (const int32_t *)a->p[4];
-    l.block_table = (const int32_t *)a->p[5];
-    l.pos = (const int32_t *)a->p[6];
-    l.n_tokens = (int)a->i[3];
-    l.n_seqs = (int)a->i[4];
-    l.max_blocks = (int)a->i[5];
-    l.block_size = (int)a->i[6];
+    const be_attn_layout l = att_layout(a);
     dec_rope R = {(const float *)k->p[0], (const float *)kv->p[1], b->d_inv_freq,
                   (const int32_t *)kv->p[2], (__nv_bfloat16 *)kv->p[3],
                   (__nv_bfloat16 *)kv->p[4], q->f, half};
@@ -2255,15 +2267,7 @@ static void run_tape(cu_backend *b, const tape *t)
                         (float *)o->p[4]);
             break;
         case OP_ATT: {
-            be_attn_layout l;
-            memset(&l, 0, sizeof l);
-            l.q_start = (const int32_t *)o->p[4];
-            l.block_table = (const int32_t *)o->p[5];
-            l.pos = (const int32_t *)o->p[6];
-            l.n_tokens = (int)o->i[3];
-            l.n_seqs = (int)o->i[4];
-            l.max_blocks = (int)o->i[5];
-            l.block_size = (int)o->i[6];
+            const be_attn_layout l = att_layout(o);
             cu_attention(bk, (const float *)o->p[0], (const float *)o->p[1],
                          (const float *)o->p[2], (int)o->i[0], (int)o->i[1], (int)o->i[2], o->f,
                          &l, (float *)o->p[3]);
@@ -2581,19 +2585,11 @@ static int gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *w
                 }
                 if (fold)
                     S.res = fold->res;
-                const int pdl = b->use_pdl != 0;
-                if (S.norm_w && glu)
-                    launch_ex(b, pdl, gemv1_kernel<TW, true, true>, grid, GEMV1_WARPS * 32,
-                              smem, x, S, cols, total, (int)rpb);
-                else if (S.norm_w)
-                    launch_ex(b, pdl, gemv1_kernel<TW, false, true>, grid, GEMV1_WARPS * 32,
-                              smem, x, S, cols, total, (int)rpb);
-                else if (glu)
-                    launch_ex(b, pdl, gemv1_kernel<TW, true, false>, grid, GEMV1_WARPS * 32,
-                              smem, x, S, cols, total, (int)rpb);
-                else
-                    launch_ex(b, pdl, gemv1_kernel<TW, false, false>, grid, GEMV1_WARPS * 32,
-                              smem, x, S, cols, total, (int)rpb);
+                void (*kernel)(const float *, const gemv_set, int64_t, int64_t, int) =
+                    S.norm_w ? (glu ? gemv1_kernel<TW, true, true> : gemv1_kernel<TW, false, true>)
+                             : (glu ? gemv1_kernel<TW, true, false> : gemv1_kernel<TW, false, false>);
+                launch_ex(b, b->use_pdl != 0, kernel, grid, GEMV1_WARPS * 32, smem, x, S, cols,
+                          total, (int)rpb);
                 LAUNCHED(b, "gemv1_kernel");
                 return 1;
             }
@@ -3119,16 +3115,9 @@ static void decode_tile(cu_backend *b, const float *q, const void *kc, const voi
     if (rope)
         R = *rope;
 #define DEC_LAUNCH(HD, G)                                                                          \
-    do {                                                                                           \
-        if (rope)                                                                                  \
-            launch(b, attn_decode_tile_kernel<HD, G, true>, grid, DEC_WARPS * 32, 0, q, k, v,      \
-                   heads, kv_heads, scale, rows, qs, l->n_seqs, btab, l->max_blocks,              \
-                   l->block_size, pos, out, part, done, R);                                        \
-        else                                                                                       \
-            launch(b, attn_decode_tile_kernel<HD, G, false>, grid, DEC_WARPS * 32, 0, q, k, v,     \
-                   heads, kv_heads, scale, rows, qs, l->n_seqs, btab, l->max_blocks,              \
-                   l->block_size, pos, out, part, done, R);                                        \
-    } while (0)
+    launch(b, rope ? attn_decode_tile_kernel<HD, G, true> : attn_decode_tile_kernel<HD, G, false>, \
+           grid, DEC_WARPS * 32, 0, q, k, v, heads, kv_heads, scale, rows, qs, l->n_seqs, btab,    \
+           l->max_blocks, l->block_size, pos, out, part, done, R)
 #define DEC_HD(HD)                                                                            \
     do {                                                                                      \
         if (g == 1)                                                                           \
