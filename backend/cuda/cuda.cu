@@ -18,8 +18,11 @@
  * recorded and run with fused launches, and replayed as CUDA graphs where
  * they repeat (see "decode steps: tape and graphs"). One input row goes
  * through gemv1_kernel, launched early on sm_90+ (programmatic dependent
- * launch, see launch()), and GEMM inputs are written in half precision by
- * the op before (run_silu_gemm, run_add_rmsnorm). Measured on an H200 and
+ * launch, see launch()), which also does the RMSNorm before it and the
+ * residual add after it (run_norm_gemv, run_gemv_add); the decode attention
+ * kernel applies rope and stores k and v (run_rope_attn); GEMM inputs are
+ * written in half precision by the op before (run_silu_gemm,
+ * run_add_rmsnorm). Measured on an H200 and
  * off by default because they did not pay: INFERD_CUDA_PDL=1 (every kernel
  * launched early) and INFERD_CUDA_LT=1 (cuBLASLt with an algorithm timed per
  * shape, lt_pick).
@@ -121,8 +124,8 @@ typedef struct cu_backend {
     int use_pdl;               /* PDL: 2 gemv1_kernel's launches (default), 1 every launch */
     int use_lt;                /* INFERD_CUDA_LT=1: cuBLASLt, algorithm timed per shape */
     int fuse_half;             /* run_silu_gemm, run_add_rmsnorm; INFERD_CUDA_FUSE=float turns them off */
-    int gemv_norm;             /* INFERD_CUDA_GEMV_NORM=1: run_norm_gemv, run_gemv_add */
-    int att_rope;              /* INFERD_CUDA_ATT_ROPE=1: run_rope_attn */
+    int gemv_norm;             /* run_norm_gemv, run_gemv_add; INFERD_CUDA_GEMV_NORM=0 off */
+    int att_rope;              /* run_rope_attn; INFERD_CUDA_ATT_ROPE=0 off */
     cublasLtHandle_t lt_handle;
     void *lt_ws;               /* cuBLASLt's workspace */
     struct lt_choice *lt;      /* the timed choices */
@@ -599,7 +602,7 @@ typedef struct gemv_set {
     unsigned first[GEMV_SET + 1]; /* first block of each matrix; first[n_mat]: the grid */
     unsigned first_row[GEMV_SET + 1]; /* gemv1_kernel: rows numbered across the matrices */
     int n_mat;
-    /* gemv1_kernel with INFERD_CUDA_GEMV_NORM=1 (run_norm_gemv, run_gemv_add): x
+    /* gemv1_kernel's folds (run_norm_gemv, run_gemv_add; INFERD_CUDA_GEMV_NORM=0 off): x
      * is first RMS-normalised with norm_w as norm_threads threads of rmsnorm_kernel
      * would (norm_out, when not NULL, gets the result), and res[r] += the
      * product replaces y[r] = it (one matrix, no GLU). */
@@ -1117,7 +1120,7 @@ __global__ void attn_merge_kernel(const float *part, int n_split, int heads, int
  * results leave in natural-log units, as attn_merge_kernel expects. */
 #define DEC_WARPS 4
 #define DEC_TILE 32
-/* INFERD_CUDA_ATT_ROPE=1 (run_rope_attn): this step's rope of q and k and
+/* run_rope_attn (INFERD_CUDA_ATT_ROPE=0 off): this step's rope of q and k and
  * its KV-cache store, done by the decode kernel as rope_store_kernel would. */
 typedef struct dec_rope {
     const float *k, *v;     /* this step's k rows (not rotated) and v rows */
@@ -1881,7 +1884,7 @@ static void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size
 static void cu_add(be_backend *bk, float *x, const float *y, size_t n);
 static void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32_t *rows, int n,
                            float *out);
-/* What gemv1_kernel folds in with INFERD_CUDA_GEMV_NORM=1: the RMSNorm of its
+/* What gemv1_kernel folds in (INFERD_CUDA_GEMV_NORM=0: nothing): the RMSNorm of its
  * input (norm_w non-NULL; norm_out gets the normalised row when not NULL), the
  * residual add of its output (res += the product; y is not written). */
 typedef struct gemv_fold {
@@ -1976,7 +1979,7 @@ static int read_later(const tape *t, int from, const void *p)
     return 1;
 }
 
-/* INFERD_CUDA_GEMV_NORM=1, one input row: the OP_RMSNORM at i and the
+/* One input row (unless INFERD_CUDA_GEMV_NORM=0): the OP_RMSNORM at i and the
  * matmuls that take its output (run_fused's set) as one gemv1_kernel launch
  * that normalises its input first, with the same bits. Returns how many ops
  * that ran (0: none, gemv1_kernel does not apply). */
@@ -2006,7 +2009,7 @@ static int run_norm_gemv(cu_backend *b, const tape *t, int i)
     return ran ? after - i : 0;
 }
 
-/* INFERD_CUDA_GEMV_NORM=1, one input row: the OP_MATMUL at i and the OP_ADD
+/* One input row (unless INFERD_CUDA_GEMV_NORM=0): the OP_MATMUL at i and the OP_ADD
  * of its output into the residual as one gemv1_kernel launch that adds into
  * the residual instead of writing its output, when nothing reads that output
  * later. Returns how many ops that ran (0 or 2). */
@@ -2148,7 +2151,7 @@ static void decode_tile(cu_backend *b, const float *q, const void *kc, const voi
                         int kv_heads, int hd, float scale, const be_attn_layout *l,
                         const int32_t *rows, int n_rows, float *out, const dec_rope *rope);
 
-/* INFERD_CUDA_ATT_ROPE=1, a step of decode rows only: run_rope_store's three
+/* A step of decode rows only (unless INFERD_CUDA_ATT_ROPE=0): run_rope_store's three
  * ops and the OP_ATT after them as one attn_decode_tile_kernel launch that
  * rotates q and k and stores k and v itself, with the same bits, when
  * nothing reads the q and k buffers later (they stay unrotated). Returns
@@ -3810,9 +3813,9 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->use_fuse = !(uf && strcmp(uf, "0") == 0);
     b->fuse_half = b->use_fuse && !(uf && strcmp(uf, "float") == 0);
     const char *gn = getenv("INFERD_CUDA_GEMV_NORM");
-    b->gemv_norm = b->use_fuse && b->gemv_v3 && gn && strcmp(gn, "1") == 0;
+    b->gemv_norm = b->use_fuse && b->gemv_v3 && !(gn && strcmp(gn, "0") == 0);
     const char *ar = getenv("INFERD_CUDA_ATT_ROPE");
-    b->att_rope = b->use_fuse && ar && strcmp(ar, "1") == 0;
+    b->att_rope = b->use_fuse && !(ar && strcmp(ar, "0") == 0);
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {

@@ -7,19 +7,21 @@ each row into several, the last one partial). 16 token-id prompts of 9 to 700
 tokens are asked one at a time, so every run has the same steps: prompt
 chunks of more than 8 rows through the GEMMs, decode steps of one row through
 the GEMV. The base is INFERD_CUDA_GEMV=v2 INFERD_CUDA_FUSE=float
-INFERD_CUDA_PDL=0 (the kernels before the defaults became gemv1_kernel,
-launched early, and the bf16-writing fusions); each variant below sets its
-switches on that base.
+INFERD_CUDA_PDL=0 INFERD_CUDA_GEMV_NORM=0 INFERD_CUDA_ATT_ROPE=0 (the kernels
+before the defaults became gemv1_kernel, launched early, the bf16-writing
+fusions and the folds); each variant below sets its switches on that base.
 
   INFERD_CUDA_PDL=1      the same kernels launched earlier: bit for bit
   INFERD_CUDA_FUSE=half  the same GEMM inputs, written by the op before: bit for bit
   INFERD_CUDA_GEMV=v3    another summation order in the one-row GEMV: TOL
   INFERD_CUDA_LT=1       other cuBLAS algorithms for the GEMMs: TOL
-  none (the default: GEMV=v3 launched early, FUSE=half)  TOL
+  none (the default: GEMV=v3 launched early, FUSE=half, the folds)  TOL
   INFERD_CUDA_PDL=0 (the default's kernels, none launched early): TOL
   all four together: TOL
-  INFERD_CUDA_GEMV_NORM=1, INFERD_CUDA_ATT_ROPE=1 against the default: bit for
-  bit, and the server must report folds that ran
+  INFERD_CUDA_GEMV_NORM=0, INFERD_CUDA_ATT_ROPE=0 (the default's folds of the
+  RMSNorm / residual add into the GEMV and of rope / KV store into the decode
+  attention, each turned off) against the default: bit for bit, and the
+  default must report that both kinds of fold ran, each switch that its ran not
 
 Bit for bit means the same greedy tokens and identical logprobs; TOL bounds
 the logprob difference while the tokens agree (an indexing slip is O(1)).
@@ -38,7 +40,8 @@ TOK = os.path.join(ROOT, "tests", "fixtures", "models", "llama")
 SHAPES = ((512, 128, 4, 1, 1024), (2560, 128, 20, 5, 5120))
 N_PROMPTS, OUT = 16, 8
 TOL = 0.02
-BASE = {"INFERD_CUDA_GEMV": "v2", "INFERD_CUDA_FUSE": "float", "INFERD_CUDA_PDL": "0"}
+BASE = {"INFERD_CUDA_GEMV": "v2", "INFERD_CUDA_FUSE": "float", "INFERD_CUDA_PDL": "0",
+        "INFERD_CUDA_GEMV_NORM": "0", "INFERD_CUDA_ATT_ROPE": "0"}
 EXACT = {**BASE, "INFERD_CUDA_PDL": "1"}, {**BASE, "INFERD_CUDA_FUSE": "half"}
 NEAR = ({**BASE, "INFERD_CUDA_GEMV": "v3"}, {**BASE, "INFERD_CUDA_LT": "1"}, {},
         {"INFERD_CUDA_PDL": "0"},
@@ -66,8 +69,10 @@ with tempfile.TemporaryDirectory() as tmp:
         base, = run(d, prompts, (False,), OUT, BF16, BASE)
         strict = [[1.0] * OUT for _ in prompts]
         for env in EXACT + NEAR:
+            on_base = BASE.keys() <= env.keys()  # named by what differs from the base
             name = f"hidden {hidden} " + ("+".join(f"{k}={v}" for k, v in env.items()
-                                                   if BASE.get(k) != v) or "default")
+                                                   if not on_base or BASE[k] != v)
+                                          or "default")
             got, = run(d, prompts, (False,), OUT, BF16, env)
             if env in EXACT:
                 compare(name + " vs base (bit for bit)", got, base, 0.0, strict)
@@ -75,23 +80,32 @@ with tempfile.TemporaryDirectory() as tmp:
                 compare(name + " vs base", got, base, TOL)
             if not env:
                 default = got
-        # folds of the default's ops into fewer launches, the default's arithmetic
-        # in the default's order: bit for bit; the server's count of folds at
-        # exit shows they ran (equal results alone would not)
-        for name, what in (("INFERD_CUDA_GEMV_NORM", "gemv folds"),
-                           ("INFERD_CUDA_ATT_ROPE", "rope attention folds")):
-            srv = serve(d, BF16, {name: "1", "INFERD_CUDA_GRAPH_STATS": "1"})
+        # the default folds ops into fewer launches, with the unfolded ops'
+        # arithmetic in their order: bit for bit with each fold turned off; the
+        # server's count of folds at exit shows which ran (equal results alone
+        # would not)
+        for env in ({}, {"INFERD_CUDA_GEMV_NORM": "0"}, {"INFERD_CUDA_ATT_ROPE": "0"}):
+            name = f"hidden {hidden} " + ("+".join(f"{k}={v}" for k, v in env.items())
+                                          or "default")
+            srv = serve(d, BF16, {**env, "INFERD_CUDA_GRAPH_STATS": "1"})
             try:
                 got = [ask(srv, p, OUT) for p in prompts]
             finally:
                 srv.stop()
                 log = srv.stderr()
                 os.unlink(srv.log.name)
-            compare(f"hidden {hidden} {name}=1 vs default (bit for bit)", got, default, 0.0,
-                    strict)
-            folds = re.search(rf"(\d+) {what} run", log)
-            print(f"hidden {hidden} {name}=1:", folds.group(0) if folds else log[-500:])
-            if not folds or int(folds.group(1)) == 0:
+            if env:
+                compare(name + " vs default (bit for bit)", got, default, 0.0, strict)
+            m = re.search(r"(\d+) gemv folds run, (\d+) rope attention folds run", log)
+            print(name + ":", m.group(0) if m else log[-500:])
+            if not m:
                 compare.fails += 1
-                print(f"FAIL: no {what} ran")
+                print("FAIL: no fold counts in the log")
+                continue
+            gemv, rope = int(m.group(1)), int(m.group(2))
+            want = {"INFERD_CUDA_GEMV_NORM": gemv == 0 and rope > 0,
+                    "INFERD_CUDA_ATT_ROPE": gemv > 0 and rope == 0}
+            if not (want[next(iter(env))] if env else gemv > 0 and rope > 0):
+                compare.fails += 1
+                print(f"FAIL: {name}: {gemv} gemv folds and {rope} rope attention folds ran")
 sys.exit(compare.finish())
