@@ -126,6 +126,7 @@ typedef struct cu_backend {
     int fuse_half;             /* run_silu_gemm, run_add_rmsnorm; INFERD_CUDA_FUSE=float turns them off */
     int gemv_norm;             /* run_norm_gemv, run_gemv_add; INFERD_CUDA_GEMV_NORM=0 off */
     int att_rope;              /* run_rope_attn; INFERD_CUDA_ATT_ROPE=0 off */
+    int gemv_pf;               /* INFERD_CUDA_GEMV_PF: gemv1_kernel's L2 prefetch, items a warp */
     cublasLtHandle_t lt_handle;
     void *lt_ws;               /* cuBLASLt's workspace */
     struct lt_choice *lt;      /* the timed choices */
@@ -610,6 +611,7 @@ typedef struct gemv_set {
     float *norm_out, *res;
     float norm_eps;
     int norm_dt, norm_threads;
+    int pf_items; /* gemv1_kernel: items a warp asks L2 for before dep_wait() */
 } gemv_set;
 
 /* A parameter array element by a run-time index without a local copy. */
@@ -763,6 +765,28 @@ __device__ __forceinline__ void gemv1_load(const gemv_set &S, int64_t cols, int6
         }
 }
 
+/* INFERD_CUDA_GEMV_PF=n: the n items a warp takes after its first are
+ * asked of L2 (cp.async.bulk.prefetch, no registers held) before
+ * dep_wait(), so that a block that starts while the kernel before still
+ * ends on other multiprocessors streams more than one item in that time. */
+template <typename TW, int NM>
+__device__ __forceinline__ void gemv1_prefetch(const gemv_set &S, int64_t cols, int64_t row,
+                                               int64_t k0, int ch)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const int m = mat_of(S.first_row, S.n_mat, row);
+    const TW *w[NM];
+    w[0] = (const TW *)pick(S.w, m) + (row - pick(S.first_row, m)) * cols;
+    if (NM == 2)
+        w[NM - 1] = (const TW *)S.w[1] + row * cols;
+    const unsigned bytes = (unsigned)((cols - k0 < ch ? cols - k0 : ch) * (int64_t)sizeof(TW));
+#pragma unroll
+    for (int j = 0; j < NM; j++)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(w[j] + k0), "r"(bytes)
+                     : "memory");
+#endif
+}
+
 template <typename TW, bool GLU, bool NORM>
 __global__ void __launch_bounds__(GEMV1_WARPS * 32, 1)
 gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int rows_per_block)
@@ -783,6 +807,11 @@ gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int 
     int it = warp;
     if (it < items)
         gemv1_load<TW, NM, U>(S, cols, r0 + it / n_ch, (int64_t)(it % n_ch) * CH + lane * 8, cur);
+    if (lane < S.pf_items) {
+        const int pf = it + (lane + 1) * GEMV1_WARPS;
+        if (pf < items)
+            gemv1_prefetch<TW, NM>(S, cols, r0 + pf / n_ch, (int64_t)(pf % n_ch) * CH, CH);
+    }
     dep_wait();
     if constexpr (NORM) { /* a separate instance: x stays a global pointer in the others */
         /* norm_row's arithmetic in rmsnorm_kernel's order: the same bits */
@@ -2588,6 +2617,7 @@ static int gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *w
                 }
                 if (fold)
                     S.res = fold->res;
+                S.pf_items = b->gemv_pf;
                 void (*kernel)(const float *, const gemv_set, int64_t, int64_t, int) =
                     S.norm_w ? (glu ? gemv1_kernel<TW, true, true> : gemv1_kernel<TW, false, true>)
                              : (glu ? gemv1_kernel<TW, true, false> : gemv1_kernel<TW, false, false>);
@@ -3816,6 +3846,9 @@ extern "C" be_backend *be_cuda_new(int device, inferd_error *e)
     b->gemv_norm = b->use_fuse && b->gemv_v3 && !(gn && strcmp(gn, "0") == 0);
     const char *ar = getenv("INFERD_CUDA_ATT_ROPE");
     b->att_rope = b->use_fuse && !(ar && strcmp(ar, "0") == 0);
+    const char *gp = getenv("INFERD_CUDA_GEMV_PF");
+    b->gemv_pf = gp ? atoi(gp) : 0;
+    b->gemv_pf = b->gemv_pf < 0 ? 0 : b->gemv_pf > 31 ? 31 : b->gemv_pf;
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0) {

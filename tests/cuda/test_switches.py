@@ -21,7 +21,8 @@ fusions and the folds); each variant below sets its switches on that base.
   INFERD_CUDA_GEMV_NORM=0, INFERD_CUDA_ATT_ROPE=0 (the default's folds of the
   RMSNorm / residual add into the GEMV and of rope / KV store into the decode
   attention, each turned off) against the default: bit for bit, and the
-  default must report that both kinds of fold ran, each switch that its ran not
+  default must report that both kinds of fold ran, each switch that its ran not;
+  INFERD_CUDA_GEMV_PF=4 (the GEMV asks L2 for weights early): bit for bit
 
 Bit for bit means the same greedy tokens and identical logprobs; TOL bounds
 the logprob difference while the tokens agree (an indexing slip is O(1)).
@@ -84,7 +85,8 @@ with tempfile.TemporaryDirectory() as tmp:
         # arithmetic in their order: bit for bit with each fold turned off; the
         # server's count of folds at exit shows which ran (equal results alone
         # would not)
-        for env in ({}, {"INFERD_CUDA_GEMV_NORM": "0"}, {"INFERD_CUDA_ATT_ROPE": "0"}):
+        for env in ({}, {"INFERD_CUDA_GEMV_NORM": "0"}, {"INFERD_CUDA_ATT_ROPE": "0"},
+                    {"INFERD_CUDA_GEMV_PF": "4"}):
             name = f"hidden {hidden} " + ("+".join(f"{k}={v}" for k, v in env.items())
                                           or "default")
             srv = serve(d, BF16, {**env, "INFERD_CUDA_GRAPH_STATS": "1"})
@@ -105,7 +107,7 @@ with tempfile.TemporaryDirectory() as tmp:
             gemv, rope = int(m.group(1)), int(m.group(2))
             want = {"INFERD_CUDA_GEMV_NORM": gemv == 0 and rope > 0,
                     "INFERD_CUDA_ATT_ROPE": gemv > 0 and rope == 0}
-            if not (want[next(iter(env))] if env else gemv > 0 and rope > 0):
+            if not want.get(next(iter(env), None), gemv > 0 and rope > 0):
                 compare.fails += 1
                 print(f"FAIL: {name}: {gemv} gemv folds and {rope} rope attention folds ran")
 sys.exit(compare.finish())
