@@ -72,7 +72,7 @@ with tempfile.TemporaryDirectory() as tmp:
         for env in EXACT + NEAR:
             on_base = BASE.keys() <= env.keys()  # named by what differs from the base
             name = f"hidden {hidden} " + ("+".join(f"{k}={v}" for k, v in env.items()
-                                                   if not on_base or BASE[k] != v)
+                                                   if not on_base or BASE.get(k) != v)
                                           or "default")
             got, = run(d, prompts, (False,), OUT, BF16, env)
             if env in EXACT:
