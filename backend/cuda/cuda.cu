@@ -768,7 +768,9 @@ __device__ __forceinline__ void gemv1_load(const gemv_set &S, int64_t cols, int6
 /* INFERD_CUDA_GEMV_PF=n: the n items a warp takes after its first are
  * asked of L2 (cp.async.bulk.prefetch, no registers held) before
  * dep_wait(), so that a block that starts while the kernel before still
- * ends on other multiprocessors streams more than one item in that time. */
+ * ends on other multiprocessors streams more than one item in that time.
+ * Off by default: on an H200 the decode step grew with n (4.93 ms at 0,
+ * 5.04 at 2, 5.29 at 8; bench/RESULTS.md). */
 template <typename TW, int NM>
 __device__ __forceinline__ void gemv1_prefetch(const gemv_set &S, int64_t cols, int64_t row,
                                                int64_t k0, int ch)
