@@ -365,6 +365,14 @@ __device__ __forceinline__ void norm_row(const float *xr, float ss, const void *
         o[i] = from_f<T>(ldw(w, dt, i) * (xr[i] * inv));
 }
 
+/* The block size of an RMSNorm row: the sum of squares' order, and so its
+ * bits, depend on it, so every kernel that normalises a row (rmsnorm_kernel,
+ * add_rmsnorm_kernel, gemv1_kernel's NORM) takes it from here. */
+static int rmsnorm_threads(int64_t cols)
+{
+    return cols >= 1024 ? 512 : cols >= 256 ? 256 : 64;
+}
+
 /* HF RMSNorm in float32: x * (1 / sqrt(mean(x^2) + eps)) * weight. out may be x. */
 __global__ void rmsnorm_kernel(const float *x, const void *w, int dt, float eps, int cols,
                                float *out)
@@ -797,7 +805,7 @@ gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int 
     constexpr int U = GLU ? 4 : 8;  /* 16-byte loads per lane and weight row */
     constexpr int CH = U * 256;     /* columns of an item */
     /* [NM][rows_per_block * n_ch]; with NORM then, from a multiple of 4,
-     * the normalised x [cols] and the warps' sums of squares [GEMV1_WARPS] */
+     * the normalised x [cols] */
     extern __shared__ float part[];
     dep_open();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -816,19 +824,14 @@ gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int 
     }
     dep_wait();
     if constexpr (NORM) { /* a separate instance: x stays a global pointer in the others */
-        /* norm_row's arithmetic in rmsnorm_kernel's order: the same bits */
-        float *xs = part + ((NM * stride + 3) & ~3), *ws = xs + cols;
+        /* norm_row's arithmetic in rmsnorm_kernel's order: the same bits (the
+         * warps past norm_threads add zeros after the others in block_sum) */
+        float *xs = part + ((NM * stride + 3) & ~3);
         float ss = 0.0f;
         if (threadIdx.x < S.norm_threads)
             for (int64_t i = threadIdx.x; i < cols; i += S.norm_threads)
                 ss += x[i] * x[i];
-        ss = warp_sum(ss);
-        if (lane == 0)
-            ws[warp] = ss;
-        __syncthreads();
-        ss = 0.0f;
-        for (int i = 0; i < GEMV1_WARPS; i++)
-            ss += ws[i];
+        ss = block_sum(ss);
         const float inv = 1.0f / sqrtf(ss / (float)cols + S.norm_eps);
         for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
             const float v = ldw(S.norm_w, S.norm_dt, i) * (x[i] * inv);
@@ -2075,7 +2078,7 @@ static int run_add_rmsnorm(cu_backend *b, const tape *t, int i)
         return 0;
     const be_weight *w = (const be_weight *)r->p[1];
     const int rows = (int)r->i[0], cols = (int)r->i[1];
-    const int threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64; /* as cu_rmsnorm */
+    const int threads = rmsnorm_threads(cols);
     const be_weight *mw[GEMV_SET], *mb[GEMV_SET];
     float *my[GEMV_SET];
     int k = 0;
@@ -2527,9 +2530,9 @@ static void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float
     }
     if (b->failed || rows <= 0)
         return;
-    int threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64;
     prof_begin(b);
-    launch(b, rmsnorm_kernel, rows, threads, 0, x, w->data, w->dtype, eps, cols, out);
+    launch(b, rmsnorm_kernel, rows, rmsnorm_threads(cols), 0, x, w->data, w->dtype, eps, cols,
+           out);
     LAUNCHED(b, "rmsnorm_kernel");
     prof_end(b, P_RMSNORM);
 }
@@ -2602,8 +2605,8 @@ static int gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *w
             }
             S.first_row[S.n_mat] = (unsigned)total;
             const int nm = glu ? 2 : 1, n_ch = (int)((cols + 2048 / nm - 1) / (2048 / nm));
-            /* the normalised row and the warp sums after the item sums */
-            const size_t extra = fold && fold->norm_w ? (size_t)(cols + 3 + GEMV1_WARPS) : 0;
+            /* the normalised row after the item sums */
+            const size_t extra = fold && fold->norm_w ? (size_t)(cols + 3) : 0;
             int64_t rpb = (total + b->n_sm - 1) / b->n_sm;
             while (rpb > 1 && ((size_t)rpb * n_ch * nm + extra) * sizeof(float) > GEMV1_SMEM)
                 rpb = (rpb + 1) / 2;
@@ -2615,7 +2618,7 @@ static int gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *w
                     S.norm_dt = (int)fold->norm_w->dtype;
                     S.norm_eps = fold->norm_eps;
                     S.norm_out = fold->norm_out;
-                    S.norm_threads = cols >= 1024 ? 512 : cols >= 256 ? 256 : 64; /* cu_rmsnorm's */
+                    S.norm_threads = rmsnorm_threads(cols);
                 }
                 if (fold)
                     S.res = fold->res;
