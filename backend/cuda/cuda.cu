@@ -365,8 +365,8 @@ __device__ __forceinline__ void norm_row(const float *xr, float ss, const void *
         o[i] = from_f<T>(ldw(w, dt, i) * (xr[i] * inv));
 }
 
-/* The block size of an RMSNorm row: the sum of squares' order, and so its
- * bits, depend on it, so every kernel that normalises a row (rmsnorm_kernel,
+/* The threads that normalise one row: the sum of squares' order, and so its
+ * bits, depend on it, so every launch that normalises rows (rmsnorm_kernel,
  * add_rmsnorm_kernel, gemv1_kernel's NORM) takes it from here. */
 static int rmsnorm_threads(int64_t cols)
 {
@@ -805,7 +805,7 @@ gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int 
     constexpr int U = GLU ? 4 : 8;  /* 16-byte loads per lane and weight row */
     constexpr int CH = U * 256;     /* columns of an item */
     /* [NM][rows_per_block * n_ch]; with NORM then, from a multiple of 4,
-     * the normalised x [cols] */
+     * the normalised x [cols] and the warps' sums of squares [GEMV1_WARPS] */
     extern __shared__ float part[];
     dep_open();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -824,14 +824,19 @@ gemv1_kernel(const float *x, const gemv_set S, int64_t cols, int64_t total, int 
     }
     dep_wait();
     if constexpr (NORM) { /* a separate instance: x stays a global pointer in the others */
-        /* norm_row's arithmetic in rmsnorm_kernel's order: the same bits (the
-         * warps past norm_threads add zeros after the others in block_sum) */
-        float *xs = part + ((NM * stride + 3) & ~3);
+        /* norm_row's arithmetic in rmsnorm_kernel's order: the same bits */
+        float *xs = part + ((NM * stride + 3) & ~3), *ws = xs + cols;
         float ss = 0.0f;
         if (threadIdx.x < S.norm_threads)
             for (int64_t i = threadIdx.x; i < cols; i += S.norm_threads)
                 ss += x[i] * x[i];
-        ss = block_sum(ss);
+        ss = warp_sum(ss);
+        if (lane == 0)
+            ws[warp] = ss;
+        __syncthreads();
+        ss = 0.0f;
+        for (int i = 0; i < GEMV1_WARPS; i++)
+            ss += ws[i];
         const float inv = 1.0f / sqrtf(ss / (float)cols + S.norm_eps);
         for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
             const float v = ldw(S.norm_w, S.norm_dt, i) * (x[i] * inv);
@@ -2605,8 +2610,8 @@ static int gemv_multi_t(cu_backend *b, const float *x, const be_weight *const *w
             }
             S.first_row[S.n_mat] = (unsigned)total;
             const int nm = glu ? 2 : 1, n_ch = (int)((cols + 2048 / nm - 1) / (2048 / nm));
-            /* the normalised row after the item sums */
-            const size_t extra = fold && fold->norm_w ? (size_t)(cols + 3) : 0;
+            /* the normalised row and the warp sums after the item sums */
+            const size_t extra = fold && fold->norm_w ? (size_t)(cols + 3 + GEMV1_WARPS) : 0;
             int64_t rpb = (total + b->n_sm - 1) / b->n_sm;
             while (rpb > 1 && ((size_t)rpb * n_ch * nm + extra) * sizeof(float) > GEMV1_SMEM)
                 rpb = (rpb + 1) / 2;
