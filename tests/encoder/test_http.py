@@ -12,7 +12,7 @@ Jina, Cohere and SiliconFlow show it) and Python requests:
   - text through tokenizer.json (BERT WordPiece) equal to transformers'
     BertTokenizer ids; the classifier folder with only vocab.txt (no
     tokenizer.json) takes text on /v1/score, /v1/rerank, /classify and
-    /v1/embeddings, the README's 今天天气很好 / 今天是个好天气 pair scored as
+    /v1/embeddings, docs/encoders.md's 今天天气很好 / 今天是个好天气 pair scored as
     transformers does;
   - errors: text without a tokenizer, too long, bad ids, dimensions, chat on
     an encoder, embeddings on a causal LM, classify on an embedding model.
