@@ -346,8 +346,11 @@ def send(port, method, path, body):
 
 ID = re.compile(r'"id":"(chatcmpl|cmpl|score|rerank|classify)-[0-9a-f]+"')
 CREATED = re.compile(r'"created":\d+')
-# Metrics whose values are clocks: their value, buckets and sums vary by run.
-TIMED = re.compile(r"^(inferd:[a-z0-9_]*(seconds|latency)[a-z0-9_]*)(\{[^}]*\})? .*$")
+# Metrics whose values are clocks (their value, buckets and sums vary by
+# run), and the count of forward passes: the n choices of one request join
+# the batch in one step or in two, as the engine thread happens to wake.
+TIMED = re.compile(r"^(inferd:([a-z0-9_]*(seconds|latency)[a-z0-9_]*|engine_steps_total))"
+                   r"(\{[^}]*\})? .*$")
 
 
 def normalize(name, ans):
@@ -359,7 +362,7 @@ def normalize(name, ans):
         for line in b.split("\n"):
             m = TIMED.match(line)
             if m and not m.group(1).endswith("_count"):
-                line = f"{m.group(1)}{m.group(3) or ''} <time>"
+                line = f"{m.group(1)}{m.group(4) or ''} <varies>"
             out.append(line)
         b = "\n".join(out)
     return {**ans, "body": b}
@@ -453,6 +456,9 @@ def main():
             for k in ("status", "content_type", "retry_after", "body"):
                 if a[k] != b[k]:
                     print(f"  {k}:\n    old: {str(a[k])[:1500]!r}\n    new: {str(b[k])[:1500]!r}")
+            if head_same and a["content_type"] == "text/event-stream":
+                print(f"  merged:\n    old: {merged(a['body'])[:1500]}\n"
+                      f"    new: {merged(b['body'])[:1500]}")
         print(f"{model_dir}: {len(reqs)} requests")
     print(f"\n{same} byte-identical, {merged_same} same after merging stream chunks, "
           f"{differ} different")
