@@ -342,7 +342,7 @@ int api_check_model(api_ctx *a, json_t *b, api_response *r)
 /* POST /tokenize as vLLM has it: {"prompt": ...} or {"messages": ...}. */
 static void tokenize(api_ctx *a, json_t *b, api_response *r)
 {
-    api_gen *g = gen_new(a, 1);
+    api_gen *g = api_gen_new(a, 1);
     int32_t *ids = NULL;
     size_t n = 0;
     if (!g) {
@@ -367,7 +367,7 @@ static void tokenize(api_ctx *a, json_t *b, api_response *r)
         add_special = json_is_true(as);
     strs = json_is_true(rs);
     if (is_chat) {
-        if (gen_chat_prompt(g, b, add_special, &ids, &n)) {
+        if (api_gen_chat_prompt(g, b, add_special, &ids, &n)) {
             set_error(r, g->err_status, g->err_param, g->err_msg);
             goto out;
         }
@@ -395,7 +395,7 @@ static void tokenize(api_ctx *a, json_t *b, api_response *r)
                                a->max_model_len, "tokens", toks, "token_strs", ts));
 out:
     free(ids);
-    gen_free(g);
+    api_gen_free(g);
 }
 
 static void detokenize(api_ctx *a, json_t *b, api_response *r)
@@ -454,21 +454,21 @@ static void generation(api_ctx *a, int chat, json_t *b, api_alive_fn alive, void
         set_error(r, 400, NULL, msg);
         return;
     }
-    api_gen *g = gen_new(a, chat);
+    api_gen *g = api_gen_new(a, chat);
     if (!g) {
         set_error(r, 500, NULL, "out of memory");
         return;
     }
-    if (gen_parse(g, b) || gen_start(g)) {
+    if (api_gen_parse(g, b) || gen_start(g)) {
         set_error(r, g->err_status, g->err_param, g->err_msg);
-        gen_free(g);
+        api_gen_free(g);
         return;
     }
     if (g->stream) {
         api_stream *s = malloc(sizeof *s);
         if (!s) {
             set_error(r, 500, NULL, "out of memory");
-            gen_free(g);
+            api_gen_free(g);
             return;
         }
         s->g = g;
@@ -479,7 +479,7 @@ static void generation(api_ctx *a, int chat, json_t *b, api_alive_fn alive, void
     }
     r->content_type = "application/json";
     gen_run_blocking(g, alive, cls, r);
-    gen_free(g);
+    api_gen_free(g);
 }
 
 static json_t *parse_body(const char *body, size_t len, api_response *r)
@@ -583,6 +583,6 @@ void api_stream_free(api_stream *s)
     for (int i = 0; i < s->g->n_choices; i++)
         eng_cancel(s->g->ch[i].r);
     gen_finalize(s->g);
-    gen_free(s->g);
+    api_gen_free(s->g);
     free(s);
 }

@@ -20,12 +20,12 @@ int gen_start(api_gen *g)
     int live = atomic_fetch_add(&a->live, 1) + 1;
     g->counted_live = 1;
     if (a->max_queue > 0 && live > a->max_num_seqs + a->max_queue)
-        return gen_fail(g, 503, NULL, "the server is overloaded: %d requests are queued or "
-                        "running (at most %d); retry later", live - 1,
-                        a->max_num_seqs + a->max_queue);
+        return api_gen_fail(g, 503, NULL, "the server is overloaded: %d requests are queued or "
+                            "running (at most %d); retry later", live - 1,
+                            a->max_num_seqs + a->max_queue);
     g->ch = calloc((size_t)total, sizeof *g->ch);
     if (!g->ch || (total > 1 && !(g->waiter = eng_waiter_new())))
-        return gen_fail(g, 500, NULL, "out of memory");
+        return api_gen_fail(g, 500, NULL, "out of memory");
     for (int p = 0; p < g->n_prompts; p++) {
         for (int j = 0; j < g->n; j++) {
             api_choice *c = &g->ch[g->n_choices];
@@ -38,12 +38,12 @@ int gen_start(api_gen *g)
             inferd_error e = {{0}};
             c->ts = tok_stream_new(a->tok, g->skip_special);
             if (!c->ts)
-                return gen_fail(g, 500, NULL, "out of memory");
+                return api_gen_fail(g, 500, NULL, "out of memory");
             g->n_choices++;
             c->r = eng_submit(a->eng, g->prompts[p], g->n_prompt_tok[p], &s, &e);
             if (!c->r)
-                return gen_fail(g, strstr(e.msg, "shutting down") ? 503 : 400,
-                                g->chat ? "messages" : "prompt", "%s", e.msg);
+                return api_gen_fail(g, strstr(e.msg, "shutting down") ? 503 : 400,
+                                    g->chat ? "messages" : "prompt", "%s", e.msg);
             if (g->waiter)
                 eng_set_waiter(c->r, g->waiter);
             if (g->prompt_text && g->prompt_text[p]) {

@@ -114,14 +114,14 @@ struct api_stream {
 };
 
 /* request.c */
-api_gen *gen_new(api_ctx *a, int chat);
+api_gen *api_gen_new(api_ctx *a, int chat);
 /* Fills g from the body; on failure g->err_* say why. */
-int gen_parse(api_gen *g, json_t *body);
-void gen_free(api_gen *g);
-int gen_fail(api_gen *g, int status, const char *param, const char *fmt, ...)
+int api_gen_parse(api_gen *g, json_t *body);
+void api_gen_free(api_gen *g);
+int api_gen_fail(api_gen *g, int status, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Renders a chat request's messages (shared with /tokenize). *ids malloc'd. */
-int gen_chat_prompt(api_gen *g, json_t *body, int add_special, int32_t **ids, size_t *n);
+int api_gen_chat_prompt(api_gen *g, json_t *body, int add_special, int32_t **ids, size_t *n);
 
 /* generate.c */
 int gen_start(api_gen *g);
