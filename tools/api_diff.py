@@ -387,10 +387,11 @@ def merged(body):
             other.append(json.dumps(j, sort_keys=True))
             continue
         for ch in j["choices"]:
-            c = choices.setdefault(ch["index"], {"text": "", "lp": [], "ends": []})
+            c = choices.setdefault(ch["index"], {"text": "", "lp": {}, "ends": []})
             c["text"] += ch.get("text") or (ch.get("delta") or {}).get("content") or ""
-            if ch.get("logprobs"):
-                c["lp"].append(json.dumps(ch["logprobs"], sort_keys=True))
+            lp = ch.get("logprobs") or {}
+            for k in lp:   # chat: content; completions: tokens, token_logprobs ...
+                c["lp"].setdefault(k, []).extend(lp[k] or [])
             if ch.get("finish_reason") or ch.get("stop_reason") is not None:
                 c["ends"].append([ch.get("finish_reason"), ch.get("stop_reason")])
         shell = {k: v for k, v in j.items() if k != "choices"}
