@@ -11,6 +11,10 @@
 
 #include "api/internal.h"
 
+/* What a client is told when the backend fails mid-request (the details are
+ * for the operator, in the log). */
+static const char model_failed[] = "the model failed while generating; see the server log";
+
 /* ---- starting ---- */
 
 int gen_start(api_gen *g)
@@ -64,24 +68,6 @@ static json_t *jnum(double v)
     return json_real(isfinite(v) ? v : -9999.0);
 }
 
-/* Appends s[0..n) to b with every byte that is not part of a valid UTF-8
- * character replaced by U+FFFD, as Python's decode(errors="replace") does:
- * JSON strings must be valid UTF-8, and a token alone may be part of one. */
-void gen_append_valid_utf8(strbuf *b, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        int k = utf8_decode(s + i, n - i, &cp);
-        if (k > 0 && cp != 0) {
-            sb_append(b, s + i, (size_t)k);
-            i += (size_t)k;
-        } else {
-            sb_puts(b, "\xEF\xBF\xBD");
-            i++;
-        }
-    }
-}
-
 /* A logprob entry's token string: its text, or "token_id:N" when the request
  * asked for return_tokens_as_token_ids (vLLM's extension). */
 static char *token_text(api_gen *g, int32_t id)
@@ -96,7 +82,7 @@ static char *token_text(api_gen *g, int32_t id)
     if (tok_decode(g->a->tok, &id, 1, 0, &s, &n, NULL))
         return strdup("");
     strbuf b = {0};
-    gen_append_valid_utf8(&b, s, n);
+    api_append_valid_utf8(&b, s, n);
     free(s);
     return sb_steal(&b);
 }
@@ -109,7 +95,7 @@ static int detok(api_choice *c, int32_t id)
     inferd_error e = {{0}};
     int rc = id >= 0 ? tok_stream_push(c->ts, id, &t, &e) : tok_stream_flush(c->ts, &t, &e);
     if (t.n)
-        gen_append_valid_utf8(&c->text, t.p, t.n);
+        api_append_valid_utf8(&c->text, t.p, t.n);
     sb_free(&t);
     return rc;
 }
@@ -474,10 +460,7 @@ void gen_run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r
     gen_finalize(g);
     for (int i = 0; i < g->n_choices; i++)
         if (g->ch[i].finish && !strcmp(g->ch[i].finish, "error")) {
-            r->status = 500;
-            r->body = api_error_body(500, NULL, "the model failed while generating; see the "
-                                     "server log");
-            r->len = strlen(r->body);
+            api_set_error(r, 500, NULL, model_failed);
             return;
         }
     json_t *choices = json_array();
@@ -491,23 +474,10 @@ void gen_run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r
     r->prompt_tokens = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
     r->completion_tokens = (int)json_integer_value(json_object_get(usage, "completion_tokens"));
     json_decref(usage);
-    r->status = 200;
-    r->body = api_dump(j);
-    r->len = strlen(r->body);
-    json_decref(j);
+    api_set_json(r, 200, j);
 }
 
 /* ---- streaming ---- */
-
-static void sse(strbuf *out, json_t *j)
-{
-    char *s = api_dump(j);
-    sb_puts(out, "data: ");
-    sb_puts(out, s);
-    sb_puts(out, "\n\n");
-    free(s);
-    json_decref(j);
-}
 
 static json_t *chunk(api_gen *g, json_t *choice)
 {
@@ -550,16 +520,17 @@ static void stream_choice(api_gen *g, api_choice *c, strbuf *out)
                            stop);
         if (g->chat)
             json_decref(stop);
-        sse(out, chunk(g, ch));
+        api_sse_json(out, chunk(g, ch));
         c->sent = lim;
         if (g->logprobs)
             lp_reset(g, c);
     }
     if (c->done && g->chat) {
         json_t *stop = c->stop_reason ? json_incref(c->stop_reason) : json_null();
-        sse(out, chunk(g, json_pack("{s:i, s:{}, s:n, s:s, s:o}", "index", c->index, "delta",
-                                    "logprobs", "finish_reason",
-                                    c->finish ? c->finish : "abort", "stop_reason", stop)));
+        api_sse_json(out, chunk(g, json_pack("{s:i, s:{}, s:n, s:s, s:o}", "index", c->index,
+                                             "delta", "logprobs", "finish_reason",
+                                             c->finish ? c->finish : "abort", "stop_reason",
+                                             stop)));
     }
     if (c->done)
         c->finish_sent = 1;
@@ -570,13 +541,13 @@ static void stream_start(api_gen *g, strbuf *out)
     for (int i = 0; i < g->n_choices; i++) {
         api_choice *c = &g->ch[i];
         if (g->chat) {
-            sse(out, chunk(g, json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", c->index,
-                                        "delta", "role", "assistant", "content", "",
-                                        "logprobs", "finish_reason")));
+            api_sse_json(out, chunk(g, json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index",
+                                                 c->index, "delta", "role", "assistant",
+                                                 "content", "", "logprobs", "finish_reason")));
         } else if (g->echo && g->prompt_text[c->prompt_idx]) {
-            sse(out, chunk(g, json_pack("{s:i, s:s, s:n, s:n}", "index", c->index, "text",
-                                        g->prompt_text[c->prompt_idx], "logprobs",
-                                        "finish_reason")));
+            api_sse_json(out, chunk(g, json_pack("{s:i, s:s, s:n, s:n}", "index", c->index,
+                                                 "text", g->prompt_text[c->prompt_idx],
+                                                 "logprobs", "finish_reason")));
         }
         c->role_sent = 1;
     }
@@ -594,21 +565,18 @@ int gen_stream_next(api_gen *g, strbuf *out, int timeout_ms)
         gen_finalize(g);
         for (int i = 0; i < g->n_choices; i++)
             if (g->ch[i].finish && !strcmp(g->ch[i].finish, "error") && !g->usage_sent) {
-                char *err = api_error_body(500, NULL, "the model failed while generating; "
-                                           "see the server log");
-                sb_puts(out, "data: ");
-                sb_puts(out, err);
-                sb_puts(out, "\n\n");
+                char *err = api_error_body(500, NULL, "%s", model_failed);
+                api_sse_data(out, err);
                 free(err);
                 break;
             }
         if (g->include_usage && !g->usage_sent) {
             json_t *j = chunk(g, NULL);
             json_object_set_new(j, "usage", usage_json(g));
-            sse(out, j);
+            api_sse_json(out, j);
         }
         g->usage_sent = 1;
-        sb_puts(out, "data: [DONE]\n\n");
+        api_sse_data(out, "[DONE]");
         g->done_sent = 1;
     }
     return out->n > before ? 1 : (rc < 0 ? -1 : 0);

@@ -1,54 +1,18 @@
-/* api internals shared by api.c (context, routes, metrics), request.c (JSON
- * body -> api_gen) and generate.c (engine events -> JSON and SSE). */
+/* api internals shared by api.c (context, routes), request.c (JSON body ->
+ * api_gen), generate.c (engine events -> JSON and SSE) and embed.c, over the
+ * library below them: response.c (api/response.h) and metrics.c
+ * (api/metrics.h). */
 #ifndef INFERD_API_INTERNAL_H
 #define INFERD_API_INTERNAL_H
 
 #include <jansson.h>
-#include <pthread.h>
-#include <stdatomic.h>
 
-#include "api/api.h"
+#include "api/context.h"
+#include "api/metrics.h"
+#include "api/response.h"
 
 #define API_MAX_STOP 16
 #define API_MAX_CHOICES 128
-
-/* Prometheus histogram with fixed upper bounds (the +Inf bucket is count). */
-typedef struct api_hist {
-    const double *bounds;
-    int n_bounds;
-    uint64_t *counts;     /* [n_bounds], cumulative at render time only */
-    uint64_t count;
-    double sum;
-} api_hist;
-
-struct api_ctx {
-    char *model_name, *model_root;
-    eng_engine *eng;              /* NULL when serving an encoder */
-    mdl_encoder *enc;             /* NULL when serving a causal LM */
-    /* Encoder requests queue here; whichever thread finds no pass running
-     * runs the queued requests together in one forward pass (api/embed.c). */
-    pthread_mutex_t enc_mu;       /* guards enc_cv .. enc_busy */
-    pthread_cond_t enc_cv;        /* a pass finished */
-    struct enc_job *enc_head, *enc_tail;
-    int enc_busy;                 /* a forward pass is running */
-    const tok_tokenizer *tok;
-    const tmpl_chat *chat;
-    ld_generation_config gen;
-    int has_gen;
-    int max_logprobs, max_queue, max_num_seqs, max_model_len, vocab;
-    long created;
-    atomic_int live;              /* generation requests in flight */
-    atomic_uint_fast64_t id_counter;
-    uint64_t id_salt;
-
-    pthread_mutex_t mu;           /* guards everything below */
-    api_hist ttft, itl, e2e;
-    uint64_t prompt_tokens, generation_tokens;
-    uint64_t finished_stop, finished_length, finished_abort, finished_error;
-    uint64_t http_by_class[6];    /* [status / 100] */
-    api_hist enc_batch;           /* requests per encoder forward pass */
-    uint64_t enc_tokens;          /* tokens through encoder forward passes */
-};
 
 /* One choice: one engine request and what came out of it so far. */
 typedef struct api_choice {
@@ -130,19 +94,9 @@ void gen_run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r
 int gen_stream_next(api_gen *g, strbuf *out, int timeout_ms);
 /* Counts the request in the metrics once (end, error or abort). */
 void gen_finalize(api_gen *g);
-/* Appends s with invalid UTF-8 bytes replaced by U+FFFD (JSON needs valid). */
-void gen_append_valid_utf8(strbuf *b, const char *s, size_t n);
 void gen_usage(const api_gen *g, int *prompt, int *gen);
 
 /* embed.c: /v1/embeddings, /v1/score, /v1/rerank, /classify */
 void api_encoder_route(api_ctx *a, const char *path, json_t *body, api_response *r);
-
-/* api.c */
-void api_set_error(api_response *r, int status, const char *param, const char *msg);
-void api_set_json(api_response *r, int status, json_t *j);
-int api_check_model(api_ctx *a, json_t *b, api_response *r);
-void api_observe(api_ctx *a, api_hist *h, double v);
-void api_count_finish(api_ctx *a, const char *finish, int prompt_tokens, int gen_tokens);
-char *api_dump(json_t *j);   /* compact JSON, malloc'd; frees nothing */
 
 #endif
