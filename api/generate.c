@@ -1,6 +1,7 @@
-/* api/generate.c: runs an api_gen on the engine and writes what comes back
- * as OpenAI JSON, either one response at the end or SSE chunks as tokens
- * arrive. Each choice is one engine request with its own incremental
+/* api/generate.c: the handlers of POST /v1/chat/completions and
+ * /v1/completions. Runs the api_gen that request.c parsed on the engine and
+ * writes what comes back as OpenAI JSON, either one response at the end or
+ * SSE chunks as tokens arrive (api_stream_*). Each choice is one engine request with its own incremental
  * detokenizer; stop strings are matched on the detokenized text, and text
  * that could still become a stop string is held back, so a stop string is
  * never streamed even in part. */
@@ -9,15 +10,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/gen.h"
 #include "api/internal.h"
 
 /* What a client is told when the backend fails mid-request (the details are
  * for the operator, in the log). */
 static const char model_failed[] = "the model failed while generating; see the server log";
 
+/* Code points in s[0..n) (completions' text_offset counts them). */
+static long utf8_chars(const char *s, size_t n)
+{
+    long k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
 /* ---- starting ---- */
 
-int gen_start(api_gen *g)
+/* Submits every choice of g (n per prompt) to the engine; on failure g's
+ * err_* say why (503 when the queue is full or the engine stops). */
+static int start_choices(api_gen *g)
 {
     api_ctx *a = g->a;
     int total = g->n_prompts * g->n;
@@ -50,11 +63,8 @@ int gen_start(api_gen *g)
                                     g->chat ? "messages" : "prompt", "%s", e.msg);
             if (g->waiter)
                 eng_set_waiter(c->r, g->waiter);
-            if (g->prompt_text && g->prompt_text[p]) {
-                const char *t = g->prompt_text[p];
-                for (const char *q = t; *q; q++)
-                    c->text_chars += ((unsigned char)*q & 0xC0) != 0x80;
-            }
+            if (g->prompt_text && g->prompt_text[p])
+                c->text_chars = utf8_chars(g->prompt_text[p], strlen(g->prompt_text[p]));
         }
     }
     return 0;
@@ -106,14 +116,6 @@ static json_t *token_bytes(const char *s)
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         json_array_append_new(b, json_integer(*p));
     return b;
-}
-
-static long utf8_chars(const char *s, size_t n)
-{
-    long k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += ((unsigned char)s[i] & 0xC0) != 0x80;
-    return k;
 }
 
 static void lp_reset(api_gen *g, api_choice *c)
@@ -376,7 +378,8 @@ static json_t *usage_json(api_gen *g)
                      (json_int_t)cached);
 }
 
-void gen_finalize(api_gen *g)
+/* Counts the request in the metrics once (end, error or abort). */
+static void finalize(api_gen *g)
 {
     if (g->finalized)
         return;
@@ -441,7 +444,8 @@ static json_t *choice_json(api_gen *g, api_choice *c)
     return j;
 }
 
-void gen_run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r)
+/* Runs a non-streaming request to its end and writes the JSON body. */
+static void run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r)
 {
     double next_check = now_seconds() + 0.1;
     while (pump(g, 100, NULL, NULL) >= 0) {
@@ -452,12 +456,12 @@ void gen_run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r
         if (!alive(cls)) {
             for (int i = 0; i < g->n_choices; i++)
                 eng_cancel(g->ch[i].r);
-            gen_finalize(g);
+            finalize(g);
             r->status = 499;   /* nginx's "client closed request", for the log */
             return;
         }
     }
-    gen_finalize(g);
+    finalize(g);
     for (int i = 0; i < g->n_choices; i++)
         if (g->ch[i].finish && !strcmp(g->ch[i].finish, "error")) {
             api_set_error(r, 500, NULL, model_failed);
@@ -553,7 +557,10 @@ static void stream_start(api_gen *g, strbuf *out)
     }
 }
 
-int gen_stream_next(api_gen *g, strbuf *out, int timeout_ms)
+/* api_stream_next for g: the role (or echo) chunks first, then what the
+ * engine sent, and at the end an error event if a choice failed, the usage
+ * chunk when asked for and [DONE]. */
+static int stream_next(api_gen *g, strbuf *out, int timeout_ms)
 {
     if (g->done_sent)
         return -1;
@@ -562,7 +569,7 @@ int gen_stream_next(api_gen *g, strbuf *out, int timeout_ms)
         stream_start(g, out);
     int rc = pump(g, timeout_ms, stream_choice, out);
     if (rc < 0) {
-        gen_finalize(g);
+        finalize(g);
         for (int i = 0; i < g->n_choices; i++)
             if (g->ch[i].finish && !strcmp(g->ch[i].finish, "error") && !g->usage_sent) {
                 char *err = api_error_body(500, NULL, "%s", model_failed);
@@ -582,7 +589,7 @@ int gen_stream_next(api_gen *g, strbuf *out, int timeout_ms)
     return out->n > before ? 1 : (rc < 0 ? -1 : 0);
 }
 
-void gen_usage(const api_gen *g, int *prompt, int *gen)
+static void usage_counts(const api_gen *g, int *prompt, int *gen)
 {
     long p = 0, n = 0;
     for (int i = 0; i < g->n_prompts; i++)
@@ -591,4 +598,82 @@ void gen_usage(const api_gen *g, int *prompt, int *gen)
         n += g->ch[i].n_gen;
     *prompt = (int)p;
     *gen = (int)n;
+}
+
+/* ---- the handlers ---- */
+
+struct api_stream {
+    api_gen *g;
+};
+
+/* POST /v1/chat/completions (chat) and /v1/completions: parse, start, then
+ * either hand back a stream or wait for the whole answer. */
+static void generation(api_ctx *a, int chat, const api_call *call, api_response *r)
+{
+    if (!a->eng) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "'%.100s' is an encoder model (%s): it serves /v1/embeddings, "
+                 "/v1/score, /v1/rerank and /classify, not %s", a->model_name,
+                 mdl_encoder_config(a->enc)->architecture,
+                 chat ? "/v1/chat/completions" : "/v1/completions");
+        api_set_error(r, 400, NULL, msg);
+        return;
+    }
+    api_gen *g = api_gen_new(a, chat);
+    if (!g) {
+        api_set_error(r, 500, NULL, "out of memory");
+        return;
+    }
+    if (api_gen_parse(g, call->body) || start_choices(g)) {
+        api_set_error(r, g->err_status, g->err_param, g->err_msg);
+        api_gen_free(g);
+        return;
+    }
+    if (g->stream) {
+        api_stream *s = malloc(sizeof *s);
+        if (!s) {
+            api_set_error(r, 500, NULL, "out of memory");
+            api_gen_free(g);
+            return;
+        }
+        s->g = g;
+        r->status = 200;
+        r->content_type = "text/event-stream";
+        r->stream = s;
+        return;
+    }
+    r->content_type = "application/json";
+    run_blocking(g, call->alive, call->cls, r);
+    api_gen_free(g);
+}
+
+void api_on_chat(api_ctx *a, const api_call *c, api_response *r)
+{
+    generation(a, 1, c, r);
+}
+
+void api_on_completions(api_ctx *a, const api_call *c, api_response *r)
+{
+    generation(a, 0, c, r);
+}
+
+int api_stream_next(api_stream *s, strbuf *out, int timeout_ms)
+{
+    return stream_next(s->g, out, timeout_ms);
+}
+
+void api_stream_usage(const api_stream *s, int *prompt_tokens, int *completion_tokens)
+{
+    usage_counts(s->g, prompt_tokens, completion_tokens);
+}
+
+void api_stream_free(api_stream *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < s->g->n_choices; i++)
+        eng_cancel(s->g->ch[i].r);
+    finalize(s->g);
+    api_gen_free(s->g);
+    free(s);
 }

@@ -1,7 +1,9 @@
 /* api/request.c: a JSON body of /v1/chat/completions or /v1/completions
  * becomes an api_gen (prompt token ids per prompt, engine sampling, stop
  * strings, output options). Every field is checked by name and type; a field
- * we do not implement is refused with a 400 that names it, never ignored. */
+ * we do not implement is refused with a 400 that names it, never ignored.
+ * generate.c runs what comes out; tokenize.c renders chat prompts with it.
+ * Uses the tokenizer and the chat template, nothing of api/ but the context. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/internal.h"
+#include "api/gen.h"
 
 int api_gen_fail(api_gen *g, int status, const char *param, const char *fmt, ...)
 {
