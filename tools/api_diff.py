@@ -19,7 +19,8 @@ that differs only in where the chunks fall (two tokens ready at once ride in
 one chunk, and the chunks of n > 1 choices interleave as the engine thread
 happens to run) is reported as "same after merging"; that is no difference.
 --keep DIR writes each build's normalized answers there, one file each.
-Exit status 0 when every answer is the same."""
+Exit status 0 when every answer is the same and every server, stopped with
+SIGTERM, exited with status 0 (so a sanitizer build's reports count)."""
 import argparse
 import http.client
 import json
@@ -301,6 +302,7 @@ def encoder_requests(model):
 
 def start(binary, model_dir):
     log = tempfile.NamedTemporaryFile(prefix="api-diff-", suffix=".log", delete=False)
+    LOGS[binary] = log.name
     p = subprocess.Popen([binary, "serve", model_dir, "--host", "127.0.0.1", "--port", "0",
                           "--threads", "1", "--kv-cache-memory", "64MiB"],
                          stdout=subprocess.PIPE, stderr=log, text=True)
@@ -324,11 +326,20 @@ def start(binary, model_dir):
 
 
 def stop(p):
+    """SIGTERM, as a user stops the server; a server that does not then exit
+    with status 0 (a crash, a sanitizer's report at exit) is a failure."""
     p.send_signal(signal.SIGTERM)
     try:
-        p.wait(60)
+        rc = p.wait(60)
     except subprocess.TimeoutExpired:
         p.kill()
+        rc = "killed after 60 s"
+    if rc != 0:
+        BAD_EXITS.append(f"{p.args[0]} {p.args[2]}: exit status {rc}, see {LOGS[p.args[0]]}")
+
+
+LOGS = {}       # binary -> its latest server log
+BAD_EXITS = []
 
 
 def send(port, method, path, body):
@@ -462,9 +473,11 @@ def main():
                 print(f"  merged:\n    old: {merged(a['body'])[:1500]}\n"
                       f"    new: {merged(b['body'])[:1500]}")
         print(f"{model_dir}: {len(reqs)} requests")
+    for b in BAD_EXITS:
+        print(f"BAD EXIT: {b}")
     print(f"\n{same} byte-identical, {merged_same} same after merging stream chunks, "
           f"{differ} different")
-    return 1 if differ else 0
+    return 1 if differ or BAD_EXITS else 0
 
 
 if __name__ == "__main__":
