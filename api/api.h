@@ -1,8 +1,11 @@
 /* api: the OpenAI HTTP API's semantics, without HTTP. It validates JSON
  * bodies into engine requests (chat template, tokenizer, sampling), turns
  * engine events back into OpenAI JSON (whole responses or SSE chunks), and
- * keeps the Prometheus metrics. server/ owns sockets, auth and body limits
- * and calls api_handle for each complete request. */
+ * keeps the Prometheus metrics. cli/ (serve) creates the context; server/
+ * owns sockets, auth and body limits and calls api_handle for each complete
+ * request. api/ never sees a socket or a tensor. Inside, routes sit on
+ * handlers, handlers on a library of responses and metrics (api/internal.h
+ * draws the map). */
 #ifndef INFERD_API_H
 #define INFERD_API_H
 

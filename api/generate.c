@@ -1,6 +1,7 @@
-/* api/generate.c: runs an api_gen on the engine and writes what comes back
- * as OpenAI JSON, either one response at the end or SSE chunks as tokens
- * arrive. Each choice is one engine request with its own incremental
+/* api/generate.c: the handlers of POST /v1/chat/completions and
+ * /v1/completions. Runs the api_gen that request.c parsed on the engine and
+ * writes what comes back as OpenAI JSON, either one response at the end or
+ * SSE chunks as tokens arrive (api_stream_*). Each choice is one engine request with its own incremental
  * detokenizer; stop strings are matched on the detokenized text, and text
  * that could still become a stop string is held back, so a stop string is
  * never streamed even in part. */
@@ -9,23 +10,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/gen.h"
 #include "api/internal.h"
+
+/* What a client is told when the backend fails mid-request (the details are
+ * for the operator, in the log). */
+static const char model_failed[] = "the model failed while generating; see the server log";
+
+/* Code points in s[0..n) (completions' text_offset counts them). */
+static long utf8_chars(const char *s, size_t n)
+{
+    long k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
 
 /* ---- starting ---- */
 
-int gen_start(api_gen *g)
+/* Submits every choice of g (n per prompt) to the engine; on failure g's
+ * err_* say why (503 when the queue is full or the engine stops). */
+static int start_choices(api_gen *g)
 {
     api_ctx *a = g->a;
     int total = g->n_prompts * g->n;
     int live = atomic_fetch_add(&a->live, 1) + 1;
     g->counted_live = 1;
     if (a->max_queue > 0 && live > a->max_num_seqs + a->max_queue)
-        return gen_fail(g, 503, NULL, "the server is overloaded: %d requests are queued or "
-                        "running (at most %d); retry later", live - 1,
-                        a->max_num_seqs + a->max_queue);
+        return api_gen_fail(g, 503, NULL, "the server is overloaded: %d requests are queued or "
+                            "running (at most %d); retry later", live - 1,
+                            a->max_num_seqs + a->max_queue);
     g->ch = calloc((size_t)total, sizeof *g->ch);
     if (!g->ch || (total > 1 && !(g->waiter = eng_waiter_new())))
-        return gen_fail(g, 500, NULL, "out of memory");
+        return api_gen_fail(g, 500, NULL, "out of memory");
     for (int p = 0; p < g->n_prompts; p++) {
         for (int j = 0; j < g->n; j++) {
             api_choice *c = &g->ch[g->n_choices];
@@ -38,19 +55,16 @@ int gen_start(api_gen *g)
             inferd_error e = {{0}};
             c->ts = tok_stream_new(a->tok, g->skip_special);
             if (!c->ts)
-                return gen_fail(g, 500, NULL, "out of memory");
+                return api_gen_fail(g, 500, NULL, "out of memory");
             g->n_choices++;
             c->r = eng_submit(a->eng, g->prompts[p], g->n_prompt_tok[p], &s, &e);
             if (!c->r)
-                return gen_fail(g, strstr(e.msg, "shutting down") ? 503 : 400,
-                                g->chat ? "messages" : "prompt", "%s", e.msg);
+                return api_gen_fail(g, strstr(e.msg, "shutting down") ? 503 : 400,
+                                    g->chat ? "messages" : "prompt", "%s", e.msg);
             if (g->waiter)
                 eng_set_waiter(c->r, g->waiter);
-            if (g->prompt_text && g->prompt_text[p]) {
-                const char *t = g->prompt_text[p];
-                for (const char *q = t; *q; q++)
-                    c->text_chars += ((unsigned char)*q & 0xC0) != 0x80;
-            }
+            if (g->prompt_text && g->prompt_text[p])
+                c->text_chars = utf8_chars(g->prompt_text[p], strlen(g->prompt_text[p]));
         }
     }
     return 0;
@@ -62,24 +76,6 @@ static json_t *jnum(double v)
 {
     /* -inf (a token the bias excluded) is reported as vLLM does. */
     return json_real(isfinite(v) ? v : -9999.0);
-}
-
-/* Appends s[0..n) to b with every byte that is not part of a valid UTF-8
- * character replaced by U+FFFD, as Python's decode(errors="replace") does:
- * JSON strings must be valid UTF-8, and a token alone may be part of one. */
-void gen_append_valid_utf8(strbuf *b, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        int k = utf8_decode(s + i, n - i, &cp);
-        if (k > 0 && cp != 0) {
-            sb_append(b, s + i, (size_t)k);
-            i += (size_t)k;
-        } else {
-            sb_puts(b, "\xEF\xBF\xBD");
-            i++;
-        }
-    }
 }
 
 /* A logprob entry's token string: its text, or "token_id:N" when the request
@@ -96,7 +92,7 @@ static char *token_text(api_gen *g, int32_t id)
     if (tok_decode(g->a->tok, &id, 1, 0, &s, &n, NULL))
         return strdup("");
     strbuf b = {0};
-    gen_append_valid_utf8(&b, s, n);
+    api_append_valid_utf8(&b, s, n);
     free(s);
     return sb_steal(&b);
 }
@@ -109,7 +105,7 @@ static int detok(api_choice *c, int32_t id)
     inferd_error e = {{0}};
     int rc = id >= 0 ? tok_stream_push(c->ts, id, &t, &e) : tok_stream_flush(c->ts, &t, &e);
     if (t.n)
-        gen_append_valid_utf8(&c->text, t.p, t.n);
+        api_append_valid_utf8(&c->text, t.p, t.n);
     sb_free(&t);
     return rc;
 }
@@ -120,14 +116,6 @@ static json_t *token_bytes(const char *s)
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         json_array_append_new(b, json_integer(*p));
     return b;
-}
-
-static long utf8_chars(const char *s, size_t n)
-{
-    long k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += ((unsigned char)s[i] & 0xC0) != 0x80;
-    return k;
 }
 
 static void lp_reset(api_gen *g, api_choice *c)
@@ -390,7 +378,8 @@ static json_t *usage_json(api_gen *g)
                      (json_int_t)cached);
 }
 
-void gen_finalize(api_gen *g)
+/* Counts the request in the metrics once (end, error or abort). */
+static void finalize(api_gen *g)
 {
     if (g->finalized)
         return;
@@ -455,7 +444,8 @@ static json_t *choice_json(api_gen *g, api_choice *c)
     return j;
 }
 
-void gen_run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r)
+/* Runs a non-streaming request to its end and writes the JSON body. */
+static void run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r)
 {
     double next_check = now_seconds() + 0.1;
     while (pump(g, 100, NULL, NULL) >= 0) {
@@ -466,18 +456,15 @@ void gen_run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r
         if (!alive(cls)) {
             for (int i = 0; i < g->n_choices; i++)
                 eng_cancel(g->ch[i].r);
-            gen_finalize(g);
+            finalize(g);
             r->status = 499;   /* nginx's "client closed request", for the log */
             return;
         }
     }
-    gen_finalize(g);
+    finalize(g);
     for (int i = 0; i < g->n_choices; i++)
         if (g->ch[i].finish && !strcmp(g->ch[i].finish, "error")) {
-            r->status = 500;
-            r->body = api_error_body(500, NULL, "the model failed while generating; see the "
-                                     "server log");
-            r->len = strlen(r->body);
+            api_set_error(r, 500, NULL, model_failed);
             return;
         }
     json_t *choices = json_array();
@@ -491,23 +478,10 @@ void gen_run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response *r
     r->prompt_tokens = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
     r->completion_tokens = (int)json_integer_value(json_object_get(usage, "completion_tokens"));
     json_decref(usage);
-    r->status = 200;
-    r->body = api_dump(j);
-    r->len = strlen(r->body);
-    json_decref(j);
+    api_set_json(r, 200, j);
 }
 
 /* ---- streaming ---- */
-
-static void sse(strbuf *out, json_t *j)
-{
-    char *s = api_dump(j);
-    sb_puts(out, "data: ");
-    sb_puts(out, s);
-    sb_puts(out, "\n\n");
-    free(s);
-    json_decref(j);
-}
 
 static json_t *chunk(api_gen *g, json_t *choice)
 {
@@ -550,16 +524,17 @@ static void stream_choice(api_gen *g, api_choice *c, strbuf *out)
                            stop);
         if (g->chat)
             json_decref(stop);
-        sse(out, chunk(g, ch));
+        api_sse_json(out, chunk(g, ch));
         c->sent = lim;
         if (g->logprobs)
             lp_reset(g, c);
     }
     if (c->done && g->chat) {
         json_t *stop = c->stop_reason ? json_incref(c->stop_reason) : json_null();
-        sse(out, chunk(g, json_pack("{s:i, s:{}, s:n, s:s, s:o}", "index", c->index, "delta",
-                                    "logprobs", "finish_reason",
-                                    c->finish ? c->finish : "abort", "stop_reason", stop)));
+        api_sse_json(out, chunk(g, json_pack("{s:i, s:{}, s:n, s:s, s:o}", "index", c->index,
+                                             "delta", "logprobs", "finish_reason",
+                                             c->finish ? c->finish : "abort", "stop_reason",
+                                             stop)));
     }
     if (c->done)
         c->finish_sent = 1;
@@ -570,19 +545,22 @@ static void stream_start(api_gen *g, strbuf *out)
     for (int i = 0; i < g->n_choices; i++) {
         api_choice *c = &g->ch[i];
         if (g->chat) {
-            sse(out, chunk(g, json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", c->index,
-                                        "delta", "role", "assistant", "content", "",
-                                        "logprobs", "finish_reason")));
+            api_sse_json(out, chunk(g, json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index",
+                                                 c->index, "delta", "role", "assistant",
+                                                 "content", "", "logprobs", "finish_reason")));
         } else if (g->echo && g->prompt_text[c->prompt_idx]) {
-            sse(out, chunk(g, json_pack("{s:i, s:s, s:n, s:n}", "index", c->index, "text",
-                                        g->prompt_text[c->prompt_idx], "logprobs",
-                                        "finish_reason")));
+            api_sse_json(out, chunk(g, json_pack("{s:i, s:s, s:n, s:n}", "index", c->index,
+                                                 "text", g->prompt_text[c->prompt_idx],
+                                                 "logprobs", "finish_reason")));
         }
         c->role_sent = 1;
     }
 }
 
-int gen_stream_next(api_gen *g, strbuf *out, int timeout_ms)
+/* api_stream_next for g: the role (or echo) chunks first, then what the
+ * engine sent, and at the end an error event if a choice failed, the usage
+ * chunk when asked for and [DONE]. */
+static int stream_next(api_gen *g, strbuf *out, int timeout_ms)
 {
     if (g->done_sent)
         return -1;
@@ -591,30 +569,27 @@ int gen_stream_next(api_gen *g, strbuf *out, int timeout_ms)
         stream_start(g, out);
     int rc = pump(g, timeout_ms, stream_choice, out);
     if (rc < 0) {
-        gen_finalize(g);
+        finalize(g);
         for (int i = 0; i < g->n_choices; i++)
             if (g->ch[i].finish && !strcmp(g->ch[i].finish, "error") && !g->usage_sent) {
-                char *err = api_error_body(500, NULL, "the model failed while generating; "
-                                           "see the server log");
-                sb_puts(out, "data: ");
-                sb_puts(out, err);
-                sb_puts(out, "\n\n");
+                char *err = api_error_body(500, NULL, "%s", model_failed);
+                api_sse_data(out, err);
                 free(err);
                 break;
             }
         if (g->include_usage && !g->usage_sent) {
             json_t *j = chunk(g, NULL);
             json_object_set_new(j, "usage", usage_json(g));
-            sse(out, j);
+            api_sse_json(out, j);
         }
         g->usage_sent = 1;
-        sb_puts(out, "data: [DONE]\n\n");
+        api_sse_data(out, "[DONE]");
         g->done_sent = 1;
     }
     return out->n > before ? 1 : (rc < 0 ? -1 : 0);
 }
 
-void gen_usage(const api_gen *g, int *prompt, int *gen)
+static void usage_counts(const api_gen *g, int *prompt, int *gen)
 {
     long p = 0, n = 0;
     for (int i = 0; i < g->n_prompts; i++)
@@ -623,4 +598,82 @@ void gen_usage(const api_gen *g, int *prompt, int *gen)
         n += g->ch[i].n_gen;
     *prompt = (int)p;
     *gen = (int)n;
+}
+
+/* ---- the handlers ---- */
+
+struct api_stream {
+    api_gen *g;
+};
+
+/* POST /v1/chat/completions (chat) and /v1/completions: parse, start, then
+ * either hand back a stream or wait for the whole answer. */
+static void generation(api_ctx *a, int chat, const api_call *call, api_response *r)
+{
+    if (!a->eng) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "'%.100s' is an encoder model (%s): it serves /v1/embeddings, "
+                 "/v1/score, /v1/rerank and /classify, not %s", a->model_name,
+                 mdl_encoder_config(a->enc)->architecture,
+                 chat ? "/v1/chat/completions" : "/v1/completions");
+        api_set_error(r, 400, NULL, msg);
+        return;
+    }
+    api_gen *g = api_gen_new(a, chat);
+    if (!g) {
+        api_set_error(r, 500, NULL, "out of memory");
+        return;
+    }
+    if (api_gen_parse(g, call->body) || start_choices(g)) {
+        api_set_error(r, g->err_status, g->err_param, g->err_msg);
+        api_gen_free(g);
+        return;
+    }
+    if (g->stream) {
+        api_stream *s = malloc(sizeof *s);
+        if (!s) {
+            api_set_error(r, 500, NULL, "out of memory");
+            api_gen_free(g);
+            return;
+        }
+        s->g = g;
+        r->status = 200;
+        r->content_type = "text/event-stream";
+        r->stream = s;
+        return;
+    }
+    r->content_type = "application/json";
+    run_blocking(g, call->alive, call->cls, r);
+    api_gen_free(g);
+}
+
+void api_on_chat(api_ctx *a, const api_call *c, api_response *r)
+{
+    generation(a, 1, c, r);
+}
+
+void api_on_completions(api_ctx *a, const api_call *c, api_response *r)
+{
+    generation(a, 0, c, r);
+}
+
+int api_stream_next(api_stream *s, strbuf *out, int timeout_ms)
+{
+    return stream_next(s->g, out, timeout_ms);
+}
+
+void api_stream_usage(const api_stream *s, int *prompt_tokens, int *completion_tokens)
+{
+    usage_counts(s->g, prompt_tokens, completion_tokens);
+}
+
+void api_stream_free(api_stream *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < s->g->n_choices; i++)
+        eng_cancel(s->g->ch[i].r);
+    finalize(s->g);
+    api_gen_free(s->g);
+    free(s);
 }

@@ -1,7 +1,9 @@
 /* api/request.c: a JSON body of /v1/chat/completions or /v1/completions
  * becomes an api_gen (prompt token ids per prompt, engine sampling, stop
  * strings, output options). Every field is checked by name and type; a field
- * we do not implement is refused with a 400 that names it, never ignored. */
+ * we do not implement is refused with a 400 that names it, never ignored.
+ * generate.c runs what comes out; tokenize.c renders chat prompts with it.
+ * Uses the tokenizer and the chat template, nothing of api/ but the context. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,9 +11,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/internal.h"
+#include "api/gen.h"
 
-int gen_fail(api_gen *g, int status, const char *param, const char *fmt, ...)
+int api_gen_fail(api_gen *g, int status, const char *param, const char *fmt, ...)
 {
     if (g->err_status)
         return -1;
@@ -24,7 +26,7 @@ int gen_fail(api_gen *g, int status, const char *param, const char *fmt, ...)
     return -1;
 }
 
-api_gen *gen_new(api_ctx *a, int chat)
+api_gen *api_gen_new(api_ctx *a, int chat)
 {
     api_gen *g = calloc(1, sizeof *g);
     if (!g)
@@ -45,7 +47,7 @@ api_gen *gen_new(api_ctx *a, int chat)
     return g;
 }
 
-void gen_free(api_gen *g)
+void api_gen_free(api_gen *g)
 {
     if (!g)
         return;
@@ -87,7 +89,7 @@ static int get_bool(api_gen *g, json_t *v, const char *name, int *out)
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_boolean(v))
-        return gen_fail(g, 400, name, "'%s' must be a boolean", name);
+        return api_gen_fail(g, 400, name, "'%s' must be a boolean", name);
     *out = json_is_true(v);
     return 0;
 }
@@ -103,10 +105,10 @@ static int get_int(api_gen *g, json_t *v, const char *name, long lo, long hi, in
              fabs(json_real_value(v)) < 1e15)
         x = (json_int_t)json_real_value(v);
     else
-        return gen_fail(g, 400, name, "'%s' must be an integer", name);
+        return api_gen_fail(g, 400, name, "'%s' must be an integer", name);
     if (x < lo || x > hi)
-        return gen_fail(g, 400, name, "'%s' must be in [%ld, %ld], got %lld", name, lo, hi,
-                        (long long)x);
+        return api_gen_fail(g, 400, name, "'%s' must be in [%ld, %ld], got %lld", name, lo, hi,
+                            (long long)x);
     *out = (int)x;
     return 0;
 }
@@ -116,10 +118,10 @@ static int get_num(api_gen *g, json_t *v, const char *name, double lo, double hi
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_number(v))
-        return gen_fail(g, 400, name, "'%s' must be a number", name);
+        return api_gen_fail(g, 400, name, "'%s' must be a number", name);
     double x = json_number_value(v);
     if (!(x >= lo && x <= hi))
-        return gen_fail(g, 400, name, "'%s' must be in [%g, %g], got %g", name, lo, hi, x);
+        return api_gen_fail(g, 400, name, "'%s' must be in [%g, %g], got %g", name, lo, hi, x);
     *out = (float)x;
     return 0;
 }
@@ -172,45 +174,45 @@ static int check_fields(api_gen *g, json_t *body)
         if (in_list(g->chat ? chat_fields : completion_fields, k))
             continue;
         if (in_list(refused_fields, k))
-            return gen_fail(g, 400, k, "'%s' is not supported by this server", k);
-        return gen_fail(g, 400, k, "Unrecognized request argument supplied: %s", k);
+            return api_gen_fail(g, 400, k, "'%s' is not supported by this server", k);
+        return api_gen_fail(g, 400, k, "Unrecognized request argument supplied: %s", k);
     }
     /* Present but inert only in their do-nothing forms. */
     json_t *t = json_object_get(body, "tools");
     if (t && !json_is_null(t) && !(json_is_array(t) && json_array_size(t) == 0))
-        return gen_fail(g, 400, "tools", "'tools' (function calling) is not supported by "
-                        "this server yet");
+        return api_gen_fail(g, 400, "tools", "'tools' (function calling) is not supported by "
+                            "this server yet");
     t = json_object_get(body, "tool_choice");
     if (t && !json_is_null(t) && !(json_is_string(t) && !strcmp(json_string_value(t), "none")) &&
         !(json_is_string(t) && !strcmp(json_string_value(t), "auto")))
-        return gen_fail(g, 400, "tool_choice", "'tool_choice' is not supported by this "
-                        "server yet (only \"none\" or \"auto\" without tools)");
+        return api_gen_fail(g, 400, "tool_choice", "'tool_choice' is not supported by this "
+                            "server yet (only \"none\" or \"auto\" without tools)");
     t = json_object_get(body, "response_format");
     if (t && !json_is_null(t)) {
         json_t *ty = json_is_object(t) ? json_object_get(t, "type") : NULL;
         if (!json_is_string(ty) || strcmp(json_string_value(ty), "text"))
-            return gen_fail(g, 400, "response_format", "'response_format' other than "
-                            "{\"type\": \"text\"} (JSON mode, JSON schema) is not supported "
-                            "by this server yet");
+            return api_gen_fail(g, 400, "response_format", "'response_format' other than "
+                                "{\"type\": \"text\"} (JSON mode, JSON schema) is not supported "
+                                "by this server yet");
     }
     t = json_object_get(body, "modalities");
     if (t && !json_is_null(t)) {
         size_t i;
         json_t *m;
         if (!json_is_array(t))
-            return gen_fail(g, 400, "modalities", "'modalities' must be an array");
+            return api_gen_fail(g, 400, "modalities", "'modalities' must be an array");
         json_array_foreach(t, i, m)
             if (!json_is_string(m) || strcmp(json_string_value(m), "text"))
-                return gen_fail(g, 400, "modalities", "only the \"text\" modality is "
-                                "supported");
+                return api_gen_fail(g, 400, "modalities", "only the \"text\" modality is "
+                                    "supported");
     }
     t = json_object_get(body, "store");
     if (json_is_true(t))
-        return gen_fail(g, 400, "store", "'store': true is not supported (this server "
-                        "keeps no completions)");
+        return api_gen_fail(g, 400, "store", "'store': true is not supported (this server "
+                            "keeps no completions)");
     t = json_object_get(body, "suffix");
     if (t && !json_is_null(t))
-        return gen_fail(g, 400, "suffix", "'suffix' is not supported by this server");
+        return api_gen_fail(g, 400, "suffix", "'suffix' is not supported by this server");
     return 0;
 }
 
@@ -231,7 +233,7 @@ static int add_prompt(api_gen *g, int32_t *ids, int n, char *text)
     if (!p || !np || !pt) {
         free(ids);
         free(text);
-        return gen_fail(g, 500, NULL, "out of memory");
+        return api_gen_fail(g, 500, NULL, "out of memory");
     }
     g->prompts[k] = ids;
     g->n_prompt_tok[k] = n;
@@ -247,7 +249,7 @@ static int prompt_from_text(api_gen *g, const char *s, size_t len, int add_speci
     size_t n = 0;
     inferd_error e = {{0}};
     if (tok_encode(g->a->tok, s, len, add_special, &ids, &n, &e))
-        return gen_fail(g, 400, param, "cannot tokenize the prompt: %s", e.msg);
+        return api_gen_fail(g, 400, param, "cannot tokenize the prompt: %s", e.msg);
     char *text = g->echo ? strndup(s, len) : NULL;
     return add_prompt(g, ids, (int)n, text);
 }
@@ -257,16 +259,16 @@ static int prompt_from_ids(api_gen *g, json_t *arr, const char *param)
     size_t n = json_array_size(arr), i;
     json_t *v;
     if (n == 0)
-        return gen_fail(g, 400, param, "the prompt is empty");
+        return api_gen_fail(g, 400, param, "the prompt is empty");
     int32_t *ids = malloc(n * sizeof *ids);
     if (!ids)
-        return gen_fail(g, 500, NULL, "out of memory");
+        return api_gen_fail(g, 500, NULL, "out of memory");
     json_array_foreach(arr, i, v) {
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
             json_integer_value(v) >= g->a->vocab) {
             free(ids);
-            return gen_fail(g, 400, param, "prompt token %zu is not a token id in [0, %d)",
-                            i, g->a->vocab);
+            return api_gen_fail(g, 400, param, "prompt token %zu is not a token id in [0, %d)",
+                                i, g->a->vocab);
         }
         ids[i] = (int32_t)json_integer_value(v);
     }
@@ -276,7 +278,7 @@ static int prompt_from_ids(api_gen *g, json_t *arr, const char *param)
         inferd_error e = {{0}};
         if (tok_decode(g->a->tok, ids, n, 0, &text, &tl, &e)) {
             free(ids);
-            return gen_fail(g, 400, param, "cannot decode the prompt: %s", e.msg);
+            return api_gen_fail(g, 400, param, "cannot decode the prompt: %s", e.msg);
         }
     }
     return add_prompt(g, ids, (int)n, text);
@@ -285,20 +287,20 @@ static int prompt_from_ids(api_gen *g, json_t *arr, const char *param)
 static int parse_completion_prompt(api_gen *g, json_t *p, int add_special)
 {
     if (!p || json_is_null(p))
-        return gen_fail(g, 400, "prompt", "'prompt' is required");
+        return api_gen_fail(g, 400, "prompt", "'prompt' is required");
     if (json_is_string(p))
         return prompt_from_text(g, json_string_value(p), json_string_length(p), add_special,
                                 "prompt");
     if (!json_is_array(p) || json_array_size(p) == 0)
-        return gen_fail(g, 400, "prompt", "'prompt' must be a string, a list of strings, a "
-                        "list of token ids or a list of lists of token ids (non-empty)");
+        return api_gen_fail(g, 400, "prompt", "'prompt' must be a string, a list of strings, a "
+                            "list of token ids or a list of lists of token ids (non-empty)");
     json_t *first = json_array_get(p, 0);
     if (json_is_integer(first))
         return prompt_from_ids(g, p, "prompt");
     size_t i;
     json_t *v;
     if (json_array_size(p) > API_MAX_CHOICES)
-        return gen_fail(g, 400, "prompt", "at most %d prompts per request", API_MAX_CHOICES);
+        return api_gen_fail(g, 400, "prompt", "at most %d prompts per request", API_MAX_CHOICES);
     json_array_foreach(p, i, v) {
         int rc;
         if (json_is_string(v))
@@ -307,8 +309,8 @@ static int parse_completion_prompt(api_gen *g, json_t *p, int add_special)
         else if (json_is_array(v))
             rc = prompt_from_ids(g, v, "prompt");
         else
-            rc = gen_fail(g, 400, "prompt", "'prompt' must be a string, a list of strings, "
-                          "a list of token ids or a list of lists of token ids");
+            rc = api_gen_fail(g, 400, "prompt", "'prompt' must be a string, a list of strings, "
+                              "a list of token ids or a list of lists of token ids");
         if (rc)
             return -1;
     }
@@ -321,7 +323,7 @@ static json_t *normalize_messages(api_gen *g, json_t *msgs)
     static const char *const roles[] = {"system", "user", "assistant", "tool", "developer",
                                         NULL};
     if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-        gen_fail(g, 400, "messages", "'messages' must be a non-empty array");
+        api_gen_fail(g, 400, "messages", "'messages' must be a non-empty array");
         return NULL;
     }
     json_t *out = json_array();
@@ -333,14 +335,14 @@ static json_t *normalize_messages(api_gen *g, json_t *msgs)
         if (!json_is_object(m) || !json_is_string(role) ||
             !in_list(roles, json_string_value(role))) {
             snprintf(param, sizeof param, "messages[%zu].role", i);
-            gen_fail(g, 400, param, "messages[%zu] must be an object with a 'role' of "
-                     "system, user, assistant, tool or developer", i);
+            api_gen_fail(g, 400, param, "messages[%zu] must be an object with a 'role' of "
+                         "system, user, assistant, tool or developer", i);
             goto err;
         }
         json_t *tc = json_object_get(m, "tool_calls");
         if (tc && !json_is_null(tc) && !(json_is_array(tc) && json_array_size(tc) == 0)) {
             snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
-            gen_fail(g, 400, param, "tool calls in messages are not supported yet");
+            api_gen_fail(g, 400, param, "tool calls in messages are not supported yet");
             goto err;
         }
         json_t *c = json_object_get(m, "content");
@@ -356,8 +358,8 @@ static json_t *normalize_messages(api_gen *g, json_t *msgs)
                     !json_is_string(tx)) {
                     sb_free(&t);
                     json_decref(nm);
-                    gen_fail(g, 400, param, "only text content parts ({\"type\": \"text\", "
-                             "\"text\": ...}) are supported");
+                    api_gen_fail(g, 400, param, "only text content parts ({\"type\": \"text\", "
+                                 "\"text\": ...}) are supported");
                     goto err;
                 }
                 if (j > 0)
@@ -370,8 +372,8 @@ static json_t *normalize_messages(api_gen *g, json_t *msgs)
         } else if (!json_is_string(c) &&
                    !(json_is_null(c) && !strcmp(json_string_value(role), "assistant"))) {
             json_decref(nm);
-            gen_fail(g, 400, param, "messages[%zu].content must be a string or an array of "
-                     "text parts", i);
+            api_gen_fail(g, 400, param, "messages[%zu].content must be a string or an array of "
+                         "text parts", i);
             goto err;
         }
         json_array_append_new(out, nm);
@@ -382,11 +384,11 @@ err:
     return NULL;
 }
 
-int gen_chat_prompt(api_gen *g, json_t *body, int add_special, int32_t **ids, size_t *n)
+int api_gen_chat_prompt(api_gen *g, json_t *body, int add_special, int32_t **ids, size_t *n)
 {
     if (!g->a->chat)
-        return gen_fail(g, 400, "messages", "this model has no chat template; use "
-                        "/v1/completions or start the server with --chat-template FILE");
+        return api_gen_fail(g, 400, "messages", "this model has no chat template; use "
+                            "/v1/completions or start the server with --chat-template FILE");
     json_t *msgs = normalize_messages(g, json_object_get(body, "messages"));
     if (!msgs)
         return -1;
@@ -399,8 +401,8 @@ int gen_chat_prompt(api_gen *g, json_t *body, int add_special, int32_t **ids, si
     }
     if (kw && !json_is_null(kw) && !json_is_object(kw)) {
         json_decref(msgs);
-        return gen_fail(g, 400, "chat_template_kwargs", "'chat_template_kwargs' must be an "
-                        "object");
+        return api_gen_fail(g, 400, "chat_template_kwargs", "'chat_template_kwargs' must be an "
+                            "object");
     }
     json_t *req = json_object();
     json_object_set_new(req, "messages", msgs);
@@ -412,11 +414,11 @@ int gen_chat_prompt(api_gen *g, json_t *body, int add_special, int32_t **ids, si
     int raised = 0, rc = -1;
     inferd_error e = {{0}};
     if (tmpl_chat_render(g->a->chat, req, &text, &len, &raised, &e)) {
-        gen_fail(g, 400, "messages", "%s%s", raised ? "" : "chat template error: ", e.msg);
+        api_gen_fail(g, 400, "messages", "%s%s", raised ? "" : "chat template error: ", e.msg);
         goto out;
     }
     if (tok_encode(g->a->tok, text, len, add_special, ids, n, &e)) {
-        gen_fail(g, 400, "messages", "cannot tokenize the prompt: %s", e.msg);
+        api_gen_fail(g, 400, "messages", "cannot tokenize the prompt: %s", e.msg);
         goto out;
     }
     rc = 0;
@@ -437,18 +439,18 @@ static int parse_stop(api_gen *g, json_t *v)
     } else if (json_is_array(v)) {
         json_incref(v);
     } else {
-        return gen_fail(g, 400, "stop", "'stop' must be a string or an array of strings");
+        return api_gen_fail(g, 400, "stop", "'stop' must be a string or an array of strings");
     }
     size_t i;
     json_t *s;
     int rc = 0;
     if (json_array_size(v) > API_MAX_STOP)
-        rc = gen_fail(g, 400, "stop", "at most %d stop strings", API_MAX_STOP);
+        rc = api_gen_fail(g, 400, "stop", "at most %d stop strings", API_MAX_STOP);
     json_array_foreach(v, i, s) {
         if (rc)
             break;
         if (!json_is_string(s) || json_string_length(s) == 0) {
-            rc = gen_fail(g, 400, "stop", "stop strings must be non-empty strings");
+            rc = api_gen_fail(g, 400, "stop", "stop strings must be non-empty strings");
             break;
         }
         g->stop[g->n_stop++] = strdup(json_string_value(s));
@@ -464,17 +466,17 @@ static int parse_logit_bias(api_gen *g, json_t *v)
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_object(v))
-        return gen_fail(g, 400, "logit_bias", "'logit_bias' must be an object of token id "
-                        "-> bias");
+        return api_gen_fail(g, 400, "logit_bias", "'logit_bias' must be an object of token id "
+                            "-> bias");
     size_t n = json_object_size(v);
     if (n == 0)
         return 0;
     if (n > 300)
-        return gen_fail(g, 400, "logit_bias", "at most 300 logit_bias entries");
+        return api_gen_fail(g, 400, "logit_bias", "at most 300 logit_bias entries");
     g->bias_ids = malloc(n * sizeof *g->bias_ids);
     g->bias_vals = malloc(n * sizeof *g->bias_vals);
     if (!g->bias_ids || !g->bias_vals)
-        return gen_fail(g, 500, NULL, "out of memory");
+        return api_gen_fail(g, 500, NULL, "out of memory");
     const char *k;
     json_t *x;
     int i = 0;
@@ -482,11 +484,11 @@ static int parse_logit_bias(api_gen *g, json_t *v)
         char *end;
         long id = strtol(k, &end, 10);
         if (end == k || *end || id < 0 || id >= g->a->vocab)
-            return gen_fail(g, 400, "logit_bias", "logit_bias key '%s' is not a token id in "
-                            "[0, %d)", k, g->a->vocab);
+            return api_gen_fail(g, 400, "logit_bias", "logit_bias key '%s' is not a token id in "
+                                "[0, %d)", k, g->a->vocab);
         if (!json_is_number(x) || json_number_value(x) < -100 || json_number_value(x) > 100)
-            return gen_fail(g, 400, "logit_bias", "logit_bias values must be numbers in "
-                            "[-100, 100]");
+            return api_gen_fail(g, 400, "logit_bias", "logit_bias values must be numbers in "
+                                "[-100, 100]");
         g->bias_ids[i] = (int32_t)id;
         g->bias_vals[i] = (float)json_number_value(x);
         i++;
@@ -531,7 +533,7 @@ static int parse_sampling(api_gen *g, json_t *b)
         return -1;
     if (seedv && !json_is_null(seedv)) {
         if (!json_is_integer(seedv))
-            return gen_fail(g, 400, "seed", "'seed' must be an integer");
+            return api_gen_fail(g, 400, "seed", "'seed' must be an integer");
         s->has_seed = 1;
         s->seed = (uint64_t)json_integer_value(seedv);
     }
@@ -540,13 +542,13 @@ static int parse_sampling(api_gen *g, json_t *b)
         size_t i;
         json_t *v;
         if (!json_is_array(st) || json_array_size(st) > ENG_MAX_STOP_IDS)
-            return gen_fail(g, 400, "stop_token_ids", "'stop_token_ids' must be an array of "
-                            "at most %d token ids", ENG_MAX_STOP_IDS);
+            return api_gen_fail(g, 400, "stop_token_ids", "'stop_token_ids' must be an array of "
+                                "at most %d token ids", ENG_MAX_STOP_IDS);
         json_array_foreach(st, i, v) {
             if (!json_is_integer(v) || json_integer_value(v) < 0 ||
                 json_integer_value(v) >= g->a->vocab)
-                return gen_fail(g, 400, "stop_token_ids", "stop_token_ids must be token ids "
-                                "in [0, %d)", g->a->vocab);
+                return api_gen_fail(g, 400, "stop_token_ids", "stop_token_ids must be token ids "
+                                    "in [0, %d)", g->a->vocab);
             s->stop_ids[s->n_stop_ids++] = (int32_t)json_integer_value(v);
         }
     }
@@ -566,8 +568,8 @@ static int parse_logprobs(api_gen *g, json_t *b)
             get_int(g, json_object_get(b, "top_logprobs"), "top_logprobs", 0, max, &top))
             return -1;
         if (top >= 0 && !g->logprobs)
-            return gen_fail(g, 400, "top_logprobs", "'top_logprobs' requires 'logprobs': "
-                            "true");
+            return api_gen_fail(g, 400, "top_logprobs", "'top_logprobs' requires 'logprobs': "
+                                "true");
         g->top_logprobs = top > 0 ? top : 0;
     } else if (lp && !json_is_null(lp)) {
         int k = 0;
@@ -588,61 +590,61 @@ static int check_lengths(api_gen *g)
     int ctx = g->a->max_model_len, longest = 0;
     for (int i = 0; i < g->n_prompts; i++) {
         if (g->n_prompt_tok[i] == 0)
-            return gen_fail(g, 400, g->chat ? "messages" : "prompt", "the prompt is empty");
+            return api_gen_fail(g, 400, g->chat ? "messages" : "prompt", "the prompt is empty");
         if (g->n_prompt_tok[i] > longest)
             longest = g->n_prompt_tok[i];
     }
     const char *where = g->chat ? "messages" : "prompt";
     if (g->max_tokens < 0) {
         if (longest >= ctx)
-            return gen_fail(g, 400, where, "This model's maximum context length is %d tokens. "
-                            "However, your request has %d input tokens. Please reduce the "
-                            "length of the input %s.", ctx, longest, where);
+            return api_gen_fail(g, 400, where, "This model's maximum context length is %d tokens. "
+                                "However, your request has %d input tokens. Please reduce the "
+                                "length of the input %s.", ctx, longest, where);
         g->s.max_tokens = ctx - longest;
         if (!g->chat && g->s.max_tokens > 16)
             g->s.max_tokens = 16;  /* OpenAI's legacy completions default */
     } else {
         g->s.max_tokens = g->max_tokens;
         if ((long)longest + g->max_tokens > ctx)
-            return gen_fail(g, 400, where, "This model's maximum context length is %d tokens. "
-                            "However, you requested %d tokens (%d in the %s, %d in the "
-                            "completion). Please reduce the length of the %s or completion.",
-                            ctx, longest + g->max_tokens, longest, where, g->max_tokens, where);
+            return api_gen_fail(g, 400, where, "This model's maximum context length is %d tokens. "
+                                "However, you requested %d tokens (%d in the %s, %d in the "
+                                "completion). Please reduce the length of the %s or completion.",
+                                ctx, longest + g->max_tokens, longest, where, g->max_tokens, where);
     }
     if (g->s.max_tokens == 0 && !(g->echo && g->logprobs))
-        return gen_fail(g, 400, "max_tokens", "'max_tokens' must be at least 1 (0 only with "
-                        "echo and logprobs)");
+        return api_gen_fail(g, 400, "max_tokens", "'max_tokens' must be at least 1 (0 only with "
+                            "echo and logprobs)");
     return 0;
 }
 
-int gen_parse(api_gen *g, json_t *b)
+int api_gen_parse(api_gen *g, json_t *b)
 {
     if (!json_is_object(b))
-        return gen_fail(g, 400, NULL, "the request body must be a JSON object");
+        return api_gen_fail(g, 400, NULL, "the request body must be a JSON object");
     if (check_fields(g, b))
         return -1;
     json_t *model = json_object_get(b, "model");
     if (model && !json_is_null(model)) {
         if (!json_is_string(model))
-            return gen_fail(g, 400, "model", "'model' must be a string");
+            return api_gen_fail(g, 400, "model", "'model' must be a string");
         if (strcmp(json_string_value(model), g->a->model_name))
-            return gen_fail(g, 404, "model", "The model `%s` does not exist.",
-                            json_string_value(model));
+            return api_gen_fail(g, 404, "model", "The model `%s` does not exist.",
+                                json_string_value(model));
     }
     json_t *so = json_object_get(b, "stream_options");
     if (get_bool(g, json_object_get(b, "stream"), "stream", &g->stream))
         return -1;
     if (so && !json_is_null(so)) {
         if (!g->stream)
-            return gen_fail(g, 400, "stream_options", "'stream_options' is only allowed when "
-                            "'stream' is true");
+            return api_gen_fail(g, 400, "stream_options", "'stream_options' is only allowed when "
+                                "'stream' is true");
         if (!json_is_object(so))
-            return gen_fail(g, 400, "stream_options", "'stream_options' must be an object");
+            return api_gen_fail(g, 400, "stream_options", "'stream_options' must be an object");
         const char *k;
         json_t *v;
         json_object_foreach(so, k, v)
             if (strcmp(k, "include_usage"))
-                return gen_fail(g, 400, "stream_options", "unknown stream option '%s'", k);
+                return api_gen_fail(g, 400, "stream_options", "unknown stream option '%s'", k);
         if (get_bool(g, json_object_get(so, "include_usage"), "stream_options.include_usage",
                      &g->include_usage))
             return -1;
@@ -664,11 +666,11 @@ int gen_parse(api_gen *g, json_t *b)
         parse_sampling(g, b) || parse_logprobs(g, b))
         return -1;
     if (best_of && best_of != g->n)
-        return gen_fail(g, 400, "best_of", "'best_of' different from 'n' is not supported");
+        return api_gen_fail(g, 400, "best_of", "'best_of' different from 'n' is not supported");
     if (g->chat) {
         int32_t *ids = NULL;
         size_t n = 0;
-        if (gen_chat_prompt(g, b, add_special, &ids, &n))
+        if (api_gen_chat_prompt(g, b, add_special, &ids, &n))
             return -1;
         if (add_prompt(g, ids, (int)n, NULL))
             return -1;
@@ -676,11 +678,12 @@ int gen_parse(api_gen *g, json_t *b)
         return -1;
     }
     if ((long)g->n_prompts * g->n > API_MAX_CHOICES)
-        return gen_fail(g, 400, "n", "prompts x n is %d, at most %d choices per request",
-                        g->n_prompts * g->n, API_MAX_CHOICES);
+        return api_gen_fail(g, 400, "n", "prompts x n is %d, at most %d choices per request",
+                            g->n_prompts * g->n, API_MAX_CHOICES);
     if (g->echo && g->logprobs && g->stream)
-        return gen_fail(g, 400, "echo", "'echo' with 'logprobs' is not supported when "
-                        "streaming (the prompt's logprobs would be missing); use stream: false");
+        return api_gen_fail(g, 400, "echo", "'echo' with 'logprobs' is not supported when "
+                            "streaming (the prompt's logprobs would be missing); use stream: "
+                            "false");
     if (g->echo && g->logprobs) {
         g->s.prompt_logprobs = 1;
         g->s.prompt_top_logprobs = g->top_logprobs;

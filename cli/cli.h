@@ -1,5 +1,9 @@
-/* cli: the inferd command line. Each subcommand lives in its own file and
- * takes the arguments after its name; it returns the process exit status. */
+/* cli: the inferd command line, the top of the program: it wires the modules
+ * together (hub -> loader -> model/engine -> api -> server) and is the only
+ * place that reads argv and picks an exit status (the modules below return
+ * errors and never exit); no module includes this header. Each subcommand
+ * lives in its own file and takes the arguments after its name; it returns
+ * the process exit status. */
 #ifndef INFERD_CLI_H
 #define INFERD_CLI_H
 

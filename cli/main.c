@@ -1,4 +1,6 @@
-/* inferd: one binary, many subcommands (serve, run, generate, tokenize, ...). */
+/* inferd: one binary, many subcommands (serve, run, generate, tokenize, ...).
+ * cli/main.c only dispatches on the first argument; each subcommand's file
+ * wires the modules it needs (see cli.h). Used by nobody: this is main(). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,6 @@
-/* common: shared helpers (see common.h). */
+/* common/common.c: the helpers every module shares (see common.h): error
+ * messages, growable strings, whole-file reads, UTF-8, clocks. libc only;
+ * knows nothing of models or serving. */
 #include "common.h"
 
 #include <errno.h>

@@ -1,6 +1,7 @@
 /* common: the few helpers every module shares — error messages, growable
- * strings, whole-file reads, UTF-8 and clocks. Nothing here knows about
- * models or serving. */
+ * strings, whole-file reads, UTF-8 and clocks. Used by every module, so it
+ * includes nothing but libc and never knows about models, HTTP or devices:
+ * a helper that needs one of those belongs to that module. */
 #ifndef INFERD_COMMON_H
 #define INFERD_COMMON_H
 

@@ -1,6 +1,9 @@
-/* hub/hub.c: what both sources share — options and environment, the default
- * file selection, hashing, locks, disk checks — and the entry points that
- * pick a source: hub_pull, hub_resolve_model, hub_list, hub_rm. */
+/* hub/hub.c: the hub module's front door (see hub.h: model folders from the
+ * Hugging Face Hub and ModelScope into their caches, for cli/; files only,
+ * never a model's contents). What both sources share — options and
+ * environment, the default file selection, hashing, locks, disk checks — and
+ * the entry points that pick a source: hub_pull, hub_resolve_model, hub_list,
+ * hub_rm. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

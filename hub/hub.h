@@ -1,6 +1,8 @@
 /* hub: fetch model folders from the Hugging Face Hub and ModelScope into the
  * caches their own Python libraries use, so a model pulled by inferd is found
- * by transformers / modelscope and the reverse.
+ * by transformers / modelscope and the reverse. Used by cli/ (pull, list, rm,
+ * and serve / run given a repo id). It moves files only: it never opens a
+ * model (loader/ does) and knows nothing of serving.
  *
  * Hugging Face cache (as huggingface_hub lays it out):
  *   $HF_HUB_CACHE/models--ORG--NAME/blobs/<etag>          file contents

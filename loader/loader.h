@@ -1,7 +1,11 @@
-/* loader: reads a Hugging Face model folder — safetensors weights
- * (memory-mapped, single file or sharded), config.json (transformers 4.x and
- * 5.x keys) and generation_config.json. Every file is untrusted input: a bad
- * one is refused with the file name, the tensor or key, and what is wrong. */
+/* loader: reads a model folder as Hugging Face and ModelScope publish it —
+ * safetensors weights (memory-mapped, single file or sharded), or
+ * pytorch_model.bin without executing its pickle, config.json (transformers
+ * 4.x and 5.x keys; decoders and encoders) and generation_config.json. Used
+ * by model/ (weights, architecture), api/ (default sampling) and cli/. Every
+ * file is untrusted input: a bad one is refused with the file name, the
+ * tensor or key, and what is wrong. It only reads: it never computes with
+ * the weights, touches a device, fetches a file (hub/ does) or serves. */
 #ifndef INFERD_LOADER_H
 #define INFERD_LOADER_H
 

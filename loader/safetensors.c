@@ -1,7 +1,9 @@
-/* safetensors reader. The format is an 8-byte little-endian header length,
- * a JSON header {name: {dtype, shape, data_offsets}}, then the raw data. The
- * header and every offset in it are untrusted: all of it is checked before a
- * pointer into the mapping is handed out. */
+/* loader/safetensors.c: the loader's weight table (ld_weights_*, the entry
+ * points model/ opens a folder with; loader.h says what the module is for)
+ * and the safetensors reader. The format is an 8-byte little-endian header
+ * length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw
+ * data. The header and every offset in it are untrusted: all of it is checked
+ * before a pointer into the mapping is handed out. */
 #include "loader/loader.h"
 #include "loader/loader_impl.h"
 

@@ -1,4 +1,5 @@
-/* server/server.c: libmicrohttpd with one thread per connection. A thread
+/* server/server.c: HTTP for `inferd serve` (see server.h); bodies go to
+ * api_handle unread. libmicrohttpd with one thread per connection. A thread
  * may block for as long as its request generates (non-streaming) or feed
  * an SSE response from a content-reader callback that waits on the
  * engine's events; either way it polls its own socket between waits, so a

@@ -1,6 +1,8 @@
 /* server: the HTTP side of inferd on libmicrohttpd — sockets, one thread
  * per connection, body size limits, API-key checks, SSE streaming, the
- * access log and graceful shutdown. What a request means is api/'s job. */
+ * access log and graceful shutdown. Used by cli/ (serve); it hands each
+ * complete request to api_handle. What a request means is api/'s job: the
+ * server never parses a body, and never sees tokens or tensors. */
 #ifndef INFERD_SERVER_H
 #define INFERD_SERVER_H
 

@@ -1,6 +1,8 @@
-/* Chat templates of a model folder, found and fed the way transformers'
- * apply_chat_template does: which file wins, which named template is picked,
- * which variables the template sees, and continue_final_message. */
+/* template/chat.c: the module's front door (tmpl_chat_*, see template.h:
+ * messages -> prompt text for api/ and cli/, never tokens). Chat templates of
+ * a model folder, found and fed the way transformers' apply_chat_template
+ * does: which file wins, which named template is picked, which variables the
+ * template sees, and continue_final_message. */
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>

@@ -1,7 +1,10 @@
 /* template: a sandboxed Jinja2 interpreter for chat templates, rendering
- * byte-for-byte as transformers' apply_chat_template does. Templates are
- * untrusted: no access to anything but the values passed in, and limits on
- * loop iterations, recursion and output size. */
+ * byte-for-byte as transformers' apply_chat_template does: a chat request's
+ * messages -> prompt text. Used by api/ (chat completions, /tokenize) and
+ * cli/ (serve and run load it; chat-template). Templates are untrusted: no
+ * access to anything but the values passed in, and limits on loop iterations,
+ * recursion and output size. It renders text only: it never tokenizes, and
+ * knows nothing of models or serving. */
 #ifndef INFERD_TEMPLATE_H
 #define INFERD_TEMPLATE_H
 

@@ -1,6 +1,8 @@
-/* tokenizer: loads tokenizer.json (+ tokenizer_config.json) and runs the
- * reference pipeline: added tokens -> normalizer -> normalized added tokens
- * -> pre-tokenizer -> model -> post-processor; and back through the decoder. */
+/* tokenizer/tokenizer.c: text <-> token ids for api/ and cli/, knowing
+ * nothing of models or serving (see tokenizer.h). Loads tokenizer.json (+
+ * tokenizer_config.json) and runs the reference pipeline: added tokens ->
+ * normalizer -> normalized added tokens -> pre-tokenizer -> model ->
+ * post-processor; and back through the decoder. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,5 +1,9 @@
-/* tokenizer: loads a Hugging Face tokenizer.json (+ tokenizer_config.json)
- * and encodes / decodes exactly as the Rust `tokenizers` library does. */
+/* tokenizer: Hugging Face tokenizer.json (+ tokenizer_config.json, or a
+ * BERT vocab.txt alone) -> token ids and back, exactly as the Rust
+ * `tokenizers` library does, with an incremental detokenizer that never
+ * emits half a character. Used by api/ (prompts in, tokens out while
+ * streaming) and cli/ (serve and run load it; tokenize). A library that
+ * knows nothing of models, chat templates or serving. */
 #ifndef INFERD_TOKENIZER_H
 #define INFERD_TOKENIZER_H
 
