@@ -36,8 +36,6 @@ int api_init(const api_options *o, api_ctx **out, inferd_error *e)
         return -1;
     }
     pthread_mutex_init(&a->mu, NULL);
-    pthread_mutex_init(&a->enc_mu, NULL);
-    pthread_cond_init(&a->enc_cv, NULL);
     a->model_name = strdup(o->served_model_name ? o->served_model_name : "model");
     a->model_root = strdup(o->model_root ? o->model_root : "");
     if (!a->model_name || !a->model_root || hist_init(&a->ttft, ttft_bounds, NB(ttft_bounds)) ||
@@ -49,6 +47,8 @@ int api_init(const api_options *o, api_ctx **out, inferd_error *e)
     }
     a->eng = o->engine;
     a->enc = o->encoder;
+    if (o->encoder && eng_encoder_create(o->encoder, &a->encoder, e))
+        goto err;
     a->tok = o->tok;
     a->chat = o->chat;
     if (o->gen) {
@@ -87,12 +87,11 @@ void api_free(api_ctx *a)
     free(a->ttft.counts);
     free(a->itl.counts);
     free(a->e2e.counts);
+    eng_encoder_destroy(a->encoder);
     free(a->enc_batch.counts);
     free(a->model_name);
     free(a->model_root);
     pthread_mutex_destroy(&a->mu);
-    pthread_mutex_destroy(&a->enc_mu);
-    pthread_cond_destroy(&a->enc_cv);
     free(a);
 }
 
@@ -201,6 +200,26 @@ void api_count_http(api_ctx *a, int status)
     pthread_mutex_unlock(&a->mu);
 }
 
+/* The encoder engine's counts into enc_batch and enc_tokens (a->mu held).
+ * The engine counts passes by their exact number of requests up to
+ * ENG_ENC_STATS_JOBS, the largest bound here; larger ones land in +Inf. */
+static void encoder_stats(api_ctx *a)
+{
+    eng_encoder_stats st;
+    eng_encoder_get_stats(a->encoder, &st);
+    api_hist *h = &a->enc_batch;
+    memset(h->counts, 0, (size_t)h->n_bounds * sizeof *h->counts);
+    for (int k = 1; k <= ENG_ENC_STATS_JOBS; k++)
+        for (int i = 0; i < h->n_bounds; i++)
+            if (k <= h->bounds[i]) {
+                h->counts[i] += st.passes_by_jobs[k - 1];
+                break;
+            }
+    h->count = st.passes;
+    h->sum = (double)st.requests;
+    a->enc_tokens = st.tokens;
+}
+
 static void hist_text(strbuf *o, const char *name, const char *help, const char *label,
                       const api_hist *h)
 {
@@ -299,6 +318,7 @@ static void metrics_text(api_ctx *a, api_response *r)
     hist_text(&o, "inferd:e2e_request_latency_seconds", "Request latency, arrival to end.",
               label, &a->e2e);
     if (a->enc) {
+        encoder_stats(a);
         hist_text(&o, "inferd:encoder_batch_size", "Requests sharing one encoder forward "
                   "pass.", label, &a->enc_batch);
         metric(&o, "inferd:encoder_tokens_total", "counter",

@@ -25,12 +25,9 @@ struct api_ctx {
     char *model_name, *model_root;
     eng_engine *eng;              /* NULL when serving an encoder */
     mdl_encoder *enc;             /* NULL when serving a causal LM */
-    /* Encoder requests queue here; whichever thread finds no pass running
-     * runs the queued requests together in one forward pass (api/embed.c). */
-    pthread_mutex_t enc_mu;       /* guards enc_cv .. enc_busy */
-    pthread_cond_t enc_cv;        /* a pass finished */
-    struct enc_job *enc_head, *enc_tail;
-    int enc_busy;                 /* a forward pass is running */
+    /* Runs enc's forward passes, batching concurrent requests (api/embed.c
+     * queues them); created and destroyed with the context. */
+    eng_encoder *encoder;
     const tok_tokenizer *tok;
     const tmpl_chat *chat;
     ld_generation_config gen;
@@ -48,6 +45,7 @@ struct api_ctx {
     uint64_t http_by_class[6];    /* [status / 100] */
     api_hist enc_batch;           /* requests per encoder forward pass */
     uint64_t enc_tokens;          /* tokens through encoder forward passes */
+    /* (both copied from the encoder engine's stats when /metrics renders) */
 };
 
 /* One choice: one engine request and what came out of it so far. */
