@@ -177,7 +177,6 @@ int smp_logprobs_from_candidates(const be_sample_out *o, int vocab, int32_t tok,
 void smp_rng_seed(uint64_t st[4], uint64_t seed);
 double smp_rng_uniform(uint64_t st[4]);
 
-
 /* ---- requests (request.c) ---- */
 
 struct eng_request {
@@ -229,11 +228,11 @@ void req_push_event(eng_request *r, const eng_event *ev);
 /* Queues r's last event and drops the engine's hold on r. */
 void req_finish(eng_request *r, const eng_event *last);
 
+/* ---- scheduler.c: who runs this step ---- */
+
 /* Rows of prompt logprobs computed per step for one request, so that the
  * logits buffer stays small. */
 #define ENG_PLP_CHUNK 128
-
-/* ---- scheduler.c: who runs this step ---- */
 
 /* One scheduled piece of work: r computes tokens [start, start + n_new). */
 typedef struct sched_item {
