@@ -17,8 +17,6 @@ int api_init(const api_options *o, api_ctx **out, inferd_error *e)
         err_set(e, "out of memory");
         return -1;
     }
-    pthread_mutex_init(&a->enc_mu, NULL);
-    pthread_cond_init(&a->enc_cv, NULL);
     int no_metrics = api_metrics_init(a);
     a->model_name = strdup(o->served_model_name ? o->served_model_name : "model");
     a->model_root = strdup(o->model_root ? o->model_root : "");
@@ -28,6 +26,8 @@ int api_init(const api_options *o, api_ctx **out, inferd_error *e)
     }
     a->eng = o->engine;
     a->enc = o->encoder;
+    if (o->encoder && eng_encoder_create(o->encoder, &a->encoder, e))
+        goto err;
     a->tok = o->tok;
     a->chat = o->chat;
     if (o->gen) {
@@ -63,11 +63,10 @@ void api_free(api_ctx *a)
 {
     if (!a)
         return;
+    eng_encoder_destroy(a->encoder);
     api_metrics_free(a);
     free(a->model_name);
     free(a->model_root);
-    pthread_mutex_destroy(&a->enc_mu);
-    pthread_cond_destroy(&a->enc_cv);
     free(a);
 }
 

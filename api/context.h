@@ -1,7 +1,7 @@
 /* api/context.h: the api context, the one piece of state every file of api/
  * reads. Data only: what changes a part of it lives with the part's owner
- * (api.c sets it up, metrics.c counts under mu, embed.c queues encoder
- * passes under enc_mu). Included by every layer, so it includes nothing of
+ * (api.c sets it up, metrics.c counts under mu, the encoder engine
+ * batches encoder passes). Included by every layer, so it includes nothing of
  * api/ but the public header. */
 #ifndef INFERD_API_CONTEXT_H
 #define INFERD_API_CONTEXT_H
@@ -24,12 +24,9 @@ struct api_ctx {
     char *model_name, *model_root;
     eng_engine *eng;              /* NULL when serving an encoder */
     mdl_encoder *enc;             /* NULL when serving a causal LM */
-    /* Encoder requests queue here; whichever thread finds no pass running
-     * runs the queued requests together in one forward pass (api/embed.c). */
-    pthread_mutex_t enc_mu;       /* guards enc_cv .. enc_busy */
-    pthread_cond_t enc_cv;        /* a pass finished */
-    struct enc_job *enc_head, *enc_tail;
-    int enc_busy;                 /* a forward pass is running */
+    /* Runs enc's forward passes, batching concurrent requests (api/embed.c
+     * queues them); created and destroyed with the context. */
+    eng_encoder *encoder;
     const tok_tokenizer *tok;
     const tmpl_chat *chat;
     ld_generation_config gen;
@@ -48,6 +45,7 @@ struct api_ctx {
     uint64_t http_by_class[6];    /* [status / 100] */
     api_hist enc_batch;           /* requests per encoder forward pass */
     uint64_t enc_tokens;          /* tokens through encoder forward passes */
+    /* (both copied from the encoder engine's stats when /metrics renders) */
 };
 
 #endif

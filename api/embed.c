@@ -2,7 +2,8 @@
  * POST /v1/embeddings (OpenAI), /v1/score (vLLM), /v1/rerank (Jina, Cohere,
  * vLLM, SiliconFlow) and /classify (vLLM) — over an mdl_encoder. All inputs
  * of one request run in one packed forward pass, shared with the inputs of
- * the other requests waiting at that moment (see "batching" below).
+ * the other requests waiting at that moment (the encoder engine,
+ * engine/encoder.c, batches them).
  *
  * Text needs the model's tokenizer; token ids (a list of ints per input,
  * special tokens included) work without one. Scores: a one-logit
@@ -206,163 +207,17 @@ static int push_pair(api_ctx *a, enc_seqs *s, const int32_t *x, size_t nx, const
     return rc;
 }
 
-/* ---- batching across requests ----
- * A request queues its sequences as a job. A thread that finds no forward
- * pass running becomes the runner: it takes the first queued job and every
- * later one that wants the same outputs, up to PASS_TOKENS tokens in all,
- * runs them as one packed pass (sequences attend only to themselves, so
- * nothing changes for any of them; the CPU kernels give each row the same
- * bits whatever else is in the batch) and hands each job its rows. Requests
- * that arrive meanwhile wait for the next pass. No thread of its own, no
- * added latency when the server is idle. */
-
-#define PASS_TOKENS 8192
-
-typedef struct enc_job {
-    const enc_seqs *s;
-    ld_pooling pooling;
-    int normalize;
-    float *pooled, *logits;        /* the caller's [n][hidden], [n][labels] */
-    int done, rc;
-    char msg[INFERD_ERR_MAX];
-    struct enc_job *next;
-} enc_job;
-
-static int same_outputs(const enc_job *x, const enc_job *y)
-{
-    return !x->pooled == !y->pooled && !x->logits == !y->logits &&
-           (!x->pooled || (x->pooling == y->pooling && x->normalize == y->normalize));
-}
-
-static int job_tokens(const enc_job *j)
-{
-    return j->s->q_start[j->s->n];
-}
-
-static void run_one(api_ctx *a, enc_job *j)
-{
-    mdl_enc_batch b = {.n_seqs = j->s->n, .q_start = j->s->q_start, .tokens = j->s->tok,
-                       .token_types = j->s->type};
-    inferd_error e = {{0}};
-    j->rc = mdl_encoder_forward(a->enc, &b, j->pooling, j->normalize, j->pooled, j->logits, &e);
-    if (j->rc)
-        snprintf(j->msg, sizeof j->msg, "%s", e.msg);
-}
-
-/* Runs the jobs of list (linked by next) as one pass. */
-static void run_pass(api_ctx *a, enc_job *list, int n_jobs)
-{
-    if (n_jobs == 1) {
-        run_one(a, list);
-        return;
-    }
-    const ld_encoder_config *c = mdl_encoder_config(a->enc);
-    enc_seqs all = {0};
-    float *pooled = NULL, *logits = NULL;
-    int ok = 1;
-    for (enc_job *j = list; j && ok; j = j->next)
-        for (int i = 0; i < j->s->n && ok; i++) {
-            int32_t s0 = j->s->q_start[i], s1 = j->s->q_start[i + 1];
-            ok = !seqs_push(&all, j->s->tok + s0, j->s->type + s0, (size_t)(s1 - s0));
-        }
-    if (ok && list->pooled)
-        ok = (pooled = malloc((size_t)all.n * c->hidden_size * sizeof *pooled)) != NULL;
-    if (ok && list->logits)
-        ok = (logits = malloc((size_t)all.n * c->num_labels * sizeof *logits)) != NULL;
-    if (ok) {
-        enc_job merged = *list;
-        merged.s = &all;
-        merged.pooled = pooled;
-        merged.logits = logits;
-        run_one(a, &merged);
-        ok = merged.rc == 0;
-    }
-    if (ok) {
-        size_t row = 0;
-        for (enc_job *j = list; j; j = j->next) {
-            size_t n = (size_t)j->s->n;
-            if (pooled)
-                memcpy(j->pooled, pooled + row * c->hidden_size,
-                       n * c->hidden_size * sizeof *pooled);
-            if (logits)
-                memcpy(j->logits, logits + row * c->num_labels,
-                       n * c->num_labels * sizeof *logits);
-            j->rc = 0;
-            row += n;
-        }
-    } else {
-        /* out of memory, or one job's input refused by the model: each job
-         * alone, so that only the job at fault gets the error */
-        for (enc_job *j = list; j; j = j->next)
-            run_one(a, j);
-    }
-    free(pooled);
-    free(logits);
-    seqs_free(&all);
-}
-
-/* Takes the next pass's jobs off the queue (enc_mu held). */
-static enc_job *take_pass(api_ctx *a, int *n_jobs, int *n_tokens)
-{
-    enc_job *head = a->enc_head, *taken = head, *tail = head, **link = &head->next;
-    int tokens = job_tokens(head), n = 1;
-    a->enc_head = head->next;
-    for (enc_job **pp = &a->enc_head; *pp;) {
-        enc_job *j = *pp;
-        if (same_outputs(j, head) && tokens + job_tokens(j) <= PASS_TOKENS) {
-            *pp = j->next;
-            *link = j;
-            link = &j->next;
-            tail = j;
-            tokens += job_tokens(j);
-            n++;
-        } else
-            pp = &j->next;
-    }
-    tail->next = NULL;
-    a->enc_tail = NULL;
-    for (enc_job *j = a->enc_head; j; j = j->next)
-        a->enc_tail = j;
-    *n_jobs = n;
-    *n_tokens = tokens;
-    return taken;
-}
-
+/* The sequences of one request through the encoder engine, which runs
+ * them in a pass shared with other requests' (engine/encoder.c). */
 static int run(api_ctx *a, enc_seqs *s, ld_pooling pooling, int normalize, float *pooled,
                float *logits, enc_err *er)
 {
-    enc_job job = {.s = s, .pooling = pooling, .normalize = normalize, .pooled = pooled,
-                   .logits = logits};
-    pthread_mutex_lock(&a->enc_mu);
-    if (a->enc_tail)
-        a->enc_tail->next = &job;
-    else
-        a->enc_head = &job;
-    a->enc_tail = &job;
-    while (!job.done) {
-        if (a->enc_busy || !a->enc_head) {
-            pthread_cond_wait(&a->enc_cv, &a->enc_mu);
-            continue;
-        }
-        int n_jobs, n_tokens;
-        enc_job *list = take_pass(a, &n_jobs, &n_tokens);
-        a->enc_busy = 1;
-        pthread_mutex_unlock(&a->enc_mu);
-        run_pass(a, list, n_jobs);
-        api_observe(a, &a->enc_batch, n_jobs);
-        pthread_mutex_lock(&a->mu);
-        a->enc_tokens += (uint64_t)n_tokens;
-        pthread_mutex_unlock(&a->mu);
-        pthread_mutex_lock(&a->enc_mu);
-        for (enc_job *j = list, *next; j; j = next) {
-            next = j->next; /* the job lives on its waiter's stack: read before done */
-            j->done = 1;
-        }
-        a->enc_busy = 0;
-        pthread_cond_broadcast(&a->enc_cv);
-    }
-    pthread_mutex_unlock(&a->enc_mu);
-    return job.rc ? fail(er, 400, NULL, "%s", job.msg) : 0;
+    mdl_enc_batch b = {.n_seqs = s->n, .q_start = s->q_start, .tokens = s->tok,
+                       .token_types = s->type};
+    inferd_error e = {{0}};
+    if (eng_encode(a->encoder, &b, pooling, normalize, pooled, logits, &e))
+        return fail(er, 400, NULL, "%s", e.msg);
+    return 0;
 }
 
 static int get_trunc(json_t *b, int *trunc, enc_err *er)

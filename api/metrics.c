@@ -85,6 +85,26 @@ void api_count_http(api_ctx *a, int status)
     pthread_mutex_unlock(&a->mu);
 }
 
+/* The encoder engine's counts into enc_batch and enc_tokens (a->mu held).
+ * The engine counts passes by their exact number of requests up to
+ * ENG_ENC_STATS_JOBS, the largest bound here; larger ones land in +Inf. */
+static void encoder_stats(api_ctx *a)
+{
+    eng_encoder_stats st;
+    eng_encoder_get_stats(a->encoder, &st);
+    api_hist *h = &a->enc_batch;
+    memset(h->counts, 0, (size_t)h->n_bounds * sizeof *h->counts);
+    for (int k = 1; k <= ENG_ENC_STATS_JOBS; k++)
+        for (int i = 0; i < h->n_bounds; i++)
+            if (k <= h->bounds[i]) {
+                h->counts[i] += st.passes_by_jobs[k - 1];
+                break;
+            }
+    h->count = st.passes;
+    h->sum = (double)st.requests;
+    a->enc_tokens = st.tokens;
+}
+
 static void hist_text(strbuf *o, const char *name, const char *help, const char *label,
                       const api_hist *h)
 {
@@ -182,6 +202,7 @@ void api_metrics_text(api_ctx *a, strbuf *o)
     hist_text(o, "inferd:e2e_request_latency_seconds", "Request latency, arrival to end.",
               label, &a->e2e);
     if (a->enc) {
+        encoder_stats(a);
         hist_text(o, "inferd:encoder_batch_size", "Requests sharing one encoder forward "
                   "pass.", label, &a->enc_batch);
         metric(o, "inferd:encoder_tokens_total", "counter",

@@ -1,7 +1,9 @@
 /* engine: continuous batching over a paged KV cache. One engine thread loops
- * schedule -> step -> sample -> emit while requests are live. HTTP threads
+ * schedule -> run -> process outputs while requests are live. HTTP threads
  * submit requests and read each request's events; they never touch the KV
- * cache or the model. The engine never sees text, HTTP or JSON. */
+ * cache or the model. The engine never sees text, HTTP or JSON. Encoder
+ * models get an engine of their own (eng_encoder, at the end), which
+ * batches their requests' forward passes the same way. */
 #ifndef INFERD_ENGINE_H
 #define INFERD_ENGINE_H
 
@@ -158,5 +160,41 @@ typedef struct eng_stats {
 } eng_stats;
 void eng_get_stats(eng_engine *g, eng_stats *s);
 int eng_max_model_len(const eng_engine *g);
+
+/* ---- encoder models: embeddings, scores, classifiers ----
+ * An encoder engine owns an encoder model's backend on a thread of its
+ * own and runs callers' jobs in packed forward passes: a pass takes the
+ * first queued job and every later one that wants the same outputs
+ * (pooled vectors with the same pooling and normalization, logits, or
+ * both), up to ENG_ENC_PASS_TOKENS tokens in all. Sequences attend only
+ * to themselves, so sharing a pass changes no job's outputs; a pass the
+ * model refuses runs again job by job, so only the job at fault fails. */
+typedef struct eng_encoder eng_encoder;
+
+#define ENG_ENC_PASS_TOKENS 8192
+#define ENG_ENC_STATS_JOBS 128
+
+typedef struct eng_encoder_stats {
+    uint64_t passes;                    /* forward passes run */
+    uint64_t requests;                  /* jobs through them */
+    uint64_t tokens;                    /* tokens through them */
+    /* [k - 1]: passes that held k jobs, k <= ENG_ENC_STATS_JOBS (larger
+     * passes count in passes only) */
+    uint64_t passes_by_jobs[ENG_ENC_STATS_JOBS];
+} eng_encoder_stats;
+
+/* Starts the engine's thread over a loaded encoder, which stays owned by
+ * the caller and must outlive the engine. */
+int eng_encoder_create(mdl_encoder *m, eng_encoder **out, inferd_error *e);
+/* Runs what is still queued, then joins the thread. */
+void eng_encoder_destroy(eng_encoder *x);
+/* Queues the sequences of b (as mdl_encoder_forward takes them) and waits
+ * until their outputs are in pooled ([n_seqs][hidden_size], pooled as
+ * `pooling` says, L2-normalized when normalize; may be NULL) and logits
+ * ([n_seqs][num_labels]; may be NULL). b's arrays are read until then.
+ * Fails with the model's message when it refuses the input. Thread-safe. */
+int eng_encode(eng_encoder *x, const mdl_enc_batch *b, ld_pooling pooling, int normalize,
+               float *pooled, float *logits, inferd_error *e);
+void eng_encoder_get_stats(eng_encoder *x, eng_encoder_stats *s);
 
 #endif

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Encoder requests share forward passes (api/embed.c's batcher): concurrent
+"""Encoder requests share forward passes (engine/encoder.c's batcher): concurrent
 /v1/embeddings, /classify, /v1/score and /v1/rerank requests against a real
 server must get answers bit-identical to the same requests sent one at a
 time (embeddings as base64 float32, so every bit is compared), some passes
