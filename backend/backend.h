@@ -15,7 +15,10 @@
  * Errors: ops return nothing. A backend keeps the first failure of any op
  * (a kernel that failed, scratch that could not be allocated) and reports
  * it from the next be_begin_step, be_to_host or be_sample_rows, which every
- * forward step calls; until then later ops may do nothing. */
+ * forward step calls; until then later ops may do nothing.
+ *
+ * Threads: one thread at a time uses a backend (the engine's loop, the
+ * encoder's pass): its scratch and its kept error are the handle's. */
 #ifndef INFERD_BACKEND_H
 #define INFERD_BACKEND_H
 

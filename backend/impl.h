@@ -7,7 +7,9 @@
  * in backend.h says; an op left NULL gets backend.c's default (said there
  * and in backend.h), so a new op is a slot here, a wrapper and a default,
  * and no backend has to change. Slots keep their order: C++ designated
- * initializers (backend/cuda) must follow it. */
+ * initializers (backend/cuda) must follow it, and g++ -Wextra wants every
+ * slot named unless the table sits between #pragma GCC diagnostic push /
+ * ignored "-Wmissing-field-initializers" / pop, as cu_vtable does. */
 #ifndef INFERD_BACKEND_IMPL_H
 #define INFERD_BACKEND_IMPL_H
 

@@ -323,7 +323,8 @@ int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooli
         err_set(e, "out of memory for a batch of %d tokens", n);
         goto out;
     }
-    if (positions(m, b, pos, e))
+    /* the backend's scratch for a batch of n rows: an error now, not in an op */
+    if (be_reserve(be, n, e) || positions(m, b, pos, e))
         goto out;
     if (b->token_types)
         memcpy(types, b->token_types, (size_t)n * sizeof *types);

@@ -168,12 +168,14 @@ static void *alloc_packed(size_t bytes)
 }
 
 /* The scratch a weight's ops need, sized now (at load) so that the steps
- * need not: matmul's float32 tiles for a matrix, the float32 copy of a
- * vector (norm weights and biases, rows 1). */
-static int size_scratch_for(cpu_backend *b, int64_t rows, int64_t cols, inferd_error *e)
+ * need not: the float32 copy of a vector (norm weights and biases, rows 1),
+ * matmul's float32 tiles for a matrix (a pair-panel one needs none: its
+ * rounded activations are cpu_reserve's). */
+static int size_scratch_for(cpu_backend *b, int64_t rows, int64_t cols, int pairs,
+                            inferd_error *e)
 {
-    if (rows > 1 ? !scratch(b, SCR_TILE, tile_stride(cols) * (size_t)b->n_threads)
-                 : !scratch(b, SCR_NORM, (size_t)cols * 2 * sizeof(float)))
+    if (rows == 1 ? !scratch(b, SCR_NORM, (size_t)cols * 2 * sizeof(float))
+                  : !pairs && !scratch(b, SCR_TILE, tile_stride(cols) * (size_t)b->n_threads))
         return be_impl_report(&b->base, e);
     return 0;
 }
@@ -186,16 +188,16 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
         err_set(e, "cpu backend: weights of type %s are not supported", dtype_name(dt));
         return -1;
     }
-    if (size_scratch_for(b, rows, cols, e))
+    /* bfloat16 precision multiplies bf16 weights as they are; f16 and f32
+     * checkpoints keep the float32 path. Rows of 1 are norms and biases. */
+    const int pairs = b->base.matmul_bf16 && dt == DT_BF16 && rows > 1;
+    if (size_scratch_for(b, rows, cols, pairs, e))
         return -1;
     memset(out, 0, sizeof *out);
     out->data = host;
     out->dtype = dt;
     out->rows = rows;
     out->cols = cols;
-    /* bfloat16 precision multiplies bf16 weights as they are; f16 and f32
-     * checkpoints keep the float32 path. Rows of 1 are norms and biases. */
-    const int pairs = b->base.matmul_bf16 && dt == DT_BF16 && rows > 1;
     if (!pairs && (dt == DT_F32 || rows < 8 || rows % 8 || cols % 8))
         return 0;
     void **list = realloc(b->packed, (b->n_packed + 1) * sizeof *list);
