@@ -395,19 +395,18 @@ void be_mask_logits(be_backend *b, float *logits, int n, int vocab, const uint32
 int be_sample_rows(be_backend *b, const float *logits, int n, int vocab,
                    const be_sample_row *in, be_sample_out *out, inferd_error *e)
 {
+    /* a kept error: the logits are not what the step should have made */
+    if (be_impl_report(b, e))
+        return -1;
     if (b->vt->sample_rows)
         return report_after(b, b->vt->sample_rows(b, logits, n, vocab, in, out, e), e);
     const float *rows = logits;
     if (!b->vt->host) { /* the whole rows come to the host: what the op saves */
         const size_t count = (size_t)n * (size_t)vocab;
         float *h = host_tmp(b, count, e);
-        if (!h)
-            return report_after(b, -1, e);
-        if (be_to_host(b, h, logits, count * sizeof(float), e))
+        if (!h || be_to_host(b, h, logits, count * sizeof(float), e))
             return -1;
         rows = h;
-    } else if (be_impl_report(b, e)) {
-        return -1; /* the logits are not what the step should have made */
     }
     be_sample_rows_host(rows, n, vocab, in, out);
     return 0;

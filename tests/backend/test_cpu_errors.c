@@ -114,11 +114,11 @@ static void test_scratch_kept_and_errors(void **state)
     assert_non_null(strstr(e.msg, "index scratch"));
     /* and sampling reports a kept error instead of sampling */
     float lg[4 * 4] = {0};
-    be_sample_row in = {0};
-    be_sample_out so;
+    be_sample_row in[4] = {{0}};
+    be_sample_out so[4];
     be_weight raw = {.data = wide, .dtype = DT_F32, .rows = 4, .cols = WIDE};
     be_matmul(b, wide, &raw, NULL, 4, lg); /* [4][WIDE] x [4][WIDE]^T */
-    assert_int_equal(be_sample_rows(b, lg, 4, 4, &in, &so, &e), -1);
+    assert_int_equal(be_sample_rows(b, lg, 4, 4, in, so, &e), -1);
     assert_non_null(strstr(e.msg, "matmul tile scratch"));
     failing = 0;
     free(wide);

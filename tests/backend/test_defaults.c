@@ -83,6 +83,8 @@ static void fake_matmul(be_backend *b, const float *x, const be_weight *w,
 static int fake_to_host(be_backend *b, void *dst, const void *src, size_t bytes,
                         inferd_error *e)
 {
+    if (!bytes) /* a report alone */
+        return 0;
     ((fake *)b)->to_host_calls++;
     memcpy(dst, src, bytes);
     return 0;
