@@ -146,13 +146,7 @@ int mdl_encoder_load(const char *dir, const mdl_options *opt, mdl_encoder **out,
                                         : be_cpu_new(opt ? opt->n_threads : 0, e);
     if (!m->be)
         goto err;
-    m->be->matmul_bf16 = bf16;
-    const be_vtable *vt = m->be->vt;
-    if (!vt->layernorm || !vt->gelu || !vt->tanh || !vt->attention_full ||
-        (vt->to_host && (!vt->begin_step || !vt->gather_rows))) {
-        err_set(e, "the %s backend has no encoder ops", vt->name);
-        goto err;
-    }
+    be_set_matmul_bf16(m->be, bf16);
     if (ld_weights_open_dir(dir, &m->files, e))
         goto err;
     /* The bare model saves "embeddings...", the task models "bert.embeddings..." */
@@ -290,7 +284,6 @@ int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooli
                         int normalize, float *pooled, float *logits, inferd_error *e)
 {
     const ld_encoder_config *c = &m->cfg;
-    const be_vtable *vt = m->be->vt;
     be_backend *be = m->be;
     if (check_batch(m, b, e))
         return -1;
@@ -302,98 +295,94 @@ int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooli
         err_set(e, "this checkpoint has no pooler weights; use cls, mean or last pooling");
         return -1;
     }
-    /* A device backend (to_host set) keeps activations in device memory:
-     * index arrays go up through begin_step, results come down by to_host. */
-    const int dev = vt->to_host != NULL;
+    /* Activations live in backend memory: index arrays go up through
+     * be_begin_step, results come down by be_to_host (on the CPU a memcpy,
+     * or nothing where the host buffer is the backend's). */
     const int n = b->q_start[b->n_seqs], ns = b->n_seqs, hid = c->hidden_size;
     const int heads = c->num_attention_heads, hd = hid / heads, inter = c->intermediate_size;
     const size_t nh = (size_t)n * hid;
+    const int pool_host = pooled && pooling != LD_POOL_POOLER; /* pool_rows on a host copy */
     int32_t *pos = malloc((size_t)n * sizeof *pos);
     int32_t *types = calloc((size_t)n, sizeof *types);
-    float *x = vt->alloc(be, nh * sizeof(float));       /* (n, hidden) residual stream */
-    float *tmp = vt->alloc(be, nh * sizeof(float));     /* (n, hidden) */
-    float *q = vt->alloc(be, nh * sizeof(float));       /* (n, heads, hd) */
-    float *k = vt->alloc(be, nh * sizeof(float));
-    float *v = vt->alloc(be, nh * sizeof(float));
-    float *att = vt->alloc(be, nh * sizeof(float));
-    float *mid = vt->alloc(be, (size_t)n * inter * sizeof(float)); /* (n, inter) */
-    float *cls = vt->alloc(be, (size_t)ns * hid * sizeof(float));  /* (n_seqs, hidden) */
-    float *cls2 = vt->alloc(be, (size_t)ns * hid * sizeof(float));
+    float *x = be_alloc(be, nh * sizeof(float));       /* (n, hidden) residual stream */
+    float *tmp = be_alloc(be, nh * sizeof(float));     /* (n, hidden) */
+    float *q = be_alloc(be, nh * sizeof(float));       /* (n, heads, hd) */
+    float *k = be_alloc(be, nh * sizeof(float));
+    float *v = be_alloc(be, nh * sizeof(float));
+    float *att = be_alloc(be, nh * sizeof(float));
+    float *mid = be_alloc(be, (size_t)n * inter * sizeof(float)); /* (n, inter) */
+    float *cls = be_alloc(be, (size_t)ns * hid * sizeof(float));  /* (n_seqs, hidden) */
+    float *cls2 = be_alloc(be, (size_t)ns * hid * sizeof(float));
     int32_t *first = malloc((size_t)ns * sizeof *first); /* each sequence's first row */
-    float *lg = dev && logits ? vt->alloc(be, (size_t)ns * c->num_labels * sizeof(float)) : NULL;
-    float *xh = dev && pooled && pooling != LD_POOL_POOLER ? malloc(nh * sizeof(float)) : NULL;
+    float *lg = logits ? be_alloc(be, (size_t)ns * c->num_labels * sizeof(float)) : NULL;
+    /* (n, hidden) host copy of the last hidden states; a host backend's x is one */
+    float *xh = !pool_host ? NULL : be_is_host(be) ? x : malloc(nh * sizeof(float));
     int rc = -1;
     if (!pos || !types || !x || !tmp || !q || !k || !v || !att || !mid || !cls || !cls2 ||
-        !first || (dev && logits && !lg) || (dev && pooled && pooling != LD_POOL_POOLER && !xh)) {
+        !first || (logits && !lg) || (pool_host && !xh)) {
         err_set(e, "out of memory for a batch of %d tokens", n);
         goto out;
     }
-    if (positions(m, b, pos, e))
+    /* the backend's scratch for a batch of n rows: an error now, not in an op */
+    if (be_reserve(be, n, e) || positions(m, b, pos, e))
         goto out;
     if (b->token_types)
         memcpy(types, b->token_types, (size_t)n * sizeof *types);
     for (int s = 0; s < ns; s++)
         first[s] = b->q_start[s];
-    if (dev) {
-        /* begin_step uploads the arrays the ops index with: token ids,
-         * positions, token types (in the slot field, which encoders do not
-         * use) and the first rows (as logit rows). Its layout is one
-         * sequence of at least 2 rows, so the backend takes the step for a
-         * prompt step without a KV cache and never records it. */
-        int32_t one_seq[2] = {0, n < 2 ? 2 : n};
-        be_attn_layout l = {.n_seqs = 1, .q_start = one_seq, .pos = pos, .slot = types,
-                            .n_tokens = n};
-        be_step st = {.layout = &l, .tokens = b->tokens, .n_logits = ns, .logit_rows = first};
-        if (vt->begin_step(be, &st, e))
-            goto out;
-    }
+    /* begin_step uploads the arrays the ops index with: token ids,
+     * positions, token types (in the slot field, which encoders do not use)
+     * and the first rows (as logit rows). Its layout is one sequence of at
+     * least 2 rows, so a device backend takes the step for a prompt step
+     * without a KV cache and never records it. */
+    int32_t one_seq[2] = {0, n < 2 ? 2 : n};
+    be_attn_layout lay = {.n_seqs = 1, .q_start = one_seq, .pos = pos, .slot = types,
+                          .n_tokens = n};
+    be_step st = {.layout = &lay, .tokens = b->tokens, .n_logits = ns, .logit_rows = first};
+    if (be_begin_step(be, &st, e))
+        goto out;
 
     /* embeddings */
-    vt->embed(be, &m->word, b->tokens, n, x);
-    vt->embed(be, &m->pos, pos, n, tmp);
-    vt->add(be, x, tmp, nh);
+    be_embed(be, &m->word, b->tokens, n, x);
+    be_embed(be, &m->pos, pos, n, tmp);
+    be_add(be, x, tmp, nh);
     if (m->type.data) {
-        vt->embed(be, &m->type, types, n, tmp);
-        vt->add(be, x, tmp, nh);
+        be_embed(be, &m->type, types, n, tmp);
+        be_add(be, x, tmp, nh);
     }
-    vt->layernorm(be, x, &m->emb_ln_w, &m->emb_ln_b, (float)c->layer_norm_eps, n, hid, x);
+    be_layernorm(be, x, &m->emb_ln_w, &m->emb_ln_b, (float)c->layer_norm_eps, n, hid, x);
 
     /* layers: post-LN, x = LN(x + attn(x)); x = LN(x + mlp(x)) */
     const float scale = 1.0f / sqrtf((float)hd);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const enc_layer *L = &m->layers[l];
-        vt->matmul(be, x, &L->wq, &L->bq, n, q);
-        vt->matmul(be, x, &L->wk, &L->bk, n, k);
-        vt->matmul(be, x, &L->wv, &L->bv, n, v);
-        vt->attention_full(be, q, k, v, heads, hd, scale, ns, b->q_start, att);
-        vt->matmul(be, att, &L->wo, &L->bo, n, tmp);
-        vt->add(be, tmp, x, nh);
-        vt->layernorm(be, tmp, &L->ln1_w, &L->ln1_b, (float)c->layer_norm_eps, n, hid, x);
-        vt->matmul(be, x, &L->wi, &L->bi, n, mid);
-        vt->gelu(be, mid, (size_t)n * inter, c->gelu_tanh, mid);
-        vt->matmul(be, mid, &L->wo2, &L->bo2, n, tmp);
-        vt->add(be, tmp, x, nh);
-        vt->layernorm(be, tmp, &L->ln2_w, &L->ln2_b, (float)c->layer_norm_eps, n, hid, x);
+        be_matmul(be, x, &L->wq, &L->bq, n, q);
+        be_matmul(be, x, &L->wk, &L->bk, n, k);
+        be_matmul(be, x, &L->wv, &L->bv, n, v);
+        be_attention_full(be, q, k, v, heads, hd, scale, ns, b->q_start, att);
+        be_matmul(be, att, &L->wo, &L->bo, n, tmp);
+        be_add(be, tmp, x, nh);
+        be_layernorm(be, tmp, &L->ln1_w, &L->ln1_b, (float)c->layer_norm_eps, n, hid, x);
+        be_matmul(be, x, &L->wi, &L->bi, n, mid);
+        be_gelu(be, mid, (size_t)n * inter, c->gelu_tanh, mid);
+        be_matmul(be, mid, &L->wo2, &L->bo2, n, tmp);
+        be_add(be, tmp, x, nh);
+        be_layernorm(be, tmp, &L->ln2_w, &L->ln2_b, (float)c->layer_norm_eps, n, hid, x);
     }
 
     /* pooling and heads act on one row per sequence */
     if (pooled) {
         if (pooling == LD_POOL_POOLER) {
-            if (dev)
-                vt->gather_rows(be, x, hid, first, ns, cls);
-            else
-                pool_rows(m, b, x, LD_POOL_CLS, cls);
-            float *po = dev ? cls2 : pooled;
-            vt->matmul(be, cls, &m->pool_w, &m->pool_b, ns, po);
-            vt->tanh(be, po, (size_t)ns * hid, po);
-            if (dev && vt->to_host(be, pooled, po, (size_t)ns * hid * sizeof(float), e))
+            be_gather_rows(be, x, hid, first, ns, cls);
+            be_matmul(be, cls, &m->pool_w, &m->pool_b, ns, cls2);
+            be_tanh(be, cls2, (size_t)ns * hid, cls2);
+            if (be_to_host(be, pooled, cls2, (size_t)ns * hid * sizeof(float), e))
                 goto out;
-        } else if (dev) {
-            if (vt->to_host(be, xh, x, nh * sizeof(float), e))
+        } else {
+            if (be_to_host(be, xh, x, nh * sizeof(float), e))
                 goto out;
             pool_rows(m, b, xh, pooling, pooled);
-        } else
-            pool_rows(m, b, x, pooling, pooled);
+        }
         for (int s = 0; normalize && s < ns; s++) {
             float *o = pooled + (size_t)s * hid, ss = 0.0f;
             for (int i = 0; i < hid; i++)
@@ -405,31 +394,26 @@ int mdl_encoder_forward(mdl_encoder *m, const mdl_enc_batch *b, ld_pooling pooli
         }
     }
     if (logits) {
-        if (dev)
-            vt->gather_rows(be, x, hid, first, ns, cls);
-        else
-            pool_rows(m, b, x, LD_POOL_CLS, cls);
+        be_gather_rows(be, x, hid, first, ns, cls);
         const be_weight *dw = c->roberta ? &m->head_dense_w : &m->pool_w;
         const be_weight *db = c->roberta ? &m->head_dense_b : &m->pool_b;
-        vt->matmul(be, cls, dw, db, ns, cls2);
-        vt->tanh(be, cls2, (size_t)ns * hid, cls2);
-        vt->matmul(be, cls2, &m->head_out_w, &m->head_out_b, ns, dev ? lg : logits);
-        if (dev && vt->to_host(be, logits, lg, (size_t)ns * c->num_labels * sizeof(float), e))
+        be_matmul(be, cls, dw, db, ns, cls2);
+        be_tanh(be, cls2, (size_t)ns * hid, cls2);
+        be_matmul(be, cls2, &m->head_out_w, &m->head_out_b, ns, lg);
+        if (be_to_host(be, logits, lg, (size_t)ns * c->num_labels * sizeof(float), e))
             goto out;
     }
-    if (dev && !pooled && !logits && vt->to_host(be, NULL, NULL, 0, e))
+    if (!pooled && !logits && be_to_host(be, NULL, NULL, 0, e))
         goto out; /* nothing wanted: still report a failed op */
     rc = 0;
 out:
     free(pos);
     free(types);
     free(first);
-    free(xh);
-    if (lg)
-        vt->dealloc(be, lg);
-    float *bufs[] = {x, tmp, q, k, v, att, mid, cls, cls2};
+    if (xh != x)
+        free(xh);
+    float *bufs[] = {x, tmp, q, k, v, att, mid, cls, cls2, lg};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i])
-            vt->dealloc(be, bufs[i]);
+        be_dealloc(be, bufs[i]);
     return rc;
 }

@@ -38,9 +38,6 @@ typedef struct run_state {
                         mdl_forward_sample, else NULL */
     int n_kept;      /* rows of logits the last forward left there for
                         mdl_logits_rows (0 after mdl_forward) */
-    float *host;     /* (host_cap, vocab) host copy, only for a device
-                        backend without sample_rows */
-    size_t host_cap;
 } run_state;
 
 struct mdl_model {
@@ -225,7 +222,7 @@ int mdl_load(const char *dir, const mdl_options *opt, mdl_model **out, inferd_er
                                         : be_cpu_new(opt ? opt->n_threads : 0, e);
     if (!m->be)
         goto err;
-    m->be->matmul_bf16 = bf16;
+    be_set_matmul_bf16(m->be, bf16);
     if (ld_weights_open_dir(dir, &m->files, e))
         goto err;
     if (get_weight(m, "model.embed_tokens.weight", c->vocab_size, c->hidden_size, 0,
@@ -265,12 +262,9 @@ static void run_state_free(mdl_model *m)
     float **bufs[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->att, &s->o, &s->gate,
                       &s->up, &s->last, &s->last_n, &s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-        m->be->vt->dealloc(m->be, *bufs[i]);
+        be_dealloc(m->be, *bufs[i]);
         *bufs[i] = NULL;
     }
-    free(s->host);
-    s->host = NULL;
-    s->host_cap = 0;
     s->cap = s->logit_cap = s->n_kept = 0;
 }
 
@@ -281,8 +275,8 @@ void mdl_free(mdl_model *m)
     if (m->be) {
         run_state_free(m);
         for (int i = 0; m->k_cache && i < m->cfg.num_hidden_layers; i++) {
-            m->be->vt->dealloc(m->be, m->k_cache[i]);
-            m->be->vt->dealloc(m->be, m->v_cache[i]);
+            be_dealloc(m->be, m->k_cache[i]);
+            be_dealloc(m->be, m->v_cache[i]);
         }
     }
     free(m->k_cache);
@@ -299,18 +293,14 @@ const ld_config *mdl_config(const mdl_model *m) { return &m->cfg; }
 int mdl_device_memory(const mdl_model *m, size_t *free_bytes, size_t *total_bytes,
                       inferd_error *e)
 {
-    if (!m->be->vt->mem_info) {
-        err_set(e, "the %s backend has no device memory to report", m->be->vt->name);
-        return -1;
-    }
-    return m->be->vt->mem_info(m->be, free_bytes, total_bytes, e);
+    return be_mem_info(m->be, free_bytes, total_bytes, e);
 }
 
 size_t mdl_kv_block_bytes(const mdl_model *m, int block_size)
 {
     const ld_config *c = &m->cfg;
     return 2 * (size_t)c->num_hidden_layers * (size_t)block_size *
-           (size_t)(c->num_key_value_heads * c->head_dim) * dtype_size(m->be->kv_dtype);
+           (size_t)(c->num_key_value_heads * c->head_dim) * dtype_size(be_kv_dtype(m->be));
 }
 
 int mdl_kv_init(mdl_model *m, int n_blocks, int block_size, inferd_error *e)
@@ -322,14 +312,14 @@ int mdl_kv_init(mdl_model *m, int n_blocks, int block_size, inferd_error *e)
     }
     size_t per_layer = (size_t)n_blocks * (size_t)block_size *
                        (size_t)(c->num_key_value_heads * c->head_dim) *
-                       dtype_size(m->be->kv_dtype);
+                       dtype_size(be_kv_dtype(m->be));
     m->k_cache = calloc((size_t)c->num_hidden_layers, sizeof(float *));
     m->v_cache = calloc((size_t)c->num_hidden_layers, sizeof(float *));
     if (!m->k_cache || !m->v_cache)
         goto oom;
     for (int i = 0; i < c->num_hidden_layers; i++) {
-        m->k_cache[i] = m->be->vt->alloc(m->be, per_layer);
-        m->v_cache[i] = m->be->vt->alloc(m->be, per_layer);
+        m->k_cache[i] = be_alloc(m->be, per_layer);
+        m->v_cache[i] = be_alloc(m->be, per_layer);
         if (!m->k_cache[i] || !m->v_cache[i])
             goto oom;
     }
@@ -340,9 +330,9 @@ oom:
     err_set(e, "cannot allocate a KV cache of %d blocks (%.1f MiB)", n_blocks,
             (double)per_layer * 2 * c->num_hidden_layers / (1024.0 * 1024.0));
     for (int i = 0; m->k_cache && i < c->num_hidden_layers; i++) {
-        m->be->vt->dealloc(m->be, m->k_cache[i]);
+        be_dealloc(m->be, m->k_cache[i]);
         if (m->v_cache)
-            m->be->vt->dealloc(m->be, m->v_cache[i]);
+            be_dealloc(m->be, m->v_cache[i]);
     }
     free(m->k_cache);
     free(m->v_cache);
@@ -363,36 +353,41 @@ static int run_state_reserve(mdl_model *m, int n, int nl, int keep_logits, infer
         float **bufs[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->att, &s->o, &s->gate, &s->up};
         size_t widths[] = {hid, hid, qd, kvd, kvd, qd, hid, inter, inter};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-            b->vt->dealloc(b, *bufs[i]);
-            *bufs[i] = b->vt->alloc(b, cap * widths[i] * sizeof(float));
+            be_dealloc(b, *bufs[i]);
+            *bufs[i] = be_alloc(b, cap * widths[i] * sizeof(float));
             if (!*bufs[i])
                 goto oom;
         }
         s->cap = n;
+        /* the backend's scratch for steps of this size, now rather than
+         * in the ops (which cannot return an error) */
+        if (be_reserve(b, n, e))
+            goto err;
     }
     if (nl > s->logit_cap) {
         size_t bytes = (size_t)nl * (size_t)c->hidden_size * sizeof(float);
-        b->vt->dealloc(b, s->last);
-        b->vt->dealloc(b, s->last_n);
-        b->vt->dealloc(b, s->logits);
+        be_dealloc(b, s->last);
+        be_dealloc(b, s->last_n);
+        be_dealloc(b, s->logits);
         s->logits = NULL;
-        s->last = b->vt->alloc(b, bytes);
-        s->last_n = b->vt->alloc(b, bytes);
+        s->last = be_alloc(b, bytes);
+        s->last_n = be_alloc(b, bytes);
         if (!s->last || !s->last_n)
             goto oom;
         s->logit_cap = nl;
     }
-    /* The CPU writes mdl_forward's logits straight into the caller's
-     * buffer; a sampled step keeps them in a buffer of its own. */
-    if ((b->vt->to_host || keep_logits) && !s->logits && s->logit_cap > 0) {
-        s->logits = b->vt->alloc(b, (size_t)s->logit_cap * (size_t)c->vocab_size * sizeof(float));
+    /* A host backend writes mdl_forward's logits straight into the
+     * caller's buffer; a sampled step keeps them in a buffer of its own. */
+    if ((!be_is_host(b) || keep_logits) && !s->logits && s->logit_cap > 0) {
+        s->logits = be_alloc(b, (size_t)s->logit_cap * (size_t)c->vocab_size * sizeof(float));
         if (!s->logits)
             goto oom;
     }
     return 0;
 oom:
-    run_state_free(m);
     err_set(e, "out of memory for activations of %d tokens", n);
+err:
+    run_state_free(m);
     return -1;
 }
 
@@ -403,7 +398,6 @@ static int forward(mdl_model *m, const mdl_batch *bt, float *logits_host, int ke
 {
     const ld_config *c = &m->cfg;
     be_backend *b = m->be;
-    const be_vtable *op = b->vt;
     const int n = bt->n_tokens, hid = c->hidden_size, hd = c->head_dim;
     const int heads = c->num_attention_heads, kvh = c->num_key_value_heads;
     const int kvd = kvh * hd, inter = c->intermediate_size;
@@ -433,83 +427,58 @@ static int forward(mdl_model *m, const mdl_batch *bt, float *logits_host, int ke
         .block_table = bt->block_table, .max_blocks = bt->max_blocks,
         .block_size = m->block_size, .slot = bt->slot, .pos = bt->pos, .n_tokens = n,
     };
-    if (op->begin_step) {
-        be_step st = {.layout = &lay, .tokens = bt->tokens, .n_logits = bt->n_logits,
-                      .logit_rows = bt->logit_rows};
-        if (op->begin_step(b, &st, e))
-            return -1;
-    }
+    be_step st = {.layout = &lay, .tokens = bt->tokens, .n_logits = bt->n_logits,
+                  .logit_rows = bt->logit_rows};
+    if (be_begin_step(b, &st, e))
+        return -1;
+    /* on a host backend mdl_forward's buffer takes the logits as they are made */
+    float *logits = keep || !be_is_host(b) ? s->logits : logits_host;
 
-    op->embed(b, &m->embed, bt->tokens, n, s->x);
+    be_embed(b, &m->embed, bt->tokens, n, s->x);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const layer_weights *L = &m->layers[l];
         /* attention block */
-        op->rmsnorm(b, s->x, &L->input_norm, eps, n, hid, s->h);
-        op->matmul(b, s->h, &L->wq, L->bq.data ? &L->bq : NULL, n, s->q);
-        op->matmul(b, s->h, &L->wk, L->bk.data ? &L->bk : NULL, n, s->k);
-        op->matmul(b, s->h, &L->wv, L->bv.data ? &L->bv : NULL, n, s->v);
+        be_rmsnorm(b, s->x, &L->input_norm, eps, n, hid, s->h);
+        be_matmul(b, s->h, &L->wq, L->bq.data ? &L->bq : NULL, n, s->q);
+        be_matmul(b, s->h, &L->wk, L->bk.data ? &L->bk : NULL, n, s->k);
+        be_matmul(b, s->h, &L->wv, L->bv.data ? &L->bv : NULL, n, s->v);
         if (L->q_norm.data) { /* Qwen3: RMSNorm of each head before rotary */
-            op->rmsnorm(b, s->q, &L->q_norm, eps, n * heads, hd, s->q);
-            op->rmsnorm(b, s->k, &L->k_norm, eps, n * kvh, hd, s->k);
+            be_rmsnorm(b, s->q, &L->q_norm, eps, n * heads, hd, s->q);
+            be_rmsnorm(b, s->k, &L->k_norm, eps, n * kvh, hd, s->k);
         }
-        op->rope(b, s->q, n, heads, hd, &m->rope, bt->pos);
-        op->rope(b, s->k, n, kvh, hd, &m->rope, bt->pos);
-        op->kv_store(b, s->k, s->v, n, kvd, bt->slot, m->k_cache[l], m->v_cache[l]);
-        op->attention(b, s->q, m->k_cache[l], m->v_cache[l], heads, kvh, hd, scale, &lay,
-                      s->att);
-        op->matmul(b, s->att, &L->wo, L->bo.data ? &L->bo : NULL, n, s->o);
-        op->add(b, s->x, s->o, (size_t)n * hid);
+        be_rope_apply(b, s->q, n, heads, hd, &m->rope, bt->pos);
+        be_rope_apply(b, s->k, n, kvh, hd, &m->rope, bt->pos);
+        be_kv_store(b, s->k, s->v, n, kvd, bt->slot, m->k_cache[l], m->v_cache[l]);
+        be_attention(b, s->q, m->k_cache[l], m->v_cache[l], heads, kvh, hd, scale, &lay,
+                     s->att);
+        be_matmul(b, s->att, &L->wo, L->bo.data ? &L->bo : NULL, n, s->o);
+        be_add(b, s->x, s->o, (size_t)n * hid);
         /* MLP block: down(silu(gate(h)) * up(h)) */
-        op->rmsnorm(b, s->x, &L->post_norm, eps, n, hid, s->h);
-        op->matmul(b, s->h, &L->w_gate, NULL, n, s->gate);
-        op->matmul(b, s->h, &L->w_up, NULL, n, s->up);
-        op->silu_mul(b, s->gate, s->up, (size_t)n * inter, s->gate);
-        op->matmul(b, s->gate, &L->w_down, NULL, n, s->o);
-        op->add(b, s->x, s->o, (size_t)n * hid);
+        be_rmsnorm(b, s->x, &L->post_norm, eps, n, hid, s->h);
+        be_matmul(b, s->h, &L->w_gate, NULL, n, s->gate);
+        be_matmul(b, s->h, &L->w_up, NULL, n, s->up);
+        be_silu_mul(b, s->gate, s->up, (size_t)n * inter, s->gate);
+        be_matmul(b, s->gate, &L->w_down, NULL, n, s->o);
+        be_add(b, s->x, s->o, (size_t)n * hid);
     }
     if (bt->n_logits > 0) {
-        op->gather_rows(b, s->x, hid, bt->logit_rows, bt->n_logits, s->last);
-        op->rmsnorm(b, s->last, &m->final_norm, eps, bt->n_logits, hid, s->last_n);
-        op->matmul(b, s->last_n, &m->lm_head, NULL, bt->n_logits,
-                   op->to_host || keep ? s->logits : logits_host);
+        be_gather_rows(b, s->x, hid, bt->logit_rows, bt->n_logits, s->last);
+        be_rmsnorm(b, s->last, &m->final_norm, eps, bt->n_logits, hid, s->last_n);
+        be_matmul(b, s->last_n, &m->lm_head, NULL, bt->n_logits, logits);
     }
     if (keep) {
         s->n_kept = bt->n_logits;
         return 0;
     }
-    /* Device backends: the copy waits for the step and reports its errors. */
-    if (op->to_host)
-        return op->to_host(b, logits_host, s->logits,
-                           (size_t)bt->n_logits * (size_t)c->vocab_size * sizeof(float), e);
-    return 0;
+    /* The copy waits for the step and reports its errors (on a host
+     * backend logits is logits_host: no copy, the report alone). */
+    return be_to_host(b, logits_host, logits,
+                      (size_t)bt->n_logits * (size_t)c->vocab_size * sizeof(float), e);
 }
 
 int mdl_forward(mdl_model *m, const mdl_batch *bt, float *logits, inferd_error *e)
 {
     return forward(m, bt, logits, 0, e);
-}
-
-/* Copies the whole kept logits to m->rs.host and samples them there: a
- * device backend without sample_rows still gives the engine its results. */
-static int sample_on_host(mdl_model *m, int n, const be_sample_row *in, be_sample_out *out,
-                          inferd_error *e)
-{
-    run_state *s = &m->rs;
-    size_t vocab = (size_t)m->cfg.vocab_size, need = (size_t)n * vocab;
-    if (need > s->host_cap) {
-        free(s->host);
-        s->host_cap = 0;
-        s->host = malloc(need * sizeof *s->host);
-        if (!s->host) {
-            err_set(e, "out of memory for %d rows of logits", n);
-            return -1;
-        }
-        s->host_cap = need;
-    }
-    if (m->be->vt->to_host(m->be, s->host, s->logits, need * sizeof *s->host, e))
-        return -1;
-    be_sample_rows_host(s->host, n, (int)vocab, in, out);
-    return 0;
 }
 
 int mdl_forward_sample(mdl_model *m, const mdl_batch *bt, const be_sample_row *in,
@@ -520,14 +489,8 @@ int mdl_forward_sample(mdl_model *m, const mdl_batch *bt, const be_sample_row *i
         return -1;
     int n = m->rs.n_kept;
     if (n == 0) /* nothing to sample; still wait for the step and its errors */
-        return b->vt->to_host ? b->vt->to_host(b, NULL, NULL, 0, e) : 0;
-    int rc = 0;
-    if (b->vt->sample_rows)
-        rc = b->vt->sample_rows(b, m->rs.logits, n, m->cfg.vocab_size, in, out, e);
-    else if (!b->vt->to_host)
-        be_sample_rows_host(m->rs.logits, n, m->cfg.vocab_size, in, out);
-    else
-        rc = sample_on_host(m, n, in, out, e);
+        return be_to_host(b, NULL, NULL, 0, e);
+    int rc = be_sample_rows(b, m->rs.logits, n, m->cfg.vocab_size, in, out, e);
     if (rc)
         m->rs.n_kept = 0;
     return rc;
@@ -545,11 +508,5 @@ int mdl_logits_rows(mdl_model *m, int first, int count, float *host, inferd_erro
     if (count == 0)
         return 0;
     size_t off = (size_t)first * vocab, bytes = (size_t)count * vocab * sizeof(float);
-    if (m->be->vt->to_host && !m->be->vt->sample_rows) /* sample_on_host copied them */
-        memcpy(host, s->host + off, bytes);
-    else if (m->be->vt->to_host)
-        return m->be->vt->to_host(m->be, host, s->logits + off, bytes, e);
-    else
-        memcpy(host, s->logits + off, bytes);
-    return 0;
+    return be_to_host(m->be, host, s->logits + off, bytes, e);
 }

@@ -21,7 +21,7 @@ int mdl_weight_from_tensor(be_backend *be, const ld_tensor *t, const char *prefi
                 prefix, name, (long long)tr, (long long)tc, (long long)rows, (long long)cols);
         return -1;
     }
-    return be->vt->weight(be, t->data, t->dtype, rows, cols, out, e);
+    return be_weight_init(be, t->data, t->dtype, rows, cols, out, e);
 }
 
 int mdl_parse_matmul_precision(const char *s, int *bf16, inferd_error *e)

@@ -40,10 +40,10 @@ int main(int argc, char **argv)
     for (int prec = 0; prec < 2; prec++) {
         inferd_error e = {{0}};
         be_backend *b = be_cpu_new(threads, &e);
-        b->matmul_bf16 = prec;
+        be_set_matmul_bf16(b, prec);
         be_weight w[7];
         for (int s = 0; s < 7; s++)
-            if (b->vt->weight(b, wsrc[s], DT_BF16, shapes[s][0], shapes[s][1], &w[s], &e)) {
+            if (be_weight_init(b, wsrc[s], DT_BF16, shapes[s][0], shapes[s][1], &w[s], &e)) {
                 fprintf(stderr, "%s\n", e.msg);
                 return 1;
             }
@@ -51,7 +51,7 @@ int main(int argc, char **argv)
         for (int r = 0; r < reps; r++) {
             double t0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
             for (int s = 0; s < 7; s++)
-                b->vt->matmul(b, x, &w[s], NULL, n, y);
+                be_matmul(b, x, &w[s], NULL, n, y);
             double t = now(CLOCK_MONOTONIC) - t0, c = now(CLOCK_PROCESS_CPUTIME_ID) - c0;
             if (t < best)
                 best = t;

@@ -1,10 +1,17 @@
-/* backend/cpu: the reference backend. float32 compute on bf16/f16/f32
- * weights, OpenMP threads, AVX2/FMA, and AVX-512 kernels chosen at run time
- * where the CPU has them (the build stays x86-64-v3). Every output element is
- * one dot product whose summation order depends only on the reduction length
- * — never on the batch size, the thread count or the kernel — so a
- * sequence's logits are the same whatever else is in the batch (greedy
- * output is batch-invariant). --matmul-precision bfloat16 lives in bf16.c. */
+/* backend/cpu: the reference backend, so that every model runs anywhere and
+ * a GPU backend has bits to be checked against. float32 compute on
+ * bf16/f16/f32 weights, OpenMP threads, AVX2/FMA, and AVX-512 kernels chosen
+ * at run time where the CPU has them (the build stays x86-64-v3). Every
+ * output element is one dot product whose summation order depends only on
+ * the reduction length — never on the batch size, the thread count or the
+ * kernel — so a sequence's logits are the same whatever else is in the
+ * batch (greedy output is batch-invariant). --matmul-precision bfloat16
+ * lives in bf16.c.
+ *
+ * Its buffers are host memory (a host backend: backend.c's to_host is a
+ * memcpy). Ops take their working memory from scratch regions sized at
+ * load and kept (below), never malloc per op, and never abort: an op that
+ * cannot get memory keeps the error for the step's report. */
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
@@ -13,8 +20,26 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "backend/backend.h"
 #include "backend/cpu/internal.h"
+#include "backend/impl.h"
+
+/* Scratch: one region per use, grown to the largest size asked and kept,
+ * so that once the model is loaded and its first steps have run the ops
+ * allocate nothing. Regions whose size the weights decide (tiles, norm
+ * rows) are sized by cpu_weight, those a step's rows decide (index arrays,
+ * rounded activations) by cpu_reserve, which the model calls when it grows
+ * its activations; attention's grows with the context, by half again each
+ * time so that a decode adding a token a step reallocates rarely. An op
+ * whose region cannot grow keeps the error (be_impl_fail) and does
+ * nothing; the step's be_to_host or be_sample_rows reports it. */
+enum { SCR_TILE, SCR_NORM, SCR_XBUF, SCR_INDEX, SCR_ATT, SCR_COUNT };
+static const char *const scr_name[SCR_COUNT] = {"matmul tile", "norm weight",
+                                                "bf16 activation", "index", "attention"};
+
+typedef struct cpu_region {
+    void *p;      /* 64-byte aligned */
+    size_t cap;   /* bytes */
+} cpu_region;
 
 typedef struct cpu_backend {
     be_backend base;
@@ -23,9 +48,58 @@ typedef struct cpu_backend {
     size_t n_packed;
     int bf16_native;          /* AVX512_BF16 kernels for --matmul-precision bfloat16 */
     int f32_512;              /* AVX-512F float32 prefill kernel */
-    uint32_t *xbuf;           /* activations rounded to bf16 pairs (bfloat16 precision) */
-    size_t xbuf_cap;          /* in uint32 */
+    int64_t pair_cols;        /* widest pair-panel weight: sizes SCR_XBUF */
+    cpu_region scr[SCR_COUNT];
+    int (*scr_alloc)(void **p, size_t align, size_t bytes); /* posix_memalign's contract */
 } cpu_backend;
+
+/* Layout records for be_weight.priv (NULL: row-major as in the file). */
+static const cpu_layout layout_packed8 = CPU_PACKED8, layout_pairs = CPU_PAIRS;
+
+cpu_layout cpu_weight_layout(const be_weight *w)
+{
+    return w->priv ? *(const cpu_layout *)w->priv : CPU_ROWS;
+}
+
+static int default_scr_alloc(void **p, size_t align, size_t bytes)
+{
+    return posix_memalign(p, align, bytes);
+}
+
+void cpu_set_scratch_alloc(be_backend *bk, int (*fn)(void **p, size_t align, size_t bytes))
+{
+    ((cpu_backend *)bk)->scr_alloc = fn ? fn : default_scr_alloc;
+}
+
+static size_t align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+/* Region `which`, at least `bytes` long (contents not kept); NULL with the
+ * error kept. Serial code only: never inside a parallel region. */
+static void *scratch(cpu_backend *b, int which, size_t bytes)
+{
+    cpu_region *r = &b->scr[which];
+    if (bytes <= r->cap && r->p)
+        return r->p;
+    size_t want = r->cap + r->cap / 2 > bytes ? r->cap + r->cap / 2 : bytes;
+    free(r->p);
+    r->p = NULL;
+    r->cap = 0;
+    if (b->scr_alloc(&r->p, 64, want ? want : 64)) {
+        r->p = NULL;
+        be_impl_fail(&b->base, "cpu backend: out of memory for %.1f MiB of %s scratch",
+                     (double)bytes / (1024.0 * 1024.0), scr_name[which]);
+        return NULL;
+    }
+    r->cap = want;
+    return r->p;
+}
+
+/* Per-thread stride of SCR_TILE for weights of cols columns: a float32 copy
+ * of F32_TILE (>= ROW_TILE) weight rows. */
+static size_t tile_stride(int64_t cols);
 
 /* Output rows converted to float32 together: 12 rows of a 4864-wide matrix
  * are 228 KiB, which stays in L2 while every input row streams past. */
@@ -37,7 +111,8 @@ static void cpu_free(be_backend *bk)
     for (size_t i = 0; i < b->n_packed; i++)
         free(b->packed[i]);
     free(b->packed);
-    free(b->xbuf);
+    for (int i = 0; i < SCR_COUNT; i++)
+        free(b->scr[i].p);
     free(b);
 }
 
@@ -92,6 +167,19 @@ static void *alloc_packed(size_t bytes)
     return p;
 }
 
+/* The scratch a weight's ops need, sized now (at load) so that the steps
+ * need not: the float32 copy of a vector (norm weights and biases, rows 1),
+ * matmul's float32 tiles for a matrix (a pair-panel one needs none: its
+ * rounded activations are cpu_reserve's). */
+static int size_scratch_for(cpu_backend *b, int64_t rows, int64_t cols, int pairs,
+                            inferd_error *e)
+{
+    if (rows == 1 ? !scratch(b, SCR_NORM, (size_t)cols * 2 * sizeof(float))
+                  : !pairs && !scratch(b, SCR_TILE, tile_stride(cols) * (size_t)b->n_threads))
+        return be_impl_report(&b->base, e);
+    return 0;
+}
+
 static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t rows,
                       int64_t cols, be_weight *out, inferd_error *e)
 {
@@ -100,14 +188,16 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
         err_set(e, "cpu backend: weights of type %s are not supported", dtype_name(dt));
         return -1;
     }
+    /* bfloat16 precision multiplies bf16 weights as they are; f16 and f32
+     * checkpoints keep the float32 path. Rows of 1 are norms and biases. */
+    const int pairs = b->base.matmul_bf16 && dt == DT_BF16 && rows > 1;
+    if (size_scratch_for(b, rows, cols, pairs, e))
+        return -1;
     memset(out, 0, sizeof *out);
     out->data = host;
     out->dtype = dt;
     out->rows = rows;
     out->cols = cols;
-    /* bfloat16 precision multiplies bf16 weights as they are; f16 and f32
-     * checkpoints keep the float32 path. Rows of 1 are norms and biases. */
-    const int pairs = b->base.matmul_bf16 && dt == DT_BF16 && rows > 1;
     if (!pairs && (dt == DT_F32 || rows < 8 || rows % 8 || cols % 8))
         return 0;
     void **list = realloc(b->packed, (b->n_packed + 1) * sizeof *list);
@@ -127,7 +217,9 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
         cpu_pairs_pack(host, rows, cols, p, b->n_threads);
         b->packed[b->n_packed++] = p;
         out->data = p;
-        out->packed_pairs = 1;
+        out->priv = &layout_pairs;
+        if (cols > b->pair_cols)
+            b->pair_cols = cols;
         return 0;
     }
     size_t bytes = (size_t)rows * (size_t)cols * 2;
@@ -144,18 +236,19 @@ static int cpu_weight(be_backend *bk, const void *host, inferd_dtype dt, int64_t
             memcpy(p + packed_index(cols, r, k), src + r * cols + k, 16);
     b->packed[b->n_packed++] = p;
     out->data = p;
-    out->packed8 = 1;
+    out->priv = &layout_packed8;
     return 0;
 }
 
 /* Row r of a weight as float32. */
 static void weight_row_f32(const be_weight *w, int64_t r, float *out)
 {
-    if (w->packed_pairs) {
+    const cpu_layout lay = cpu_weight_layout(w);
+    if (lay == CPU_PAIRS) {
         cpu_pairs_row_f32(w, r, out);
         return;
     }
-    if (w->packed8) {
+    if (lay == CPU_PACKED8) {
         be_weight row = {.data = NULL, .dtype = w->dtype, .rows = 1, .cols = w->cols};
         uint16_t tmp[4096];
         const uint16_t *src = w->data;
@@ -400,12 +493,13 @@ static void matmul_direct(cpu_backend *b, const float *x, const be_weight *w,
 {
     const int64_t rows = w->rows, cols = w->cols;
     const int64_t blocks = (rows + 63) / 64;
+    const int packed8 = cpu_weight_layout(w) == CPU_PACKED8;
 #pragma omp parallel for num_threads(b->n_threads) schedule(static)
     for (int64_t t = 0; t < blocks; t++) {
         int64_t r0 = t * 64, r1 = r0 + 64 < rows ? r0 + 64 : rows;
         /* packed: each 8-row group's stream (cols x 16 bytes) is read from
          * memory for the first input row and from L1/L2 for the others */
-        if (w->packed8)
+        if (packed8)
             for (int64_t r = r0; r < r1; r += 8)
                 for (int i = 0; i < n; i++)
                     dot_1x8_packed(x + (int64_t)i * cols, (const uint16_t *)w->data + r * cols,
@@ -413,7 +507,7 @@ static void matmul_direct(cpu_backend *b, const float *x, const be_weight *w,
         for (int i = 0; i < n; i++) {
             const float *xi = x + (int64_t)i * cols;
             float *yi = y + (int64_t)i * rows;
-            int64_t r = w->packed8 ? r1 : r0;
+            int64_t r = packed8 ? r1 : r0;
             for (; r + 4 <= r1; r += 4)
                 dot_1x4_direct(xi, w, r, yi + r);
             for (; r < r1; r++)
@@ -500,10 +594,21 @@ typedef void (*f32k_fn)(const float *x, int64_t ldx, const float *wi, int64_t co
                         const float *bv, float *y, int64_t ldy, int nvalid);
 static const f32k_fn f32k[F32_MR] = {f32k_1, f32k_2, f32k_3, f32k_4, f32k_5, f32k_6};
 
+static size_t tile_stride(int64_t cols)
+{
+    return align64((size_t)F32_TILE * (size_t)cols * sizeof(float));
+}
+
+/* Thread `tid`'s float32 weight tile in SCR_TILE (tiles: the region). */
+static float *thread_tile(char *tiles, int64_t cols, int tid)
+{
+    return (float *)(tiles + tile_stride(cols) * (size_t)tid);
+}
+
 /* Columns k..k+7 of row r (k a multiple of 8), in the weight's dtype. */
 static const void *row_chunk(const be_weight *w, int64_t r, int64_t k)
 {
-    if (w->packed8)
+    if (cpu_weight_layout(w) == CPU_PACKED8)
         return (const uint16_t *)w->data + packed_index(w->cols, r, k);
     return (const char *)w->data + (size_t)(r * w->cols + k) * dtype_size(w->dtype);
 }
@@ -522,11 +627,12 @@ static void matmul_f32_512(cpu_backend *b, const float *x, const be_weight *w,
     while (mchunk > 4 * F32_MR && tiles * ((n + mchunk - 1) / mchunk) < 4 * b->n_threads)
         mchunk = (mchunk / 2 + F32_MR - 1) / F32_MR * F32_MR;
     const int64_t chunks = (n + mchunk - 1) / mchunk, items = tiles * chunks;
+    char *scr = scratch(b, SCR_TILE, tile_stride(cols) * (size_t)b->n_threads);
+    if (!scr)
+        return;
 #pragma omp parallel num_threads(b->n_threads)
     {
-        float *wi = NULL;
-        if (posix_memalign((void **)&wi, 64, (size_t)F32_TILE * (size_t)cols * sizeof(float)))
-            abort();
+        float *wi = thread_tile(scr, cols, omp_get_thread_num());
         int64_t have = -1; /* the tile now in wi */
         float bv[F32_TILE];
 #pragma omp for schedule(static)
@@ -551,8 +657,13 @@ static void matmul_f32_512(cpu_backend *b, const float *x, const be_weight *w,
                                  nr - g * 8);
                 }
         }
-        free(wi);
     }
+}
+
+/* SCR_XBUF for n input rows of cols columns (cpu_matmul_pairs' xbuf). */
+static size_t xbuf_bytes(int64_t n, int64_t cols)
+{
+    return (size_t)n * 2 * (size_t)((cols + 1) / 2) * sizeof(uint32_t);
 }
 
 static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
@@ -560,24 +671,18 @@ static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
 {
     cpu_backend *b = (cpu_backend *)bk;
     const int64_t rows = w->rows, cols = w->cols;
-    if (w->packed_pairs) {
-        size_t need = (size_t)n * 2 * (size_t)((cols + 1) / 2);
-        if (need > b->xbuf_cap) {
-            free(b->xbuf);
-            b->xbuf = NULL;
-            b->xbuf_cap = 0;
-            if (posix_memalign((void **)&b->xbuf, 64, need * sizeof(uint32_t)))
-                abort();
-            b->xbuf_cap = need;
-        }
-        cpu_matmul_pairs(b->n_threads, b->bf16_native, b->xbuf, x, w, bias, n, y);
+    const cpu_layout lay = cpu_weight_layout(w);
+    if (lay == CPU_PAIRS) {
+        uint32_t *xbuf = scratch(b, SCR_XBUF, xbuf_bytes(n, cols));
+        if (xbuf)
+            cpu_matmul_pairs(b->n_threads, b->bf16_native, xbuf, x, w, bias, n, y);
         return;
     }
     /* Below 4 rows the float32 tile costs more than it saves; on AVX2, a
      * packed weight's direct path streams it at memory speed up to 7 rows,
      * where converting it to float32 for the tiles took longer (24 layers'
      * matmuls at 4 rows: 57-64 ms against 78-121; equal at 8) */
-    if (n < (w->packed8 && !b->f32_512 ? 8 : 4)) {
+    if (n < (lay == CPU_PACKED8 && !b->f32_512 ? 8 : 4)) {
         matmul_direct(b, x, w, bias, n, y);
         return;
     }
@@ -586,13 +691,14 @@ static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
         return;
     }
     const int64_t tiles = (rows + ROW_TILE - 1) / ROW_TILE;
+    char *scr = scratch(b, SCR_TILE, tile_stride(cols) * (size_t)b->n_threads);
+    if (!scr)
+        return;
     /* Decode steps have few input rows: split finely so every thread streams
      * its share of the weights; the order of each dot product is unchanged. */
 #pragma omp parallel num_threads(b->n_threads)
     {
-        float *wf = NULL;
-        if (posix_memalign((void **)&wf, 64, (size_t)ROW_TILE * (size_t)cols * sizeof(float)))
-            abort();
+        float *wf = thread_tile(scr, cols, omp_get_thread_num()); /* ROW_TILE rows */
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tiles; t++) {
             int64_t r0 = t * ROW_TILE, r1 = r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows;
@@ -637,7 +743,6 @@ static void cpu_matmul(be_backend *bk, const float *x, const be_weight *w,
                     yi[r] += bv[r - r0];
             }
         }
-        free(wf);
     }
 }
 
@@ -654,9 +759,9 @@ static void cpu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, floa
                         int rows, int cols, float *out)
 {
     cpu_backend *b = (cpu_backend *)bk;
-    float *wf = malloc((size_t)cols * sizeof(float));
+    float *wf = scratch(b, SCR_NORM, (size_t)cols * sizeof(float));
     if (!wf)
-        abort();
+        return;
     weight_row_f32(w, 0, wf);
 #pragma omp parallel for num_threads(b->n_threads) schedule(static) if (rows > 64)
     for (int r = 0; r < rows; r++) {
@@ -669,7 +774,6 @@ static void cpu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, floa
         for (int i = 0; i < cols; i++)
             o[i] = wf[i] * (xr[i] * inv);
     }
-    free(wf);
 }
 
 /* Neox-style rotary embedding (rotate_half), as HF Llama/Qwen apply it. */
@@ -870,9 +974,13 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
     while (parts < group && (int64_t)n_chunks * kv_heads * parts < b->n_threads)
         parts++;
     const int per_part = (group + parts - 1) / parts, rows_max = ATT_TOKENS * per_part;
-    int *chunk_seq = malloc((size_t)(n_chunks ? n_chunks : 1) * 2 * sizeof(int));
-    if (!chunk_seq)
-        abort();
+    /* per thread: scores [rows_max][max_ctx], then acc [rows_max][head_dim] */
+    const size_t scores_bytes = align64((size_t)rows_max * (size_t)max_ctx * sizeof(float));
+    const size_t per_thread = scores_bytes + align64((size_t)rows_max * head_dim * sizeof(float));
+    int *chunk_seq = scratch(b, SCR_INDEX, (size_t)(n_chunks ? n_chunks : 1) * 2 * sizeof(int));
+    char *scr = scratch(b, SCR_ATT, per_thread * (size_t)b->n_threads);
+    if (!chunk_seq || !scr)
+        return;
     for (int s = 0, c = 0; s < l->n_seqs; s++)
         for (int t = l->q_start[s]; t < l->q_start[s + 1]; t += ATT_TOKENS, c++) {
             chunk_seq[2 * c] = s;
@@ -881,10 +989,8 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
     const int64_t items = (int64_t)n_chunks * kv_heads * parts;
 #pragma omp parallel num_threads(b->n_threads)
     {
-        float *scores = malloc((size_t)rows_max * (size_t)max_ctx * sizeof(float));
-        float *acc = malloc((size_t)rows_max * (size_t)head_dim * sizeof(float));
-        if (!scores || !acc)
-            abort();
+        float *scores = (float *)(scr + per_thread * (size_t)omp_get_thread_num());
+        float *acc = (float *)((char *)scores + scores_bytes);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
             /* last chunks first: they have the most keys, and taken last
@@ -946,10 +1052,7 @@ static void cpu_attention(be_backend *bk, const float *q, const float *k_cache,
                        acc + (int64_t)(t - t0) * ng * head_dim,
                        (size_t)ng * head_dim * sizeof(float));
         }
-        free(scores);
-        free(acc);
     }
-    free(chunk_seq);
 }
 
 static void cpu_silu_mul(be_backend *bk, const float *gate, const float *up, size_t n,
@@ -998,9 +1101,9 @@ static void cpu_layernorm(be_backend *bk, const float *x, const be_weight *w,
                           const be_weight *bias, float eps, int rows, int cols, float *out)
 {
     cpu_backend *b = (cpu_backend *)bk;
-    float *wf = malloc((size_t)cols * 2 * sizeof(float));
+    float *wf = scratch(b, SCR_NORM, (size_t)cols * 2 * sizeof(float));
     if (!wf)
-        abort();
+        return;
     float *bf = wf + cols;
     weight_row_f32(w, 0, wf);
     if (bias)
@@ -1021,7 +1124,6 @@ static void cpu_layernorm(be_backend *bk, const float *x, const be_weight *w,
         for (int i = 0; i < cols; i++)
             o[i] = (xr[i] - mean) * inv * wf[i] + bf[i];
     }
-    free(wf);
 }
 
 static void cpu_gelu(be_backend *bk, const float *x, size_t n, int tanh_approx, float *out)
@@ -1056,19 +1158,21 @@ static void cpu_attention_full(be_backend *bk, const float *q, const float *k, c
     for (int s = 0; s < n_seqs; s++)
         if (q_start[s + 1] - q_start[s] > max_len)
             max_len = q_start[s + 1] - q_start[s];
-    int *row_seq = malloc((size_t)(n ? n : 1) * sizeof(int));
-    if (!row_seq)
-        abort();
+    /* per thread: score [max_len], then acc [head_dim] */
+    const size_t score_bytes = align64((size_t)max_len * sizeof(float));
+    const size_t per_thread = score_bytes + align64((size_t)head_dim * sizeof(float));
+    int *row_seq = scratch(b, SCR_INDEX, (size_t)(n ? n : 1) * sizeof(int));
+    char *scr = scratch(b, SCR_ATT, per_thread * (size_t)b->n_threads);
+    if (!row_seq || !scr)
+        return;
     for (int s = 0; s < n_seqs; s++)
         for (int t = q_start[s]; t < q_start[s + 1]; t++)
             row_seq[t] = s;
     const int64_t items = (int64_t)n * heads, stride = (int64_t)heads * head_dim;
 #pragma omp parallel num_threads(b->n_threads)
     {
-        float *score = malloc((size_t)max_len * sizeof(float));
-        float *acc = malloc((size_t)head_dim * sizeof(float));
-        if (!score || !acc)
-            abort();
+        float *score = (float *)(scr + per_thread * (size_t)omp_get_thread_num());
+        float *acc = (float *)((char *)score + score_bytes);
 #pragma omp for schedule(dynamic, 4)
         for (int64_t it = 0; it < items; it++) {
             int t = (int)(it / heads), h = (int)(it % heads), s = row_seq[t];
@@ -1086,10 +1190,7 @@ static void cpu_attention_full(be_backend *bk, const float *q, const float *k, c
             weighted_rows(acc, head_dim, score, len, v + j0 * stride + h * head_dim, stride);
             memcpy(out + t * stride + h * head_dim, acc, (size_t)head_dim * sizeof(float));
         }
-        free(score);
-        free(acc);
     }
-    free(row_seq);
 }
 
 /* ---- sampling ---- */
@@ -1202,6 +1303,20 @@ static int cpu_sample_rows(be_backend *bk, const float *logits, int n, int vocab
     return 0;
 }
 
+/* The regions a step of max_rows rows needs besides the ones cpu_weight
+ * sized: the attention index arrays and, at bfloat16 precision, the
+ * rounded activations of the widest pair-panel weight. Attention's scores
+ * depend on the context and grow in the op. */
+static int cpu_reserve(be_backend *bk, int max_rows, inferd_error *e)
+{
+    cpu_backend *b = (cpu_backend *)bk;
+    const size_t rows = max_rows > 0 ? (size_t)max_rows : 1;
+    if (!scratch(b, SCR_INDEX, rows * 2 * sizeof(int)) ||
+        (b->pair_cols && !scratch(b, SCR_XBUF, xbuf_bytes((int64_t)rows, b->pair_cols))))
+        return be_impl_report(&b->base, e);
+    return 0;
+}
+
 static const be_vtable cpu_vtable = {
     .name = "cpu",
     .free = cpu_free,
@@ -1222,6 +1337,8 @@ static const be_vtable cpu_vtable = {
     .tanh = cpu_tanh,
     .attention_full = cpu_attention_full,
     .sample_rows = cpu_sample_rows,
+    .reserve = cpu_reserve,
+    .host = 1,
 };
 
 be_backend *be_cpu_new(int n_threads, inferd_error *e)
@@ -1232,6 +1349,7 @@ be_backend *be_cpu_new(int n_threads, inferd_error *e)
         return NULL;
     }
     b->base.vt = &cpu_vtable;
+    b->scr_alloc = default_scr_alloc;
     b->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
     b->bf16_native = cpu_bf16_native();
     b->f32_512 = cpu_avx512_usable();

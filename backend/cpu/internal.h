@@ -1,4 +1,5 @@
-/* backend/cpu internals shared by cpu.c and bf16.c (not a public header). */
+/* backend/cpu internals shared by cpu.c and bf16.c, and the hooks its tests
+ * use (not a public header). */
 #ifndef INFERD_BACKEND_CPU_INTERNAL_H
 #define INFERD_BACKEND_CPU_INTERNAL_H
 
@@ -6,6 +7,23 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+
+/* A CPU weight's layout, which be_weight.priv records: NULL is the file's
+ * row-major matrix (zero copy); cpu_weight's packed copies point priv at a
+ * static record of one of the others (nothing to free per weight: the
+ * copies go with the backend). */
+typedef enum cpu_layout {
+    CPU_ROWS = 0,
+    CPU_PACKED8, /* 16-bit rows interleaved in blocks of 8 (cpu.c, packed_index) */
+    CPU_PAIRS,   /* bfloat16 precision: bf16 pair panels (below) */
+} cpu_layout;
+cpu_layout cpu_weight_layout(const be_weight *w);
+
+/* Tests: the allocator of the backend's scratch, with posix_memalign's
+ * contract (0, or an errno and nothing allocated; freed with free). A
+ * failing one shows that ops keep the error instead of aborting. NULL
+ * restores posix_memalign. */
+void cpu_set_scratch_alloc(be_backend *b, int (*fn)(void **p, size_t align, size_t bytes));
 
 /* --matmul-precision bfloat16 on the CPU.
  *

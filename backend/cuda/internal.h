@@ -7,7 +7,7 @@
 #include <cuda_runtime.h>
 
 extern "C" {
-#include "backend/backend.h"
+#include "backend/impl.h"
 }
 
 /* cuda.cu: the backend's one stream (every op goes to it, in order); the

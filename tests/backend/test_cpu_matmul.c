@@ -79,7 +79,7 @@ static be_backend *new_cpu(int threads, int avx2)
 static be_backend *open_backend(int threads, int avx2)
 {
     be_backend *b = new_cpu(threads, avx2);
-    b->matmul_bf16 = 1;
+    be_set_matmul_bf16(b, 1);
     return b;
 }
 
@@ -127,10 +127,10 @@ static void check_kernels(int avx2)
             be_backend *b = open_backend(threads, avx2);
             inferd_error e = {{0}};
             be_weight wt, bt;
-            assert_int_equal(b->vt->weight(b, w, DT_BF16, rows, cols, &wt, &e), 0);
-            assert_int_equal(b->vt->weight(b, bias, DT_BF16, 1, rows, &bt, &e), 0);
-            assert_true(wt.packed_pairs);
-            assert_false(bt.packed_pairs);
+            assert_int_equal(be_weight_init(b, w, DT_BF16, rows, cols, &wt, &e), 0);
+            assert_int_equal(be_weight_init(b, bias, DT_BF16, 1, rows, &bt, &e), 0);
+            assert_int_equal(cpu_weight_layout(&wt), CPU_PAIRS);
+            assert_int_equal(cpu_weight_layout(&bt), CPU_ROWS);
             for (size_t k = 0; k < sizeof batch / sizeof batch[0]; k++) {
                 const int n = batch[k];
                 for (int with_bias = 0; with_bias < 2; with_bias++) {
@@ -140,7 +140,7 @@ static void check_kernels(int avx2)
                                 x + i * cols, w + r * cols, cols,
                                 with_bias ? bf16_to_f32(bias[r]) : 0.0f);
                     memset(y, 0xff, sizeof(float) * (size_t)(n * rows));
-                    b->vt->matmul(b, x, &wt, with_bias ? &bt : NULL, n, y);
+                    be_matmul(b, x, &wt, with_bias ? &bt : NULL, n, y);
                     for (int64_t i = 0; i < n * rows; i++)
                         if (memcmp(&y[i], &ref[i], sizeof(float)) != 0)
                             fail_msg("%s %lldx%lld n=%d threads=%d bias=%d: element "
@@ -153,7 +153,7 @@ static void check_kernels(int avx2)
             }
             /* Embedding lookups read the packed copy back exactly. */
             int32_t ids[2] = {(int32_t)rows - 1, 0};
-            b->vt->embed(b, &wt, ids, 2, y);
+            be_embed(b, &wt, ids, 2, y);
             for (int j = 0; j < 2; j++)
                 for (int64_t c = 0; c < cols; c++)
                     assert_true(y[j * cols + c] == bf16_to_f32(w[ids[j] * cols + c]) ||
@@ -200,11 +200,11 @@ static void test_paths_agree_large(void **state)
         be_backend *b = open_backend(2, avx2);
         inferd_error e = {{0}};
         be_weight wt;
-        assert_int_equal(b->vt->weight(b, w, DT_BF16, rows, cols, &wt, &e), 0);
+        assert_int_equal(be_weight_init(b, w, DT_BF16, rows, cols, &wt, &e), 0);
         y[avx2] = malloc(sizeof(float) * (size_t)(n * rows));
-        b->vt->matmul(b, x, &wt, NULL, n, y[avx2]);
+        be_matmul(b, x, &wt, NULL, n, y[avx2]);
         for (int i = 0; i < n; i += 17) { /* a row alone = the same row in the batch */
-            b->vt->matmul(b, x + i * cols, &wt, NULL, 1, one);
+            be_matmul(b, x + i * cols, &wt, NULL, 1, one);
             assert_memory_equal(one, y[avx2] + i * rows, sizeof(float) * (size_t)rows);
         }
         for (int64_t r = 0; r < rows; r += 31)
@@ -240,8 +240,8 @@ static void test_flush_to_zero(void **state)
         be_backend *b = open_backend(1, avx2);
         inferd_error e = {{0}};
         be_weight wt;
-        assert_int_equal(b->vt->weight(b, w, DT_BF16, 16, 4, &wt, &e), 0);
-        b->vt->matmul(b, x, &wt, NULL, 1, y);
+        assert_int_equal(be_weight_init(b, w, DT_BF16, 16, 4, &wt, &e), 0);
+        be_matmul(b, x, &wt, NULL, 1, y);
         for (int r = 0; r < 16; r++) {
             float want = r < 8 ? ldexpf(1, -120) : 0.0f;
             if (y[r] != want || model_dot(x, w + r * 4, 4, 0.0f) != want)
@@ -270,13 +270,13 @@ static void test_other_dtypes_stay_float32(void **state)
         for (int prec = 0; prec < 2; prec++) {
             inferd_error e = {{0}};
             be_backend *b = be_cpu_new(2, &e);
-            b->matmul_bf16 = prec;
+            be_set_matmul_bf16(b, prec);
             be_weight wt;
-            assert_int_equal(b->vt->weight(b, dt ? (const void *)w32 : (const void *)w16,
+            assert_int_equal(be_weight_init(b, dt ? (const void *)w32 : (const void *)w16,
                                            dt ? DT_F32 : DT_F16, rows, cols, &wt, &e),
                              0);
-            assert_false(wt.packed_pairs);
-            b->vt->matmul(b, x, &wt, NULL, 3, y[prec]);
+            assert_true(cpu_weight_layout(&wt) != CPU_PAIRS);
+            be_matmul(b, x, &wt, NULL, 3, y[prec]);
             be_free(b);
         }
         assert_memory_equal(y[0], y[1], sizeof y[0]);
@@ -317,11 +317,11 @@ static void test_f32_kernels_agree(void **state)
                     inferd_error e = {{0}};
                     be_backend *b = new_cpu(avx2 ? 1 : 3, avx2);
                     be_weight wt, bt;
-                    assert_int_equal(b->vt->weight(b, wd, dtype, rows, cols, &wt, &e), 0);
-                    assert_int_equal(b->vt->weight(b, bias, DT_BF16, 1, rows, &bt, &e), 0);
-                    b->vt->matmul(b, x, &wt, n & 1 ? &bt : NULL, n, y[avx2]);
+                    assert_int_equal(be_weight_init(b, wd, dtype, rows, cols, &wt, &e), 0);
+                    assert_int_equal(be_weight_init(b, bias, DT_BF16, 1, rows, &bt, &e), 0);
+                    be_matmul(b, x, &wt, n & 1 ? &bt : NULL, n, y[avx2]);
                     for (int r = 0; r < n; r += n - 1) {
-                        b->vt->matmul(b, x + r * cols, &wt, n & 1 ? &bt : NULL, 1, one);
+                        be_matmul(b, x + r * cols, &wt, n & 1 ? &bt : NULL, 1, one);
                         assert_memory_equal(one, y[avx2] + r * rows,
                                             sizeof(float) * (size_t)rows);
                     }

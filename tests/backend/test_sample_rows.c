@@ -86,13 +86,12 @@ static void test_rows(void **state)
     inferd_error e = {{0}};
     be_backend *b = be_cpu_new(2, &e);
     assert_non_null(b);
-    assert_non_null(b->vt->sample_rows);
     const int vocabs[] = {1, 5, 64, 65, 3001};
     uint64_t x = 17;
     for (size_t v = 0; v < sizeof vocabs / sizeof *vocabs; v++) {
         enum { R = 12 };
         int vocab = vocabs[v];
-        float *l = b->vt->alloc(b, sizeof(float) * R * vocab);
+        float *l = be_alloc(b, sizeof(float) * R * vocab);
         be_sample_row in[R];
         be_sample_out out[R], ref[R];
         for (int r = 0; r < R; r++) {
@@ -105,7 +104,7 @@ static void test_rows(void **state)
                                     .min_p = r % 4 == 1 ? 0.1f : 0,
                                     .u = (double)lcg(&x) / 2147483648.0};
         }
-        assert_int_equal(b->vt->sample_rows(b, l, R, vocab, in, out, &e), 0);
+        assert_int_equal(be_sample_rows(b, l, R, vocab, in, out, &e), 0);
         be_sample_rows_host(l, R, vocab, in, ref);
         for (int r = 0; r < R; r++) {
             /* the op on two threads is the reference, field for field */
@@ -115,7 +114,7 @@ static void test_rows(void **state)
             assert_true(out[r].lse == ref[r].lse && out[r].total == ref[r].total);
             check_row(l + r * vocab, vocab, &in[r], &out[r]);
         }
-        b->vt->dealloc(b, l);
+        be_dealloc(b, l);
     }
     be_free(b);
 }
@@ -161,7 +160,6 @@ static void test_cuda_against_cpu(void **state)
         print_message("no GPU: %s\n", e.msg);
         skip();
     }
-    assert_non_null(g->vt->sample_rows);
     const int vocabs[] = {50, 1000, 151936};
     uint64_t x = 99;
     int boundary = 0;
@@ -183,9 +181,9 @@ static void test_cuda_against_cpu(void **state)
                                     .top = r % 8 != 3};
         }
         be_weight w;
-        assert_int_equal(g->vt->weight(g, l, DT_F32, R, vocab, &w, &e), 0);
+        assert_int_equal(be_weight_init(g, l, DT_F32, R, vocab, &w, &e), 0);
         memset(got, 0, sizeof got);
-        if (g->vt->sample_rows(g, w.data, R, vocab, in, got, &e))
+        if (be_sample_rows(g, w.data, R, vocab, in, got, &e))
             fail_msg("sample_rows: %s", e.msg);
         be_sample_rows_host(l, R, vocab, in, want);
         for (int r = 0; r < R; r++) {

@@ -49,28 +49,28 @@ int main(int argc, char **argv)
             host[i] = (uint16_t)((r & 0x8000) | (0x3780 + (r >> 20) % 0x780));
         }
         be_weight w;
-        if (b->vt->weight(b, host, DT_BF16, shape[s].rows, shape[s].cols, &w, &e)) {
+        if (be_weight_init(b, host, DT_BF16, shape[s].rows, shape[s].cols, &w, &e)) {
             fprintf(stderr, "gemv_probe: %s\n", e.msg);
             return 1;
         }
         free(host);
-        float *x = b->vt->alloc(b, (size_t)n * (size_t)shape[s].cols * sizeof(float));
-        float *y = b->vt->alloc(b, (size_t)n * (size_t)shape[s].rows * sizeof(float));
+        float *x = be_alloc(b, (size_t)n * (size_t)shape[s].cols * sizeof(float));
+        float *y = be_alloc(b, (size_t)n * (size_t)shape[s].rows * sizeof(float));
         float sink;
         const int iters = shape[s].rows > 100000 ? 50 : 400;
         for (int i = 0; i < 20; i++)
-            b->vt->matmul(b, x, &w, NULL, n, y);
-        if (b->vt->to_host(b, &sink, y, sizeof sink, &e))
+            be_matmul(b, x, &w, NULL, n, y);
+        if (be_to_host(b, &sink, y, sizeof sink, &e))
             return fprintf(stderr, "gemv_probe: %s\n", e.msg), 1;
         double t0 = now();
         for (int i = 0; i < iters; i++)
-            b->vt->matmul(b, x, &w, NULL, n, y);
-        if (b->vt->to_host(b, &sink, y, sizeof sink, &e))
+            be_matmul(b, x, &w, NULL, n, y);
+        if (be_to_host(b, &sink, y, sizeof sink, &e))
             return fprintf(stderr, "gemv_probe: %s\n", e.msg), 1;
         const double us = (now() - t0) / iters * 1e6;
         printf("%-10s %8.1f %10.1f %8.0f\n", shape[s].name, nw * 2 / 1e6, us, nw * 2 / us / 1e3);
-        b->vt->dealloc(b, x);
-        b->vt->dealloc(b, y);
+        be_dealloc(b, x);
+        be_dealloc(b, y);
     }
     be_free(b);
     return 0;
