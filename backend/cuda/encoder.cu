@@ -3,26 +3,16 @@
  * on the backend's stream, float32 throughout, computed in the order the
  * CPU backend computes them (two-pass mean / biased variance; scores, max,
  * exp, normalized probabilities, weighted sum of V), so the two agree to
- * float rounding. Errors go to the backend's error slot (internal.h) and
+ * float rounding. Errors go to the backend's error slot (common.cuh) and
  * come back from the next to_host, as for the decoder ops. */
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <math.h>
 #include <stdint.h>
 
-#include "backend/cuda/internal.h"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/encoder.cuh"
 
 #define ENC_THREADS 256
 #define ATT_THREADS 128
-
-static __device__ __forceinline__ float enc_ldw(const void *w, int dt, int64_t i)
-{
-    if (dt == DT_BF16)
-        return __bfloat162float(((const __nv_bfloat16 *)w)[i]);
-    if (dt == DT_F16)
-        return __half2float(((const __half *)w)[i]);
-    return ((const float *)w)[i];
-}
 
 /* Sum or max over the block; red holds 32 floats. Every thread gets the result. */
 static __device__ float block_reduce(float v, float *red, int is_max)
@@ -68,7 +58,7 @@ static __global__ void layernorm_kernel(const float *x, const void *w, int wdt, 
     const float var = block_reduce(v, red, 0);
     const float inv = 1.0f / sqrtf(var / (float)cols + eps);
     for (int i = threadIdx.x; i < cols; i += blockDim.x)
-        o[i] = (xr[i] - mean) * inv * enc_ldw(w, wdt, i) + (bias ? enc_ldw(bias, bdt, i) : 0.0f);
+        o[i] = (xr[i] - mean) * inv * ldw(w, wdt, i) + (bias ? ldw(bias, bdt, i) : 0.0f);
 }
 
 static __global__ void gelu_kernel(const float *x, size_t n, int tanh_approx, float *out)
@@ -142,71 +132,65 @@ static __global__ void attention_full_kernel(const float *q, const float *k, con
     }
 }
 
-static unsigned grid_of(size_t n, unsigned threads)
-{
-    size_t g = (n + threads - 1) / threads;
-    return g < 1 ? 1 : g > 65535 * 8 ? 65535 * 8 : (unsigned)g;
-}
-
-void cu_enc_layernorm(be_backend *b, const float *x, const be_weight *w, const be_weight *bias,
+void cu_enc_layernorm(be_backend *bk, const float *x, const be_weight *w, const be_weight *bias,
                       float eps, int rows, int cols, float *out)
 {
-    if (cu_has_failed(b) || rows <= 0)
+    cu_backend *b = cu_of(bk);
+    if (b->failed || rows <= 0)
         return;
-    layernorm_kernel<<<rows, ENC_THREADS, 0, cu_stream_of(b)>>>(
+    layernorm_kernel<<<rows, ENC_THREADS, 0, b->stream>>>(
         x, w->data, w->dtype, bias ? bias->data : NULL, bias ? bias->dtype : DT_F32, eps, cols,
         out);
-    cu_note_error(b, "layernorm_kernel", cudaGetLastError());
+    LAUNCHED(b, "layernorm_kernel");
 }
 
-void cu_enc_gelu(be_backend *b, const float *x, size_t n, int tanh_approx, float *out)
+void cu_enc_gelu(be_backend *bk, const float *x, size_t n, int tanh_approx, float *out)
 {
-    if (cu_has_failed(b) || n == 0)
+    cu_backend *b = cu_of(bk);
+    if (b->failed || n == 0)
         return;
-    gelu_kernel<<<grid_of(n, ENC_THREADS), ENC_THREADS, 0, cu_stream_of(b)>>>(x, n, tanh_approx,
-                                                                                out);
-    cu_note_error(b, "gelu_kernel", cudaGetLastError());
+    gelu_kernel<<<grid_for(n, ENC_THREADS), ENC_THREADS, 0, b->stream>>>(x, n, tanh_approx, out);
+    LAUNCHED(b, "gelu_kernel");
 }
 
-void cu_enc_tanh(be_backend *b, const float *x, size_t n, float *out)
+void cu_enc_tanh(be_backend *bk, const float *x, size_t n, float *out)
 {
-    if (cu_has_failed(b) || n == 0)
+    cu_backend *b = cu_of(bk);
+    if (b->failed || n == 0)
         return;
-    tanh_kernel<<<grid_of(n, ENC_THREADS), ENC_THREADS, 0, cu_stream_of(b)>>>(x, n, out);
-    cu_note_error(b, "tanh_kernel", cudaGetLastError());
+    tanh_kernel<<<grid_for(n, ENC_THREADS), ENC_THREADS, 0, b->stream>>>(x, n, out);
+    LAUNCHED(b, "tanh_kernel");
 }
 
 /* q_start is host memory (backend.h): it is copied to a stream-ordered
  * device buffer, freed in stream order after the kernel. */
-void cu_enc_attention_full(be_backend *b, const float *q, const float *k, const float *v,
+void cu_enc_attention_full(be_backend *bk, const float *q, const float *k, const float *v,
                            int heads, int head_dim, float scale, int n_seqs,
                            const int32_t *q_start, float *out)
 {
-    if (cu_has_failed(b) || n_seqs <= 0 || q_start[n_seqs] <= 0)
+    cu_backend *b = cu_of(bk);
+    if (b->failed || n_seqs <= 0 || q_start[n_seqs] <= 0)
         return;
-    cudaStream_t st = cu_stream_of(b);
+    cudaStream_t st = b->stream;
     int max_len = 1;
     for (int s = 0; s < n_seqs; s++)
         if (q_start[s + 1] - q_start[s] > max_len)
             max_len = q_start[s + 1] - q_start[s];
     const size_t smem = ((size_t)head_dim + (size_t)max_len) * sizeof(float);
     if (smem > 48 * 1024 &&
-        cu_note_error(b, "cudaFuncSetAttribute(attention_full_kernel)",
-                      cudaFuncSetAttribute(attention_full_kernel,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           (int)smem)))
+        CK(b, cudaFuncSetAttribute(attention_full_kernel,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)))
         return;
     const size_t qs_bytes = ((size_t)n_seqs + 1) * sizeof(int32_t);
     int32_t *d_qs = NULL;
-    if (cu_note_error(b, "cudaMallocAsync", cudaMallocAsync((void **)&d_qs, qs_bytes, st)))
+    if (CK(b, cudaMallocAsync((void **)&d_qs, qs_bytes, st)))
         return;
     /* from pageable memory: staged before the call returns, so q_start may change after */
-    if (!cu_note_error(b, "cudaMemcpyAsync",
-                       cudaMemcpyAsync(d_qs, q_start, qs_bytes, cudaMemcpyHostToDevice, st))) {
+    if (!CK(b, cudaMemcpyAsync(d_qs, q_start, qs_bytes, cudaMemcpyHostToDevice, st))) {
         dim3 grid((unsigned)q_start[n_seqs], (unsigned)heads);
         attention_full_kernel<<<grid, ATT_THREADS, smem, st>>>(q, k, v, heads, head_dim, scale,
                                                               n_seqs, d_qs, out);
-        cu_note_error(b, "attention_full_kernel", cudaGetLastError());
+        LAUNCHED(b, "attention_full_kernel");
     }
-    cu_note_error(b, "cudaFreeAsync", cudaFreeAsync(d_qs, st));
+    CK(b, cudaFreeAsync(d_qs, st));
 }

@@ -1,7 +1,10 @@
 """What the GPU tests share: the skip when torch, transformers or a GPU is
 missing, small random Llama checkpoints, `inferd serve` on the GPU with
-greedy token-id requests, and the position-by-position logprob comparison."""
+greedy token-id requests, the counts the CUDA backend prints at exit
+(INFERD_CUDA_GRAPH_STATS=1), and the position-by-position logprob
+comparison."""
 import os
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -68,6 +71,30 @@ def run(model, prompts, modes, max_tokens, args=(), env=None):
     finally:
         srv.stop()
         os.unlink(srv.log.name)
+
+
+# backend/cuda/backend.cu's line at exit under INFERD_CUDA_GRAPH_STATS=1
+STATS = re.compile(r"cuda graphs: (\d+) captured, (\d+) launches; (\d+) gemv folds run, "
+                   r"(\d+) rope attention folds run")
+
+
+def run_stats(model, prompts, max_tokens, args=(), env=None):
+    """Every prompt's (tokens, logprobs), one prompt at a time, from a server
+    run with INFERD_CUDA_GRAPH_STATS=1, and what it counted at exit: a dict of
+    captured, launches (CUDA graphs), gemv_folds and rope_folds (the fused
+    launches that ran), or None with the log's tail when the line is missing."""
+    srv = serve(model, args, {**(env or {}), "INFERD_CUDA_GRAPH_STATS": "1"})
+    try:
+        got = [ask(srv, p, max_tokens) for p in prompts]
+    finally:
+        srv.stop()
+        log = srv.stderr()
+        os.unlink(srv.log.name)
+    m = STATS.search(log)
+    if not m:
+        return got, None, log[-500:]
+    return got, dict(zip(("captured", "launches", "gemv_folds", "rope_folds"),
+                         map(int, m.groups()))), m.group(0)
 
 
 class Compare:

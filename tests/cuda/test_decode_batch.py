@@ -6,7 +6,7 @@ reaches the kernels serving depends on: the tiled decode attention (head_dim
 64 and 128, 1, 2, 4 or 8 query heads per KV head, split-KV with its merge),
 decode rows of a step that also carries prompt chunks (a row list into the
 same kernel), and the batched GEMMs of decode steps above 8 rows (q/k/v and
-gate/up as strided-batched products in bfloat16 mode).
+gate/up sharing one bf16 conversion of their input in bfloat16 mode).
 
 For each of three small random Llama checkpoints (bf16 weights; shapes in
 SHAPES) it starts `inferd serve --device cuda`, and for 24 token-id prompts
