@@ -12,14 +12,19 @@
 
 /* ---- kept errors ---- */
 
-void be_impl_fail(be_backend *b, const char *fmt, ...)
+void be_impl_vfail(be_backend *b, const char *fmt, va_list ap)
 {
     if (b->kept)
         return;
     b->kept = 1;
+    vsnprintf(b->kept_msg, sizeof b->kept_msg, fmt, ap);
+}
+
+void be_impl_fail(be_backend *b, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(b->kept_msg, sizeof b->kept_msg, fmt, ap);
+    be_impl_vfail(b, fmt, ap);
     va_end(ap);
 }
 

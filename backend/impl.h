@@ -13,6 +13,8 @@
 #ifndef INFERD_BACKEND_IMPL_H
 #define INFERD_BACKEND_IMPL_H
 
+#include <stdarg.h>
+
 #include "backend/backend.h"
 
 typedef struct be_vtable {
@@ -76,8 +78,8 @@ struct be_backend {
     inferd_dtype kv_dtype;   /* be_kv_dtype; DT_F32 is the zero value */
     int matmul_bf16;         /* be_set_matmul_bf16 */
     /* ---- backend.c's; a backend leaves them zero ---- */
-    /* The first failure kept by an op (be_impl_fail), until a report. A
-     * backend may keep its own as well (CUDA does): both are reported. */
+    /* The first failure kept by an op (be_impl_fail), until a report:
+     * every backend keeps its op failures here. */
     int kept;
     char kept_msg[INFERD_ERR_MAX];
     /* Host copies of logits for the defaults of sample_rows and mask_logits. */
@@ -92,6 +94,7 @@ struct be_backend {
 /* Keeps the first failure of an op for the next report (later ones are
  * dropped: the first is the cause). */
 void be_impl_fail(be_backend *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void be_impl_vfail(be_backend *b, const char *fmt, va_list ap);
 /* The kept failure into e (-1) and the slot cleared; 0 when none. */
 int be_impl_report(be_backend *b, inferd_error *e);
 

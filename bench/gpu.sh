@@ -254,7 +254,7 @@ check)
     mkdir -p /tmp/prof
     for v in default ${AB:-}; do
         # a variant is a server flag (--flag=value) or env assignments joined
-        # by + (INFERD_CUDA_PDL=1+INFERD_CUDA_GEMV=v3)
+        # by + (INFERD_CUDA_PDL=0+INFERD_CUDA_GEMV_NORM=0)
         env=(); args=()
         case $v in default) ;; --*) args=("$v") ;; *) IFS=+ read -ra env <<< "$v" ;; esac
         echo "== variant $v $(el)" | tee -a "$O/bench.log"

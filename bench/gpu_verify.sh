@@ -19,16 +19,10 @@ PACK=$(realpath "$1")
 PART=${2:-1}
 O=${OUT:-/tmp/out}
 L=/tmp/verify-logs
-mkdir -p "$O" "$L" /tmp/pk
-tar -C /tmp/pk -xJf "$PACK"
-NEW=/tmp/pk/inferd/inferd OLD=/tmp/pk/inferd/inferd.base
-if ldd "$NEW" | grep -q 'libcublas.*not found'; then
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-        $(python3 -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null); do
-        f=$(find "$d" -name 'libcublasLt.so.13*' 2>/dev/null | head -1)
-        [ -n "$f" ] && { export LD_LIBRARY_PATH=$(dirname "$f"); break; }
-    done
-fi
+mkdir -p "$O" "$L"
+BUNDLE=$PACK
+source "$ROOT/bench/bundle_env.sh" /tmp/pk # unpacks, sets INFERD and the machine's cuBLAS
+NEW=$INFERD OLD=/tmp/pk/inferd/inferd.base
 T0=$(date +%s)
 el() { echo "$(( $(date +%s) - T0 ))s"; }
 SUM="$L/summary-$PART.txt"

@@ -38,7 +38,7 @@ void cu_attention(be_backend *bk, const float *q, const float *k_cache, const fl
         }
         return;
     }
-    if (b->failed || l->n_tokens <= 0)
+    if (b->base.kept || l->n_tokens <= 0)
         return;
     if (head_dim > MAX_HEAD_DIM || kv_heads <= 0 || heads % kv_heads) {
         fail_msg(b, "cuda backend: attention with head_dim %d, %d heads and %d KV heads is "
@@ -50,7 +50,7 @@ void cu_attention(be_backend *bk, const float *q, const float *k_cache, const fl
     const void *kc = k_cache, *vc = v_cache;
     const int32_t *qs = cu_dev_idx(b, l->q_start), *btab = cu_dev_idx(b, l->block_table),
                   *pos = cu_dev_idx(b, l->pos);
-    if (b->failed)
+    if (b->base.kept)
         return;
     const int tile_ok = cu_decode_tile_ok(b, heads, kv_heads, hd);
     if (b->n_tiles == 0 && tile_ok) {

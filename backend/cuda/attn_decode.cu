@@ -522,7 +522,7 @@ void cu_decode_tile(cu_backend *b, const float *q, const void *kc, const void *v
     const int ns = decode_splits(b, n_rows * kv_heads, DEC_WARPS * DEC_TILE);
     float *part = ns > 1 ? att_part(b, n_rows, heads, hd, ns) : NULL;
     int *done = ns > 1 ? att_done(b, n_rows * kv_heads) : NULL;
-    if (b->failed)
+    if (b->base.kept)
         return;
     const __nv_bfloat16 *k = (const __nv_bfloat16 *)kc, *v = (const __nv_bfloat16 *)vc;
     dim3 grid((unsigned)n_rows, (unsigned)kv_heads, (unsigned)ns);
@@ -569,7 +569,7 @@ template <typename T, int DPL> struct split_op {
         const int gqa = group >= 2 && group <= 8;
         const int ns = decode_splits(b, gqa ? l->n_tokens * kv_heads : l->n_tokens * heads, 64);
         float *part = ns > 1 ? att_part(b, l->n_tokens, heads, hd, ns) : NULL;
-        if (b->failed)
+        if (b->base.kept)
             return;
         dim3 grid((unsigned)l->n_tokens, (unsigned)(gqa ? kv_heads : heads), (unsigned)ns);
         prof_begin(b);

@@ -122,8 +122,6 @@ typedef struct cu_backend {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
-    int failed;
-    char err[INFERD_ERR_MAX];
     /* the environment switches (backend.cu reads them; docs/cuda.md) */
     int force_gemv;            /* INFERD_CUDA_MATMUL=f32: every matmul in float32 */
     int gemm_one_pass;         /* INFERD_CUDA_GEMM=bf16: activations rounded to bf16 */
@@ -205,16 +203,14 @@ static inline int cu_matmul_bf16(const cu_backend *b)
 
 /* ---- errors ---- */
 
+/* Op failures go to the slot every backend shares (backend/impl.h). */
 static inline void fail_msg(cu_backend *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static inline void fail_msg(cu_backend *b, const char *fmt, ...)
 {
-    if (b->failed)
-        return;
-    b->failed = 1;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(b->err, sizeof b->err, fmt, ap);
+    be_impl_vfail(&b->base, fmt, ap);
     va_end(ap);
 }
 
@@ -246,11 +242,7 @@ static inline int blas_fail(cu_backend *b, const char *call, cublasStatus_t rc)
 /* Hands the kept error to the caller and clears it. */
 static inline int report(cu_backend *b, inferd_error *e)
 {
-    if (!b->failed)
-        return 0;
-    err_set(e, "%s", b->err);
-    b->failed = 0;
-    return -1;
+    return be_impl_report(&b->base, e);
 }
 
 /* ---- launches ----

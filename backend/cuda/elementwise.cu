@@ -186,7 +186,7 @@ void cu_embed(be_backend *bk, const be_weight *table, const int32_t *ids, int n,
         return;
     }
     const int32_t *d_ids = cu_dev_idx(b, ids);
-    if (b->failed || n <= 0)
+    if (b->base.kept || n <= 0)
         return;
     prof_begin(b);
     launch(b, embed_kernel, n, 256, 0, table->data, table->dtype, d_ids, (int)table->cols, out);
@@ -210,7 +210,7 @@ void cu_rmsnorm(be_backend *bk, const float *x, const be_weight *w, float eps, i
         }
         return;
     }
-    if (b->failed || rows <= 0)
+    if (b->base.kept || rows <= 0)
         return;
     prof_begin(b);
     launch(b, rmsnorm_kernel, rows, rmsnorm_threads(cols), 0, x, w->data, w->dtype, eps, cols,
@@ -246,7 +246,7 @@ void cu_rope(be_backend *bk, float *x, int n, int heads, int head_dim, const be_
         return;
     }
     const int32_t *d_pos = cu_dev_idx(b, pos);
-    if (b->failed || n <= 0)
+    if (b->base.kept || n <= 0)
         return;
     int half = r->rot_dim / 2;
     if (r->inv_freq != b->rope_host || half != b->rope_half) {
@@ -288,7 +288,7 @@ void cu_kv_store(be_backend *bk, const float *k, const float *v, int n, int kv_d
         return;
     }
     const int32_t *d_slot = cu_dev_idx(b, slot);
-    if (b->failed || n <= 0)
+    if (b->base.kept || n <= 0)
         return;
     prof_begin(b);
     if (cu_kv_bf16(b))
@@ -313,7 +313,7 @@ void cu_silu_mul(be_backend *bk, const float *gate, const float *up, size_t n, f
         }
         return;
     }
-    if (b->failed || n == 0)
+    if (b->base.kept || n == 0)
         return;
     prof_begin(b);
     launch(b, silu_mul_kernel<float>, grid_for(n, 256), 256, 0, gate, up, n, out);
@@ -333,7 +333,7 @@ void cu_add(be_backend *bk, float *x, const float *y, size_t n)
         }
         return;
     }
-    if (b->failed || n == 0)
+    if (b->base.kept || n == 0)
         return;
     prof_begin(b);
     launch(b, add_kernel, grid_for(n, 256), 256, 0, x, y, n);
@@ -357,7 +357,7 @@ void cu_gather_rows(be_backend *bk, const float *x, int cols, const int32_t *row
         return;
     }
     const int32_t *d_rows = cu_dev_idx(b, rows);
-    if (b->failed || n <= 0)
+    if (b->base.kept || n <= 0)
         return;
     prof_begin(b);
     launch(b, gather_rows_kernel, n, 256, 0, x, cols, d_rows, out);

@@ -136,7 +136,7 @@ void cu_enc_layernorm(be_backend *bk, const float *x, const be_weight *w, const 
                       float eps, int rows, int cols, float *out)
 {
     cu_backend *b = cu_of(bk);
-    if (b->failed || rows <= 0)
+    if (b->base.kept || rows <= 0)
         return;
     layernorm_kernel<<<rows, ENC_THREADS, 0, b->stream>>>(
         x, w->data, w->dtype, bias ? bias->data : NULL, bias ? bias->dtype : DT_F32, eps, cols,
@@ -147,7 +147,7 @@ void cu_enc_layernorm(be_backend *bk, const float *x, const be_weight *w, const 
 void cu_enc_gelu(be_backend *bk, const float *x, size_t n, int tanh_approx, float *out)
 {
     cu_backend *b = cu_of(bk);
-    if (b->failed || n == 0)
+    if (b->base.kept || n == 0)
         return;
     gelu_kernel<<<grid_for(n, ENC_THREADS), ENC_THREADS, 0, b->stream>>>(x, n, tanh_approx, out);
     LAUNCHED(b, "gelu_kernel");
@@ -156,7 +156,7 @@ void cu_enc_gelu(be_backend *bk, const float *x, size_t n, int tanh_approx, floa
 void cu_enc_tanh(be_backend *bk, const float *x, size_t n, float *out)
 {
     cu_backend *b = cu_of(bk);
-    if (b->failed || n == 0)
+    if (b->base.kept || n == 0)
         return;
     tanh_kernel<<<grid_for(n, ENC_THREADS), ENC_THREADS, 0, b->stream>>>(x, n, out);
     LAUNCHED(b, "tanh_kernel");
@@ -169,7 +169,7 @@ void cu_enc_attention_full(be_backend *bk, const float *q, const float *k, const
                            const int32_t *q_start, float *out)
 {
     cu_backend *b = cu_of(bk);
-    if (b->failed || n_seqs <= 0 || q_start[n_seqs] <= 0)
+    if (b->base.kept || n_seqs <= 0 || q_start[n_seqs] <= 0)
         return;
     cudaStream_t st = b->stream;
     int max_len = 1;

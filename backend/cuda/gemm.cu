@@ -113,7 +113,7 @@ static cudaDataType_t to_half(cu_backend *b, const float *x, size_t nx, int dt, 
 static void gemm_set(cu_backend *b, const void *xb, cudaDataType_t ty, const be_weight *const *w,
                      const be_weight *const *bias, float *const *y, int n_mat, int n)
 {
-    for (int i = 0; i < n_mat && !b->failed; i++)
+    for (int i = 0; i < n_mat && !b->base.kept; i++)
         if (gemm_rows(b, w[i], xb, ty, n, 0.0f, y[i]) == 0)
             add_bias(b, y[i], bias[i], w[i]->rows, (size_t)n * (size_t)w[i]->rows);
 }
@@ -152,7 +152,7 @@ void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const be_weig
         }
         return;
     }
-    if (b->failed || n <= 0)
+    if (b->base.kept || n <= 0)
         return;
     if (n <= GEMV_MAX_N || b->force_gemv) {
         prof_begin(b);
@@ -191,7 +191,7 @@ void cu_matmul(be_backend *bk, const float *x, const be_weight *w, const be_weig
             ty = half_type(w->dtype);
             LAUNCHED(b, "split_kernel");
         }
-        if (b->failed)
+        if (b->base.kept)
             return;
         xb = s;
         if (one_gemm)

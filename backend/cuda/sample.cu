@@ -257,7 +257,7 @@ int cu_sample_rows(be_backend *bk, const float *logits, int n, int vocab,
     cu_backend *b = cu_of(bk);
     if (b->recording)
         cu_flush(b);
-    if (n > 0 && !b->failed) {
+    if (n > 0 && !b->base.kept) {
         size_t need = (size_t)n * (sizeof *in + sizeof *out);
         if (need > b->smp_bytes) {
             CK(b, cudaFree(b->smp_buf));
@@ -266,7 +266,7 @@ int cu_sample_rows(be_backend *bk, const float *logits, int n, int vocab,
             if (!CK(b, cudaMalloc(&b->smp_buf, need)))
                 b->smp_bytes = need;
         }
-        if (!b->failed) {
+        if (!b->base.kept) {
             be_sample_row *din = (be_sample_row *)b->smp_buf;
             be_sample_out *dout = (be_sample_out *)(din + n);
             prof_begin(b);
@@ -280,7 +280,7 @@ int cu_sample_rows(be_backend *bk, const float *logits, int n, int vocab,
             prof_end(b, P_SAMPLE);
         }
     }
-    if (!b->failed)
+    if (!b->base.kept)
         CK(b, cudaStreamSynchronize(b->stream));
     return report(b, e);
 }

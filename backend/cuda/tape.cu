@@ -322,7 +322,7 @@ static int run_add_rmsnorm(cu_backend *b, const tape *t, int i)
         return 1 + k; /* the failure is kept */
     cu_add_rmsnorm(b, a->add.x, a->add.y, r->rmsnorm.w, r->rmsnorm.eps, rows, cols,
                    k > 0 ? xb : (void *)r->rmsnorm.out, k > 0 ? (int)mw[0]->dtype : (int)DT_F32);
-    if (k > 0 && !b->failed) {
+    if (k > 0 && !b->base.kept) {
         prof_begin(b);
         cu_gemm_half(b, xb, mw[0]->dtype, mw, mb, my, k, rows);
         prof_end(b, P_GEMM);
@@ -404,7 +404,7 @@ static int run_rope_attn(cu_backend *b, const tape *t, int i)
                   q->rope.mscale, half};
     cu_decode_tile(b, q->rope.x, a->att.k_cache, a->att.v_cache, heads, kvh, hd, a->att.scale,
                    &l, NULL, l.n_tokens, a->att.out, &R);
-    b->att_folds += !b->failed;
+    b->att_folds += !b->base.kept;
     return 4;
 }
 
@@ -442,7 +442,7 @@ static int run_silu_gemm(cu_backend *b, const tape *t, int i)
 static void run_tape(cu_backend *b, const tape *t)
 {
     be_backend *bk = &b->base;
-    for (int i = 0; i < t->n && !b->failed; i++) {
+    for (int i = 0; i < t->n && !b->base.kept; i++) {
         const tape_op *o = &t->ops[i];
         switch (o->kind) {
         case OP_KEY:
@@ -522,7 +522,7 @@ void cu_flush(cu_backend *b)
 {
     b->recording = 0;
     tape *t = &b->cur;
-    if (b->failed)
+    if (b->base.kept)
         goto done;
     if (b->step_rows > GEMV_MAX_N || !b->step_decode || !b->use_graph) {
         run_tape(b, t); /* cuBLAS GEMMs, prompt rows: not captured */
@@ -535,7 +535,7 @@ void cu_flush(cu_backend *b)
             goto done;
         run_tape(b, t);
         cudaError_t rc = cudaStreamEndCapture(b->stream, &g);
-        if (cuda_fail(b, "cudaStreamEndCapture", rc) || b->failed) {
+        if (cuda_fail(b, "cudaStreamEndCapture", rc) || b->base.kept) {
             if (g)
                 cudaGraphDestroy(g);
             goto done;
@@ -724,9 +724,9 @@ int cu_to_host(be_backend *bk, void *dst, const void *src, size_t bytes, inferd_
     cu_backend *b = cu_of(bk);
     if (b->recording)
         cu_flush(b);
-    if (!b->failed && bytes)
+    if (!b->base.kept && bytes)
         CK(b, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, b->stream));
-    if (!b->failed)
+    if (!b->base.kept)
         CK(b, cudaStreamSynchronize(b->stream));
     return report(b, e);
 }
