@@ -744,10 +744,9 @@ static const char *id_str(const tok_tokenizer *t, int32_t id, size_t *len)
     return tk_model_id_to_token(t->model, id, len);
 }
 
-const char *tok_id_to_token(const tok_tokenizer *t, int32_t id)
+const char *tok_id_to_token(const tok_tokenizer *t, int32_t id, size_t *len)
 {
-    size_t len;
-    return id_str(t, id, &len);
+    return id_str(t, id, len);
 }
 
 int tok_is_special(const tok_tokenizer *t, int32_t id)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "tokenizer/tokenizer.h"
 #include "tests/tokenizer/helpers.h"
@@ -243,9 +244,12 @@ static void test_vocab_and_errors(void **s)
     assert_int_equal(tok_token_to_id(t, "<|im_start|>"), 151644);
     assert_int_equal(tok_token_to_id(t, "hello"), 14990);
     assert_int_equal(tok_token_to_id(t, "no such token here"), -1);
-    assert_string_equal(tok_id_to_token(t, 151645), "<|im_end|>");
-    assert_null(tok_id_to_token(t, 10000000));
-    assert_null(tok_id_to_token(t, -1));
+    size_t len = 0;
+    const char *ts = tok_id_to_token(t, 151645, &len);
+    assert_int_equal(len, strlen("<|im_end|>"));
+    assert_memory_equal(ts, "<|im_end|>", len);
+    assert_null(tok_id_to_token(t, 10000000, &len));
+    assert_null(tok_id_to_token(t, -1, &len));
     assert_true(tok_is_special(t, 151644));
     assert_false(tok_is_special(t, 14990));
     inferd_error e = {{0}};
@@ -274,6 +278,64 @@ static void test_vocab_and_errors(void **s)
     assert_string_equal(text, "\xEF\xBF\xBD");
     free(text);
     tok_free(t);
+}
+
+/* tok_id_to_token gives exactly each vocabulary entry of tokenizer.json and
+ * its length: the strings share one buffer without separators, so a caller
+ * that read to a NUL once got ~40 KB of the vocabulary per token. */
+static void id_to_token_check(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root)
+        fail_msg("%s: %s", path, je.text);
+    tok_tokenizer *t = load_ok(dir);
+    json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+    size_t checked = 0, len;
+    const char *k;
+    json_t *v;
+    if (json_is_object(vocab)) {
+        json_object_foreach(vocab, k, v) {
+            const char *got = tok_id_to_token(t, (int32_t)json_integer_value(v), &len);
+            assert_non_null(got);
+            if (len != strlen(k) || memcmp(got, k, len))
+                fail_msg("%s: id %lld is \"%s\", got %zu bytes \"%.*s\"", dir,
+                         (long long)json_integer_value(v), k, len, (int)(len > 60 ? 60 : len), got);
+            checked++;
+        }
+    } else { /* Unigram: [[piece, score], ...] in id order */
+        size_t i;
+        json_array_foreach(vocab, i, v) {
+            json_t *piece = json_array_get(v, 0);
+            const char *got = tok_id_to_token(t, (int32_t)i, &len);
+            assert_non_null(got);
+            assert_int_equal(len, json_string_length(piece));
+            assert_memory_equal(got, json_string_value(piece), len);
+            checked++;
+        }
+    }
+    size_t i;
+    json_array_foreach(json_object_get(root, "added_tokens"), i, v) {
+        json_t *c = json_object_get(v, "content");
+        const char *got = tok_id_to_token(t, (int32_t)json_integer_value(json_object_get(v, "id")), &len);
+        assert_non_null(got);
+        assert_int_equal(len, json_string_length(c));
+        assert_memory_equal(got, json_string_value(c), len);
+    }
+    assert_true(checked > 100);
+    tok_free(t);
+    json_decref(root);
+}
+
+static void test_id_to_token(void **s)
+{
+    (void)s;
+    id_to_token_check(NPM "qwen3/models");    /* byte-level BPE: "\xC4\xA0world" */
+    id_to_token_check(NPM "llama2/models");   /* SentencePiece BPE: "\xE2\x96\x81the", "<0x0A>" */
+    id_to_token_check(FIX "unigram_spm");     /* Unigram */
+    id_to_token_check(FIX "bert_uncased");    /* WordPiece: "##s" */
 }
 
 /* Streaming: ids one at a time never emit half a character and add up to
@@ -385,7 +447,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hostile_files),  cmocka_unit_test(test_config_bos_eos),
         cmocka_unit_test(test_split_behaviors), cmocka_unit_test(test_unicode_scripts),
-        cmocka_unit_test(test_vocab_and_errors),
+        cmocka_unit_test(test_vocab_and_errors), cmocka_unit_test(test_id_to_token),
         cmocka_unit_test(test_stream),         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
