@@ -1148,7 +1148,7 @@ int tmpl_render_limited(const tmpl_template *t, json_t *vars, const tmpl_limits 
     }
     if (exec_body(&c, (nodelist *)&t->body, &b) == X_ERR) goto done;
     *len = b.n;
-    *out = sb_steal(&b);
+    if (!(*out = sb_steal(&b))) { jn_oom(&c, NULL); goto done; }
     rc = 0;
 done:
     if (raised) *raised = c.raised;

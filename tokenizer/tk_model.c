@@ -346,7 +346,10 @@ tk_model *tk_model_parse(json_t *j, inferd_error *e)
         /* A missing unk token is only an error when it is needed, as in
          * the reference. */
     }
-    m->strs = sb_steal(&strs);
+    if (!(m->strs = sb_steal(&strs))) {
+        err_set(e, "out of memory");
+        goto err;
+    }
     return m;
 err:
     sb_free(&strs);

@@ -793,9 +793,13 @@ int tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n_ids, int ski
         sb_free(&out);
         return -1;
     }
+    size_t n = out.n;
+    if (!(*text = sb_steal(&out))) {
+        err_set(e, "out of memory");
+        return -1;
+    }
     if (len)
-        *len = out.n;
-    *text = sb_steal(&out);
+        *len = n;
     return 0;
 }
 

@@ -28,4 +28,16 @@ with Server(model_dir=DEMO) as s:
     check(f"the response stays small ({len(r.content)} bytes for {len(j['tokens'])} tokens)",
           len(r.content) < 64 * len(j["tokens"]) + 512)
 
+    # content: [] is "" joined from no text parts, as vLLM renders it (an
+    # empty user message), not the heap bytes an unterminated buffer held.
+    def chat_ids(content):
+        r = s.post("/tokenize", {"messages": [{"role": "user", "content": content}]})
+        return r.status_code, r.json().get("tokens")
+    st, empty_list = chat_ids([])
+    check("messages[0].content [] tokenizes (200)", st == 200, empty_list)
+    check("content [] renders as an empty user message", empty_list == chat_ids("")[1],
+          (empty_list, chat_ids("")[1]))
+    r = s.post("/v1/chat/completions", {"messages": [{"role": "user", "content": []}], "max_tokens": 2})
+    check("chat with content [] answers 200", r.status_code == 200, r.text[:300])
+
 finish()
