@@ -40,4 +40,25 @@ with Server(model_dir=DEMO) as s:
     r = s.post("/v1/chat/completions", {"messages": [{"role": "user", "content": []}], "max_tokens": 2})
     check("chat with content [] answers 200", r.status_code == 200, r.text[:300])
 
+    # Values nested deep: the template's walks stop at 200 levels with a 400
+    # that says so; jansson stops parsing at 2048 levels. Either way the
+    # connection thread's 1 MiB stack holds (build-san checks it).
+    def nested(depth, obj=False):
+        return ('{"a":' * depth + "1" + "}" * depth) if obj else ("[" * depth + "]" * depth)
+
+    def post_raw(body):
+        return requests.post(s.url + "/v1/chat/completions", data=body, timeout=60,
+                             headers={"Content-Type": "application/json"})
+    for depth, obj in ((1500, False), (1500, True), (2000, False), (100000, False)):
+        r = post_raw('{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, '
+                     '"chat_template_kwargs": {"deep": ' + nested(depth, obj) + "}}")
+        msg = r.json().get("error", {}).get("message", "") if r.headers.get("content-type") == "application/json" else ""
+        check(f"chat_template_kwargs nested {depth} deep ({'dicts' if obj else 'lists'}): 400 saying so",
+              r.status_code == 400 and ("deeper than 200 levels" in msg or "maximum parsing depth" in msg), r.text[:300])
+    r = post_raw('{"messages": [{"role": "user", "content": "hi", "x": ' + nested(1500) + '}], "max_tokens": 1}')
+    check("a message nested 1500 deep: 400", r.status_code == 400 and "deeper than 200" in r.text, r.text[:300])
+    r = s.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
+                                        "chat_template_kwargs": {"deep": json.loads(nested(150))}})
+    check("kwargs nested 150 deep still render", r.status_code == 200, r.text[:300])
+
 finish()
