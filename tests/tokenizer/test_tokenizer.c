@@ -213,6 +213,26 @@ static void test_split_behaviors(void **s)
     tok_free(t);
 }
 
+/* A BPE without an unk token drops characters it has no token for, as the
+ * reference does; a word of only such characters gives no ids at all (the
+ * word cache once memcpy'd zero ids from a NULL array: UBSan). The Split
+ * regex matches the empty string everywhere. */
+static void test_bpe_drops_unknown(void **s)
+{
+    (void)s;
+    remove_file("tokenizer_config.json");
+    put("tokenizer.json",
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []},"
+        "\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"x*\"}, "
+        "\"behavior\": \"Isolated\", \"invert\": false}}");
+    tok_tokenizer *t = load_ok(tmpdir);
+    encode_expect(t, "c", 0, NULL, 0);
+    encode_expect(t, "cc", 0, NULL, 0);
+    encode_expect(t, "acb", 0, (int32_t[]){0, 1}, 2);
+    encode_expect(t, "c", 0, NULL, 0); /* now from the word cache */
+    tok_free(t);
+}
+
 /* UnicodeScripts through the public API, in a Sequence: hand-checked
  * splits (kana and Han are one script for it; a leading space is dropped;
  * Inherited marks split from their base; U+2E47 is unassigned in its
@@ -447,6 +467,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hostile_files),  cmocka_unit_test(test_config_bos_eos),
         cmocka_unit_test(test_split_behaviors), cmocka_unit_test(test_unicode_scripts),
+        cmocka_unit_test(test_bpe_drops_unknown),
         cmocka_unit_test(test_vocab_and_errors), cmocka_unit_test(test_id_to_token),
         cmocka_unit_test(test_stream),         cmocka_unit_test(test_threads),
     };
