@@ -3,8 +3,10 @@
  * an SSE response from a content-reader callback that waits on the
  * engine's events; either way it polls its own socket between waits, so a
  * client that hangs up cancels its request within ~100 ms and the engine
- * frees its KV blocks at its next step. */
+ * frees its KV blocks at its next step. A client that only half-closed
+ * (shutdown(SHUT_WR) after sending) still gets its answer. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -41,7 +43,8 @@ typedef struct conn {
     strbuf body;
     int too_large, streamed;
     int counted;                 /* holds one of s->active */
-    double t0;
+    int http11;                  /* may be sent interim (1xx) responses */
+    double t0, probed_at;
     int status, prompt_tokens, completion_tokens;
     char method[16], path[256], peer[64];
 } conn;
@@ -54,7 +57,7 @@ typedef struct sse_ctx {
     size_t off;
     int ended, fd;
     int counted;                 /* holds one of s->active (taken from the conn) */
-    double t0;
+    double t0, probed_at;
     char method[16], path[256], peer[64];
 } sse_ctx;
 
@@ -69,20 +72,37 @@ static void log_line(const srv_server *s, const char *peer, const char *method,
             peer, method, path, status, pt, ct, now_seconds() - t0);
 }
 
-/* A peer that closed its end shows up as readable with nothing to read
- * (or as RDHUP/HUP/ERR); a pipelined next request is readable with data. */
-static int fd_alive(int fd)
+/* What poll tells of a client's socket. A client that closed its socket
+ * and one that only shut down its sending side once the request was sent
+ * (shutdown(SHUT_WR), as some clients and proxies do) look the same, EOF,
+ * until something is sent to them: only a closed socket answers data with
+ * RST, which shows as HUP/ERR. A pipelined next request is data, not EOF. */
+enum { PEER_ALIVE, PEER_EOF, PEER_GONE };
+
+static int peer_state(int fd)
 {
     if (fd < 0)
-        return 1;
+        return PEER_ALIVE;
     struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
     if (poll(&p, 1, 0) <= 0)
-        return 1;
-    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
-        return 0;
+        return PEER_ALIVE;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+        return PEER_GONE;
+    if (p.revents & POLLRDHUP)
+        return PEER_EOF;
     char c;
-    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n != 0;
+    return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0 ? PEER_EOF : PEER_ALIVE;
+}
+
+/* A client at EOF is sent something harmless at most once a second, so
+ * that a closed one answers with RST and its request is cancelled. */
+static int probe_due(double *last)
+{
+    double now = now_seconds();
+    if (now - *last < 1.0)
+        return 0;
+    *last = now;
+    return 1;
 }
 
 static int conn_fd(struct MHD_Connection *mc)
@@ -92,10 +112,23 @@ static int conn_fd(struct MHD_Connection *mc)
     return ci ? (int)ci->connect_fd : -1;
 }
 
+/* Before the answer, the one thing HTTP/1.1 lets a server send is an
+ * interim response, which clients must skip (RFC 9110, 15.2); HTTP/1.0
+ * clients get none, and a closed one of them is found when the answer is
+ * written. */
+static const char PROBE_1XX[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
 static int conn_alive(void *cls)
 {
     conn *c = cls;
-    return !atomic_load(&c->s->aborting) && fd_alive(conn_fd(c->mc));
+    if (atomic_load(&c->s->aborting))
+        return 0;
+    int fd = conn_fd(c->mc), st = peer_state(fd);
+    if (st == PEER_EOF && c->http11 && probe_due(&c->probed_at) &&
+        send(fd, PROBE_1XX, sizeof PROBE_1XX - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+        errno != EAGAIN && errno != EWOULDBLOCK)
+        st = PEER_GONE;
+    return st != PEER_GONE;
 }
 
 /* Compares in time that depends on the expected key's length only. */
@@ -174,11 +207,17 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
         int rc = api_stream_next(x->st, &x->pending, 100);
-        if (rc < 0)
+        if (rc < 0) {
             x->ended = 1;
-        else if (rc == 0 && !fd_alive(x->fd)) {
-            uncount(x->s, &x->counted);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+        } else if (rc == 0) {
+            int st = peer_state(x->fd);
+            if (st == PEER_GONE) {
+                uncount(x->s, &x->counted);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            /* an SSE comment line: clients skip it */
+            if (st == PEER_EOF && probe_due(&x->probed_at))
+                sb_puts(&x->pending, ": keep-alive\n\n");
         }
     }
 }
@@ -299,6 +338,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         c->mc = mc;
         c->t0 = now_seconds();
         snprintf(c->method, sizeof c->method, "%s", method);
+        c->http11 = !strcmp(version, MHD_HTTP_VERSION_1_1);
         snprintf(c->path, sizeof c->path, "%s", url);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);

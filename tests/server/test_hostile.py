@@ -3,7 +3,10 @@ models/demo` on loopback: each check is a defect of issue 23 that once got
 a wrong answer, an over-read or a crash (run under build-san too)."""
 import json
 import os
+import socket
 import sys
+import threading
+import time
 
 import requests
 
@@ -14,7 +17,54 @@ DEMO = "models/demo"
 vocab = json.load(open(f"{DEMO}/tokenizer.json", encoding="utf-8"))["model"]["vocab"]
 id_to_str = {i: s for s, i in vocab.items()}
 
-with Server(model_dir=DEMO) as s:
+
+
+def raw_request(port, path, body, half_close=False, close_after=None, timeout=60):
+    """One HTTP/1.1 request on its own socket; half_close: shutdown(SHUT_WR)
+    once sent, as some clients and proxies do; close_after: hang up after
+    that many seconds instead of reading. Returns (status, headers, body)
+    of the final response, skipping interim 1xx ones."""
+    c = socket.create_connection(("127.0.0.1", port))
+    data = json.dumps(body).encode()
+    c.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (path.encode(), len(data), data))
+    if half_close:
+        c.shutdown(socket.SHUT_WR)
+    if close_after is not None:
+        time.sleep(close_after)
+        c.close()
+        return None
+    c.settimeout(timeout)
+    out = b""
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            out += d
+    except (socket.timeout, ConnectionResetError):
+        pass
+    c.close()
+    while out.startswith(b"HTTP/1.1 1"):  # interim responses come before the answer
+        out = out.split(b"\r\n\r\n", 1)[1]
+    head, _, rest = out.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/") else 0
+    return status, head.decode("latin-1").lower(), rest
+
+
+def dechunk(body):
+    """The payload of a chunked transfer-coded body."""
+    out = b""
+    while body:
+        size, _, body = body.partition(b"\r\n")
+        n = int(size.split(b";")[0] or b"0", 16)
+        if n == 0:
+            break
+        out, body = out + body[:n], body[n + 2:]
+    return out
+
+
+with Server(model_dir=DEMO, args=["--max-num-seqs", "1"]) as s:
     # /tokenize return_token_strs: each string is its vocabulary entry, not
     # the vocabulary's storage from that entry to the next NUL.
     text = "hello world, this is a test of the tokenizer " * 40
@@ -60,5 +110,36 @@ with Server(model_dir=DEMO) as s:
     r = s.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
                                         "chat_template_kwargs": {"deep": json.loads(nested(150))}})
     check("kwargs nested 150 deep still render", r.status_code == 200, r.text[:300])
+
+    # A client that half-closes after sending still gets its whole answer,
+    # blocking or streamed; streamed while it waits behind another request
+    # (--max-num-seqs 1), when no tokens come for a while.
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200, "ignore_eos": True}
+    st, head, body = raw_request(s.port, "/v1/chat/completions", chat, half_close=True)
+    j = json.loads(body) if st == 200 else {}
+    check("half-closed client, not streaming: the whole answer",
+          st == 200 and j.get("usage", {}).get("completion_tokens") == 200, (st, body[:200]))
+    blocker = threading.Thread(target=lambda: s.post("/v1/chat/completions", dict(chat, max_tokens=300)))
+    blocker.start()
+    time.sleep(0.3)
+    st, head, body = raw_request(s.port, "/v1/chat/completions",
+                                 dict(chat, stream=True, stream_options={"include_usage": True}), half_close=True)
+    blocker.join()
+    events = [line[6:] for line in dechunk(body).split(b"\n") if line.startswith(b"data: ")]
+    usage = json.loads(events[-2]).get("usage") if len(events) > 1 else None
+    check("half-closed client, streaming behind another request: every token and [DONE]",
+          st == 200 and events[-1:] == [b"[DONE]"] and usage and usage["completion_tokens"] == 200,
+          (st, len(events), body[-300:]))
+
+    # ...while a client that closes its socket still cancels its request.
+    def aborted():
+        return s.metrics().get('inferd:request_success_total{finished_reason="abort"}', 0)
+    for stream in (False, True):
+        a0, t0 = aborted(), time.time()
+        raw_request(s.port, "/v1/chat/completions", dict(chat, max_tokens=900, stream=stream), close_after=0.2)
+        while aborted() == a0 and time.time() - t0 < 5:
+            time.sleep(0.05)
+        check(f"a client that closes its socket cancels its request ({'streaming' if stream else 'blocking'}, "
+              f"{time.time() - t0:.2f}s)", aborted() == a0 + 1 and time.time() - t0 < 1.5)
 
 finish()
