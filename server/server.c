@@ -42,6 +42,7 @@ typedef struct conn {
     struct MHD_Connection *mc;
     strbuf body;
     int too_large, streamed;
+    int smuggled;                /* Content-Length headers that disagree */
     int counted;                 /* holds one of s->active */
     int http11;                  /* may be sent interim (1xx) responses */
     double t0, probed_at;
@@ -280,6 +281,8 @@ static enum MHD_Result answer(conn *c)
 {
     srv_server *s = c->s;
     api_ctx *a = atomic_load(&s->api);
+    if (c->smuggled)
+        return send_error(c, 400, NULL, "the request has Content-Length headers that disagree", 0);
     if (c->too_large) {
         char msg[160];
         snprintf(msg, sizeof msg, "the request body is larger than the limit of %zu bytes "
@@ -324,6 +327,27 @@ static enum MHD_Result dispatch(conn *c)
     return ok;
 }
 
+/* Two Content-Length headers of different values frame the body one way
+ * here (MHD reads the first) and maybe the other way in a proxy in front:
+ * request smuggling. RFC 9112 6.3 makes that an error; equal ones are one. */
+typedef struct cl_scan {
+    const char *first;
+    int differ;
+} cl_scan;
+
+static enum MHD_Result scan_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                           const char *value)
+{
+    cl_scan *sc = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+        return MHD_YES;
+    if (!sc->first)
+        sc->first = value ? value : "";
+    else if (strcmp(sc->first, value ? value : ""))
+        sc->differ = 1;
+    return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **con_cls)
@@ -356,6 +380,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         *con_cls = c;
         c->counted = 1;
         atomic_fetch_add(&s->active, 1);
+        cl_scan sc = {0};
+        MHD_get_connection_values(mc, MHD_HEADER_KIND, scan_content_length, &sc);
+        if (sc.differ) {
+            c->smuggled = 1;
+            return dispatch(c);
+        }
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         /* Refuse an announced oversized body before reading any of it. */

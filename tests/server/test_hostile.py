@@ -3,6 +3,7 @@ models/demo` on loopback: each check is a defect of issue 23 that once got
 a wrong answer, an over-read or a crash (run under build-san too)."""
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -24,16 +25,23 @@ def raw_request(port, path, body, half_close=False, close_after=None, timeout=60
     once sent, as some clients and proxies do; close_after: hang up after
     that many seconds instead of reading. Returns (status, headers, body)
     of the final response, skipping interim 1xx ones."""
-    c = socket.create_connection(("127.0.0.1", port))
     data = json.dumps(body).encode()
-    c.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (path.encode(), len(data), data))
+    return exchange(port, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (path.encode(), len(data), data),
+                    half_close, close_after, timeout)[0]
+
+
+def exchange(port, data, half_close=False, close_after=None, timeout=60):
+    """Sends bytes on a socket of its own and reads to EOF: the list of
+    final responses as (status, lower-case head, body)."""
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(data)
     if half_close:
         c.shutdown(socket.SHUT_WR)
     if close_after is not None:
         time.sleep(close_after)
         c.close()
-        return None
+        return [None]
     c.settimeout(timeout)
     out = b""
     try:
@@ -45,11 +53,18 @@ def raw_request(port, path, body, half_close=False, close_after=None, timeout=60
     except (socket.timeout, ConnectionResetError):
         pass
     c.close()
-    while out.startswith(b"HTTP/1.1 1"):  # interim responses come before the answer
-        out = out.split(b"\r\n\r\n", 1)[1]
-    head, _, rest = out.partition(b"\r\n\r\n")
-    status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/") else 0
-    return status, head.decode("latin-1").lower(), rest
+    answers = []
+    while out.startswith(b"HTTP/"):
+        head, _, out = out.partition(b"\r\n\r\n")
+        status = int(head.split(b" ")[1])
+        if 100 <= status < 200:  # interim responses come before the answer
+            continue
+        h = head.decode("latin-1").lower()
+        n = re.search(r"content-length: *(\d+)", h)
+        n = int(n.group(1)) if n and b"HEAD" not in data[:4] else (0 if n else len(out))
+        answers.append((status, h, out[:n]))
+        out = out[n:]
+    return answers or [(0, "", out)]
 
 
 def dechunk(body):
@@ -141,5 +156,21 @@ with Server(model_dir=DEMO, args=["--max-num-seqs", "1"]) as s:
             time.sleep(0.05)
         check(f"a client that closes its socket cancels its request ({'streaming' if stream else 'blocking'}, "
               f"{time.time() - t0:.2f}s)", aborted() == a0 + 1 and time.time() - t0 < 1.5)
+
+    # Request smuggling: two different Content-Length headers are 400 and
+    # the connection ends there, so the bytes after are no second request.
+    two_cl = (b"POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 2\r\nContent-Length: 37\r\n\r\n{}GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = exchange(s.port, two_cl, timeout=10)
+    check("two different Content-Length headers: one 400, nothing smuggled",
+          [a[0] for a in got] == [400] and b"Content-Length" in got[0][2], got)
+    for cl in (b"Content-Length: 7, 2", b"Content-Length: 2\r\nContent-Length: +2"):
+        got = exchange(s.port, b"POST /tokenize HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n{}" % cl, timeout=10)
+        check(f"{cl!r}: 400", [a[0] for a in got] == [400], got)
+    body = b'{"prompt": "a"}'
+    got = exchange(s.port, b"POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                   b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), len(body), body), timeout=10)
+    check("the same Content-Length twice is one length (RFC 9112 6.3): 200", [a[0] for a in got] == [200], got)
+
 
 finish()
