@@ -406,6 +406,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     return dispatch(c);
 }
 
+/* A percent-encoded NUL would cut the decoded path short ("/health%00/x"
+ * routed to /health): a path or query value holding one stays encoded, so
+ * it matches no route. */
+static size_t unescape(void *cls, struct MHD_Connection *mc, char *s)
+{
+    return strstr(s, "%00") ? strlen(s) : MHD_http_unescape(s);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
                          enum MHD_RequestTerminationCode why)
 {
@@ -454,6 +462,7 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
     s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
                             MHD_OPTION_THREAD_STACK_SIZE, (size_t)1 << 20,

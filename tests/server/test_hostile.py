@@ -172,5 +172,12 @@ with Server(model_dir=DEMO, args=["--max-num-seqs", "1"]) as s:
                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), len(body), body), timeout=10)
     check("the same Content-Length twice is one length (RFC 9112 6.3): 200", [a[0] for a in got] == [200], got)
 
+    # A percent-encoded NUL does not cut the path short.
+    for path in (b"/health%00/x", b"/v1/models%00", b"/metrics%00.txt"):
+        got = exchange(s.port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path, timeout=10)
+        check(f"GET {path.decode()}: 404", [a[0] for a in got] == [404], got)
+    r = s.get("/health?probe=%00")
+    check("a %00 in the query string does not matter to /health", r.status_code == 200, r.text)
+
 
 finish()
