@@ -301,7 +301,14 @@ static enum MHD_Result answer(conn *c)
     if (!a)
         return send_error(c, 503, NULL, "the model is still loading; retry shortly", 5);
     api_response ar;
-    api_handle(a, c->method, c->path, c->body.p, c->body.n, conn_alive, c, &ar);
+    /* HEAD is GET without the body (RFC 9110 9.3.2), which MHD leaves out
+     * itself; a route without GET answers HEAD as api/ says (405). */
+    int head = !strcmp(c->method, "HEAD");
+    api_handle(a, head ? "GET" : c->method, c->path, c->body.p, c->body.n, conn_alive, c, &ar);
+    if (head && ar.status == 405) {
+        api_response_clear(&ar);
+        api_handle(a, c->method, c->path, c->body.p, c->body.n, conn_alive, c, &ar);
+    }
     if (ar.stream)
         return send_stream(c, &ar);
     c->status = ar.status;

@@ -179,5 +179,16 @@ with Server(model_dir=DEMO, args=["--max-num-seqs", "1"]) as s:
     r = s.get("/health?probe=%00")
     check("a %00 in the query string does not matter to /health", r.status_code == 200, r.text)
 
+    # HEAD is GET without a body (RFC 9110 9.3.2); POST routes still 405.
+    models = s.get("/v1/models").content
+    got = exchange(s.port, b"HEAD /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+                   b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                   b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=10)
+    check("HEAD /v1/models and /health: 200, the GET's length, no body; the connection goes on",
+          [(a[0], a[2]) for a in got] == [(200, b""), (200, b""), (200, b"")]
+          and f"content-length: {len(models)}" in got[0][1], got)
+    got = exchange(s.port, b"HEAD /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                   timeout=10)
+    check("HEAD on a POST route: 405", [a[0] for a in got] == [405], got)
 
 finish()
