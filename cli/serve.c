@@ -294,7 +294,7 @@ int cli_serve(int argc, char **argv)
         goto wait;
     }
     if (mdl_load(dir, &mo, &m, &e) || ld_generation_config_load(dir, &gc, &e) ||
-        tok_load(dir, &tok, &e))
+        tok_load(dir, &tok, &e) || tok_check_model_vocab(tok, mdl_config(m)->vocab_size, &e))
         goto err;
     if (tmpl_chat_load(dir, tmpl_path, &chat, &e)) {
         if (tmpl_path)

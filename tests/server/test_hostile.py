@@ -5,7 +5,9 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -190,5 +192,23 @@ with Server(model_dir=DEMO, args=["--max-num-seqs", "1"]) as s:
     got = exchange(s.port, b"HEAD /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                    timeout=10)
     check("HEAD on a POST route: 405", [a[0] for a in got] == [405], got)
+
+# A tokenizer of 3 tokens for the demo's 8,192-token model: refused at
+# start, saying why, instead of chat answering 500 on the first id past 3.
+with tempfile.TemporaryDirectory() as d:
+    for f in ("config.json", "generation_config.json", "model.safetensors", "tokenizer_config.json"):
+        os.symlink(os.path.abspath(f"{DEMO}/{f}"), f"{d}/{f}")
+    json.dump({"model": {"type": "WordLevel", "unk_token": "<unk>", "vocab": {"<unk>": 0, "a": 1, "b": 2}},
+               "pre_tokenizer": {"type": "Whitespace"}}, open(f"{d}/tokenizer.json", "w"))
+    bad = Server(model_dir=d, wait_ready=False)
+    try:
+        rc = bad.p.wait(30)
+    except subprocess.TimeoutExpired:  # it started serving
+        rc = bad.stop()
+    bad.p.stdout.close()
+    err = bad.stderr()
+    check(f"a 3-token tokenizer for an 8192-token model: serve exits 1 (got {rc})", rc == 1, err[-800:])
+    check("the message gives both sizes", "3 tokens" in err and "8192" in err, err[-800:])
+    os.unlink(bad.log.name)
 
 finish()

@@ -358,6 +358,30 @@ static void test_id_to_token(void **s)
     id_to_token_check(FIX "bert_uncased");    /* WordPiece: "##s" */
 }
 
+/* A tokenizer serves a model whose embedding rows it covers, padding
+ * aside: real checkpoints pad by well under 1/16 (Qwen3: 151,669 tokens for
+ * 151,936 rows); a 3-token tokenizer for 8,192 rows is another model's. */
+static void test_model_vocab_check(void **s)
+{
+    (void)s;
+    remove_file("tokenizer_config.json");
+    put("tokenizer.json", "{\"model\": {\"type\": \"WordLevel\", \"unk_token\": \"<unk>\", "
+        "\"vocab\": {\"<unk>\": 0, \"a\": 1, \"b\": 2}}}");
+    tok_tokenizer *t = load_ok(tmpdir);
+    inferd_error e = {{0}};
+    assert_int_equal(tok_check_model_vocab(t, 8192, &e), -1);
+    if (!strstr(e.msg, "3 tokens") || !strstr(e.msg, "8192"))
+        fail_msg("message: %s", e.msg);
+    assert_int_equal(tok_check_model_vocab(t, 3, &e), 0);
+    assert_int_equal(tok_check_model_vocab(t, 2, &e), 0); /* prompt ids past the model: the engine says so */
+    tok_free(t);
+    t = load_ok(NPM "qwen3/models");
+    assert_int_equal(tok_check_model_vocab(t, 151936, &e), 0);
+    assert_int_equal(tok_check_model_vocab(t, 151669, &e), 0);
+    assert_int_equal(tok_check_model_vocab(t, 262144, &e), -1);
+    tok_free(t);
+}
+
 /* Streaming: ids one at a time never emit half a character and add up to
  * the full decode; a byte-fallback model (llama2) is the hard case. */
 static void stream_check(const char *dir, const char *text)
@@ -469,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_split_behaviors), cmocka_unit_test(test_unicode_scripts),
         cmocka_unit_test(test_bpe_drops_unknown),
         cmocka_unit_test(test_vocab_and_errors), cmocka_unit_test(test_id_to_token),
+        cmocka_unit_test(test_model_vocab_check),
         cmocka_unit_test(test_stream),         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
