@@ -1,10 +1,16 @@
 /* inferd serve: the OpenAI-compatible server. It listens first (so /health
  * answers 503 while the model loads), loads the model, tokenizer and chat
- * template, starts the engine, and serves until SIGINT or SIGTERM; then it
- * stops accepting, lets requests in flight finish (--shutdown-timeout) and
- * exits 0. Flag names are vLLM's where vLLM has the flag. */
+ * template, starts the engine, and serves until SIGINT, SIGTERM or SIGHUP;
+ * then it stops accepting, lets requests in flight finish
+ * (--shutdown-timeout, cut short by a second signal) and exits 0. SIGHUP
+ * (a closed terminal, a supervisor) drains like SIGTERM: there is no
+ * configuration to reload, and uvicorn, so vLLM, leaves it at its default,
+ * which kills at once and cuts every stream. Flag names are vLLM's where
+ * vLLM has the flag. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,8 +62,9 @@ static void serve_usage(FILE *f)
         "  --max-request-bytes N       larger request bodies get 413 (default 33554432)\n"
         "  --max-queue N               requests waiting beyond --max-num-seqs before 503\n"
         "                              with Retry-After (default 1024; 0 = unlimited)\n"
-        "  --shutdown-timeout SECONDS  on SIGINT/SIGTERM, wait this long for requests in\n"
-        "                              flight (default 30)\n"
+        "  --shutdown-timeout SECONDS  on SIGINT/SIGTERM/SIGHUP, wait this long for\n"
+        "                              requests in flight (default 30); a second\n"
+        "                              signal stops at once\n"
         "  --disable-log-requests      no access log line per request\n"
         "  -h, --help                  this text\n\n"
         "Environment: INFERD_API_KEY (same as --api-key); INFERD_STEP_LOG=FILE (one line\n"
@@ -120,6 +127,30 @@ static void on_signal(int sig)
         /* nothing a signal handler can do */
     }
     errno = saved;
+}
+
+static const char *sig_name(int sig)
+{
+    return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+}
+
+/* Waits up to timeout_s for the requests in flight, and no longer once a
+ * second signal arrives: whoever sends it does not want to wait. Returns
+ * how many still run. */
+static int drain(srv_server *srv, double timeout_s)
+{
+    const double until = now_seconds() + timeout_s;
+    int left = srv_drain(srv, 0);
+    while (left > 0 && now_seconds() < until) {
+        struct pollfd p = {.fd = sig_pipe[0], .events = POLLIN};
+        unsigned char sig;
+        if (poll(&p, 1, 20) > 0 && read(sig_pipe[0], &sig, 1) == 1) {
+            fprintf(stderr, "inferd: second signal (%s): stopping now\n", sig_name(sig));
+            break;
+        }
+        left = srv_drain(srv, 0);
+    }
+    return left;
 }
 
 /* "4GiB", "512MiB", "1.5G", "1000000": binary units for K/M/G/KiB/MiB/GiB,
@@ -227,6 +258,11 @@ int cli_serve(int argc, char **argv)
         case O_QUEUE: if (cli_parse_int("--max-queue", optarg, 0, 1 << 24, &queue)) return 2; break;
         case O_SHUT:
             if (cli_parse_double("--shutdown-timeout", optarg, &shutdown_timeout)) return 2;
+            if (!isfinite(shutdown_timeout) || shutdown_timeout < 0) {
+                fprintf(stderr, "inferd serve: --shutdown-timeout takes a finite number of seconds "
+                                ">= 0, got '%s'\n", optarg);
+                return 2;
+            }
             break;
         case O_NOLOG: access_log = 0; break;
         case O_MODEL: dir = optarg; break;
@@ -258,6 +294,7 @@ int cli_serve(int argc, char **argv)
     sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     int rc = 1;
@@ -379,8 +416,8 @@ wait:;
     while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR)
         ;
     fprintf(stderr, "inferd: %s: no new connections; waiting up to %gs for requests in "
-                    "flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM", shutdown_timeout);
-    int left = srv_drain(srv, shutdown_timeout);
+                    "flight (a second signal stops at once)\n", sig_name(sig), shutdown_timeout);
+    int left = drain(srv, shutdown_timeout);
     if (left > 0)
         fprintf(stderr, "inferd: cancelling %d requests still running\n", left);
     rc = 0;
@@ -400,6 +437,7 @@ err:
     sig_pipe[0] = sig_pipe[1] = -1;
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     if (!rc)
         fprintf(stderr, "inferd: stopped\n");
     return rc;
