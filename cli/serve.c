@@ -60,6 +60,13 @@ static void serve_usage(FILE *f)
         "  --seed N                    seed for requests that bring none (default 0)\n"
         "  --max-logprobs N            top_logprobs at most (default 20)\n"
         "  --max-request-bytes N       larger request bodies get 413 (default 33554432)\n"
+        "  --request-read-timeout SECONDS  a connection whose request (headers and body)\n"
+        "                              is not in whole this long after it opened or its\n"
+        "                              last answer ended is closed (default 30; not\n"
+        "                              renewed by each byte: slow clients end)\n"
+        "  --max-connections-per-ip N  connections one client address may hold, of 4096\n"
+        "                              (default 1024; 0 = no cap; raise it behind a\n"
+        "                              proxy or load balancer that is one address)\n"
         "  --max-queue N               requests waiting beyond --max-num-seqs before 503\n"
         "                              with Retry-After (default 1024; 0 = unlimited)\n"
         "  --shutdown-timeout SECONDS  on SIGINT/SIGTERM/SIGHUP, wait this long for\n"
@@ -186,7 +193,7 @@ int cli_serve(int argc, char **argv)
 {
     enum { O_HOST = 256, O_PORT, O_NAME, O_KEY, O_MAXLEN, O_SEQS, O_BATCHED, O_KV, O_NOPC,
            O_THREADS, O_DEVICE, O_PRECISION, O_GPU_UTIL, O_TMPL, O_SEED, O_LOGPROBS, O_MAXREQ, O_QUEUE, O_SHUT,
-           O_NOLOG, O_MODEL };
+           O_NOLOG, O_MODEL, O_READ_TIMEOUT, O_PER_IP };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST}, {"port", required_argument, 0, O_PORT},
         {"served-model-name", required_argument, 0, O_NAME},
@@ -202,6 +209,8 @@ int cli_serve(int argc, char **argv)
         {"chat-template", required_argument, 0, O_TMPL}, {"seed", required_argument, 0, O_SEED},
         {"max-logprobs", required_argument, 0, O_LOGPROBS},
         {"max-request-bytes", required_argument, 0, O_MAXREQ},
+        {"request-read-timeout", required_argument, 0, O_READ_TIMEOUT},
+        {"max-connections-per-ip", required_argument, 0, O_PER_IP},
         {"max-queue", required_argument, 0, O_QUEUE},
         {"shutdown-timeout", required_argument, 0, O_SHUT},
         {"disable-log-requests", no_argument, 0, O_NOLOG},
@@ -211,8 +220,8 @@ int cli_serve(int argc, char **argv)
     const char *host = "0.0.0.0", *name = NULL, *key = getenv("INFERD_API_KEY");
     const char *dir = NULL, *tmpl_path = NULL, *device = "cpu", *precision = NULL;
     long port = 8000, maxlen = 0, seqs = 256, batched = 0, threads = 0, seed = 0;
-    long max_logprobs = 20, maxreq = 32L << 20, queue = 1024;
-    double shutdown_timeout = 30;
+    long max_logprobs = 20, maxreq = 32L << 20, queue = 1024, per_ip = 1024;
+    double shutdown_timeout = 30, read_timeout = 30;
     size_t kv_bytes = (size_t)4 << 30;
     int kv_given = 0;
     double gpu_util = 0.9;
@@ -256,6 +265,17 @@ int cli_serve(int argc, char **argv)
             break;
         case O_MAXREQ: if (cli_parse_int("--max-request-bytes", optarg, 1, 1L << 34, &maxreq)) return 2; break;
         case O_QUEUE: if (cli_parse_int("--max-queue", optarg, 0, 1 << 24, &queue)) return 2; break;
+        case O_READ_TIMEOUT:
+            if (cli_parse_double("--request-read-timeout", optarg, &read_timeout)) return 2;
+            if (!isfinite(read_timeout) || read_timeout <= 0) {
+                fprintf(stderr, "inferd serve: --request-read-timeout takes a finite number of "
+                                "seconds > 0, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_PER_IP:
+            if (cli_parse_int("--max-connections-per-ip", optarg, 0, 4096, &per_ip)) return 2;
+            break;
         case O_SHUT:
             if (cli_parse_double("--shutdown-timeout", optarg, &shutdown_timeout)) return 2;
             if (!isfinite(shutdown_timeout) || shutdown_timeout < 0) {
@@ -308,7 +328,8 @@ int cli_serve(int argc, char **argv)
     api_ctx *api = NULL;
     inferd_error e = {{0}};
     srv_options so = {.host = host, .port = (int)port, .api_key = key,
-                      .max_request_bytes = (size_t)maxreq, .access_log = access_log};
+                      .max_request_bytes = (size_t)maxreq, .access_log = access_log,
+                      .request_read_timeout_s = read_timeout, .max_connections_per_ip = (int)per_ip};
     if (srv_start(&so, &srv, &e))
         goto err;
     int bound = srv_port(srv);

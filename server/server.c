@@ -10,6 +10,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,13 @@
 #include <unistd.h>
 
 #include "server/server.h"
+
+/* A connection as the read watchdog sees it (MHD's socket context). */
+typedef struct watch {
+    struct watch *prev, *next;
+    int fd;
+    double deadline;             /* its request must be in by then; 0: being answered */
+} watch;
 
 struct srv_server {
     struct MHD_Daemon *d;
@@ -34,6 +42,14 @@ struct srv_server {
     atomic_int aborting;         /* srv_stop: every wait gives up */
     int port;
     int quiesced;                /* no longer accepting */
+    /* The read watchdog: MHD renews its connection timeout with each byte,
+     * so a client trickling bytes would hold a connection (and its thread)
+     * for ever; this thread closes those whose deadline passed. */
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    watch *watched;              /* every open connection */
+    int wd_started, wd_stop;
+    pthread_t wd;
 };
 
 /* One HTTP request (MHD's con_cls). */
@@ -183,6 +199,90 @@ static void uncount(srv_server *s, int *counted)
     }
 }
 
+/* ---- slow clients ---- */
+
+static void watch_set(srv_server *s, struct MHD_Connection *mc, double deadline)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    watch *w = ci ? ci->socket_context : NULL;
+    if (!w)
+        return;
+    pthread_mutex_lock(&s->wmu);
+    w->deadline = deadline;
+    pthread_mutex_unlock(&s->wmu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    srv_server *s = cls;
+    watch *w = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        if (!(w = calloc(1, sizeof *w)))
+            return; /* unwatched: MHD's idle timeout still ends it */
+        w->fd = conn_fd(mc);
+        w->deadline = now_seconds() + s->o.request_read_timeout_s;
+        pthread_mutex_lock(&s->wmu);
+        w->next = s->watched;
+        if (s->watched)
+            s->watched->prev = w;
+        s->watched = w;
+        pthread_mutex_unlock(&s->wmu);
+        *socket_context = w;
+        return;
+    }
+    if (!w)
+        return;
+    /* MHD closes the socket after this call: under wmu, the watchdog never
+     * shuts down a descriptor already given to another connection. */
+    pthread_mutex_lock(&s->wmu);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->watched = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&s->wmu);
+    free(w);
+    *socket_context = NULL;
+}
+
+static void *watchdog(void *arg)
+{
+    srv_server *s = arg;
+    long closed = 0;
+    double told = 0;
+    pthread_mutex_lock(&s->wmu);
+    while (!s->wd_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->wcv, &s->wmu, &ts);
+        double now = now_seconds();
+        for (watch *w = s->watched; w; w = w->next)
+            if (w->deadline > 0 && now > w->deadline && w->fd >= 0) {
+                /* MHD's thread sees EOF and closes the connection itself */
+                shutdown(w->fd, SHUT_RDWR);
+                w->deadline = 0;
+                closed++;
+            }
+        /* one line per 10 s at most: an attack must not flood the log */
+        if (closed && now - told >= 10) {
+            fprintf(stderr, "inferd: closed %ld connections that sent no whole request within "
+                    "%gs (--request-read-timeout)\n", closed, s->o.request_read_timeout_s);
+            closed = 0;
+            told = now;
+        }
+    }
+    pthread_mutex_unlock(&s->wmu);
+    return NULL;
+}
+
 /* ---- SSE ---- */
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -329,6 +429,7 @@ static enum MHD_Result answer(conn *c)
 
 static enum MHD_Result dispatch(conn *c)
 {
+    watch_set(c->s, c->mc, 0); /* the request is in: no deadline while it is answered */
     enum MHD_Result ok = answer(c);
     uncount(c->s, &c->counted);   /* a stream took it over already */
     return ok;
@@ -435,6 +536,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     sb_free(&c->body);
     free(c);
     *con_cls = NULL;
+    /* keep-alive: the next request, idle time included, has its deadline */
+    watch_set(s, mc, now_seconds() + s->o.request_read_timeout_s);
 }
 
 /* ---- lifecycle ---- */
@@ -450,6 +553,10 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
     s->o = *o;
     if (!s->o.max_request_bytes)
         s->o.max_request_bytes = (size_t)32 << 20;
+    if (!(s->o.request_read_timeout_s > 0))
+        s->o.request_read_timeout_s = 30;
+    pthread_mutex_init(&s->wmu, NULL);
+    pthread_cond_init(&s->wcv, NULL);
     if (o->api_key && *o->api_key)
         s->api_key = strdup(o->api_key);
     const char *host = o->host && *o->host ? o->host : "0.0.0.0";
@@ -472,6 +579,9 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
                             MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                            (unsigned)(o->max_connections_per_ip > 0 ? o->max_connections_per_ip : 0),
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                             MHD_OPTION_THREAD_STACK_SIZE, (size_t)1 << 20,
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                             MHD_OPTION_END);
@@ -480,6 +590,11 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
                 "machine?)", host, o->port);
         goto err;
     }
+    if (pthread_create(&s->wd, NULL, watchdog, s)) {
+        err_set(e, "cannot start the server's read watchdog thread");
+        goto err;
+    }
+    s->wd_started = 1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : o->port;
     freeaddrinfo(ai);
@@ -488,6 +603,10 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
 err:
     if (ai)
         freeaddrinfo(ai);
+    if (s->d)
+        MHD_stop_daemon(s->d);
+    pthread_cond_destroy(&s->wcv);
+    pthread_mutex_destroy(&s->wmu);
     free(s->api_key);
     free(s);
     return -1;
@@ -521,7 +640,16 @@ void srv_stop(srv_server *s)
     if (!s)
         return;
     atomic_store(&s->aborting, 1);
-    MHD_stop_daemon(s->d);
+    if (s->wd_started) {
+        pthread_mutex_lock(&s->wmu);
+        s->wd_stop = 1;
+        pthread_cond_signal(&s->wcv);
+        pthread_mutex_unlock(&s->wmu);
+        pthread_join(s->wd, NULL);
+    }
+    MHD_stop_daemon(s->d); /* its connections' CLOSED notes empty s->watched */
+    pthread_cond_destroy(&s->wcv);
+    pthread_mutex_destroy(&s->wmu);
     free(s->api_key);
     free(s);
 }
