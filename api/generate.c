@@ -94,7 +94,8 @@ static char *token_text(api_gen *g, int32_t id)
     strbuf b = {0};
     api_append_valid_utf8(&b, s, n);
     free(s);
-    return sb_steal(&b);
+    char *text = sb_steal(&b);
+    return text ? text : strdup(""); /* out of memory: the entry shows no text */
 }
 
 /* Pushes id through c's detokenizer (or flushes it when id < 0) and appends

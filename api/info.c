@@ -26,8 +26,14 @@ void api_on_metrics(api_ctx *a, const api_call *c, api_response *r)
 {
     strbuf o = {0};
     api_metrics_text(a, &o);
+    size_t n = o.n;
+    char *text = sb_steal(&o);
+    if (!text) {
+        api_set_error(r, 500, NULL, "out of memory rendering the metrics");
+        return;
+    }
     r->status = 200;
     r->content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r->len = o.n;
-    r->body = sb_steal(&o);
+    r->len = n;
+    r->body = text;
 }

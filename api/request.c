@@ -367,6 +367,11 @@ static json_t *normalize_messages(api_gen *g, json_t *msgs)
                 sb_append(&t, json_string_value(tx), json_string_length(tx));
             }
             char *s = sb_steal(&t);
+            if (!s) {
+                json_decref(nm);
+                api_gen_fail(g, 500, NULL, "out of memory joining messages[%zu].content", i);
+                goto err;
+            }
             json_object_set_new(nm, "content", json_string(s));
             free(s);
         } else if (!json_is_string(c) &&

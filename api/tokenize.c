@@ -68,8 +68,9 @@ void api_on_tokenize(api_ctx *a, const api_call *c, api_response *r)
     for (size_t i = 0; i < n; i++) {
         json_array_append_new(toks, json_integer(ids[i]));
         if (strs) {
-            const char *s = tok_id_to_token(a->tok, ids[i]);
-            json_t *js = s ? json_string(s) : NULL;
+            size_t sl;
+            const char *s = tok_id_to_token(a->tok, ids[i], &sl);
+            json_t *js = s ? json_stringn(s, sl) : NULL;
             json_array_append_new(ts, js ? js : json_string(""));
         }
     }

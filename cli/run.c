@@ -264,7 +264,8 @@ static char *read_message(int tty)
             break;
     }
     char *msg = sb_steal(&b);
-    add_history(msg);
+    if (msg)
+        add_history(msg);
     return msg;
 }
 

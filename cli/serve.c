@@ -1,10 +1,16 @@
 /* inferd serve: the OpenAI-compatible server. It listens first (so /health
  * answers 503 while the model loads), loads the model, tokenizer and chat
- * template, starts the engine, and serves until SIGINT or SIGTERM; then it
- * stops accepting, lets requests in flight finish (--shutdown-timeout) and
- * exits 0. Flag names are vLLM's where vLLM has the flag. */
+ * template, starts the engine, and serves until SIGINT, SIGTERM or SIGHUP;
+ * then it stops accepting, lets requests in flight finish
+ * (--shutdown-timeout, cut short by a second signal) and exits 0. SIGHUP
+ * (a closed terminal, a supervisor) drains like SIGTERM: there is no
+ * configuration to reload, and uvicorn, so vLLM, leaves it at its default,
+ * which kills at once and cuts every stream. Flag names are vLLM's where
+ * vLLM has the flag. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,14 +60,22 @@ static void serve_usage(FILE *f)
         "  --seed N                    seed for requests that bring none (default 0)\n"
         "  --max-logprobs N            top_logprobs at most (default 20)\n"
         "  --max-request-bytes N       larger request bodies get 413 (default 33554432)\n"
+        "  --request-read-timeout SECONDS  a connection whose request (headers and body)\n"
+        "                              is not in whole this long after it opened or its\n"
+        "                              last answer ended is closed (default 30; not\n"
+        "                              renewed by each byte: slow clients end)\n"
+        "  --max-connections-per-ip N  connections one client address may hold, of 4096\n"
+        "                              (default 1024; 0 = no cap; raise it behind a\n"
+        "                              proxy or load balancer that is one address)\n"
         "  --max-queue N               requests waiting beyond --max-num-seqs before 503\n"
         "                              with Retry-After (default 1024; 0 = unlimited)\n"
-        "  --shutdown-timeout SECONDS  on SIGINT/SIGTERM, wait this long for requests in\n"
-        "                              flight (default 30)\n"
+        "  --shutdown-timeout SECONDS  on SIGINT/SIGTERM/SIGHUP, wait this long for\n"
+        "                              requests in flight (default 30); a second\n"
+        "                              signal stops at once\n"
         "  --disable-log-requests      no access log line per request\n"
         "  -h, --help                  this text\n\n"
         "Environment: INFERD_API_KEY (same as --api-key); INFERD_STEP_LOG=FILE (one line\n"
-        "per engine step: batch shape and host/forward times, see README); INFERD_WARMUP=0\n"
+        "per engine step: batch shape and host/forward times, docs/benchmarks.md); INFERD_WARMUP=0\n"
         "(on a GPU, skip the warm-up request that runs before the server reports ready).\n");
 }
 
@@ -122,6 +136,30 @@ static void on_signal(int sig)
     errno = saved;
 }
 
+static const char *sig_name(int sig)
+{
+    return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+}
+
+/* Waits up to timeout_s for the requests in flight, and no longer once a
+ * second signal arrives: whoever sends it does not want to wait. Returns
+ * how many still run. */
+static int drain(srv_server *srv, double timeout_s)
+{
+    const double until = now_seconds() + timeout_s;
+    int left = srv_drain(srv, 0);
+    while (left > 0 && now_seconds() < until) {
+        struct pollfd p = {.fd = sig_pipe[0], .events = POLLIN};
+        unsigned char sig;
+        if (poll(&p, 1, 20) > 0 && read(sig_pipe[0], &sig, 1) == 1) {
+            fprintf(stderr, "inferd: second signal (%s): stopping now\n", sig_name(sig));
+            break;
+        }
+        left = srv_drain(srv, 0);
+    }
+    return left;
+}
+
 /* "4GiB", "512MiB", "1.5G", "1000000": binary units for K/M/G/KiB/MiB/GiB,
  * decimal for KB/MB/GB, bytes without a suffix. */
 static int parse_size(const char *s, size_t *out)
@@ -155,7 +193,7 @@ int cli_serve(int argc, char **argv)
 {
     enum { O_HOST = 256, O_PORT, O_NAME, O_KEY, O_MAXLEN, O_SEQS, O_BATCHED, O_KV, O_NOPC,
            O_THREADS, O_DEVICE, O_PRECISION, O_GPU_UTIL, O_TMPL, O_SEED, O_LOGPROBS, O_MAXREQ, O_QUEUE, O_SHUT,
-           O_NOLOG, O_MODEL };
+           O_NOLOG, O_MODEL, O_READ_TIMEOUT, O_PER_IP };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST}, {"port", required_argument, 0, O_PORT},
         {"served-model-name", required_argument, 0, O_NAME},
@@ -171,6 +209,8 @@ int cli_serve(int argc, char **argv)
         {"chat-template", required_argument, 0, O_TMPL}, {"seed", required_argument, 0, O_SEED},
         {"max-logprobs", required_argument, 0, O_LOGPROBS},
         {"max-request-bytes", required_argument, 0, O_MAXREQ},
+        {"request-read-timeout", required_argument, 0, O_READ_TIMEOUT},
+        {"max-connections-per-ip", required_argument, 0, O_PER_IP},
         {"max-queue", required_argument, 0, O_QUEUE},
         {"shutdown-timeout", required_argument, 0, O_SHUT},
         {"disable-log-requests", no_argument, 0, O_NOLOG},
@@ -180,8 +220,8 @@ int cli_serve(int argc, char **argv)
     const char *host = "0.0.0.0", *name = NULL, *key = getenv("INFERD_API_KEY");
     const char *dir = NULL, *tmpl_path = NULL, *device = "cpu", *precision = NULL;
     long port = 8000, maxlen = 0, seqs = 256, batched = 0, threads = 0, seed = 0;
-    long max_logprobs = 20, maxreq = 32L << 20, queue = 1024;
-    double shutdown_timeout = 30;
+    long max_logprobs = 20, maxreq = 32L << 20, queue = 1024, per_ip = 1024;
+    double shutdown_timeout = 30, read_timeout = 30;
     size_t kv_bytes = (size_t)4 << 30;
     int kv_given = 0;
     double gpu_util = 0.9;
@@ -225,8 +265,24 @@ int cli_serve(int argc, char **argv)
             break;
         case O_MAXREQ: if (cli_parse_int("--max-request-bytes", optarg, 1, 1L << 34, &maxreq)) return 2; break;
         case O_QUEUE: if (cli_parse_int("--max-queue", optarg, 0, 1 << 24, &queue)) return 2; break;
+        case O_READ_TIMEOUT:
+            if (cli_parse_double("--request-read-timeout", optarg, &read_timeout)) return 2;
+            if (!isfinite(read_timeout) || read_timeout <= 0) {
+                fprintf(stderr, "inferd serve: --request-read-timeout takes a finite number of "
+                                "seconds > 0, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_PER_IP:
+            if (cli_parse_int("--max-connections-per-ip", optarg, 0, 4096, &per_ip)) return 2;
+            break;
         case O_SHUT:
             if (cli_parse_double("--shutdown-timeout", optarg, &shutdown_timeout)) return 2;
+            if (!isfinite(shutdown_timeout) || shutdown_timeout < 0) {
+                fprintf(stderr, "inferd serve: --shutdown-timeout takes a finite number of seconds "
+                                ">= 0, got '%s'\n", optarg);
+                return 2;
+            }
             break;
         case O_NOLOG: access_log = 0; break;
         case O_MODEL: dir = optarg; break;
@@ -258,6 +314,7 @@ int cli_serve(int argc, char **argv)
     sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     int rc = 1;
@@ -271,7 +328,8 @@ int cli_serve(int argc, char **argv)
     api_ctx *api = NULL;
     inferd_error e = {{0}};
     srv_options so = {.host = host, .port = (int)port, .api_key = key,
-                      .max_request_bytes = (size_t)maxreq, .access_log = access_log};
+                      .max_request_bytes = (size_t)maxreq, .access_log = access_log,
+                      .request_read_timeout_s = read_timeout, .max_connections_per_ip = (int)per_ip};
     if (srv_start(&so, &srv, &e))
         goto err;
     int bound = srv_port(srv);
@@ -294,7 +352,7 @@ int cli_serve(int argc, char **argv)
         goto wait;
     }
     if (mdl_load(dir, &mo, &m, &e) || ld_generation_config_load(dir, &gc, &e) ||
-        tok_load(dir, &tok, &e))
+        tok_load(dir, &tok, &e) || tok_check_model_vocab(tok, mdl_config(m)->vocab_size, &e))
         goto err;
     if (tmpl_chat_load(dir, tmpl_path, &chat, &e)) {
         if (tmpl_path)
@@ -379,8 +437,8 @@ wait:;
     while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR)
         ;
     fprintf(stderr, "inferd: %s: no new connections; waiting up to %gs for requests in "
-                    "flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM", shutdown_timeout);
-    int left = srv_drain(srv, shutdown_timeout);
+                    "flight (a second signal stops at once)\n", sig_name(sig), shutdown_timeout);
+    int left = drain(srv, shutdown_timeout);
     if (left > 0)
         fprintf(stderr, "inferd: cancelling %d requests still running\n", left);
     rc = 0;
@@ -400,6 +458,7 @@ err:
     sig_pipe[0] = sig_pipe[1] = -1;
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     if (!rc)
         fprintf(stderr, "inferd: stopped\n");
     return rc;

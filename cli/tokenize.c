@@ -22,6 +22,10 @@ static int read_stdin(char **data, size_t *len)
     }
     *len = b.n;
     *data = sb_steal(&b);
+    if (!*data) {
+        fprintf(stderr, "inferd: out of memory reading stdin\n");
+        return -1;
+    }
     return 0;
 }
 

@@ -186,8 +186,11 @@ void sb_printf(strbuf *b, const char *fmt, ...)
 
 char *sb_steal(strbuf *b)
 {
-    sb_reserve(b, 0);
-    char *p = b->p;
+    /* Callers cut a buffer back by setting n, so the NUL goes where n says;
+     * a buffer never written to has no bytes at all yet. */
+    char *p = b->p ? b->p : malloc(1);
+    if (p)
+        p[b->p ? b->n : 0] = 0;
     b->p = NULL;
     b->n = b->cap = 0;
     return p;
@@ -224,7 +227,10 @@ int file_read_all(const char *path, size_t max, char **data, size_t *len,
     }
     fclose(f);
     *len = b.n;
-    *data = sb_steal(&b);
+    if (!(*data = sb_steal(&b))) {
+        err_set(e, "out of memory reading %s", path);
+        return -1;
+    }
     return 0;
 err:
     fclose(f);

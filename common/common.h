@@ -47,7 +47,10 @@ void sb_puts(strbuf *b, const char *s);
 void sb_putc(strbuf *b, char c);
 void sb_printf(strbuf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-char *sb_steal(strbuf *b); /* returns the string (never NULL), leaves b empty */
+/* Hands the string over and leaves b empty: always NUL-terminated at b->n
+ * ("" when nothing was written), NULL only when memory runs out (callers
+ * check). The caller frees it. */
+char *sb_steal(strbuf *b);
 void sb_free(strbuf *b);
 
 /* Read a whole file; refuses files larger than max bytes. *data is

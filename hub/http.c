@@ -86,7 +86,9 @@ char *hub_url_escape(const char *s, int keep_slash)
         else
             sb_printf(&b, "%%%02X", *p);
     }
-    return sb_steal(&b);
+    char *out = sb_steal(&b);
+    if (!out) abort(); /* out of memory: as hub_xstrdup */
+    return out;
 }
 
 /* Authorization only to the origin the token belongs to. */

@@ -77,7 +77,9 @@ char *hub_xprintf(const char *fmt, ...)
     }
     va_end(ap2);
     va_end(ap);
-    return sb_steal(&b);
+    char *p = sb_steal(&b);
+    if (!p) abort(); /* as hub_xstrdup */
+    return p;
 }
 
 const char *hub_human(long long n, char buf[32])

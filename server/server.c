@@ -4,11 +4,14 @@
  * an SSE response from a content-reader callback that waits on the
  * engine's events; either way it polls its own socket between waits, so a
  * client that hangs up cancels its request within ~100 ms and the engine
- * frees its KV blocks at its next step. */
+ * frees its KV blocks at its next step. A client that only half-closed
+ * (shutdown(SHUT_WR) after sending) still gets its answer. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,13 @@
 #include <unistd.h>
 
 #include "server/server.h"
+
+/* A connection as the read watchdog sees it (MHD's socket context). */
+typedef struct watch {
+    struct watch *prev, *next;
+    int fd;
+    double deadline;             /* its request must be in by then; 0: being answered */
+} watch;
 
 struct srv_server {
     struct MHD_Daemon *d;
@@ -33,6 +43,14 @@ struct srv_server {
     atomic_int aborting;         /* srv_stop: every wait gives up */
     int port;
     int quiesced;                /* no longer accepting */
+    /* The read watchdog: MHD renews its connection timeout with each byte,
+     * so a client trickling bytes would hold a connection (and its thread)
+     * for ever; this thread closes those whose deadline passed. */
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    watch *watched;              /* every open connection */
+    int wd_started, wd_stop;
+    pthread_t wd;
 };
 
 /* One HTTP request (MHD's con_cls). */
@@ -41,8 +59,10 @@ typedef struct conn {
     struct MHD_Connection *mc;
     strbuf body;
     int too_large, streamed;
+    int smuggled;                /* Content-Length headers that disagree */
     int counted;                 /* holds one of s->active */
-    double t0;
+    int http11;                  /* may be sent interim (1xx) responses */
+    double t0, probed_at;
     int status, prompt_tokens, completion_tokens;
     char method[16], path[256], peer[64];
 } conn;
@@ -55,7 +75,7 @@ typedef struct sse_ctx {
     size_t off;
     int ended, fd;
     int counted;                 /* holds one of s->active (taken from the conn) */
-    double t0;
+    double t0, probed_at;
     char method[16], path[256], peer[64];
 } sse_ctx;
 
@@ -70,20 +90,37 @@ static void log_line(const srv_server *s, const char *peer, const char *method,
             peer, method, path, status, pt, ct, now_seconds() - t0);
 }
 
-/* A peer that closed its end shows up as readable with nothing to read
- * (or as RDHUP/HUP/ERR); a pipelined next request is readable with data. */
-static int fd_alive(int fd)
+/* What poll tells of a client's socket. A client that closed its socket
+ * and one that only shut down its sending side once the request was sent
+ * (shutdown(SHUT_WR), as some clients and proxies do) look the same, EOF,
+ * until something is sent to them: only a closed socket answers data with
+ * RST, which shows as HUP/ERR. A pipelined next request is data, not EOF. */
+enum { PEER_ALIVE, PEER_EOF, PEER_GONE };
+
+static int peer_state(int fd)
 {
     if (fd < 0)
-        return 1;
+        return PEER_ALIVE;
     struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
     if (poll(&p, 1, 0) <= 0)
-        return 1;
-    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
-        return 0;
+        return PEER_ALIVE;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+        return PEER_GONE;
+    if (p.revents & POLLRDHUP)
+        return PEER_EOF;
     char c;
-    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n != 0;
+    return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0 ? PEER_EOF : PEER_ALIVE;
+}
+
+/* A client at EOF is sent something harmless at most once a second, so
+ * that a closed one answers with RST and its request is cancelled. */
+static int probe_due(double *last)
+{
+    double now = now_seconds();
+    if (now - *last < 1.0)
+        return 0;
+    *last = now;
+    return 1;
 }
 
 static int conn_fd(struct MHD_Connection *mc)
@@ -93,10 +130,23 @@ static int conn_fd(struct MHD_Connection *mc)
     return ci ? (int)ci->connect_fd : -1;
 }
 
+/* Before the answer, the one thing HTTP/1.1 lets a server send is an
+ * interim response, which clients must skip (RFC 9110, 15.2); HTTP/1.0
+ * clients get none, and a closed one of them is found when the answer is
+ * written. */
+static const char PROBE_1XX[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
 static int conn_alive(void *cls)
 {
     conn *c = cls;
-    return !atomic_load(&c->s->aborting) && fd_alive(conn_fd(c->mc));
+    if (atomic_load(&c->s->aborting))
+        return 0;
+    int fd = conn_fd(c->mc), st = peer_state(fd);
+    if (st == PEER_EOF && c->http11 && probe_due(&c->probed_at) &&
+        send(fd, PROBE_1XX, sizeof PROBE_1XX - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+        errno != EAGAIN && errno != EWOULDBLOCK)
+        st = PEER_GONE;
+    return st != PEER_GONE;
 }
 
 /* Compares in time that depends on the expected key's length only. */
@@ -150,6 +200,90 @@ static void uncount(srv_server *s, int *counted)
     }
 }
 
+/* ---- slow clients ---- */
+
+static void watch_set(srv_server *s, struct MHD_Connection *mc, double deadline)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    watch *w = ci ? ci->socket_context : NULL;
+    if (!w)
+        return;
+    pthread_mutex_lock(&s->wmu);
+    w->deadline = deadline;
+    pthread_mutex_unlock(&s->wmu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    srv_server *s = cls;
+    watch *w = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        if (!(w = calloc(1, sizeof *w)))
+            return; /* unwatched: MHD's idle timeout still ends it */
+        w->fd = conn_fd(mc);
+        w->deadline = now_seconds() + s->o.request_read_timeout_s;
+        pthread_mutex_lock(&s->wmu);
+        w->next = s->watched;
+        if (s->watched)
+            s->watched->prev = w;
+        s->watched = w;
+        pthread_mutex_unlock(&s->wmu);
+        *socket_context = w;
+        return;
+    }
+    if (!w)
+        return;
+    /* MHD closes the socket after this call: under wmu, the watchdog never
+     * shuts down a descriptor already given to another connection. */
+    pthread_mutex_lock(&s->wmu);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->watched = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&s->wmu);
+    free(w);
+    *socket_context = NULL;
+}
+
+static void *watchdog(void *arg)
+{
+    srv_server *s = arg;
+    long closed = 0;
+    double told = 0;
+    pthread_mutex_lock(&s->wmu);
+    while (!s->wd_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->wcv, &s->wmu, &ts);
+        double now = now_seconds();
+        for (watch *w = s->watched; w; w = w->next)
+            if (w->deadline > 0 && now > w->deadline && w->fd >= 0) {
+                /* MHD's thread sees EOF and closes the connection itself */
+                shutdown(w->fd, SHUT_RDWR);
+                w->deadline = 0;
+                closed++;
+            }
+        /* one line per 10 s at most: an attack must not flood the log */
+        if (closed && now - told >= 10) {
+            fprintf(stderr, "inferd: closed %ld connections that sent no whole request within "
+                    "%gs (--request-read-timeout)\n", closed, s->o.request_read_timeout_s);
+            closed = 0;
+            told = now;
+        }
+    }
+    pthread_mutex_unlock(&s->wmu);
+    return NULL;
+}
+
 /* ---- SSE ---- */
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -175,11 +309,17 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
         int rc = api_stream_next(x->st, &x->pending, 100);
-        if (rc < 0)
+        if (rc < 0) {
             x->ended = 1;
-        else if (rc == 0 && !fd_alive(x->fd)) {
-            uncount(x->s, &x->counted);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+        } else if (rc == 0) {
+            int st = peer_state(x->fd);
+            if (st == PEER_GONE) {
+                uncount(x->s, &x->counted);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            /* an SSE comment line: clients skip it */
+            if (st == PEER_EOF && probe_due(&x->probed_at))
+                sb_puts(&x->pending, ": keep-alive\n\n");
         }
     }
 }
@@ -242,6 +382,8 @@ static enum MHD_Result answer(conn *c)
 {
     srv_server *s = c->s;
     api_ctx *a = atomic_load(&s->api);
+    if (c->smuggled)
+        return send_error(c, 400, NULL, "the request has Content-Length headers that disagree", 0);
     if (c->too_large) {
         char msg[160];
         snprintf(msg, sizeof msg, "the request body is larger than the limit of %zu bytes "
@@ -260,7 +402,14 @@ static enum MHD_Result answer(conn *c)
     if (!a)
         return send_error(c, 503, NULL, "the model is still loading; retry shortly", 5);
     api_response ar;
-    api_handle(a, c->method, c->path, c->body.p, c->body.n, conn_alive, c, &ar);
+    /* HEAD is GET without the body (RFC 9110 9.3.2), which MHD leaves out
+     * itself; a route without GET answers HEAD as api/ says (405). */
+    int head = !strcmp(c->method, "HEAD");
+    api_handle(a, head ? "GET" : c->method, c->path, c->body.p, c->body.n, conn_alive, c, &ar);
+    if (head && ar.status == 405) {
+        api_response_clear(&ar);
+        api_handle(a, c->method, c->path, c->body.p, c->body.n, conn_alive, c, &ar);
+    }
     if (ar.stream)
         return send_stream(c, &ar);
     c->status = ar.status;
@@ -281,9 +430,31 @@ static enum MHD_Result answer(conn *c)
 
 static enum MHD_Result dispatch(conn *c)
 {
+    watch_set(c->s, c->mc, 0); /* the request is in: no deadline while it is answered */
     enum MHD_Result ok = answer(c);
     uncount(c->s, &c->counted);   /* a stream took it over already */
     return ok;
+}
+
+/* Two Content-Length headers of different values frame the body one way
+ * here (MHD reads the first) and maybe the other way in a proxy in front:
+ * request smuggling. RFC 9112 6.3 makes that an error; equal ones are one. */
+typedef struct cl_scan {
+    const char *first;
+    int differ;
+} cl_scan;
+
+static enum MHD_Result scan_content_length(void *cls, enum MHD_ValueKind kind, const char *key,
+                                           const char *value)
+{
+    cl_scan *sc = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+        return MHD_YES;
+    if (!sc->first)
+        sc->first = value ? value : "";
+    else if (strcmp(sc->first, value ? value : ""))
+        sc->differ = 1;
+    return MHD_YES;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
@@ -300,6 +471,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         c->mc = mc;
         c->t0 = now_seconds();
         snprintf(c->method, sizeof c->method, "%s", method);
+        c->http11 = !strcmp(version, MHD_HTTP_VERSION_1_1);
         snprintf(c->path, sizeof c->path, "%s", url);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -317,6 +489,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         *con_cls = c;
         c->counted = 1;
         atomic_fetch_add(&s->active, 1);
+        cl_scan sc = {0};
+        MHD_get_connection_values(mc, MHD_HEADER_KIND, scan_content_length, &sc);
+        if (sc.differ) {
+            c->smuggled = 1;
+            return dispatch(c);
+        }
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         /* Refuse an announced oversized body before reading any of it. */
@@ -337,6 +515,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     return dispatch(c);
 }
 
+/* A percent-encoded NUL would cut the decoded path short ("/health%00/x"
+ * routed to /health): a path or query value holding one stays encoded, so
+ * it matches no route. */
+static size_t unescape(void *cls, struct MHD_Connection *mc, char *s)
+{
+    return strstr(s, "%00") ? strlen(s) : MHD_http_unescape(s);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
                          enum MHD_RequestTerminationCode why)
 {
@@ -351,6 +537,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     sb_free(&c->body);
     free(c);
     *con_cls = NULL;
+    /* keep-alive: the next request, idle time included, has its deadline */
+    watch_set(s, mc, now_seconds() + s->o.request_read_timeout_s);
 }
 
 /* ---- lifecycle ---- */
@@ -366,6 +554,10 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
     s->o = *o;
     if (!s->o.max_request_bytes)
         s->o.max_request_bytes = (size_t)32 << 20;
+    if (!(s->o.request_read_timeout_s > 0))
+        s->o.request_read_timeout_s = 30;
+    pthread_mutex_init(&s->wmu, NULL);
+    pthread_cond_init(&s->wcv, NULL);
     if (o->api_key && *o->api_key)
         s->api_key = strdup(o->api_key);
     const char *host = o->host && *o->host ? o->host : "0.0.0.0";
@@ -385,8 +577,12 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
     s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                            (unsigned)(o->max_connections_per_ip > 0 ? o->max_connections_per_ip : 0),
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                             MHD_OPTION_THREAD_STACK_SIZE, (size_t)1 << 20,
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                             MHD_OPTION_END);
@@ -395,6 +591,11 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
                 "machine?)", host, o->port);
         goto err;
     }
+    if (pthread_create(&s->wd, NULL, watchdog, s)) {
+        err_set(e, "cannot start the server's read watchdog thread");
+        goto err;
+    }
+    s->wd_started = 1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : o->port;
     freeaddrinfo(ai);
@@ -403,6 +604,10 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
 err:
     if (ai)
         freeaddrinfo(ai);
+    if (s->d)
+        MHD_stop_daemon(s->d);
+    pthread_cond_destroy(&s->wcv);
+    pthread_mutex_destroy(&s->wmu);
     free(s->api_key);
     free(s);
     return -1;
@@ -436,7 +641,16 @@ void srv_stop(srv_server *s)
     if (!s)
         return;
     atomic_store(&s->aborting, 1);
-    MHD_stop_daemon(s->d);
+    if (s->wd_started) {
+        pthread_mutex_lock(&s->wmu);
+        s->wd_stop = 1;
+        pthread_cond_signal(&s->wcv);
+        pthread_mutex_unlock(&s->wmu);
+        pthread_join(s->wd, NULL);
+    }
+    MHD_stop_daemon(s->d); /* its connections' CLOSED notes empty s->watched */
+    pthread_cond_destroy(&s->wcv);
+    pthread_mutex_destroy(&s->wmu);
     free(s->api_key);
     free(s);
 }

@@ -19,6 +19,12 @@ typedef struct srv_options {
     const char *api_key;         /* NULL or "": no authentication */
     size_t max_request_bytes;    /* larger bodies get 413 (default 32 MiB) */
     int access_log;              /* one line per request on stderr */
+    /* Slow clients: a connection is closed when its request is not in whole
+     * (headers and body) this long after the connection opened or its
+     * previous answer ended — a deadline, not renewed by each byte (0 = 30 s);
+     * one client address holds at most this many connections (0 = no cap). */
+    double request_read_timeout_s;
+    int max_connections_per_ip;
 } srv_options;
 
 /* Starts listening at once; until srv_set_api every route but /health and

@@ -346,8 +346,11 @@ static int str_format(jctx *c, const node *at, const val *fmt, jargs *a, val *ou
         val cv;
         if (conv) {
             strbuf t = {0};
-            if (*conv == 'r') v_repr(v, &t);
-            else v_to_str(v, &t);
+            if (*conv == 'r' ? v_repr(v, &t) : v_to_str(v, &t)) {
+                sb_free(&t);
+                sb_free(&b);
+                return jn_too_deep(c, at);
+            }
             cv = v_strdup(c->ar, t.p ? t.p : "", t.n);
             sb_free(&t);
             if (cv.t != V_STR) { sb_free(&b); return jn_oom(c, at); }
@@ -598,7 +601,9 @@ int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out)
         if (a->npos) memcpy(args->items, a->pos, a->npos * sizeof(val));
         args->n = a->npos;
         val now = mklist(args, V_TUPLE);
-        int changed = !lp->changed_called || !v_equal(&lp->changed_last, &now);
+        int same = lp->changed_called ? v_equal(&lp->changed_last, &now) : 0;
+        if (same < 0) return jn_too_deep(c, at);
+        int changed = !same;
         lp->changed_called = 1;
         lp->changed_last = now;
         *out = v_bool(changed);
@@ -626,8 +631,11 @@ int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out)
         if (NAMEIS("copy")) { *out = *self; return 0; }
         if (!a0) return jn_fail(c, at, "%s() takes exactly one argument (0 given)", name);
         int64_t k = 0, idx = -1;
-        for (size_t i = 0; i < self->u.l->n; i++)
-            if (v_equal(&self->u.l->items[i], a0)) { k++; if (idx < 0) idx = (int64_t)i; }
+        for (size_t i = 0; i < self->u.l->n; i++) {
+            int eq = v_equal(&self->u.l->items[i], a0);
+            if (eq < 0) return jn_too_deep(c, at);
+            if (eq) { k++; if (idx < 0) idx = (int64_t)i; }
+        }
         if (NAMEIS("count")) { *out = v_int(k); return 0; }
         if (idx < 0) return jn_fail(c, at, "value is not in list");
         *out = v_int(idx);
@@ -1141,7 +1149,8 @@ static int unique_now(jctx *c, const node *at, val v, jargs *a, val *out)
         if (attr && attr_path(c, at, k, attr, &k)) return -1;
         if (key_lower(c, &k, cs && v_truthy(cs), &k)) return jn_oom(c, at);
         int dup = 0;
-        for (size_t j = 0; j < ns && !dup; j++) dup = v_equal(&seen[j], &k);
+        for (size_t j = 0; j < ns && !dup; j++)
+            if ((dup = v_equal(&seen[j], &k)) < 0) return jn_too_deep(c, at);
         if (dup) continue;
         seen[ns++] = k;
         res->items[res->n++] = items->items[i];
@@ -1303,8 +1312,10 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         for (size_t i = 0; i < items->n; i++) {
             val x = items->items[i];
             if (attr && attr->t != V_NONE && attr_path(c, at, x, attr, &x)) { sb_free(&b); return -1; }
-            if (i && sep) v_to_str(sep, &b);
-            v_to_str(&x, &b);
+            if ((i && sep && v_to_str(sep, &b)) || v_to_str(&x, &b)) {
+                sb_free(&b);
+                return jn_too_deep(c, at);
+            }
         }
         return mkstr(c, at, &b, out);
     }

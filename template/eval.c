@@ -31,6 +31,11 @@ int jn_oom(jctx *c, const node *at)
                    c->mem_limit);
 }
 
+int jn_too_deep(jctx *c, const node *at)
+{
+    return jn_fail(c, at, "a value nests lists and dicts deeper than %d levels", JN_MAX_DEPTH);
+}
+
 int jn_undef_fail(jctx *c, const node *at, const val *u)
 {
     return jn_fail(c, at, "%.*s", (int)u->u.s.n, u->u.s.p ? u->u.s.p : "undefined value");
@@ -55,7 +60,10 @@ int jn_str(jctx *c, const node *at, const val *v, val *out)
 {
     if (v->t == V_STR) { *out = *v; return 0; }
     strbuf b = {0};
-    v_to_str(v, &b);
+    if (v_to_str(v, &b)) {
+        sb_free(&b);
+        return jn_too_deep(c, at);
+    }
     *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
     sb_free(&b);
     return out->t == V_STR ? 0 : jn_oom(c, at);
@@ -277,7 +285,7 @@ int jn_getitem(jctx *c, const node *at, val obj, val key, val *out)
         return 0;
     }
     strbuf b = {0};
-    v_repr(&key, &b);
+    v_repr(&key, &b); /* a key too deep to show in full: its first 100 bytes do */
     *out = jn_undef(c, "%s has no element %.*s", obj_type_repr(&obj), (int)(b.n > 100 ? 100 : b.n), b.p ? b.p : "");
     sb_free(&b);
     return 0;
@@ -616,8 +624,8 @@ static int contains(jctx *c, const node *at, const val *needle, const val *hay, 
         return 0;
     case V_LIST: case V_TUPLE:
         *out = 0;
-        for (size_t i = 0; i < hay->u.l->n; i++)
-            if (v_equal(&hay->u.l->items[i], needle)) { *out = 1; break; }
+        for (size_t i = 0; i < hay->u.l->n && !*out; i++)
+            if ((*out = v_equal(&hay->u.l->items[i], needle)) < 0) return jn_too_deep(c, at);
         return 0;
     case V_DICT:
         if (needle->t == V_LIST || needle->t == V_DICT || needle->t == V_NS)
@@ -631,7 +639,8 @@ static int contains(jctx *c, const node *at, const val *needle, const val *hay, 
         vlist *all;
         if (jn_gen_items(c, g, &all)) return -1;
         *out = 0;
-        while (g->pos < all->n && !*out) *out = v_equal(&all->items[g->pos++], needle);
+        while (g->pos < all->n && !*out)
+            if ((*out = v_equal(&all->items[g->pos++], needle)) < 0) return jn_too_deep(c, at);
         return 0;
     }
     default:
@@ -639,7 +648,7 @@ static int contains(jctx *c, const node *at, const val *needle, const val *hay, 
     }
 }
 
-static int cmp3(jctx *c, const node *at, int op, const val *a, const val *b, int *r)
+static int cmp3(jctx *c, const node *at, int op, const val *a, const val *b, int *r, int depth)
 {
     if (is_num(a) && is_num(b)) {
         if (a->t != V_FLOAT && b->t != V_FLOAT) *r = (inum(a) > inum(b)) - (inum(a) < inum(b));
@@ -653,10 +662,13 @@ static int cmp3(jctx *c, const node *at, int op, const val *a, const val *b, int
         return 0;
     }
     if ((a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t && !a->sub && !b->sub) {
+        if (depth >= JN_MAX_DEPTH) return jn_too_deep(c, at);
         size_t n = a->u.l->n < b->u.l->n ? a->u.l->n : b->u.l->n;
         for (size_t i = 0; i < n; i++) {
-            if (v_equal(&a->u.l->items[i], &b->u.l->items[i])) continue;
-            return cmp3(c, at, op, &a->u.l->items[i], &b->u.l->items[i], r);
+            int eq = v_equal(&a->u.l->items[i], &b->u.l->items[i]);
+            if (eq < 0) return jn_too_deep(c, at);
+            if (eq) continue;
+            return cmp3(c, at, op, &a->u.l->items[i], &b->u.l->items[i], r, depth + 1);
         }
         *r = (a->u.l->n > b->u.l->n) - (a->u.l->n < b->u.l->n);
         return 0;
@@ -671,15 +683,17 @@ int jn_compare(jctx *c, const node *at, int op, const val *a, const val *b, int 
 {
     int r = 0;
     switch (op) {
-    case OP_EQ: *out = v_equal(a, b); return 0;
-    case OP_NE: *out = !v_equal(a, b); return 0;
+    case OP_EQ: case OP_NE:
+        if ((r = v_equal(a, b)) < 0) return jn_too_deep(c, at);
+        *out = op == OP_EQ ? r : !r;
+        return 0;
     case OP_IN: return contains(c, at, a, b, out);
     case OP_NOTIN:
         if (contains(c, at, a, b, out)) return -1;
         *out = !*out;
         return 0;
     }
-    if (cmp3(c, at, op, a, b, &r)) return -1;
+    if (cmp3(c, at, op, a, b, &r, 0)) return -1;
     *out = op == OP_LT ? r < 0 : op == OP_LE ? r <= 0 : op == OP_GT ? r > 0 : r >= 0;
     return 0;
 }
@@ -810,8 +824,10 @@ static int eval_seq(jctx *c, node *n, int type, val *out)
 static int eval_node(jctx *c, node *n, val *out);
 
 /* `1 + 1 + ... + 1` parses as a loop but nests left-deep: bound the C
- * recursion it costs here rather than in the parser. */
-#define MAX_EVAL_DEPTH 2000
+ * recursion it costs here rather than in the parser. An eval level takes
+ * ~1.2 KB of stack under ASan: 2,000 overflowed the 1 MiB stack of an HTTP
+ * connection thread, 300 leave room for macro calls and value walks. */
+#define MAX_EVAL_DEPTH 300
 
 static int eval(jctx *c, node *n, val *out)
 {
@@ -1014,8 +1030,7 @@ static int exec_stmt(jctx *c, node *n, strbuf *out)
         if (eval(c, n->a, &v)) return X_ERR;
         if (v.t == V_STR) return emit(c, n, out, v.u.s.p, v.u.s.n);
         strbuf b = {0};
-        v_to_str(&v, &b);
-        int rc = emit(c, n, out, b.p ? b.p : "", b.n);
+        int rc = v_to_str(&v, &b) ? jn_too_deep(c, n) : emit(c, n, out, b.p ? b.p : "", b.n);
         sb_free(&b);
         return rc;
     }
@@ -1141,14 +1156,19 @@ int tmpl_render_limited(const tmpl_template *t, json_t *vars, const tmpl_limits 
         json_t *x;
         json_object_foreach(vars, k, x) {
             val v;
-            if (v_from_json(&ar, x, &v)) { jn_oom(&c, NULL); goto done; }
+            int fj = v_from_json(&ar, x, &v);
+            if (fj == -2) {
+                jn_fail(&c, NULL, "'%.100s' nests lists and dicts deeper than %d levels", k, JN_MAX_DEPTH);
+                goto done;
+            }
+            if (fj) { jn_oom(&c, NULL); goto done; }
             val kv = v_strdup(&ar, k, strlen(k));
             if (kv.t != V_STR || v_dict_set(&ar, c.f->vars, kv, v)) { jn_oom(&c, NULL); goto done; }
         }
     }
     if (exec_body(&c, (nodelist *)&t->body, &b) == X_ERR) goto done;
     *len = b.n;
-    *out = sb_steal(&b);
+    if (!(*out = sb_steal(&b))) { jn_oom(&c, NULL); goto done; }
     rc = 0;
 done:
     if (raised) *raised = c.raised;

@@ -104,6 +104,12 @@ int jn_parse(arena *a, const char *src, size_t len, nodelist *out,
              inferd_error *e);
 
 /* ---- value.c ---- */
+/* How deep lists, tuples and dicts may nest in every walk over a value
+ * (from JSON, str()/repr(), ==, <, tojson): each level is a C call on the
+ * 1 MiB stack of an HTTP connection thread, and a request's
+ * chat_template_kwargs nest as deep as jansson parses (2048). Python stops
+ * such walks with RecursionError near 1000; real tool schemas nest ~10. */
+#define JN_MAX_DEPTH 200
 extern const val V_NONE_VAL;
 val v_str(const char *p, size_t n);                 /* no copy */
 val v_strdup(arena *a, const char *p, size_t n);    /* copy into arena */
@@ -112,6 +118,7 @@ val v_float(double f);
 val v_bool(int b);
 val v_undef(const char *msg);
 int v_truthy(const val *v);
+/* Python's ==: 1 or 0; -1 when the values nest deeper than JN_MAX_DEPTH. */
 int v_equal(const val *a, const val *b);
 const char *v_typename(const val *v); /* Python type name: str, int, dict... */
 int v_list_push(arena *a, vlist *l, val v);
@@ -120,10 +127,12 @@ vdict *v_dict_new(arena *a, size_t cap);
 int v_dict_set(arena *a, vdict *d, val k, val v);
 val *v_dict_get(const vdict *d, const val *k);
 val *v_dict_gets(const vdict *d, const char *k, size_t n);
+/* -1: over the memory cap; -2: nested deeper than JN_MAX_DEPTH. */
 int v_from_json(arena *a, json_t *j, val *out);
-/* Python's str() of a value as Jinja prints it; repr for containers. */
-void v_to_str(const val *v, strbuf *b);
-void v_repr(const val *v, strbuf *b);
+/* Python's str() of a value as Jinja prints it; repr for containers.
+ * -1 (with part of the text in b) when it nests deeper than JN_MAX_DEPTH. */
+int v_to_str(const val *v, strbuf *b);
+int v_repr(const val *v, strbuf *b);
 void py_float_repr(double f, strbuf *b);
 /* json.dumps(v, ensure_ascii, indent (<0: none), separators, sort_keys);
  * fails on values JSON cannot hold (undefined, macros). */
@@ -207,6 +216,7 @@ int jn_fail(jctx *c, const node *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int jn_undef_fail(jctx *c, const node *at, const val *u);
 int jn_oom(jctx *c, const node *at);
+int jn_too_deep(jctx *c, const node *at); /* a walk met JN_MAX_DEPTH */
 val jn_undef(jctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int jn_str(jctx *c, const node *at, const val *v, val *out);
 int jn_iterate(jctx *c, const node *at, const val *v, vlist **out);

@@ -126,7 +126,7 @@ vdict *v_dict_new(arena *a, size_t cap)
 val *v_dict_get(const vdict *d, const val *k)
 {
     for (size_t i = 0; i < d->n; i++)
-        if (v_equal(&d->keys[i], k)) return &d->vals[i];
+        if (v_equal(&d->keys[i], k) == 1) return &d->vals[i]; /* keys too deep to compare: none */
     return NULL;
 }
 
@@ -180,7 +180,7 @@ int v_truthy(const val *v)
 static int is_num(const val *v) { return v->t == V_INT || v->t == V_FLOAT || v->t == V_BOOL; }
 static double num(const val *v) { return v->t == V_FLOAT ? v->u.f : v->t == V_INT ? (double)v->u.i : v->u.b; }
 
-int v_equal(const val *a, const val *b)
+static int equal_at(const val *a, const val *b, int depth)
 {
     if (is_num(a) && is_num(b)) {
         if (a->t != V_FLOAT && b->t != V_FLOAT) {
@@ -192,18 +192,22 @@ int v_equal(const val *a, const val *b)
     if (a->t == V_STR && b->t == V_STR)
         return a->u.s.n == b->u.s.n && !memcmp(a->u.s.p, b->u.s.p, a->u.s.n);
     if (a->t != b->t) return 0;
+    if ((a->t == V_LIST || a->t == V_TUPLE || a->t == V_DICT) && depth >= JN_MAX_DEPTH) return -1;
     switch (a->t) {
     case V_UNDEF: case V_NONE: return 1;
     case V_LIST: case V_TUPLE:
         if (a->sub != b->sub || a->u.l->n != b->u.l->n) return 0;
-        for (size_t i = 0; i < a->u.l->n; i++)
-            if (!v_equal(&a->u.l->items[i], &b->u.l->items[i])) return 0;
+        for (size_t i = 0; i < a->u.l->n; i++) {
+            int eq = equal_at(&a->u.l->items[i], &b->u.l->items[i], depth + 1);
+            if (eq != 1) return eq;
+        }
         return 1;
     case V_DICT:
         if (a->u.d->n != b->u.d->n) return 0;
         for (size_t i = 0; i < a->u.d->n; i++) {
             val *o = v_dict_get(b->u.d, &a->u.d->keys[i]);
-            if (!o || !v_equal(&a->u.d->vals[i], o)) return 0;
+            int eq = o ? equal_at(&a->u.d->vals[i], o, depth + 1) : 0;
+            if (eq != 1) return eq;
         }
         return 1;
     case V_NS: return a->u.d == b->u.d;
@@ -214,6 +218,8 @@ int v_equal(const val *a, const val *b)
     default: return 0;
     }
 }
+
+int v_equal(const val *a, const val *b) { return equal_at(a, b, 0); }
 
 const char *v_typename(const val *v)
 {
@@ -345,11 +351,27 @@ static void str_repr(const char *p, size_t n, strbuf *b)
     sb_putc(b, q);
 }
 
-void v_repr(const val *v, strbuf *b)
+static int repr_at(const val *v, strbuf *b, int depth);
+static int to_str_at(const val *v, strbuf *b, int depth);
+
+/* repr() of the items of a dict or namespace: "'k': v, ..." */
+static int repr_items(const vdict *d, strbuf *b, int depth)
 {
+    for (size_t i = 0; i < d->n; i++) {
+        if (i) sb_puts(b, ", ");
+        if (repr_at(&d->keys[i], b, depth)) return -1;
+        sb_puts(b, ": ");
+        if (repr_at(&d->vals[i], b, depth)) return -1;
+    }
+    return 0;
+}
+
+static int repr_at(const val *v, strbuf *b, int depth)
+{
+    if (depth > JN_MAX_DEPTH) return -1;
     switch (v->t) {
-    case V_STR: str_repr(v->u.s.p, v->u.s.n, b); return;
-    case V_UNDEF: sb_puts(b, "Undefined"); return;
+    case V_STR: str_repr(v->u.s.p, v->u.s.n, b); return 0;
+    case V_UNDEF: sb_puts(b, "Undefined"); return 0;
     case V_LIST: case V_TUPLE: {
         if (v->sub) {
             sb_puts(b, v_typename(v));
@@ -358,60 +380,54 @@ void v_repr(const val *v, strbuf *b)
         sb_putc(b, v->t == V_LIST ? '[' : '(');
         for (size_t i = 0; i < v->u.l->n; i++) {
             if (i) sb_puts(b, ", ");
-            v_repr(&v->u.l->items[i], b);
+            if (repr_at(&v->u.l->items[i], b, depth + 1)) return -1;
         }
         if (v->t == V_TUPLE && v->u.l->n == 1) sb_putc(b, ',');
         sb_putc(b, v->t == V_LIST ? ']' : ')');
         if (v->sub) sb_putc(b, ')');
-        return;
+        return 0;
     }
-    case V_DICT: {
+    case V_DICT:
         sb_putc(b, '{');
-        for (size_t i = 0; i < v->u.d->n; i++) {
-            if (i) sb_puts(b, ", ");
-            v_repr(&v->u.d->keys[i], b);
-            sb_puts(b, ": ");
-            v_repr(&v->u.d->vals[i], b);
-        }
+        if (repr_items(v->u.d, b, depth + 1)) return -1;
         sb_putc(b, '}');
-        return;
-    }
-    default: v_to_str(v, b);
+        return 0;
+    default: return to_str_at(v, b, depth);
     }
 }
 
-void v_to_str(const val *v, strbuf *b)
+int v_repr(const val *v, strbuf *b) { return repr_at(v, b, 0); }
+
+static int to_str_at(const val *v, strbuf *b, int depth)
 {
     switch (v->t) {
-    case V_UNDEF: return;
-    case V_NONE: sb_puts(b, "None"); return;
-    case V_BOOL: sb_puts(b, v->u.b ? "True" : "False"); return;
-    case V_INT: sb_printf(b, "%lld", (long long)v->u.i); return;
-    case V_FLOAT: py_float_repr(v->u.f, b); return;
-    case V_STR: sb_append(b, v->u.s.p, v->u.s.n); return;
-    case V_LIST: case V_TUPLE: case V_DICT: v_repr(v, b); return;
-    case V_NS: {
+    case V_UNDEF: return 0;
+    case V_NONE: sb_puts(b, "None"); return 0;
+    case V_BOOL: sb_puts(b, v->u.b ? "True" : "False"); return 0;
+    case V_INT: sb_printf(b, "%lld", (long long)v->u.i); return 0;
+    case V_FLOAT: py_float_repr(v->u.f, b); return 0;
+    case V_STR: sb_append(b, v->u.s.p, v->u.s.n); return 0;
+    case V_LIST: case V_TUPLE: case V_DICT: return repr_at(v, b, depth);
+    case V_NS:
+        /* a namespace may hold itself: the depth bound ends that walk too */
         sb_puts(b, "<Namespace {");
-        for (size_t i = 0; i < v->u.d->n; i++) {
-            if (i) sb_puts(b, ", ");
-            v_repr(&v->u.d->keys[i], b);
-            sb_puts(b, ": ");
-            v_repr(&v->u.d->vals[i], b);
-        }
+        if (repr_items(v->u.d, b, depth + 1)) return -1;
         sb_puts(b, "}>");
-        return;
-    }
-    case V_LOOP: sb_puts(b, "<LoopContext>"); return;
-    case V_MACRO: sb_puts(b, "<Macro>"); return;
-    case V_FUNC: sb_puts(b, "<function>"); return;
-    case V_GEN: sb_printf(b, "<%s object>", v_typename(v)); return;
-    default: sb_puts(b, "<built-in method>"); return;
+        return 0;
+    case V_LOOP: sb_puts(b, "<LoopContext>"); return 0;
+    case V_MACRO: sb_puts(b, "<Macro>"); return 0;
+    case V_FUNC: sb_puts(b, "<function>"); return 0;
+    case V_GEN: sb_printf(b, "<%s object>", v_typename(v)); return 0;
+    default: sb_puts(b, "<built-in method>"); return 0;
     }
 }
 
+int v_to_str(const val *v, strbuf *b) { return to_str_at(v, b, 0); }
+
 /* ---- JSON ---- */
-int v_from_json(arena *a, json_t *j, val *out)
+static int from_json_at(arena *a, json_t *j, val *out, int depth)
 {
+    if ((json_is_array(j) || json_is_object(j)) && depth >= JN_MAX_DEPTH) return -2;
     switch (json_typeof(j)) {
     case JSON_NULL: *out = V_NONE_VAL; return 0;
     case JSON_TRUE: *out = v_bool(1); return 0;
@@ -427,7 +443,8 @@ int v_from_json(arena *a, json_t *j, val *out)
         size_t i;
         json_t *x;
         json_array_foreach(j, i, x) {
-            if (v_from_json(a, x, &l->items[i])) return -1;
+            int rc = from_json_at(a, x, &l->items[i], depth + 1);
+            if (rc) return rc;
         }
         l->n = json_array_size(j);
         *out = (val){.t = (uint8_t)(V_LIST)};
@@ -441,7 +458,9 @@ int v_from_json(arena *a, json_t *j, val *out)
         json_t *x;
         json_object_foreach(j, k, x) {
             val kv = v_strdup(a, k, strlen(k)), vv;
-            if (kv.t != V_STR || v_from_json(a, x, &vv)) return -1;
+            if (kv.t != V_STR) return -1;
+            int rc = from_json_at(a, x, &vv, depth + 1);
+            if (rc) return rc;
             d->keys[d->n] = kv;
             d->vals[d->n] = vv;
             d->n++;
@@ -453,6 +472,8 @@ int v_from_json(arena *a, json_t *j, val *out)
     }
     return -1;
 }
+
+int v_from_json(arena *a, json_t *j, val *out) { return from_json_at(a, j, out, 0); }
 
 static void json_str(const char *p, size_t n, int ensure_ascii, strbuf *b)
 {
@@ -522,8 +543,8 @@ int v_to_json(const val *v, int ensure_ascii, int indent, const char *item_sep,
               const char *key_sep, int sort_keys, strbuf *b, int depth,
               char *err, size_t errn)
 {
-    if (depth > 200) {
-        snprintf(err, errn, "tojson: value nested too deeply");
+    if (depth > JN_MAX_DEPTH) {
+        snprintf(err, errn, "tojson: a value nested deeper than %d levels", JN_MAX_DEPTH);
         return -1;
     }
     switch (v->t) {
@@ -642,8 +663,11 @@ int py_format_value(const val *v, const pyspec *s, strbuf *b, char *err, size_t 
             return -1;
         }
         strbuf t = {0};
-        if (type == 'r') v_repr(v, &t);
-        else v_to_str(v, &t);
+        if (type == 'r' ? v_repr(v, &t) : v_to_str(v, &t)) {
+            sb_free(&t);
+            snprintf(err, errn, "format: a value nested deeper than %d levels", JN_MAX_DEPTH);
+            return -1;
+        }
         size_t n = t.n;
         if (s->prec >= 0) n = u8_offset(t.p ? t.p : "", t.n, (size_t)s->prec);
         pad_into(b, t.p ? t.p : "", n, s, '<');

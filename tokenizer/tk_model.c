@@ -346,7 +346,10 @@ tk_model *tk_model_parse(json_t *j, inferd_error *e)
         /* A missing unk token is only an error when it is needed, as in
          * the reference. */
     }
-    m->strs = sb_steal(&strs);
+    if (!(m->strs = sb_steal(&strs))) {
+        err_set(e, "out of memory");
+        goto err;
+    }
     return m;
 err:
     sb_free(&strs);
@@ -581,7 +584,8 @@ static int bpe_tokenize(const tk_model *m, const char *w, size_t n, tk_ids *out,
         ce->wlen = (uint8_t)n;
         memcpy(ce->w, w, n);
         ce->nids = (uint8_t)got;
-        memcpy(ce->ids, out->v + before, got * sizeof *out->v);
+        if (got) /* a word of characters without tokens gives none; out->v may be NULL */
+            memcpy(ce->ids, out->v + before, got * sizeof *out->v);
         pthread_mutex_unlock(lk);
     }
     return 0;

@@ -34,8 +34,14 @@ int tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n_ids,
 
 int tok_vocab_size(const tok_tokenizer *t);    /* largest id + 1, added included */
 int32_t tok_token_to_id(const tok_tokenizer *t, const char *token); /* -1 if none */
-const char *tok_id_to_token(const tok_tokenizer *t, int32_t id);     /* NULL if none */
+/* The token string of id, *len bytes long and NOT NUL-terminated (the
+ * strings share one buffer); NULL if there is no such id. */
+const char *tok_id_to_token(const tok_tokenizer *t, int32_t id, size_t *len);
 int tok_is_special(const tok_tokenizer *t, int32_t id);
+/* Refuses (-1, *e says why) a tokenizer that cannot decode the ids a model
+ * with model_vocab embedding rows emits: one short of them by more than
+ * checkpoints pad (another model's tokenizer). */
+int tok_check_model_vocab(const tok_tokenizer *t, int model_vocab, inferd_error *e);
 
 /* Incremental detokenizer for streaming: push ids one at a time; each push
  * appends exactly the new text to *out (possibly nothing), never half a UTF-8

@@ -207,7 +207,7 @@ static void test_limits(void **s)
     /* long chains parse as loops but evaluate recursively: bounded too */
     char *chain = malloc(400000);
     strcpy(chain, "{{ x");
-    for (int i = 0; i < 1000; i++) strcat(chain, "|trim");
+    for (int i = 0; i < 250; i++) strcat(chain, "|trim");
     strcat(chain, " }}");
     expect_text(chain, "{\"x\": \" x \"}", "x");
     strcpy(chain, "{{ 1");
@@ -218,6 +218,108 @@ static void test_limits(void **s)
     free(chain);
     /* every hostile case above stops quickly */
     assert_true(now_seconds() - t0 < 20);
+}
+
+/* A render on a thread with the stack of an HTTP connection thread (1 MiB,
+ * server/server.c), where deep recursion overflows long before it would
+ * on the main thread's 8 MiB. */
+typedef struct small_job {
+    const char *src, *vars;
+    int rc;
+    char *out;
+    inferd_error e;
+} small_job;
+
+static void *small_render(void *arg)
+{
+    small_job *j = arg;
+    int raised;
+    j->rc = render(j->src, j->vars, NULL, &j->out, &raised, &j->e);
+    return NULL;
+}
+
+static small_job on_small_stack(const char *src, const char *vars)
+{
+    small_job j = {.src = src, .vars = vars};
+    pthread_attr_t at;
+    pthread_t th;
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, (size_t)1 << 20);
+    assert_int_equal(pthread_create(&th, &at, small_render, &j), 0);
+    pthread_join(th, NULL);
+    pthread_attr_destroy(&at);
+    return j;
+}
+
+static void expect_small_stack_error(const char *src, const char *vars, const char *frag)
+{
+    small_job j = on_small_stack(src, vars);
+    if (j.rc == 0) printf("unexpectedly rendered %.200s: %.200s\n", src, j.out);
+    assert_int_equal(j.rc, -1);
+    if (!strstr(j.e.msg, frag)) printf("%.200s: message was: %s\n", src, j.e.msg);
+    assert_non_null(strstr(j.e.msg, frag));
+}
+
+/* Nesting of values is bounded in every walk that recurses once a level:
+ * from JSON (chat_template_kwargs, messages, tools), str() and repr(), ==,
+ * <, `in`, unique, format and tojson; a namespace holding itself, too. */
+static void test_value_depth(void **s)
+{
+    (void)s;
+    char *vars = malloc(300100);
+    for (int depth = 150; depth <= 150000; depth *= 10) {
+        char *p = vars + sprintf(vars, "{\"x\": ");
+        for (int i = 0; i < depth; i++) *p++ = '[';
+        for (int i = 0; i < depth; i++) *p++ = ']';
+        strcpy(p, "}");
+        json_t *j = json_loads(vars, 0, NULL);
+        if (!j) continue; /* jansson stops at 2048 levels itself */
+        json_decref(j);
+        small_job r = on_small_stack("{{ x|length }}", vars);
+        if (depth <= 200) {
+            assert_int_equal(r.rc, 0);
+            assert_string_equal(r.out, "1");
+            free(r.out);
+        } else {
+            expect_small_stack_error("{{ x|length }}", vars, "'x' nests lists and dicts deeper than 200");
+        }
+    }
+    free(vars);
+    /* 50,000 levels built by the template itself */
+#define DEEP "{% set ns = namespace(x=[]) %}{% for i in range(50000) %}{% set ns.x = [ns.x] %}{% endfor %}"
+    static const char *const walks[] = {
+        DEEP "{{ ns.x }}", DEEP "{{ ns.x|string }}", DEEP "{{ ns.x == [ns.x][0] }}",
+        DEEP "{{ ns.x != [ns.x][0] }}", DEEP "{{ ns.x < [ns.x][0] }}", DEEP "{{ ns.x in [[ns.x][0]] }}",
+        DEEP "{{ [ns.x, [ns.x][0]]|unique|list|length }}", DEEP "{{ '%s'|format(ns.x) }}",
+        DEEP "{{ '{!r}'.format(ns.x) }}", DEEP "{{ [ns.x]|join(',') }}", DEEP "{{ [ns.x].count([ns.x][0]) }}",
+        DEEP "{{ ns.x|tojson }}", DEEP "{% for a in [1] %}{{ loop.changed(ns.x) }}{{ loop.changed(ns.x) }}{% endfor %}",
+        "{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}",
+    };
+    for (size_t i = 0; i < sizeof walks / sizeof walks[0]; i++)
+        expect_small_stack_error(walks[i], NULL, "deeper than 200");
+    /* a shallow value still walks: 200 levels are allowed */
+    small_job r = on_small_stack("{% set ns = namespace(x=[]) %}{% for i in range(199) %}"
+                                 "{% set ns.x = [ns.x] %}{% endfor %}{{ (ns.x|tojson)|length }} "
+                                 "{{ ns.x == [ns.x][0] }}", NULL);
+    if (r.rc) printf("%s\n", r.e.msg);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "400 True");
+    free(r.out);
+    /* the evaluator's own bounds hold on this stack too: operator chains,
+     * and macros recursing with nested expressions in each call */
+    char *chain = malloc(400000);
+    char *p = chain + sprintf(chain, "{{ 1");
+    for (int i = 0; i < 50000; i++) { memcpy(p, " + 1", 4); p += 4; }
+    strcpy(p, " }}");
+    expect_small_stack_error(chain, NULL, "nested too deeply");
+    for (int n = 1; n < 300; n *= 4) {
+        p = chain + sprintf(chain, "{%% macro f(n) %%}{{ f(n + 1)");
+        for (int i = 0; i < n; i++) p += sprintf(p, "|string|trim");
+        strcpy(p, " }}{% endmacro %}{{ f(0) }}");
+        expect_small_stack_error(chain, NULL, "nested");
+    }
+    free(chain);
+#undef DEEP
 }
 
 /* Hostile input at scale: thousands of random mutations of real chat
@@ -509,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_sandbox),
         cmocka_unit_test(test_strftime_now),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_value_depth),
         cmocka_unit_test(test_mutated_templates),
         cmocka_unit_test(test_chat_named_templates),
         cmocka_unit_test(test_chat_file_precedence),

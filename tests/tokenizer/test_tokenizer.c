@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "tokenizer/tokenizer.h"
 #include "tests/tokenizer/helpers.h"
@@ -212,6 +213,26 @@ static void test_split_behaviors(void **s)
     tok_free(t);
 }
 
+/* A BPE without an unk token drops characters it has no token for, as the
+ * reference does; a word of only such characters gives no ids at all (the
+ * word cache once memcpy'd zero ids from a NULL array: UBSan). The Split
+ * regex matches the empty string everywhere. */
+static void test_bpe_drops_unknown(void **s)
+{
+    (void)s;
+    remove_file("tokenizer_config.json");
+    put("tokenizer.json",
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []},"
+        "\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"x*\"}, "
+        "\"behavior\": \"Isolated\", \"invert\": false}}");
+    tok_tokenizer *t = load_ok(tmpdir);
+    encode_expect(t, "c", 0, NULL, 0);
+    encode_expect(t, "cc", 0, NULL, 0);
+    encode_expect(t, "acb", 0, (int32_t[]){0, 1}, 2);
+    encode_expect(t, "c", 0, NULL, 0); /* now from the word cache */
+    tok_free(t);
+}
+
 /* UnicodeScripts through the public API, in a Sequence: hand-checked
  * splits (kana and Han are one script for it; a leading space is dropped;
  * Inherited marks split from their base; U+2E47 is unassigned in its
@@ -243,9 +264,12 @@ static void test_vocab_and_errors(void **s)
     assert_int_equal(tok_token_to_id(t, "<|im_start|>"), 151644);
     assert_int_equal(tok_token_to_id(t, "hello"), 14990);
     assert_int_equal(tok_token_to_id(t, "no such token here"), -1);
-    assert_string_equal(tok_id_to_token(t, 151645), "<|im_end|>");
-    assert_null(tok_id_to_token(t, 10000000));
-    assert_null(tok_id_to_token(t, -1));
+    size_t len = 0;
+    const char *ts = tok_id_to_token(t, 151645, &len);
+    assert_int_equal(len, strlen("<|im_end|>"));
+    assert_memory_equal(ts, "<|im_end|>", len);
+    assert_null(tok_id_to_token(t, 10000000, &len));
+    assert_null(tok_id_to_token(t, -1, &len));
     assert_true(tok_is_special(t, 151644));
     assert_false(tok_is_special(t, 14990));
     inferd_error e = {{0}};
@@ -273,6 +297,88 @@ static void test_vocab_and_errors(void **s)
     assert_int_equal(tok_decode(t, &b, 1, 0, &text, &tl, &e), 0);
     assert_string_equal(text, "\xEF\xBF\xBD");
     free(text);
+    tok_free(t);
+}
+
+/* tok_id_to_token gives exactly each vocabulary entry of tokenizer.json and
+ * its length: the strings share one buffer without separators, so a caller
+ * that read to a NUL once got ~40 KB of the vocabulary per token. */
+static void id_to_token_check(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root)
+        fail_msg("%s: %s", path, je.text);
+    tok_tokenizer *t = load_ok(dir);
+    json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+    size_t checked = 0, len;
+    const char *k;
+    json_t *v;
+    if (json_is_object(vocab)) {
+        json_object_foreach(vocab, k, v) {
+            const char *got = tok_id_to_token(t, (int32_t)json_integer_value(v), &len);
+            assert_non_null(got);
+            if (len != strlen(k) || memcmp(got, k, len))
+                fail_msg("%s: id %lld is \"%s\", got %zu bytes \"%.*s\"", dir,
+                         (long long)json_integer_value(v), k, len, (int)(len > 60 ? 60 : len), got);
+            checked++;
+        }
+    } else { /* Unigram: [[piece, score], ...] in id order */
+        size_t i;
+        json_array_foreach(vocab, i, v) {
+            json_t *piece = json_array_get(v, 0);
+            const char *got = tok_id_to_token(t, (int32_t)i, &len);
+            assert_non_null(got);
+            assert_int_equal(len, json_string_length(piece));
+            assert_memory_equal(got, json_string_value(piece), len);
+            checked++;
+        }
+    }
+    size_t i;
+    json_array_foreach(json_object_get(root, "added_tokens"), i, v) {
+        json_t *c = json_object_get(v, "content");
+        const char *got = tok_id_to_token(t, (int32_t)json_integer_value(json_object_get(v, "id")), &len);
+        assert_non_null(got);
+        assert_int_equal(len, json_string_length(c));
+        assert_memory_equal(got, json_string_value(c), len);
+    }
+    assert_true(checked > 100);
+    tok_free(t);
+    json_decref(root);
+}
+
+static void test_id_to_token(void **s)
+{
+    (void)s;
+    id_to_token_check(NPM "qwen3/models");    /* byte-level BPE: "\xC4\xA0world" */
+    id_to_token_check(NPM "llama2/models");   /* SentencePiece BPE: "\xE2\x96\x81the", "<0x0A>" */
+    id_to_token_check(FIX "unigram_spm");     /* Unigram */
+    id_to_token_check(FIX "bert_uncased");    /* WordPiece: "##s" */
+}
+
+/* A tokenizer serves a model whose embedding rows it covers, padding
+ * aside: real checkpoints pad by well under 1/16 (Qwen3: 151,669 tokens for
+ * 151,936 rows); a 3-token tokenizer for 8,192 rows is another model's. */
+static void test_model_vocab_check(void **s)
+{
+    (void)s;
+    remove_file("tokenizer_config.json");
+    put("tokenizer.json", "{\"model\": {\"type\": \"WordLevel\", \"unk_token\": \"<unk>\", "
+        "\"vocab\": {\"<unk>\": 0, \"a\": 1, \"b\": 2}}}");
+    tok_tokenizer *t = load_ok(tmpdir);
+    inferd_error e = {{0}};
+    assert_int_equal(tok_check_model_vocab(t, 8192, &e), -1);
+    if (!strstr(e.msg, "3 tokens") || !strstr(e.msg, "8192"))
+        fail_msg("message: %s", e.msg);
+    assert_int_equal(tok_check_model_vocab(t, 3, &e), 0);
+    assert_int_equal(tok_check_model_vocab(t, 2, &e), 0); /* prompt ids past the model: the engine says so */
+    tok_free(t);
+    t = load_ok(NPM "qwen3/models");
+    assert_int_equal(tok_check_model_vocab(t, 151936, &e), 0);
+    assert_int_equal(tok_check_model_vocab(t, 151669, &e), 0);
+    assert_int_equal(tok_check_model_vocab(t, 262144, &e), -1);
     tok_free(t);
 }
 
@@ -385,7 +491,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hostile_files),  cmocka_unit_test(test_config_bos_eos),
         cmocka_unit_test(test_split_behaviors), cmocka_unit_test(test_unicode_scripts),
-        cmocka_unit_test(test_vocab_and_errors),
+        cmocka_unit_test(test_bpe_drops_unknown),
+        cmocka_unit_test(test_vocab_and_errors), cmocka_unit_test(test_id_to_token),
+        cmocka_unit_test(test_model_vocab_check),
         cmocka_unit_test(test_stream),         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
