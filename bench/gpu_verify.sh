@@ -8,6 +8,9 @@
 #   bench/gpu_verify.sh PACK.tar.xz 2   switches, encoders, graph / fold counts of
 #                                       both builds, 8B-shape prefill and decode
 #                                       timing of both builds, interleaved
+#   bench/gpu_verify.sh PACK.tar.xz "compare golden stats"   the steps named
+#                                       (compare memcheck golden prefill_mma
+#                                       decode_batch switches encoder stats time8b)
 #
 # PACK holds inferd/inferd (new), inferd/inferd.base (old) and inferd/lib/ (a
 # `make dist` bundle's libraries, DIST_EXCLUDE=libcublas: the machine's own
@@ -17,6 +20,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PACK=$(realpath "$1")
 PART=${2:-1}
+TAG=$(echo "$PART" | tr -c "a-z0-9_\n" "-" | cut -c1-40)
 O=${OUT:-/tmp/out}
 L=/tmp/verify-logs
 mkdir -p "$O" "$L"
@@ -25,7 +29,7 @@ source "$ROOT/bench/bundle_env.sh" /tmp/pk # unpacks, sets INFERD and the machin
 NEW=$INFERD OLD=/tmp/pk/inferd/inferd.base
 T0=$(date +%s)
 el() { echo "$(( $(date +%s) - T0 ))s"; }
-SUM="$L/summary-$PART.txt"
+SUM="$L/summary-$TAG.txt"
 note() { echo "$*" | tee -a "$SUM"; }
 # step NAME LIMIT CMD...: runs CMD under LIMIT seconds (less if the call's
 # 560 s would be passed), its output to $L/NAME.log, exit status and tail noted.
@@ -48,47 +52,64 @@ cd "$ROOT"
 head -3 "$L/machine.txt" | tee -a "$SUM"
 export INFERD=$NEW
 
-if [ "$PART" = 1 ]; then
-    step compare_cuda 260 python3 tools/compare_builds.py "$OLD" "$NEW" --device cuda
-    ids=$(python3 -c 'import random; r = random.Random(3); print(",".join(str(r.randrange(512)) for _ in range(40)))')
-    CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-    step memcheck 60 "$CS" --tool memcheck --error-exitcode 9 "$NEW" generate \
-        --model tests/fixtures/models/qwen3 --device cuda --prompt-ids "$ids" --max-tokens 6 \
-        --prefill-chunk 16
-    step golden 120 python3 tests/cuda/test_cuda_golden.py
-    step prefill_mma 120 python3 tests/cuda/test_prefill_mma.py
-    step decode_batch 200 python3 tests/cuda/test_decode_batch.py
-else
-    step switches 240 python3 tests/cuda/test_switches.py
-    step encoder_cuda 100 python3 tests/cuda/test_encoder_cuda.py
-    # The graph and fold counts each build prints at exit, on the same requests.
-    ids=$(python3 -c 'import random; r = random.Random(5); print(",".join(str(r.randrange(512)) for _ in range(30)))')
+ids40=$(python3 -c 'import random; r = random.Random(3); print(",".join(str(r.randrange(512)) for _ in range(40)))')
+ids30=$(python3 -c 'import random; r = random.Random(5); print(",".join(str(r.randrange(512)) for _ in range(30)))')
+ids1k=$(python3 -c 'import random; r = random.Random(1); print(",".join(str(r.randrange(128000)) for _ in range(1024)))')
+CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+# The graph and fold counts each build prints at exit, on the same requests.
+stats() {
+    local b bin prec
     for b in base new; do
         bin=$NEW; [ $b = base ] && bin=$OLD
         for prec in float32 bfloat16; do
             INFERD_CUDA_GRAPH_STATS=1 timeout 60 "$bin" generate --model tests/fixtures/models/llama \
-                --device cuda --prompt-ids "$ids" --max-tokens 24 --matmul-precision $prec \
+                --device cuda --prompt-ids "$ids30" --max-tokens 24 --matmul-precision $prec \
                 2>&1 >/dev/null | grep -i -E 'graph|fold' > "$L/stats-$b-$prec.txt"
         done
     done
     for prec in float32 bfloat16; do
-        if diff "$L/stats-base-$prec.txt" "$L/stats-new-$prec.txt" > /dev/null; then
+        if [ ! -s "$L/stats-new-$prec.txt" ]; then
+            note "graph/fold counts $prec: none printed (the run failed?)"
+        elif diff "$L/stats-base-$prec.txt" "$L/stats-new-$prec.txt" > /dev/null; then
             note "graph/fold counts $prec: same: $(tr '\n' ' ' < "$L/stats-new-$prec.txt")"
         else
             note "graph/fold counts $prec: DIFFER: base $(tr '\n' ' ' < "$L/stats-base-$prec.txt") new $(tr '\n' ' ' < "$L/stats-new-$prec.txt")"
         fi
     done
+}
+time8b() {
     step checkpoint 100 python3 tools/make_checkpoint.py --shape llama-3.1-8b --out /tmp/l8b --fast
-    ids=$(python3 -c 'import random; r = random.Random(1); print(",".join(str(r.randrange(128000)) for _ in range(1024)))')
+    local round b bin
     for round in 1 2; do
         for b in base new; do
             bin=$NEW; [ $b = base ] && bin=$OLD
             step "time8b-$b-$round" 45 "$bin" generate --model /tmp/l8b --device cuda \
-                --prompt-ids "$ids" --max-tokens 129 --timing
+                --prompt-ids "$ids1k" --max-tokens 129 --timing
         done
     done
-fi
-tar -C "$L" -czf "$O/verify-$PART.tgz" .
+}
+case "$PART" in
+1) STEPS="compare memcheck golden prefill_mma decode_batch" ;;
+2) STEPS="switches encoder stats time8b" ;;
+*) STEPS=$PART ;; # the steps named, in order, e.g. "compare memcheck golden switches stats"
+esac
+for s in $STEPS; do
+    case $s in
+    compare) step compare_cuda 260 python3 tools/compare_builds.py "$OLD" "$NEW" --device cuda ;;
+    memcheck) step memcheck 60 "$CS" --tool memcheck --error-exitcode 9 "$NEW" generate \
+        --model tests/fixtures/models/qwen3 --device cuda --prompt-ids "$ids40" --max-tokens 6 \
+        --prefill-chunk 16 ;;
+    golden) step golden 120 python3 tests/cuda/test_cuda_golden.py ;;
+    prefill_mma) step prefill_mma 120 python3 tests/cuda/test_prefill_mma.py ;;
+    decode_batch) step decode_batch 200 python3 tests/cuda/test_decode_batch.py ;;
+    switches) step switches 240 python3 tests/cuda/test_switches.py ;;
+    encoder) step encoder_cuda 100 python3 tests/cuda/test_encoder_cuda.py ;;
+    stats) stats ;;
+    time8b) time8b ;;
+    *) note "unknown step $s" ;;
+    esac
+done
+tar -C "$L" -czf "$O/verify-$TAG.tgz" .
 cp "$SUM" "$O/"
 echo "== summary"
 cat "$SUM"
