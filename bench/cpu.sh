@@ -8,7 +8,9 @@
 #   bench/cpu.sh [PROMPT_LEN=256] [NEW_TOKENS=128] [RUNS=3]
 # Env: PEERS=../shared/peers (llama.cpp source + make-qwen05-pair.py),
 #      LLAMA_CPP=bench/out/llama.cpp (where it is built, ~8 min on 2 cores once),
-#      NO_PEER=1 to measure inferd alone.
+#      NO_PEER=1 to measure inferd alone,
+#      BASE=BIN another inferd binary (an earlier commit's) run in the same
+#      rounds, interleaved, for a before/after figure (BASE_NAME: its label).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PLEN=${1:-256}; NEW=${2:-128}; RUNS=${3:-3}
@@ -50,17 +52,26 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)
 # AVX512_BF16 dot products where the CPU has them). Runs alternate so that
 # both see the same machine.
 declare -A PF DC
+BINS="build/inferd"; [ -n "${BASE:-}" ] && BINS="$BINS $BASE"
 for i in $(seq "$RUNS"); do
-    for prec in float32 bfloat16; do
-        line=$(build/inferd generate --model "$DIR" --prompt-ids "$IDS" --max-tokens "$((NEW + 1))" \
-               --threads "$THREADS" --matmul-precision $prec --timing 2>&1 >/dev/null | grep '^prefill')
-        echo "inferd $prec run $i: $line"
-        PF[$prec]+="$(sed -E 's/.*prefill: [0-9]+ tokens in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/' <<<"$line") "
-        DC[$prec]+="$(sed -E 's/.*decode: [0-9]+ tokens in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/' <<<"$line") "
+    for bin in $BINS; do
+        for prec in float32 bfloat16; do
+            key=$prec; [ "$bin" != build/inferd ] && key=base-$prec
+            line=$("$bin" generate --model "$DIR" --prompt-ids "$IDS" --max-tokens "$((NEW + 1))" \
+                   --threads "$THREADS" --matmul-precision $prec --timing 2>&1 >/dev/null | grep '^prefill')
+            echo "inferd $key run $i: $line"
+            PF[$key]+="$(sed -E 's/.*prefill: [0-9]+ tokens in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/' <<<"$line") "
+            DC[$key]+="$(sed -E 's/.*decode: [0-9]+ tokens in [0-9.]+ s \(([0-9.]+) tok\/s\).*/\1/' <<<"$line") "
+        done
     done
 done
 IPF=$(median ${PF[float32]}); IDC=$(median ${DC[float32]})
 BPF=$(median ${PF[bfloat16]}); BDC=$(median ${DC[bfloat16]})
+OPF=-; ODC=-; OBPF=-; OBDC=-
+if [ -n "${BASE:-}" ]; then
+    OPF=$(median ${PF[base-float32]}); ODC=$(median ${DC[base-float32]})
+    OBPF=$(median ${PF[base-bfloat16]}); OBDC=$(median ${DC[base-bfloat16]})
+fi
 LPF=-; LDC=-
 if [ $peer = 1 ] && [ -f "$DIR/model-bf16.gguf" ]; then
     J=$("$LLAMA_CPP/src/build-cpu/bin/llama-bench" -m "$DIR/model-bf16.gguf" -t "$THREADS" \
@@ -78,15 +89,20 @@ CPU=$(lscpu | sed -n 's/^Model name: *//p')
     echo "## $DATE CPU, Qwen2.5-0.5B shape, bf16 random weights, inferd vs llama.cpp (commit $COMMIT)"
     echo
     echo "- machine: $CPU, $THREADS cores, $(free -g | awk '/Mem:/{print $2}') GiB; memory read $BW GB/s → decode limit ≈ $LIMIT tok/s for $((MB / 1000000)) MB of weights"
-    echo "- command: \`bench/cpu.sh $PLEN $NEW $RUNS\` (inferd: \`inferd generate --timing [--matmul-precision bfloat16]\`, median of $RUNS; llama.cpp: \`llama-bench -t $THREADS -p $PLEN -n $NEW -r $RUNS\`)"
+    echo "- command: \`bench/cpu.sh $PLEN $NEW $RUNS\` (inferd: \`inferd generate --timing [--matmul-precision bfloat16]\`, median of $RUNS${BASE:+, interleaved with BASE run for run}; llama.cpp: \`llama-bench -t $THREADS -p $PLEN -n $NEW -r $RUNS\`)"
     echo
     echo "| engine | prefill pp$PLEN tok/s | decode tg$NEW tok/s |"
     echo "|---|---|---|"
     echo "| inferd | $IPF | $IDC |"
     echo "| inferd --matmul-precision bfloat16 | $BPF | $BDC |"
     echo "| llama.cpp | $LPF | $LDC |"
+    if [ -n "${BASE:-}" ]; then
+        echo "| inferd ${BASE_NAME:-$BASE} (BASE) | $OPF | $ODC |"
+        echo "| inferd ${BASE_NAME:-$BASE} (BASE) --matmul-precision bfloat16 | $OBPF | $OBDC |"
+    fi
 } >> bench/RESULTS.md
-for row in "inferd $IPF $IDC" "inferd-bf16 $BPF $BDC" "llama.cpp $LPF $LDC"; do
+for row in "inferd $IPF $IDC" "inferd-bf16 $BPF $BDC" "llama.cpp $LPF $LDC" \
+    "inferd-base $OPF $ODC" "inferd-base-bf16 $OBPF $OBDC"; do
     set -- $row
     [ "$2" = - ] && continue
     printf '{"date":"%s","commit":"%s","machine":"%s x%s","engine":"%s","workload":"cpu-qwen05","prompt_tokens":%s,"new_tokens":%s,"prefill_tok_s":%s,"decode_tok_s":%s,"mem_gb_s":%s}\n' \
