@@ -29,13 +29,13 @@ source "$ROOT/bench/bundle_env.sh" /tmp/pk # unpacks, sets INFERD and the machin
 NEW=$INFERD OLD=/tmp/pk/inferd/inferd.base
 T0=$(date +%s)
 el() { echo "$(( $(date +%s) - T0 ))s"; }
-SUM="$L/summary-$TAG.txt"
+SUM="$O/summary-$TAG.txt" # written as it goes: a call cut short still returns it
 note() { echo "$*" | tee -a "$SUM"; }
 # step NAME LIMIT CMD...: runs CMD under LIMIT seconds (less if the call's
-# 560 s would be passed), its output to $L/NAME.log, exit status and tail noted.
+# CAP seconds (560) would be passed), its output to $L/NAME.log, exit status and tail noted.
 step() {
     local name=$1 lim=$2; shift 2
-    local left=$(( 560 - ($(date +%s) - T0) ))
+    local left=$(( ${CAP:-560} - ($(date +%s) - T0) ))
     [ $left -lt 20 ] && { note "$name: skipped (no time left)"; return; }
     [ $lim -gt $left ] && lim=$left
     (cd "$ROOT" && timeout $lim "$@") > "$L/$name.log" 2>&1
@@ -110,6 +110,5 @@ for s in $STEPS; do
     esac
 done
 tar -C "$L" -czf "$O/verify-$TAG.tgz" .
-cp "$SUM" "$O/"
 echo "== summary"
 cat "$SUM"
