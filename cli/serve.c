@@ -51,7 +51,8 @@ static void serve_usage(FILE *f)
         "                              on a GPU: what --gpu-memory-utilization leaves)\n"
         "  --no-enable-prefix-caching  turn automatic prefix caching off\n"
         "  --threads N                 CPU threads (default: all cores)\n"
-        "  --device DEV                cpu (default) or cuda\n"
+        "  --device DEV                auto (default): cuda when this build has CUDA\n"
+        "                              and a GPU opens, else cpu; or cpu, cuda\n"
         "  --gpu-memory-utilization F  share of GPU memory for weights + KV cache (0.9)\n"
         "  --matmul-precision P        float32 (default): weight products as exact as\n"
         "                              float32 activations allow; bfloat16: activations\n"
@@ -218,7 +219,7 @@ int cli_serve(int argc, char **argv)
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *host = "0.0.0.0", *name = NULL, *key = getenv("INFERD_API_KEY");
-    const char *dir = NULL, *tmpl_path = NULL, *device = "cpu", *precision = NULL;
+    const char *dir = NULL, *tmpl_path = NULL, *device = "auto", *precision = NULL;
     long port = 8000, maxlen = 0, seqs = 256, batched = 0, threads = 0, seed = 0;
     long max_logprobs = 20, maxreq = 32L << 20, queue = 1024, per_ip = 1024;
     double shutdown_timeout = 30, read_timeout = 30;
@@ -343,6 +344,13 @@ int cli_serve(int argc, char **argv)
     if (hub_resolve_model(dir, &ho, &resolved, &e))
         goto err;
     dir = resolved;
+    /* Said at start, so that a server that fell back to the CPU is noticed
+     * before its latencies are. */
+    char note[INFERD_ERR_MAX + 64];
+    if (mdl_resolve_device(device, &device, note, sizeof note, &e))
+        goto err;
+    fprintf(stderr, "inferd serve: device: %s%s%s%s\n", device, note[0] ? " (--device auto: " : "",
+            note, note[0] ? ")" : "");
     mdl_options mo = {.device = device, .n_threads = (int)threads,
                       .matmul_precision = precision};
     ld_generation_config gc;

@@ -134,11 +134,8 @@ int mdl_encoder_load(const char *dir, const mdl_options *opt, mdl_encoder **out,
     if (ld_encoder_config_load(dir, &m->cfg, e))
         goto err;
     const ld_encoder_config *c = &m->cfg;
-    if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
-        err_set(e, "unknown device '%s' (available: cpu%s)", device,
-                be_cuda_available() ? ", cuda" : "");
+    if (mdl_resolve_device(device, &device, NULL, 0, e))
         goto err;
-    }
     int bf16 = 0;
     if (mdl_parse_matmul_precision(opt ? opt->matmul_precision : NULL, &bf16, e))
         goto err;
