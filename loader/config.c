@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct {
     const char *architecture, *model_type;
@@ -595,6 +596,61 @@ static int parse_sentence_transformers(const char *dir, ld_encoder_config *c, in
 out:
     json_decref(pool);
     json_decref(mods);
+    return rc;
+}
+
+int ld_pooling_parse(const char *s, ld_pooling *out, inferd_error *e)
+{
+    static const char *names[] = {"cls", "mean", "last", "pooler"};
+    for (int k = 0; k < (int)(sizeof names / sizeof names[0]); k++)
+        if (!strcasecmp(s, names[k])) {
+            *out = (ld_pooling)k;
+            return 0;
+        }
+    err_set(e, "unknown pooling '%s' (cls, mean, last or pooler)", s);
+    return -1;
+}
+
+int ld_pooler_config_parse(const char *json, int *pooling, int *normalize, inferd_error *e)
+{
+    *pooling = *normalize = -1;
+    json_error_t je;
+    json_t *o = json_loads(json, 0, &je);
+    int rc = -1;
+    if (!json_is_object(o)) {
+        err_set(e, "--pooler-config is not a JSON object (%s), e.g. "
+                   "'{\"pooling_type\": \"MEAN\", \"normalize\": true}'",
+                o ? "another JSON value" : je.text);
+        goto out;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        if (!strcmp(key, "pooling_type")) {
+            ld_pooling p;
+            /* vLLM's ALL and STEP pool nothing into one vector per input. */
+            if (!json_is_string(v) || ld_pooling_parse(json_string_value(v), &p, e) ||
+                p == LD_POOL_POOLER) {
+                err_set(e, "--pooler-config: pooling_type %s is not supported (CLS, MEAN or "
+                           "LAST)", json_is_string(v) ? json_string_value(v) : "not a string");
+                goto out;
+            }
+            *pooling = (int)p;
+        } else if (!strcmp(key, "normalize")) {
+            if (!json_is_boolean(v)) {
+                err_set(e, "--pooler-config: normalize must be true or false");
+                goto out;
+            }
+            *normalize = json_is_true(v);
+        } else {
+            err_set(e, "--pooler-config: key '%s' is not supported (pooling_type and "
+                       "normalize are)", key);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    json_decref(o);
     return rc;
 }
 

@@ -201,6 +201,19 @@ const ld_encoder_config *mdl_encoder_config(const mdl_encoder *m) { return &m->c
 
 int mdl_encoder_has_pooler(const mdl_encoder *m) { return m->pool_w.data != NULL; }
 
+int mdl_encoder_set_pooling(mdl_encoder *m, int pooling, int normalize, inferd_error *e)
+{
+    if (pooling == LD_POOL_POOLER && !m->pool_w.data) {
+        err_set(e, "this checkpoint has no pooler weights; use cls, mean or last pooling");
+        return -1;
+    }
+    if (pooling >= 0)
+        m->cfg.pooling = (ld_pooling)pooling;
+    if (normalize >= 0)
+        m->cfg.normalize = normalize;
+    return 0;
+}
+
 /* ---- forward ---- */
 
 /* Absolute positions: 0.. for BERT; for RoBERTa, transformers numbers the

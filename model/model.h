@@ -94,6 +94,10 @@ int mdl_encoder_load(const char *dir, const mdl_options *opt, mdl_encoder **out,
                      inferd_error *e);
 void mdl_encoder_free(mdl_encoder *m);
 const ld_encoder_config *mdl_encoder_config(const mdl_encoder *m);
+/* Overrides the folder's pooling (pooling >= 0, an ld_pooling) and its
+ * Normalize (normalize >= 0), as serve's --pooling does; -1 keeps each. -1
+ * with a message for pooler pooling on a checkpoint without its weights. */
+int mdl_encoder_set_pooling(mdl_encoder *m, int pooling, int normalize, inferd_error *e);
 /* 1 if the checkpoint has BertPooler weights (LD_POOL_POOLER usable). */
 int mdl_encoder_has_pooler(const mdl_encoder *m);
 
