@@ -144,6 +144,10 @@ typedef struct ld_encoder_config {
     int has_st_config;         /* the pooling above came from sentence-transformers */
     /* ModelScope configuration.json "task", e.g. "sentence-similarity" */
     char task[64];
+    /* No architectures in config.json, but a classification task and
+     * id2label: the labels and *ForSequenceClassification above are a guess
+     * that mdl_encoder_load keeps only when the weights hold the head. */
+    int head_by_task;
 } ld_encoder_config;
 
 /* Reads DIR/config.json for BertModel / BertFor* / XLMRobertaModel /

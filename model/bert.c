@@ -98,8 +98,25 @@ static int load_layer(mdl_encoder *m, int i, inferd_error *e)
     return 0;
 }
 
+/* A head the loader guessed from the ModelScope task (head_by_task) that
+ * the weights do not hold: the folder is the bare encoder after all, served
+ * for embeddings as before, named as transformers names the bare model. */
+static void drop_guessed_head(mdl_encoder *m)
+{
+    ld_encoder_config *c = &m->cfg;
+    const char *head = c->roberta ? "classifier.out_proj.weight" : "classifier.weight";
+    if (!c->head_by_task || find(m, "", head))
+        return;
+    c->num_labels = 0;
+    c->head_by_task = 0;
+    char *f = strstr(c->architecture, "For");
+    if (f)
+        snprintf(f, sizeof c->architecture - (size_t)(f - c->architecture), "Model");
+}
+
 static int load_head(mdl_encoder *m, inferd_error *e)
 {
+    drop_guessed_head(m);
     const ld_encoder_config *c = &m->cfg;
     const int64_t hid = c->hidden_size, nl = c->num_labels;
     if (get(m, m->prefix, "pooler.dense.weight", hid, hid, 1, &m->pool_w, e) ||
