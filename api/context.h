@@ -39,7 +39,7 @@ struct api_ctx {
 
     /* The metrics (api/metrics.c) */
     pthread_mutex_t mu;           /* guards everything below */
-    api_hist ttft, itl, e2e;
+    api_hist ttft, itl, e2e, decode;   /* decode: first token to end */
     uint64_t prompt_tokens, generation_tokens;
     uint64_t finished_stop, finished_length, finished_abort, finished_error;
     uint64_t http_by_class[6];    /* [status / 100] */

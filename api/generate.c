@@ -386,7 +386,7 @@ static void finalize(api_gen *g)
         return;
     g->finalized = 1;
     api_ctx *a = g->a;
-    api_observe(a, &a->e2e, now_seconds() - g->t_arrival);
+    api_count_request(a, g->t_arrival, g->t_first, now_seconds());
     for (int i = 0; i < g->n_choices; i++) {
         api_choice *c = &g->ch[i];
         int prompt = (i % g->n == 0) ? g->n_prompt_tok[c->prompt_idx] : 0;

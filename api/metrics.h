@@ -14,6 +14,9 @@ void api_metrics_free(api_ctx *a);
 
 /* Counts v in the histogram h, one of a's. */
 void api_observe(api_ctx *a, api_hist *h, double v);
+/* Counts a request's end at t_end: its latency from t_arrival and, when it
+ * had a first token at t_first (> 0), its decode time. */
+void api_count_request(api_ctx *a, double t_arrival, double t_first, double t_end);
 /* Counts a finished choice: its finish reason ("stop", "length", "error";
  * anything else is an abort) and its tokens. */
 void api_count_finish(api_ctx *a, const char *finish, int prompt_tokens, int gen_tokens);

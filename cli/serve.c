@@ -51,12 +51,18 @@ static void serve_usage(FILE *f)
         "                              on a GPU: what --gpu-memory-utilization leaves)\n"
         "  --no-enable-prefix-caching  turn automatic prefix caching off\n"
         "  --threads N                 CPU threads (default: all cores)\n"
-        "  --device DEV                cpu (default) or cuda\n"
+        "  --device DEV                auto (default): cuda when this build has CUDA\n"
+        "                              and a GPU opens, else cpu; or cpu, cuda\n"
         "  --gpu-memory-utilization F  share of GPU memory for weights + KV cache (0.9)\n"
         "  --matmul-precision P        float32 (default): weight products as exact as\n"
         "                              float32 activations allow; bfloat16: activations\n"
         "                              rounded to bf16 (faster prefill; vLLM's precision)\n"
         "  --chat-template FILE        Jinja chat template replacing the model's\n"
+        "  --pooling MODE              encoders: cls, mean, last or pooler instead of the\n"
+        "                              sentence-transformers pooling (1_Pooling, else cls)\n"
+        "  --pooler-config JSON        encoders, as vLLM takes it: '{\"pooling_type\":\n"
+        "                              \"MEAN\", \"normalize\": true}' (CLS, MEAN, LAST;\n"
+        "                              normalize overrides the Normalize module)\n"
         "  --seed N                    seed for requests that bring none (default 0)\n"
         "  --max-logprobs N            top_logprobs at most (default 20)\n"
         "  --max-request-bytes N       larger request bodies get 413 (default 33554432)\n"
@@ -81,11 +87,14 @@ static void serve_usage(FILE *f)
 
 /* An encoder model needs no engine, KV cache or chat template; text
  * inputs need its tokenizer, which may be missing (token ids still work). */
+/* pooling, normalize: --pooling / --pooler-config over the folder's
+ * sentence-transformers choice, -1 to keep it. */
 static int serve_encoder(srv_server *srv, const char *dir, const char *name, const char *host,
-                         int port, const char *key, const mdl_options *mo, mdl_encoder **enc,
-                         tok_tokenizer **tok, api_ctx **api, inferd_error *e)
+                         int port, const char *key, const mdl_options *mo, int pooling,
+                         int normalize, mdl_encoder **enc, tok_tokenizer **tok, api_ctx **api,
+                         inferd_error *e)
 {
-    if (mdl_encoder_load(dir, mo, enc, e))
+    if (mdl_encoder_load(dir, mo, enc, e) || mdl_encoder_set_pooling(*enc, pooling, normalize, e))
         return -1;
     if (tok_load(dir, tok, e)) {
         fprintf(stderr, "inferd serve: no tokenizer (%s); text inputs will answer 400, token "
@@ -193,7 +202,7 @@ int cli_serve(int argc, char **argv)
 {
     enum { O_HOST = 256, O_PORT, O_NAME, O_KEY, O_MAXLEN, O_SEQS, O_BATCHED, O_KV, O_NOPC,
            O_THREADS, O_DEVICE, O_PRECISION, O_GPU_UTIL, O_TMPL, O_SEED, O_LOGPROBS, O_MAXREQ, O_QUEUE, O_SHUT,
-           O_NOLOG, O_MODEL, O_READ_TIMEOUT, O_PER_IP };
+           O_NOLOG, O_MODEL, O_READ_TIMEOUT, O_PER_IP, O_POOLING, O_POOLER_CONFIG };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST}, {"port", required_argument, 0, O_PORT},
         {"served-model-name", required_argument, 0, O_NAME},
@@ -215,10 +224,12 @@ int cli_serve(int argc, char **argv)
         {"shutdown-timeout", required_argument, 0, O_SHUT},
         {"disable-log-requests", no_argument, 0, O_NOLOG},
         {"model", required_argument, 0, O_MODEL},
+        {"pooling", required_argument, 0, O_POOLING},
+        {"pooler-config", required_argument, 0, O_POOLER_CONFIG},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *host = "0.0.0.0", *name = NULL, *key = getenv("INFERD_API_KEY");
-    const char *dir = NULL, *tmpl_path = NULL, *device = "cpu", *precision = NULL;
+    const char *dir = NULL, *tmpl_path = NULL, *device = "auto", *precision = NULL;
     long port = 8000, maxlen = 0, seqs = 256, batched = 0, threads = 0, seed = 0;
     long max_logprobs = 20, maxreq = 32L << 20, queue = 1024, per_ip = 1024;
     double shutdown_timeout = 30, read_timeout = 30;
@@ -226,6 +237,8 @@ int cli_serve(int argc, char **argv)
     int kv_given = 0;
     double gpu_util = 0.9;
     int prefix_caching = 1, access_log = 1, c;
+    int pooling = -1, normalize = -1, pooler_cfg_pooling = -1; /* -1: the folder's own */
+    inferd_error pe = {{0}}; /* of the flags above */
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -286,6 +299,27 @@ int cli_serve(int argc, char **argv)
             break;
         case O_NOLOG: access_log = 0; break;
         case O_MODEL: dir = optarg; break;
+        case O_POOLING: {
+            ld_pooling p;
+            if (ld_pooling_parse(optarg, &p, &pe)) {
+                fprintf(stderr, "inferd serve: --pooling: %s\n", pe.msg);
+                return 2;
+            }
+            pooling = (int)p;
+            break;
+        }
+        case O_POOLER_CONFIG: {
+            /* --pooling given too wins, whichever comes first */
+            int p, n;
+            if (ld_pooler_config_parse(optarg, &p, &n, &pe)) {
+                fprintf(stderr, "inferd serve: %s\n", pe.msg);
+                return 2;
+            }
+            pooler_cfg_pooling = p;
+            if (n >= 0)
+                normalize = n;
+            break;
+        }
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;
         }
@@ -343,13 +377,28 @@ int cli_serve(int argc, char **argv)
     if (hub_resolve_model(dir, &ho, &resolved, &e))
         goto err;
     dir = resolved;
+    /* Said at start, so that a server that fell back to the CPU is noticed
+     * before its latencies are. */
+    char note[INFERD_ERR_MAX + 64];
+    if (mdl_resolve_device(device, &device, note, sizeof note, &e))
+        goto err;
+    fprintf(stderr, "inferd serve: device: %s%s%s%s\n", device, note[0] ? " (--device auto: " : "",
+            note, note[0] ? ")" : "");
     mdl_options mo = {.device = device, .n_threads = (int)threads,
                       .matmul_precision = precision};
     ld_generation_config gc;
+    if (pooling < 0)
+        pooling = pooler_cfg_pooling;
     if (ld_is_encoder_dir(dir)) {
-        if (serve_encoder(srv, dir, name, host, bound, key, &mo, &enc, &tok, &api, &e))
+        if (serve_encoder(srv, dir, name, host, bound, key, &mo, pooling, normalize, &enc, &tok,
+                          &api, &e))
             goto err;
         goto wait;
+    }
+    if (pooling >= 0 || normalize >= 0) {
+        err_set(&e, "--pooling and --pooler-config apply to encoder (embedding) models; %s is "
+                    "a causal LM", dir);
+        goto err;
     }
     if (mdl_load(dir, &mo, &m, &e) || ld_generation_config_load(dir, &gc, &e) ||
         tok_load(dir, &tok, &e) || tok_check_model_vocab(tok, mdl_config(m)->vocab_size, &e))

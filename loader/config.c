@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct {
     const char *architecture, *model_type;
@@ -479,6 +480,34 @@ static int encoder_arch(json_t *root)
     return -1;
 }
 
+/* ModelScope tasks whose pipelines read a sequence-classification head. */
+static int task_is_classification(const char *task)
+{
+    static const char *tasks[] = {"sentence-similarity", "text-classification", "nli",
+                                  "sentiment-classification", "zero-shot-classification"};
+    for (size_t i = 0; i < sizeof tasks / sizeof tasks[0]; i++)
+        if (!strcmp(task, tasks[i]))
+            return 1;
+    return 0;
+}
+
+/* The *ForSequenceClassification entry of encoder_archs for base entry a,
+ * the one of the same family (BERT, XLM-R, RoBERTa). */
+static int classifier_of(int a)
+{
+    const char *base = encoder_archs[a].architecture;
+    const char *cut = strstr(base, "For"); /* "Bert" of BertModel / BertForMaskedLM */
+    if (!cut)
+        cut = strstr(base, "Model");
+    size_t stem = cut ? (size_t)(cut - base) : strlen(base);
+    for (size_t i = 0; i < N_ENCODER_ARCHS; i++)
+        if (encoder_archs[i].classifier &&
+            !strncmp(encoder_archs[i].architecture, base, stem) &&
+            !strcmp(encoder_archs[i].architecture + stem, "ForSequenceClassification"))
+            return (int)i;
+    return a;
+}
+
 int ld_is_encoder_dir(const char *dir)
 {
     json_t *root = NULL;
@@ -598,6 +627,61 @@ out:
     return rc;
 }
 
+int ld_pooling_parse(const char *s, ld_pooling *out, inferd_error *e)
+{
+    static const char *names[] = {"cls", "mean", "last", "pooler"};
+    for (int k = 0; k < (int)(sizeof names / sizeof names[0]); k++)
+        if (!strcasecmp(s, names[k])) {
+            *out = (ld_pooling)k;
+            return 0;
+        }
+    err_set(e, "unknown pooling '%s' (cls, mean, last or pooler)", s);
+    return -1;
+}
+
+int ld_pooler_config_parse(const char *json, int *pooling, int *normalize, inferd_error *e)
+{
+    *pooling = *normalize = -1;
+    json_error_t je;
+    json_t *o = json_loads(json, 0, &je);
+    int rc = -1;
+    if (!json_is_object(o)) {
+        err_set(e, "--pooler-config is not a JSON object (%s), e.g. "
+                   "'{\"pooling_type\": \"MEAN\", \"normalize\": true}'",
+                o ? "another JSON value" : je.text);
+        goto out;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        if (!strcmp(key, "pooling_type")) {
+            ld_pooling p;
+            /* vLLM's ALL and STEP pool nothing into one vector per input. */
+            if (!json_is_string(v) || ld_pooling_parse(json_string_value(v), &p, e) ||
+                p == LD_POOL_POOLER) {
+                err_set(e, "--pooler-config: pooling_type %s is not supported (CLS, MEAN or "
+                           "LAST)", json_is_string(v) ? json_string_value(v) : "not a string");
+                goto out;
+            }
+            *pooling = (int)p;
+        } else if (!strcmp(key, "normalize")) {
+            if (!json_is_boolean(v)) {
+                err_set(e, "--pooler-config: normalize must be true or false");
+                goto out;
+            }
+            *normalize = json_is_true(v);
+        } else {
+            err_set(e, "--pooler-config: key '%s' is not supported (pooling_type and "
+                       "normalize are)", key);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    json_decref(o);
+    return rc;
+}
+
 int ld_encoder_config_load(const char *dir, ld_encoder_config *c, inferd_error *e)
 {
     json_t *root = NULL, *ms = NULL;
@@ -663,16 +747,25 @@ int ld_encoder_config_load(const char *dir, ld_encoder_config *c, inferd_error *
         err_set(e, "%s: position_embedding_type '%s' is not supported (absolute)", what, pet);
         goto out;
     }
-    if (encoder_archs[a].classifier && parse_labels(root, c, what, e))
-        goto out;
-    c->pooling = LD_POOL_CLS;
-    if (parse_sentence_transformers(dir, c, e))
-        goto out;
     if (load_json_object(dir, "configuration.json", 0, &ms, e))
         goto out;
     const char *task = json_string_value(json_object_get(ms, "task"));
     if (task)
         snprintf(c->task, sizeof c->task, "%s", task);
+    /* ModelScope checkpoints often leave architectures out: the task says a
+     * classifier, id2label says its labels (the weights confirm, model/). */
+    if (!encoder_archs[a].classifier && !json_array_get(json_object_get(root, "architectures"), 0) &&
+        task_is_classification(c->task) && json_is_object(json_object_get(root, "id2label")) &&
+        encoder_archs[classifier_of(a)].classifier) {
+        a = classifier_of(a);
+        c->head_by_task = 1;
+        snprintf(c->architecture, sizeof c->architecture, "%s", encoder_archs[a].architecture);
+    }
+    if (encoder_archs[a].classifier && parse_labels(root, c, what, e))
+        goto out;
+    c->pooling = LD_POOL_CLS;
+    if (parse_sentence_transformers(dir, c, e))
+        goto out;
     rc = 0;
 out:
     json_decref(ms);

@@ -144,6 +144,10 @@ typedef struct ld_encoder_config {
     int has_st_config;         /* the pooling above came from sentence-transformers */
     /* ModelScope configuration.json "task", e.g. "sentence-similarity" */
     char task[64];
+    /* No architectures in config.json, but a classification task and
+     * id2label: the labels and *ForSequenceClassification above are a guess
+     * that mdl_encoder_load keeps only when the weights hold the head. */
+    int head_by_task;
 } ld_encoder_config;
 
 /* Reads DIR/config.json for BertModel / BertFor* / XLMRobertaModel /
@@ -151,6 +155,13 @@ typedef struct ld_encoder_config {
  * modules.json + 1_Pooling/config.json (sentence-transformers) and
  * configuration.json (ModelScope) when present. */
 int ld_encoder_config_load(const char *dir, ld_encoder_config *c, inferd_error *e);
+/* A pooling name as `--pooling` takes it: cls, mean, last or pooler, in any
+ * case (vLLM's pooler config writes CLS, MEAN, LAST); -1 with the choices. */
+int ld_pooling_parse(const char *s, ld_pooling *out, inferd_error *e);
+/* vLLM's --pooler-config JSON, e.g. {"pooling_type": "MEAN", "normalize":
+ * true}: *pooling (an ld_pooling) and *normalize (0/1) get what it sets and
+ * -1 for what it leaves out; -1 with a message on other keys or values. */
+int ld_pooler_config_parse(const char *json, int *pooling, int *normalize, inferd_error *e);
 /* 1 if DIR/config.json names an encoder architecture ld_encoder_config_load
  * reads (how `inferd embed` and serve tell encoders from causal LMs). */
 int ld_is_encoder_dir(const char *dir);

@@ -98,8 +98,25 @@ static int load_layer(mdl_encoder *m, int i, inferd_error *e)
     return 0;
 }
 
+/* A head the loader guessed from the ModelScope task (head_by_task) that
+ * the weights do not hold: the folder is the bare encoder after all, served
+ * for embeddings as before, named as transformers names the bare model. */
+static void drop_guessed_head(mdl_encoder *m)
+{
+    ld_encoder_config *c = &m->cfg;
+    const char *head = c->roberta ? "classifier.out_proj.weight" : "classifier.weight";
+    if (!c->head_by_task || find(m, "", head))
+        return;
+    c->num_labels = 0;
+    c->head_by_task = 0;
+    char *f = strstr(c->architecture, "For");
+    if (f)
+        snprintf(f, sizeof c->architecture - (size_t)(f - c->architecture), "Model");
+}
+
 static int load_head(mdl_encoder *m, inferd_error *e)
 {
+    drop_guessed_head(m);
     const ld_encoder_config *c = &m->cfg;
     const int64_t hid = c->hidden_size, nl = c->num_labels;
     if (get(m, m->prefix, "pooler.dense.weight", hid, hid, 1, &m->pool_w, e) ||
@@ -134,11 +151,8 @@ int mdl_encoder_load(const char *dir, const mdl_options *opt, mdl_encoder **out,
     if (ld_encoder_config_load(dir, &m->cfg, e))
         goto err;
     const ld_encoder_config *c = &m->cfg;
-    if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
-        err_set(e, "unknown device '%s' (available: cpu%s)", device,
-                be_cuda_available() ? ", cuda" : "");
+    if (mdl_resolve_device(device, &device, NULL, 0, e))
         goto err;
-    }
     int bf16 = 0;
     if (mdl_parse_matmul_precision(opt ? opt->matmul_precision : NULL, &bf16, e))
         goto err;
@@ -203,6 +217,19 @@ void mdl_encoder_free(mdl_encoder *m)
 const ld_encoder_config *mdl_encoder_config(const mdl_encoder *m) { return &m->cfg; }
 
 int mdl_encoder_has_pooler(const mdl_encoder *m) { return m->pool_w.data != NULL; }
+
+int mdl_encoder_set_pooling(mdl_encoder *m, int pooling, int normalize, inferd_error *e)
+{
+    if (pooling == LD_POOL_POOLER && !m->pool_w.data) {
+        err_set(e, "this checkpoint has no pooler weights; use cls, mean or last pooling");
+        return -1;
+    }
+    if (pooling >= 0)
+        m->cfg.pooling = (ld_pooling)pooling;
+    if (normalize >= 0)
+        m->cfg.normalize = normalize;
+    return 0;
+}
 
 /* ---- forward ---- */
 

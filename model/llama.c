@@ -205,11 +205,8 @@ int mdl_load(const char *dir, const mdl_options *opt, mdl_model **out, inferd_er
     if (ld_config_load(dir, &m->cfg, e))
         goto err;
     const ld_config *c = &m->cfg;
-    if (strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
-        err_set(e, "unknown device '%s' (available: cpu%s)", device,
-                be_cuda_available() ? ", cuda" : "");
+    if (mdl_resolve_device(device, &device, NULL, 0, e))
         goto err;
-    }
     if (strcmp(c->hidden_act, "silu") != 0 && c->hidden_act[0]) {
         err_set(e, "%s/config.json: hidden_act '%s' is not supported (supported: silu)", dir,
                 c->hidden_act);

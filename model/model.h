@@ -15,12 +15,19 @@
 typedef struct mdl_model mdl_model;
 
 typedef struct mdl_options {
-    const char *device;   /* "cpu" (default) or "cuda" */
+    const char *device;   /* "cpu" (default), "cuda" or "auto" (mdl_resolve_device) */
     int n_threads;        /* CPU threads, 0 = all cores */
     /* "float32" (NULL, default) or "bfloat16": activations rounded to bf16
      * for the weight matrix products (faster, as vLLM and llama.cpp do). */
     const char *matmul_precision;
 } mdl_options;
+
+/* Resolves a --device value into *out: "cpu" and "cuda" as given (NULL:
+ * "cpu"); "auto" to "cuda" when this build has CUDA and device 0 opens, else
+ * "cpu", with a line for the user saying why in note (may be NULL). -1 with a
+ * message listing the choices for any other value. */
+int mdl_resolve_device(const char *device, const char **out, char *note, size_t n_note,
+                       inferd_error *e);
 
 /* 0 and the bf16 flag for a --matmul-precision value, -1 with a message. */
 int mdl_parse_matmul_precision(const char *s, int *bf16, inferd_error *e);
@@ -87,6 +94,10 @@ int mdl_encoder_load(const char *dir, const mdl_options *opt, mdl_encoder **out,
                      inferd_error *e);
 void mdl_encoder_free(mdl_encoder *m);
 const ld_encoder_config *mdl_encoder_config(const mdl_encoder *m);
+/* Overrides the folder's pooling (pooling >= 0, an ld_pooling) and its
+ * Normalize (normalize >= 0), as serve's --pooling does; -1 keeps each. -1
+ * with a message for pooler pooling on a checkpoint without its weights. */
+int mdl_encoder_set_pooling(mdl_encoder *m, int pooling, int normalize, inferd_error *e);
 /* 1 if the checkpoint has BertPooler weights (LD_POOL_POOLER usable). */
 int mdl_encoder_has_pooler(const mdl_encoder *m);
 
