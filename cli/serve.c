@@ -39,8 +39,8 @@ static void serve_usage(FILE *f)
         "  --host ADDR                 address to bind (default 0.0.0.0)\n"
         "  --port N                    port (default 8000; 0 = any free port)\n"
         "  --served-model-name NAME    model id clients use (default: MODEL_DIR as given)\n"
-        "  --api-key KEY               require 'Authorization: Bearer KEY' on /v1/*,\n"
-        "                              /tokenize and /detokenize (default: $INFERD_API_KEY)\n"
+        "  --api-key KEY               require 'Authorization: Bearer KEY' on all but\n"
+        "                              /health and /metrics (default: $INFERD_API_KEY)\n"
         "  --max-model-len N           prompt + output tokens at most (default: the model's)\n"
         "  --max-num-seqs N            requests in the running batch at most (default 256)\n"
         "  --max-num-batched-tokens N  tokens per engine step (default 1024 on a GPU,\n"
@@ -299,6 +299,8 @@ int cli_serve(int argc, char **argv)
     }
     if (!name)
         name = dir;
+    if (key && !*key) { fprintf(stderr, "inferd serve: --api-key (or INFERD_API_KEY) is empty: "
+                                "give a key, or unset it to serve without authentication\n"); return 2; }
 
     /* A handler, not sigwait: libraries (OpenBLAS) start threads before
      * main that do not block signals, so any thread may take SIGTERM. The

@@ -372,10 +372,13 @@ static enum MHD_Result send_stream(conn *c, api_response *ar)
 
 /* ---- requests ---- */
 
+/* With --api-key every path needs the key but the probes a load balancer
+ * or Prometheus polls without one (as in vLLM): a list of what is open, not
+ * of what is closed, so a route added later (/classify was one) cannot be
+ * left open by forgetting it here. */
 static int needs_key(const char *path)
 {
-    return !strncmp(path, "/v1/", 4) || !strcmp(path, "/v1") || !strcmp(path, "/tokenize") ||
-           !strcmp(path, "/detokenize");
+    return strcmp(path, "/health") && strcmp(path, "/metrics");
 }
 
 static enum MHD_Result answer(conn *c)
@@ -558,8 +561,19 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
         s->o.request_read_timeout_s = 30;
     pthread_mutex_init(&s->wmu, NULL);
     pthread_cond_init(&s->wcv, NULL);
-    if (o->api_key && *o->api_key)
-        s->api_key = strdup(o->api_key);
+    if (o->api_key) {
+        /* "" would match no "Bearer KEY" yet once meant "no key": a
+         * server the user asked to protect must not start open. */
+        if (!*o->api_key) {
+            err_set(e, "the API key is empty: give a key, or none to serve without "
+                    "authentication");
+            goto err;
+        }
+        if (!(s->api_key = strdup(o->api_key))) {
+            err_set(e, "out of memory");
+            goto err;
+        }
+    }
     const char *host = o->host && *o->host ? o->host : "0.0.0.0";
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};

@@ -16,7 +16,7 @@ typedef struct srv_server srv_server;
 typedef struct srv_options {
     const char *host;            /* address to bind, "0.0.0.0" if NULL */
     int port;                    /* 0 = any free port (see srv_port) */
-    const char *api_key;         /* NULL or "": no authentication */
+    const char *api_key;         /* NULL: no authentication; "" is an error */
     size_t max_request_bytes;    /* larger bodies get 413 (default 32 MiB) */
     int access_log;              /* one line per request on stderr */
     /* Slow clients: a connection is closed when its request is not in whole
