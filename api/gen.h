@@ -58,7 +58,7 @@ typedef struct api_gen {
     int n_stop;
     size_t max_stop_len;
     int include_stop_str, skip_special;
-    int counted_live;
+    int counted_live;             /* sequences this request added to a->live */
 
     int n_choices;
     api_choice *ch;

@@ -34,12 +34,19 @@ static int start_choices(api_gen *g)
 {
     api_ctx *a = g->a;
     int total = g->n_prompts * g->n;
-    int live = atomic_fetch_add(&a->live, 1) + 1;
-    g->counted_live = 1;
-    if (a->max_queue > 0 && live > a->max_num_seqs + a->max_queue)
-        return api_gen_fail(g, 503, NULL, "the server is overloaded: %d requests are queued or "
-                            "running (at most %d); retry later", live - 1,
-                            a->max_num_seqs + a->max_queue);
+    /* The engine queues sequences, not requests: one request of n = 128
+     * weighs what 128 of n = 1 do, so the limit counts each choice. */
+    int limit = a->max_num_seqs + a->max_queue;
+    if (a->max_queue > 0 && total > limit)
+        return api_gen_fail(g, 400, g->n > 1 ? "n" : "prompt", "this request asks for %d "
+                            "sequences (n x prompts) but the server runs and queues at most %d "
+                            "(--max-num-seqs + --max-queue); ask for fewer", total, limit);
+    int live = atomic_fetch_add(&a->live, total) + total;
+    g->counted_live = total;
+    if (a->max_queue > 0 && live > limit)
+        return api_gen_fail(g, 503, NULL, "the server is overloaded: %d sequences are queued or "
+                            "running and this request adds %d (at most %d); retry later",
+                            live - total, total, limit);
     g->ch = calloc((size_t)total, sizeof *g->ch);
     if (!g->ch || (total > 1 && !(g->waiter = eng_waiter_new())))
         return api_gen_fail(g, 500, NULL, "out of memory");

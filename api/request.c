@@ -78,7 +78,7 @@ void api_gen_free(api_gen *g)
     for (int i = 0; i < g->n_stop; i++)
         free(g->stop[i]);
     if (g->counted_live)
-        atomic_fetch_sub(&g->a->live, 1);
+        atomic_fetch_sub(&g->a->live, g->counted_live);
     free(g);
 }
 
