@@ -12,17 +12,29 @@
 
 char *api_dump(json_t *j)
 {
-    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
-    return s ? s : strdup("{}");
+    return j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
 }
+
+/* What a client is told when its answer could not be built. */
+static const char unbuilt[] = "the server could not build its answer (out of memory?); see "
+                              "the server log";
 
 void api_set_json(api_response *r, int status, json_t *j)
 {
+    char *body = api_dump(j);
+    json_decref(j);
+    if (!body) {
+        /* A NULL j (a json_pack that failed) or an undumpable one: "{}"
+         * with the success status would tell the client all went well. */
+        fprintf(stderr, "inferd: a %d answer could not be serialised; sent 500 instead\n",
+                status);
+        api_set_error(r, 500, NULL, unbuilt);
+        return;
+    }
     r->status = status;
     r->content_type = "application/json";
-    r->body = api_dump(j);
-    r->len = strlen(r->body);
-    json_decref(j);
+    r->body = body;
+    r->len = strlen(body);
 }
 
 /* ---- errors ---- */
@@ -55,7 +67,9 @@ char *api_error_body(int status, const char *param, const char *fmt, ...)
                           code ? json_string(code) : json_null());
     char *s = api_dump(j);
     json_decref(j);
-    return s;
+    /* out of memory: a fixed body, still OpenAI's shape */
+    return s ? s : strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                          "\"param\":null,\"code\":null}}");
 }
 
 void api_set_error(api_response *r, int status, const char *param, const char *msg)
@@ -80,9 +94,12 @@ void api_sse_data(strbuf *out, const char *data)
 void api_sse_json(strbuf *out, json_t *j)
 {
     char *s = api_dump(j);
+    json_decref(j);
+    /* mid-stream the status is sent: an error event is what is left */
+    if (!s)
+        s = api_error_body(500, NULL, "%s", unbuilt);
     api_sse_data(out, s);
     free(s);
-    json_decref(j);
 }
 
 /* As Python's decode(errors="replace") does, so that our text matches what

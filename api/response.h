@@ -10,10 +10,11 @@
 
 #include "api/context.h"
 
-/* Compact JSON with 9 significant digits for reals, malloc'd ("{}" for
- * NULL); frees nothing. */
+/* Compact JSON with 9 significant digits for reals, malloc'd; NULL when j
+ * is NULL or cannot be dumped (out of memory). Frees nothing. */
 char *api_dump(json_t *j);
-/* r becomes a JSON answer of status; takes the reference to j. */
+/* r becomes a JSON answer of status, or a 500 error when j is NULL or
+ * cannot be dumped; takes the reference to j. */
 void api_set_json(api_response *r, int status, json_t *j);
 /* r becomes an OpenAI error (503 also asks the client to retry in 1 s).
  * param may be NULL. */
