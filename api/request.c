@@ -3,7 +3,8 @@
  * strings, output options). Every field is checked by name and type; a field
  * we do not implement is refused with a 400 that names it, never ignored.
  * generate.c runs what comes out; tokenize.c renders chat prompts with it.
- * Uses the tokenizer and the chat template, nothing of api/ but the context. */
+ * Uses the tokenizer and the chat template, of api/ only the context and
+ * response.h's field check. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 
 #include "api/gen.h"
+#include "api/response.h"
 
 int api_gen_fail(api_gen *g, int status, const char *param, const char *fmt, ...)
 {
@@ -168,15 +170,11 @@ static int in_list(const char *const *l, const char *k)
 
 static int check_fields(api_gen *g, json_t *body)
 {
-    const char *k;
-    json_t *v;
-    json_object_foreach(body, k, v) {
-        if (in_list(g->chat ? chat_fields : completion_fields, k))
-            continue;
-        if (in_list(refused_fields, k))
-            return api_gen_fail(g, 400, k, "'%s' is not supported by this server", k);
-        return api_gen_fail(g, 400, k, "Unrecognized request argument supplied: %s", k);
-    }
+    const char *k = api_unknown_field(body, g->chat ? chat_fields : completion_fields);
+    if (k && in_list(refused_fields, k))
+        return api_gen_fail(g, 400, k, "'%s' is not supported by this server", k);
+    if (k)
+        return api_gen_fail(g, 400, k, API_UNRECOGNIZED "%s", k);
     /* Present but inert only in their do-nothing forms. */
     json_t *t = json_object_get(body, "tools");
     if (t && !json_is_null(t) && !(json_is_array(t) && json_array_size(t) == 0))

@@ -157,3 +157,17 @@ int api_check_model(const api_ctx *a, json_t *b, api_response *r)
     }
     return 0;
 }
+
+const char *api_unknown_field(json_t *b, const char *const *known)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(b, k, v) {
+        const char *const *l = known;
+        while (*l && strcmp(*l, k))
+            l++;
+        if (!*l)
+            return k;
+    }
+    return NULL;
+}

@@ -35,5 +35,10 @@ json_t *api_parse_body(const char *body, size_t len, api_response *r);
 /* 0 when b's "model" is absent, null or the served name; otherwise -1 with
  * r set to the 400 (not a string) or 404 (another model). */
 int api_check_model(const api_ctx *a, json_t *b, api_response *r);
+/* The first key of b not in known (NULL-terminated), or NULL: a field a
+ * client believes does something must not be ignored silently. */
+const char *api_unknown_field(json_t *b, const char *const *known);
+/* Its 400's message, then the field: OpenAI's words, which clients match. */
+#define API_UNRECOGNIZED "Unrecognized request argument supplied: "
 
 #endif
