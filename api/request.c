@@ -617,6 +617,10 @@ static int check_lengths(api_gen *g)
     if (g->s.max_tokens == 0 && !(g->echo && g->logprobs))
         return api_gen_fail(g, 400, "max_tokens", "'max_tokens' must be at least 1 (0 only with "
                             "echo and logprobs)");
+    /* here, not in the engine, whose refusal would name the prompt */
+    if (g->s.min_tokens > g->s.max_tokens)
+        return api_gen_fail(g, 400, "min_tokens", "'min_tokens' must be at most max_tokens "
+                            "(%d here), got %d", g->s.max_tokens, g->s.min_tokens);
     return 0;
 }
 
