@@ -185,6 +185,10 @@ static void lp_add(api_gen *g, api_choice *c, const eng_event *ev, int first)
     free(s);
 }
 
+/* OpenAI's clients type system_fingerprint as a string; one build of
+ * inferd answers the same for the same request and seed, so one value. */
+static const char fingerprint[] = "fp_inferd";
+
 static json_t *lp_json(api_gen *g, api_choice *c)
 {
     if (!g->logprobs)
@@ -192,7 +196,7 @@ static json_t *lp_json(api_gen *g, api_choice *c)
     if (!c->lp_content && !c->lp_tokens)
         lp_reset(g, c);
     if (g->chat)
-        return json_pack("{s:O}", "content", c->lp_content);
+        return json_pack("{s:O, s:n}", "content", c->lp_content, "refusal"); /* never refuses */
     return json_pack("{s:O, s:O, s:O, s:O}", "tokens", c->lp_tokens, "token_logprobs",
                      c->lp_token_logprobs, "top_logprobs", c->lp_top, "text_offset",
                      c->lp_offset);
@@ -433,9 +437,9 @@ static json_t *choice_json(api_gen *g, api_choice *c)
     json_t *stop = c->stop_reason ? json_incref(c->stop_reason) : json_null();
     const char *fin = c->finish ? c->finish : "abort";
     if (g->chat)
-        return json_pack("{s:i, s:{s:s, s:s%}, s:o, s:s, s:o}", "index", c->index, "message",
-                         "role", "assistant", "content", c->text.p ? c->text.p : "",
-                         c->text.n, "logprobs", lp_json(g, c), "finish_reason", fin,
+        return json_pack("{s:i, s:{s:s, s:s%, s:n}, s:o, s:s, s:o}", "index", c->index,
+                         "message", "role", "assistant", "content", c->text.p ? c->text.p : "",
+                         c->text.n, "refusal", "logprobs", lp_json(g, c), "finish_reason", fin,
                          "stop_reason", stop);
     strbuf t = {0};
     if (g->echo && g->prompt_text[c->prompt_idx]) {
@@ -479,10 +483,10 @@ static void run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response
     for (int i = 0; i < g->n_choices; i++)
         json_array_append_new(choices, choice_json(g, &g->ch[i]));
     json_t *usage = usage_json(g);
-    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:o, s:O, s:n}", "id", g->id, "object",
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:o, s:O, s:s}", "id", g->id, "object",
                           g->chat ? "chat.completion" : "text_completion", "created",
                           (json_int_t)g->created, "model", g->a->model_name, "choices",
-                          choices, "usage", usage, "system_fingerprint");
+                          choices, "usage", usage, "system_fingerprint", fingerprint);
     r->prompt_tokens = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
     r->completion_tokens = (int)json_integer_value(json_object_get(usage, "completion_tokens"));
     json_decref(usage);
@@ -496,10 +500,10 @@ static json_t *chunk(api_gen *g, json_t *choice)
     json_t *choices = json_array();
     if (choice)
         json_array_append_new(choices, choice);
-    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", g->id, "object",
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:o, s:s}", "id", g->id, "object",
                           g->chat ? "chat.completion.chunk" : "text_completion", "created",
                           (json_int_t)g->created, "model", g->a->model_name, "choices",
-                          choices);
+                          choices, "system_fingerprint", fingerprint);
     if (g->include_usage)
         json_object_set_new(j, "usage", json_null());
     return j;

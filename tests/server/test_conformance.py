@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from serverlib import Server, check, finish  # noqa: E402
+from serverlib import Server, check, finish, sse_events  # noqa: E402
 
 MSGS = [{"role": "user", "content": "hi"}]
 
@@ -24,4 +24,19 @@ with Server("qwen3") as s:
               and err(r).get("param") == "min_tokens", r.text)
         r = s.post(path, {**body, "max_tokens": 3, "min_tokens": 3})
         check(f"{path}: min_tokens = max_tokens served", r.status_code == 200, r.text)
+
+    # OpenAI's chat response shape: refusal present (null), a string fingerprint
+    j = s.post("/v1/chat/completions", {"messages": MSGS, "max_tokens": 2, "logprobs": True}).json()
+    ch = j["choices"][0]
+    check("chat: message.refusal is present and null", "refusal" in ch["message"]
+          and ch["message"]["refusal"] is None, ch)
+    check("chat: logprobs.refusal is present and null", "refusal" in ch["logprobs"]
+          and ch["logprobs"]["refusal"] is None, ch["logprobs"])
+    check("chat: system_fingerprint is a string", isinstance(j.get("system_fingerprint"), str), j)
+    j = s.post("/v1/completions", {"prompt": "hi", "max_tokens": 2}).json()
+    check("completions: system_fingerprint is a string", isinstance(j.get("system_fingerprint"), str), j)
+    r = s.post("/v1/chat/completions", {"messages": MSGS, "max_tokens": 2, "stream": True}, stream=True)
+    chunks = [e for e in sse_events(r) if e != "[DONE]"]
+    check("chat chunks: system_fingerprint is a string",
+          chunks and all(isinstance(c.get("system_fingerprint"), str) for c in chunks), chunks[:2])
 finish()
