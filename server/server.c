@@ -23,6 +23,10 @@
 
 #include "server/server.h"
 
+/* A client's X-Request-Id longer than this is replaced, not echoed: a
+ * header the client controls must not grow every answer without bound. */
+#define REQUEST_ID_MAX 128
+
 /* A connection as the read watchdog sees it (MHD's socket context). */
 typedef struct watch {
     struct watch *prev, *next;
@@ -43,6 +47,8 @@ struct srv_server {
     atomic_int aborting;         /* srv_stop: every wait gives up */
     int port;
     int quiesced;                /* no longer accepting */
+    uint64_t id_salt;            /* fresh request ids differ across restarts */
+    atomic_uint_fast64_t id_counter;
     /* The read watchdog: MHD renews its connection timeout with each byte,
      * so a client trickling bytes would hold a connection (and its thread)
      * for ever; this thread closes those whose deadline passed. */
@@ -65,6 +71,7 @@ typedef struct conn {
     double t0, probed_at;
     int status, prompt_tokens, completion_tokens;
     char method[16], path[256], peer[64];
+    char request_id[REQUEST_ID_MAX + 1];   /* the X-Request-Id of the answer */
 } conn;
 
 /* What an SSE response's callbacks need; it outlives the conn. */
@@ -159,8 +166,37 @@ static int key_equal(const char *got, const char *want)
     return d == 0;
 }
 
-static enum MHD_Result send_body(struct MHD_Connection *mc, int status, const char *ctype,
-                                 char *body, size_t len, int retry_after)
+/* As vLLM does: the client's X-Request-Id back, so that it can match its
+ * logs to ours, else a fresh one (what OpenAI's clients show as request_id).
+ * Only printable ASCII is echoed: anything else could split the header. */
+static void set_request_id(conn *c)
+{
+    const char *h = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = h ? strlen(h) : 0;
+    int ok = n > 0 && n <= REQUEST_ID_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = h[i] > 0x20 && h[i] < 0x7f;
+    if (ok) {
+        memcpy(c->request_id, h, n + 1);
+        return;
+    }
+    /* splitmix64 of a counter: distinct ids without a lock */
+    uint64_t x = c->s->id_salt +
+                 0x9E3779B97F4A7C15ull * (atomic_fetch_add(&c->s->id_counter, 1) + 1);
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    snprintf(c->request_id, sizeof c->request_id, "req-%016llx",
+             (unsigned long long)(x ^ (x >> 31)));
+}
+
+/* What every answer carries, errors and streams included. */
+static void add_headers(conn *c, struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "X-Request-Id", c->request_id);
+}
+
+static enum MHD_Result send_body(conn *c, int status, const char *ctype, char *body, size_t len,
+                                 int retry_after)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE
@@ -169,6 +205,7 @@ static enum MHD_Result send_body(struct MHD_Connection *mc, int status, const ch
         free(body);
         return MHD_NO;
     }
+    add_headers(c, r);
     if (ctype)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (retry_after > 0) {
@@ -178,7 +215,7 @@ static enum MHD_Result send_body(struct MHD_Connection *mc, int status, const ch
     }
     if (status == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    enum MHD_Result ok = MHD_queue_response(mc, (unsigned)status, r);
+    enum MHD_Result ok = MHD_queue_response(c->mc, (unsigned)status, r);
     MHD_destroy_response(r);
     return ok;
 }
@@ -189,7 +226,7 @@ static enum MHD_Result send_error(conn *c, int status, const char *param, const 
     c->status = status;
     api_count_http(atomic_load(&c->s->api), status);
     char *body = api_error_body(status, param, "%s", msg);
-    return send_body(c->mc, status, "application/json", body, strlen(body), retry_after);
+    return send_body(c, status, "application/json", body, strlen(body), retry_after);
 }
 
 static void uncount(srv_server *s, int *counted)
@@ -362,6 +399,7 @@ static enum MHD_Result send_stream(conn *c, api_response *ar)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    add_headers(c, r);
     c->streamed = 1;
     c->status = 200;
     api_count_http(atomic_load(&c->s->api), 200);
@@ -425,8 +463,7 @@ static enum MHD_Result answer(conn *c)
     }
     char *body = ar.body;
     ar.body = NULL;
-    enum MHD_Result ok = send_body(c->mc, ar.status, ar.content_type, body, ar.len,
-                                   ar.retry_after);
+    enum MHD_Result ok = send_body(c, ar.status, ar.content_type, body, ar.len, ar.retry_after);
     api_response_clear(&ar);
     return ok;
 }
@@ -489,6 +526,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         }
         if (!c->peer[0])
             snprintf(c->peer, sizeof c->peer, "-");
+        set_request_id(c);
         *con_cls = c;
         c->counted = 1;
         atomic_fetch_add(&s->active, 1);
@@ -561,6 +599,9 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
         s->o.request_read_timeout_s = 30;
     pthread_mutex_init(&s->wmu, NULL);
     pthread_cond_init(&s->wcv, NULL);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    s->id_salt = ((uint64_t)now.tv_sec << 30) ^ (uint64_t)now.tv_nsec ^ ((uint64_t)getpid() << 48);
     if (o->api_key) {
         /* "" would match no "Bearer KEY" yet once meant "no key": a
          * server the user asked to protect must not start open. */

@@ -39,4 +39,20 @@ with Server("qwen3") as s:
     chunks = [e for e in sse_events(r) if e != "[DONE]"]
     check("chat chunks: system_fingerprint is a string",
           chunks and all(isinstance(c.get("system_fingerprint"), str) for c in chunks), chunks[:2])
+
+    # X-Request-Id on every answer: the client's echoed, else a fresh one
+    seen = set()
+    for how, r in (("chat", s.post("/v1/chat/completions", {"messages": MSGS, "max_tokens": 2})),
+                   ("400", s.post("/v1/completions", {"prompt": "hi", "bogus": 1})),
+                   ("404", s.get("/nope")), ("/health", s.get("/health")), ("/metrics", s.get("/metrics")),
+                   ("stream", s.post("/v1/completions", {"prompt": "hi", "max_tokens": 2, "stream": True}))):
+        rid = r.headers.get("x-request-id")
+        check(f"{how}: x-request-id present", bool(rid), dict(r.headers))
+        seen.add(rid)
+    check("fresh request ids differ", len(seen) == 6, seen)
+    r = s.post("/v1/chat/completions", {"messages": MSGS, "max_tokens": 2}, headers={"X-Request-Id": "abc-123"})
+    check("the client's X-Request-Id is echoed", r.headers.get("x-request-id") == "abc-123", dict(r.headers))
+    r = s.get("/health", headers={"X-Request-Id": "x" * 500})
+    rid = r.headers.get("x-request-id", "")
+    check("an overlong X-Request-Id is replaced", 0 < len(rid) <= 128, rid[:50])
 finish()

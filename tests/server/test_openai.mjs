@@ -36,6 +36,9 @@ const messages = [{ role: 'system', content: 'You are terse.' }, { role: 'user',
 try {
   const models = await client.models.list();
   check('models.list has the served model', models.data.some((m) => m.id === 'tiny'), models.data);
+  const withId = await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 2 });
+  check('chat completion has a _request_id', typeof withId._request_id === 'string'
+    && withId._request_id.length > 0, withId._request_id);
   const one = await client.models.retrieve('tiny');
   check('models.retrieve gives the served model', one.id === 'tiny' && one.object === 'model', one);
   try {
