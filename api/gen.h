@@ -69,6 +69,7 @@ typedef struct api_gen {
     /* the first error while parsing or running */
     int err_status;
     char err_param[64];
+    const char *err_code;         /* NULL, or a code of its own (a literal) */
     char err_msg[INFERD_ERR_MAX];
 } api_gen;
 

@@ -637,7 +637,7 @@ static void generation(api_ctx *a, int chat, const api_call *call, api_response 
         return;
     }
     if (api_gen_parse(g, call->body) || start_choices(g)) {
-        api_set_error(r, g->err_status, g->err_param, g->err_msg);
+        api_set_error_code(r, g->err_status, g->err_param, g->err_code, g->err_msg);
         api_gen_free(g);
         return;
     }

@@ -598,6 +598,7 @@ static int check_lengths(api_gen *g)
             longest = g->n_prompt_tok[i];
     }
     const char *where = g->chat ? "messages" : "prompt";
+    g->err_code = "context_length_exceeded";   /* OpenAI's, for the two errors below */
     if (g->max_tokens < 0) {
         if (longest >= ctx)
             return api_gen_fail(g, 400, where, "This model's maximum context length is %d tokens. "
@@ -614,6 +615,7 @@ static int check_lengths(api_gen *g)
                                 "completion). Please reduce the length of the %s or completion.",
                                 ctx, longest + g->max_tokens, longest, where, g->max_tokens, where);
     }
+    g->err_code = NULL;
     if (g->s.max_tokens == 0 && !(g->echo && g->logprobs))
         return api_gen_fail(g, 400, "max_tokens", "'max_tokens' must be at least 1 (0 only with "
                             "echo and logprobs)");

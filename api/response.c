@@ -39,25 +39,20 @@ void api_set_json(api_response *r, int status, json_t *j)
 
 /* ---- errors ---- */
 
-char *api_error_body(int status, const char *param, const char *fmt, ...)
+/* OpenAI's error body; code NULL: the one status implies. */
+static char *error_body(int status, const char *param, const char *code, const char *msg)
 {
-    char msg[INFERD_ERR_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    const char *type = "invalid_request_error", *code = NULL;
-    switch (status) {
+    const char *type = "invalid_request_error";
+    switch (code ? 0 : status) {
     case 401: code = "invalid_api_key"; break;
     case 404: code = param && !strcmp(param, "model") ? "model_not_found" : "not_found"; break;
     case 405: code = "method_not_allowed"; break;
     case 413: code = "request_too_large"; break;
-    case 503: type = "server_error"; code = "overloaded"; break;
-    default:
-        if (status >= 500)
-            type = "server_error";
-        break;
+    case 503: code = "overloaded"; break;
+    default: break;
     }
+    if (status >= 500)
+        type = "server_error";
     /* msg may hold bytes of a client's invalid UTF-8; jansson refuses those. */
     json_t *m = json_string(msg);
     if (!m)
@@ -72,11 +67,27 @@ char *api_error_body(int status, const char *param, const char *fmt, ...)
                           "\"param\":null,\"code\":null}}");
 }
 
+char *api_error_body(int status, const char *param, const char *fmt, ...)
+{
+    char msg[INFERD_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return error_body(status, param, NULL, msg);
+}
+
 void api_set_error(api_response *r, int status, const char *param, const char *msg)
+{
+    api_set_error_code(r, status, param, NULL, msg);
+}
+
+void api_set_error_code(api_response *r, int status, const char *param, const char *code,
+                        const char *msg)
 {
     r->status = status;
     r->content_type = "application/json";
-    r->body = api_error_body(status, param, "%s", msg);
+    r->body = error_body(status, param, code, msg);
     r->len = strlen(r->body);
     if (status == 503)
         r->retry_after = 1;

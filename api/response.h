@@ -19,6 +19,10 @@ void api_set_json(api_response *r, int status, json_t *j);
 /* r becomes an OpenAI error (503 also asks the client to retry in 1 s).
  * param may be NULL. */
 void api_set_error(api_response *r, int status, const char *param, const char *msg);
+/* The same with an error code of its own (NULL: the status's), e.g.
+ * "context_length_exceeded", which clients test for. */
+void api_set_error_code(api_response *r, int status, const char *param, const char *code,
+                        const char *msg);
 
 /* Appends one SSE event "data: DATA\n\n". */
 void api_sse_data(strbuf *out, const char *data);

@@ -25,6 +25,17 @@ with Server("qwen3") as s:
         r = s.post(path, {**body, "max_tokens": 3, "min_tokens": 3})
         check(f"{path}: min_tokens = max_tokens served", r.status_code == 200, r.text)
 
+    # context length: OpenAI's code, which clients test for
+    for what, body in (("max_tokens too large", {"messages": MSGS, "max_tokens": 5000}),
+                       ("prompt too long", {"messages": [{"role": "user", "content": "hi " * 1500}]})):
+        r = s.post("/v1/chat/completions", body)
+        check(f"{what}: 400 context_length_exceeded", r.status_code == 400
+              and err(r).get("code") == "context_length_exceeded" and err(r).get("param") == "messages", r.text)
+    r = s.post("/v1/completions", {"prompt": "hi", "max_tokens": 5000})
+    check("completions: context_length_exceeded", err(r).get("code") == "context_length_exceeded", r.text)
+    r = s.post("/v1/completions", {"prompt": "hi", "max_tokens": 2, "top_p": 7})
+    check("other 400s keep code null", r.status_code == 400 and err(r).get("code") is None, r.text)
+
     # OpenAI's chat response shape: refusal present (null), a string fingerprint
     j = s.post("/v1/chat/completions", {"messages": MSGS, "max_tokens": 2, "logprobs": True}).json()
     ch = j["choices"][0]
