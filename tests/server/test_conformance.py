@@ -2,6 +2,7 @@
 loopback: each error names the field to fix."""
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 from serverlib import Server, check, finish, sse_events  # noqa: E402
@@ -66,4 +67,50 @@ with Server("qwen3") as s:
     r = s.get("/health", headers={"X-Request-Id": "x" * 500})
     rid = r.headers.get("x-request-id", "")
     check("an overlong X-Request-Id is replaced", 0 < len(rid) <= 128, rid[:50])
+
+    # Documented fields that cannot change the answer are served ...
+    inert = {"safety_identifier": "u-1", "prompt_cache_key": "k", "prompt_cache_retention": "24h",
+             "verbosity": "low", "prediction": {"type": "content", "content": "hello"},
+             "use_beam_search": False, "priority": 0, "continue_final_message": False,
+             "length_penalty": 1.0, "spaces_between_special_tokens": True, "echo": False,
+             "guided_json": None, "bad_words": []}
+    base = {"messages": MSGS, "max_tokens": 3, "temperature": 0}
+    want = s.post("/v1/chat/completions", base).json()["choices"][0]["message"]["content"]
+    for k, v in inert.items():
+        r = s.post("/v1/chat/completions", {**base, k: v})
+        check(f"chat with {k}={v!r}: 200, same text", r.status_code == 200
+              and r.json()["choices"][0]["message"]["content"] == want, r.text[:300])
+    r = s.post("/v1/completions", {"prompt": "hi", "max_tokens": 2, "use_beam_search": False, "priority": 0})
+    check("completions with vLLM's defaults: 200", r.status_code == 200, r.text)
+    r = s.post("/v1/chat/completions", {**base, "stream": True,
+                                        "stream_options": {"include_usage": True, "include_obfuscation": False}})
+    check("stream_options.include_obfuscation accepted", r.status_code == 200, r.text[:300])
+    # ... what would be silently wrong is refused by name
+    for k, v in (("use_beam_search", True), ("priority", 5), ("continue_final_message", True),
+                 ("length_penalty", 2), ("bad_words", ["x"])):
+        r = s.post("/v1/chat/completions", {**base, k: v})
+        check(f"chat with {k}={v!r}: 400 naming it", r.status_code == 400 and err(r).get("param") == k, r.text)
+    r = s.post("/v1/chat/completions", {**base, "tools": [{"type": "function", "function": {"name": "f"}}]})
+    check("tools without tool_choice none: 400 naming tools", err(r).get("param") == "tools", r.text)
+
+    # An assistant turn without text (OpenAI sends content null, or none)
+    for turn in ({"role": "assistant", "content": None}, {"role": "assistant"}):
+        r = s.post("/v1/chat/completions", {"messages": [MSGS[0], turn, MSGS[0]], "max_tokens": 2})
+        check(f"assistant {turn}: 200", r.status_code == 200, r.text)
+    r = s.post("/v1/chat/completions", {"messages": [{"role": "user", "content": None}], "max_tokens": 2})
+    check("user content null: 400", r.status_code == 400, r.text)
+
+# tools with tool_choice "none" reach the template, as vLLM renders them
+with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False) as f:
+    f.write("{% if tools %}[{{ tools | length }} tools]{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+with Server("qwen3", ["--chat-template", f.name]) as s:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    body = {"messages": MSGS, "tools": tools, "tool_choice": "none", "max_tokens": 2}
+    r = s.post("/v1/chat/completions", body)
+    check("tools + tool_choice none: 200", r.status_code == 200, r.text)
+    t = s.post("/tokenize", {"messages": MSGS, "tools": tools}).json()
+    text = s.post("/detokenize", {"tokens": t["tokens"]}).json()["prompt"]
+    check("the template sees the tools", text == "[1 tools]hi", text)
+    check("...in the chat prompt too", r.json()["usage"]["prompt_tokens"] == t["count"], (r.text, t))
+os.unlink(f.name)
 finish()
