@@ -73,6 +73,10 @@ static void serve_usage(FILE *f)
         "                              requests in flight (default 30); a second\n"
         "                              signal stops at once\n"
         "  --disable-log-requests      no access log line per request\n"
+        "  --allowed-origins LIST      CORS: origins browsers may call from, as a,b or\n"
+        "                              vLLM's JSON list (default \"*\": any)\n"
+        "  --allowed-methods LIST      CORS: methods a preflight allows (default \"*\")\n"
+        "  --allowed-headers LIST      CORS: request headers a preflight allows (\"*\")\n"
         "  -h, --help                  this text\n\n"
         "Environment: INFERD_API_KEY (same as --api-key); INFERD_STEP_LOG=FILE (one line\n"
         "per engine step: batch shape and host/forward times, docs/benchmarks.md); INFERD_WARMUP=0\n"
@@ -193,7 +197,7 @@ int cli_serve(int argc, char **argv)
 {
     enum { O_HOST = 256, O_PORT, O_NAME, O_KEY, O_MAXLEN, O_SEQS, O_BATCHED, O_KV, O_NOPC,
            O_THREADS, O_DEVICE, O_PRECISION, O_GPU_UTIL, O_TMPL, O_SEED, O_LOGPROBS, O_MAXREQ, O_QUEUE, O_SHUT,
-           O_NOLOG, O_MODEL, O_READ_TIMEOUT, O_PER_IP };
+           O_NOLOG, O_MODEL, O_READ_TIMEOUT, O_PER_IP, O_ORIGINS, O_METHODS, O_HEADERS };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST}, {"port", required_argument, 0, O_PORT},
         {"served-model-name", required_argument, 0, O_NAME},
@@ -215,10 +219,14 @@ int cli_serve(int argc, char **argv)
         {"shutdown-timeout", required_argument, 0, O_SHUT},
         {"disable-log-requests", no_argument, 0, O_NOLOG},
         {"model", required_argument, 0, O_MODEL},
+        {"allowed-origins", required_argument, 0, O_ORIGINS},
+        {"allowed-methods", required_argument, 0, O_METHODS},
+        {"allowed-headers", required_argument, 0, O_HEADERS},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *host = "0.0.0.0", *name = NULL, *key = getenv("INFERD_API_KEY");
     const char *dir = NULL, *tmpl_path = NULL, *device = "cpu", *precision = NULL;
+    const char *origins = NULL, *methods = NULL, *headers = NULL;
     long port = 8000, maxlen = 0, seqs = 256, batched = 0, threads = 0, seed = 0;
     long max_logprobs = 20, maxreq = 32L << 20, queue = 1024, per_ip = 1024;
     double shutdown_timeout = 30, read_timeout = 30;
@@ -286,6 +294,9 @@ int cli_serve(int argc, char **argv)
             break;
         case O_NOLOG: access_log = 0; break;
         case O_MODEL: dir = optarg; break;
+        case O_ORIGINS: origins = optarg; break;
+        case O_METHODS: methods = optarg; break;
+        case O_HEADERS: headers = optarg; break;
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;
         }
@@ -331,7 +342,9 @@ int cli_serve(int argc, char **argv)
     inferd_error e = {{0}};
     srv_options so = {.host = host, .port = (int)port, .api_key = key,
                       .max_request_bytes = (size_t)maxreq, .access_log = access_log,
-                      .request_read_timeout_s = read_timeout, .max_connections_per_ip = (int)per_ip};
+                      .request_read_timeout_s = read_timeout, .max_connections_per_ip = (int)per_ip,
+                      .allowed_origins = origins, .allowed_methods = methods,
+                      .allowed_headers = headers};
     if (srv_start(&so, &srv, &e))
         goto err;
     int bound = srv_port(srv);

@@ -5,7 +5,9 @@
  * engine's events; either way it polls its own socket between waits, so a
  * client that hangs up cancels its request within ~100 ms and the engine
  * frees its KV blocks at its next step. A client that only half-closed
- * (shutdown(SHUT_WR) after sending) still gets its answer. */
+ * (shutdown(SHUT_WR) after sending) still gets its answer. Browsers get
+ * CORS headers, and their OPTIONS preflights an answer here, before the
+ * API key is asked for (a preflight never carries it). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -38,6 +40,7 @@ struct srv_server {
     struct MHD_Daemon *d;
     srv_options o;
     char *api_key;
+    char *origins, *methods, *headers;   /* CORS lists as cors_canon has them */
     _Atomic(api_ctx *) api;
     /* Requests not yet fully answered: counted from the first call until the
      * body (or the stream's last byte) is handed to MHD, not until MHD's
@@ -189,10 +192,72 @@ static void set_request_id(conn *c)
              (unsigned long long)(x ^ (x >> 31)));
 }
 
+/* ---- CORS ---- */
+
+/* A CORS flag as srv_options has it ("a,b" or vLLM's ["a","b"]) as "a, b",
+ * malloc'd; NULL for NULL. */
+static char *cors_canon(const char *in)
+{
+    if (!in)
+        return NULL;
+    strbuf b = {0};
+    for (const char *p = in; *p;) {
+        p += strspn(p, "[\", \t");
+        size_t n = strcspn(p, "\",]");
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n) {
+            if (b.n)
+                sb_puts(&b, ", ");
+            sb_append(&b, p, n);
+        }
+        p += n;
+        p += strcspn(p, ",");
+    }
+    char *out = sb_steal(&b);
+    return out ? out : strdup("");   /* "" or "[]": nothing is allowed */
+}
+
+/* Whether item (n bytes) is in list ("a, b" from cors_canon): NULL or an
+ * item "*" takes anything; item NULL asks whether list takes anything.
+ * Origins and methods compare exactly, header names (icase) without case. */
+static int in_cors_list(const char *list, const char *item, size_t n, int icase)
+{
+    if (!list)
+        return 1;
+    for (const char *p = list; *p;) {
+        size_t k = strcspn(p, ",");
+        if ((k == 1 && *p == '*') ||
+            (item && k == n && !(icase ? strncasecmp(p, item, n) : memcmp(p, item, n))))
+            return 1;
+        p += k;
+        p += strspn(p, ", ");
+    }
+    return 0;
+}
+
+/* Access-Control-Allow-Origin for a request from an allowed Origin: "*"
+ * when any may call (no credentials are used), else the origin itself,
+ * with Vary so that a cache keeps one answer per origin. */
+static void add_cors(conn *c, struct MHD_Response *r)
+{
+    const char *origin = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Origin");
+    const char *allowed = c->s->origins;
+    if (!origin || !in_cors_list(allowed, origin, strlen(origin), 0))
+        return;
+    if (in_cors_list(allowed, NULL, 0, 0)) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+    } else {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(r, "Vary", "Origin");
+    }
+}
+
 /* What every answer carries, errors and streams included. */
 static void add_headers(conn *c, struct MHD_Response *r)
 {
     MHD_add_response_header(r, "X-Request-Id", c->request_id);
+    add_cors(c, r);
 }
 
 static enum MHD_Result send_body(conn *c, int status, const char *ctype, char *body, size_t len,
@@ -419,6 +484,46 @@ static int needs_key(const char *path)
     return strcmp(path, "/health") && strcmp(path, "/metrics");
 }
 
+/* A browser asks whether it may send the real request: 204 with what is
+ * allowed, or 400 naming what is not (as Starlette's CORSMiddleware, which
+ * vLLM uses, answers). Whether the path exists is the real request's
+ * business. */
+static enum MHD_Result preflight(conn *c)
+{
+    const srv_server *s = c->s;
+    const char *origin = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Origin");
+    const char *method = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND,
+                                                     "Access-Control-Request-Method");
+    const char *hdrs = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND,
+                                                   "Access-Control-Request-Headers");
+    if (!in_cors_list(s->origins, origin, strlen(origin), 0))
+        return send_error(c, 400, NULL, "Disallowed CORS origin (--allowed-origins)", 0);
+    if (!in_cors_list(s->methods, method, strlen(method), 0))
+        return send_error(c, 400, NULL, "Disallowed CORS method (--allowed-methods)", 0);
+    for (const char *p = hdrs ? hdrs : ""; *(p += strspn(p, ", \t"));) {
+        size_t n = strcspn(p, ", \t");
+        if (!in_cors_list(s->headers, p, n, 1))
+            return send_error(c, 400, NULL, "Disallowed CORS headers (--allowed-headers)", 0);
+        p += n;
+    }
+    c->status = 204;
+    api_count_http(atomic_load(&c->s->api), 204);
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (char *)"",
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    add_headers(c, r);
+    MHD_add_response_header(r, "Access-Control-Allow-Methods",
+                            in_cors_list(s->methods, NULL, 0, 0)
+                                ? "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT" : s->methods);
+    if (hdrs)   /* each passed the check above */
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", hdrs);
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    enum MHD_Result ok = MHD_queue_response(c->mc, 204, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 static enum MHD_Result answer(conn *c)
 {
     srv_server *s = c->s;
@@ -431,6 +536,10 @@ static enum MHD_Result answer(conn *c)
                  "(--max-request-bytes)", s->o.max_request_bytes);
         return send_error(c, 413, NULL, msg, 0);
     }
+    if (!strcmp(c->method, "OPTIONS") &&
+        MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Origin") &&
+        MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Access-Control-Request-Method"))
+        return preflight(c);
     if (s->api_key && needs_key(c->path)) {
         const char *h = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND,
                                                     MHD_HTTP_HEADER_AUTHORIZATION);
@@ -615,6 +724,12 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
             goto err;
         }
     }
+    if ((o->allowed_origins && !(s->origins = cors_canon(o->allowed_origins))) ||
+        (o->allowed_methods && !(s->methods = cors_canon(o->allowed_methods))) ||
+        (o->allowed_headers && !(s->headers = cors_canon(o->allowed_headers)))) {
+        err_set(e, "out of memory");
+        goto err;
+    }
     const char *host = o->host && *o->host ? o->host : "0.0.0.0";
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -664,6 +779,9 @@ err:
     pthread_cond_destroy(&s->wcv);
     pthread_mutex_destroy(&s->wmu);
     free(s->api_key);
+    free(s->origins);
+    free(s->methods);
+    free(s->headers);
     free(s);
     return -1;
 }
@@ -707,5 +825,8 @@ void srv_stop(srv_server *s)
     pthread_cond_destroy(&s->wcv);
     pthread_mutex_destroy(&s->wmu);
     free(s->api_key);
+    free(s->origins);
+    free(s->methods);
+    free(s->headers);
     free(s);
 }

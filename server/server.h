@@ -25,6 +25,9 @@ typedef struct srv_options {
      * one client address holds at most this many connections (0 = no cap). */
     double request_read_timeout_s;
     int max_connections_per_ip;
+    /* CORS, as vLLM's flags: comma-separated lists (or JSON arrays, as vLLM
+     * takes them); NULL = "*". Origins are matched exactly. */
+    const char *allowed_origins, *allowed_methods, *allowed_headers;
 } srv_options;
 
 /* Starts listening at once; until srv_set_api every route but /health and
