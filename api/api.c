@@ -78,7 +78,8 @@ static void on_encoder(api_ctx *a, const api_call *c, api_response *r)
     api_encoder_route(a, c->path, c->body, r);
 }
 
-/* Every route is GET (no body) or POST (a JSON object body). */
+/* Every route is GET (no body) or POST (a JSON object body); a route whose
+ * path ends in '/' takes every path under it. */
 static const struct route {
     const char *method, *path;
     api_handler fn;
@@ -92,6 +93,7 @@ static const struct route {
     {"POST", "/v1/rerank", on_encoder},
     {"POST", "/classify", on_encoder},
     {"GET", "/v1/models", api_on_models},
+    {"GET", API_MODEL_PREFIX, api_on_model},
     {"GET", "/health", api_on_health},
     {"GET", "/metrics", api_on_metrics},
 };
@@ -102,9 +104,12 @@ void api_handle(api_ctx *a, const char *method, const char *path, const char *bo
     memset(r, 0, sizeof *r);
     r->content_type = "application/json";
     const struct route *rt = NULL;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !rt; i++)
-        if (!strcmp(path, routes[i].path))
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !rt; i++) {
+        size_t n = strlen(routes[i].path);
+        if (routes[i].path[n - 1] == '/' ? !strncmp(path, routes[i].path, n)
+                                         : !strcmp(path, routes[i].path))
             rt = &routes[i];
+    }
     char msg[300];
     if (!rt) {
         snprintf(msg, sizeof msg, "no route %.16s %.200s", method, path);

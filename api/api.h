@@ -29,8 +29,9 @@ typedef struct api_options {
     const tmpl_chat *chat;           /* NULL: the model has no chat template */
     const ld_generation_config *gen; /* default sampling (may be NULL) */
     int max_logprobs;                /* top_logprobs at most (default 20) */
-    int max_queue;                   /* live generations beyond max_num_seqs
-                                        before 503 (0 = unlimited) */
+    int max_queue;                   /* live sequences (each choice of each
+                                        prompt) beyond max_num_seqs before 503
+                                        (0 = unlimited) */
     int max_num_seqs;                /* the engine's, for the queue limit */
     /* An encoder model instead of an engine (engine NULL, tok may be NULL):
      * serves POST /v1/embeddings, /v1/score, /v1/rerank and /classify;

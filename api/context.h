@@ -33,7 +33,7 @@ struct api_ctx {
     int has_gen;
     int max_logprobs, max_queue, max_num_seqs, max_model_len, vocab;
     long created;
-    atomic_int live;              /* generation requests in flight */
+    atomic_int live;              /* sequences (choices) of generations in flight */
     atomic_uint_fast64_t id_counter;
     uint64_t id_salt;
 

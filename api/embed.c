@@ -288,12 +288,23 @@ static json_t *usage(int tokens)
     return json_pack("{s:i, s:i}", "prompt_tokens", tokens, "total_tokens", tokens);
 }
 
+/* OpenAI's fields and vLLM's truncate_prompt_tokens: what embeddings reads
+ * (user changes nothing). */
+static const char *const embedding_fields[] = {
+    "model", "input", "encoding_format", "dimensions", "user", "truncate_prompt_tokens", NULL,
+};
+
 static void embeddings(api_ctx *a, json_t *b, api_response *r, enc_err *er)
 {
     const ld_encoder_config *c = mdl_encoder_config(a->enc);
     enc_seqs s = {0};
     float *vec = NULL;
     int b64 = 0;
+    const char *unknown = api_unknown_field(b, embedding_fields);
+    if (unknown) {
+        fail(er, 400, unknown, API_UNRECOGNIZED "%s", unknown);
+        goto out;
+    }
     json_t *fmt = json_object_get(b, "encoding_format"), *dims = json_object_get(b, "dimensions");
     if (fmt && !json_is_null(fmt)) {
         const char *f = json_string_value(fmt);

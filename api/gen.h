@@ -58,7 +58,7 @@ typedef struct api_gen {
     int n_stop;
     size_t max_stop_len;
     int include_stop_str, skip_special;
-    int counted_live;
+    int counted_live;             /* sequences this request added to a->live */
 
     int n_choices;
     api_choice *ch;
@@ -69,6 +69,7 @@ typedef struct api_gen {
     /* the first error while parsing or running */
     int err_status;
     char err_param[64];
+    const char *err_code;         /* NULL, or a code of its own (a literal) */
     char err_msg[INFERD_ERR_MAX];
 } api_gen;
 

@@ -34,12 +34,19 @@ static int start_choices(api_gen *g)
 {
     api_ctx *a = g->a;
     int total = g->n_prompts * g->n;
-    int live = atomic_fetch_add(&a->live, 1) + 1;
-    g->counted_live = 1;
-    if (a->max_queue > 0 && live > a->max_num_seqs + a->max_queue)
-        return api_gen_fail(g, 503, NULL, "the server is overloaded: %d requests are queued or "
-                            "running (at most %d); retry later", live - 1,
-                            a->max_num_seqs + a->max_queue);
+    /* The engine queues sequences, not requests: one request of n = 128
+     * weighs what 128 of n = 1 do, so the limit counts each choice. */
+    int limit = a->max_num_seqs + a->max_queue;
+    if (a->max_queue > 0 && total > limit)
+        return api_gen_fail(g, 400, g->n > 1 ? "n" : "prompt", "this request asks for %d "
+                            "sequences (n x prompts) but the server runs and queues at most %d "
+                            "(--max-num-seqs + --max-queue); ask for fewer", total, limit);
+    int live = atomic_fetch_add(&a->live, total) + total;
+    g->counted_live = total;
+    if (a->max_queue > 0 && live > limit)
+        return api_gen_fail(g, 503, NULL, "the server is overloaded: %d sequences are queued or "
+                            "running and this request adds %d (at most %d); retry later",
+                            live - total, total, limit);
     g->ch = calloc((size_t)total, sizeof *g->ch);
     if (!g->ch || (total > 1 && !(g->waiter = eng_waiter_new())))
         return api_gen_fail(g, 500, NULL, "out of memory");
@@ -178,6 +185,10 @@ static void lp_add(api_gen *g, api_choice *c, const eng_event *ev, int first)
     free(s);
 }
 
+/* OpenAI's clients type system_fingerprint as a string; one build of
+ * inferd answers the same for the same request and seed, so one value. */
+static const char fingerprint[] = "fp_inferd";
+
 static json_t *lp_json(api_gen *g, api_choice *c)
 {
     if (!g->logprobs)
@@ -185,7 +196,7 @@ static json_t *lp_json(api_gen *g, api_choice *c)
     if (!c->lp_content && !c->lp_tokens)
         lp_reset(g, c);
     if (g->chat)
-        return json_pack("{s:O}", "content", c->lp_content);
+        return json_pack("{s:O, s:n}", "content", c->lp_content, "refusal"); /* never refuses */
     return json_pack("{s:O, s:O, s:O, s:O}", "tokens", c->lp_tokens, "token_logprobs",
                      c->lp_token_logprobs, "top_logprobs", c->lp_top, "text_offset",
                      c->lp_offset);
@@ -426,9 +437,9 @@ static json_t *choice_json(api_gen *g, api_choice *c)
     json_t *stop = c->stop_reason ? json_incref(c->stop_reason) : json_null();
     const char *fin = c->finish ? c->finish : "abort";
     if (g->chat)
-        return json_pack("{s:i, s:{s:s, s:s%}, s:o, s:s, s:o}", "index", c->index, "message",
-                         "role", "assistant", "content", c->text.p ? c->text.p : "",
-                         c->text.n, "logprobs", lp_json(g, c), "finish_reason", fin,
+        return json_pack("{s:i, s:{s:s, s:s%, s:n}, s:o, s:s, s:o}", "index", c->index,
+                         "message", "role", "assistant", "content", c->text.p ? c->text.p : "",
+                         c->text.n, "refusal", "logprobs", lp_json(g, c), "finish_reason", fin,
                          "stop_reason", stop);
     strbuf t = {0};
     if (g->echo && g->prompt_text[c->prompt_idx]) {
@@ -472,10 +483,10 @@ static void run_blocking(api_gen *g, api_alive_fn alive, void *cls, api_response
     for (int i = 0; i < g->n_choices; i++)
         json_array_append_new(choices, choice_json(g, &g->ch[i]));
     json_t *usage = usage_json(g);
-    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:o, s:O, s:n}", "id", g->id, "object",
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:o, s:O, s:s}", "id", g->id, "object",
                           g->chat ? "chat.completion" : "text_completion", "created",
                           (json_int_t)g->created, "model", g->a->model_name, "choices",
-                          choices, "usage", usage, "system_fingerprint");
+                          choices, "usage", usage, "system_fingerprint", fingerprint);
     r->prompt_tokens = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
     r->completion_tokens = (int)json_integer_value(json_object_get(usage, "completion_tokens"));
     json_decref(usage);
@@ -489,10 +500,10 @@ static json_t *chunk(api_gen *g, json_t *choice)
     json_t *choices = json_array();
     if (choice)
         json_array_append_new(choices, choice);
-    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", g->id, "object",
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:o, s:s}", "id", g->id, "object",
                           g->chat ? "chat.completion.chunk" : "text_completion", "created",
                           (json_int_t)g->created, "model", g->a->model_name, "choices",
-                          choices);
+                          choices, "system_fingerprint", fingerprint);
     if (g->include_usage)
         json_object_set_new(j, "usage", json_null());
     return j;
@@ -626,7 +637,7 @@ static void generation(api_ctx *a, int chat, const api_call *call, api_response 
         return;
     }
     if (api_gen_parse(g, call->body) || start_choices(g)) {
-        api_set_error(r, g->err_status, g->err_param, g->err_msg);
+        api_set_error_code(r, g->err_status, g->err_param, g->err_code, g->err_msg);
         api_gen_free(g);
         return;
     }

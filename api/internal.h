@@ -7,7 +7,7 @@
  *             (request.c    their JSON body -> api_gen, see api/gen.h)
  *             tokenize.c    POST /tokenize, /detokenize
  *             embed.c       POST /v1/embeddings, /v1/score, /v1/rerank, /classify
- *             info.c        GET /v1/models, /health, /metrics
+ *             info.c        GET /v1/models, /v1/models/{id}, /health, /metrics
  *   library   response.c    JSON and SSE bodies, errors (api/response.h)
  *             metrics.c     counters, histograms, Prometheus (api/metrics.h)
  *
@@ -44,6 +44,9 @@ void api_on_detokenize(api_ctx *a, const api_call *c, api_response *r);
 
 /* info.c */
 void api_on_models(api_ctx *a, const api_call *c, api_response *r);
+/* GET /v1/models/{id}: a route by prefix, the rest of the path is the id */
+#define API_MODEL_PREFIX "/v1/models/"
+void api_on_model(api_ctx *a, const api_call *c, api_response *r);
 void api_on_health(api_ctx *a, const api_call *c, api_response *r);
 void api_on_metrics(api_ctx *a, const api_call *c, api_response *r);
 

@@ -3,7 +3,8 @@
  * strings, output options). Every field is checked by name and type; a field
  * we do not implement is refused with a 400 that names it, never ignored.
  * generate.c runs what comes out; tokenize.c renders chat prompts with it.
- * Uses the tokenizer and the chat template, nothing of api/ but the context. */
+ * Uses the tokenizer and the chat template, of api/ only the context and
+ * response.h's field check. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <time.h>
 
 #include "api/gen.h"
+#include "api/response.h"
 
 int api_gen_fail(api_gen *g, int status, const char *param, const char *fmt, ...)
 {
@@ -78,7 +80,7 @@ void api_gen_free(api_gen *g)
     for (int i = 0; i < g->n_stop; i++)
         free(g->stop[i]);
     if (g->counted_live)
-        atomic_fetch_sub(&g->a->live, 1);
+        atomic_fetch_sub(&g->a->live, g->counted_live);
     free(g);
 }
 
@@ -136,7 +138,11 @@ static const char *const chat_fields[] = {
     "ignore_eos", "skip_special_tokens", "include_stop_str_in_output", "chat_template_kwargs",
     "add_generation_prompt", "add_special_tokens", "user", "metadata", "store",
     "service_tier", "tools", "tool_choice", "parallel_tool_calls", "response_format",
-    "modalities", NULL,
+    "modalities",
+    /* OpenAI's that steer caching, abuse tracking or latency, not the tokens
+     * (prediction only speeds up an answer that stays the same) */
+    "safety_identifier", "prompt_cache_key", "prompt_cache_retention", "verbosity",
+    "prediction", NULL,
 };
 static const char *const completion_fields[] = {
     "model", "prompt", "stream", "stream_options", "n", "best_of", "max_tokens",
@@ -149,7 +155,7 @@ static const char *const completion_fields[] = {
 /* Known OpenAI / vLLM options that would change the answer and that we do
  * not implement: refused by name. */
 static const char *const refused_fields[] = {
-    "functions", "function_call", "audio", "prediction", "reasoning_effort",
+    "functions", "function_call", "audio", "reasoning_effort",
     "web_search_options", "guided_json", "guided_regex", "guided_choice",
     "guided_grammar", "structured_outputs", "use_beam_search", "length_penalty",
     "prompt_logprobs", "continue_final_message", "chat_template", "documents",
@@ -166,6 +172,38 @@ static int in_list(const char *const *l, const char *k)
     return 0;
 }
 
+/* Refused fields at the value that asks for nothing (vLLM's defaults, as
+ * JSON): clients that send every field of vLLM's schema send these. */
+static const struct inert {
+    const char *name, *value;
+} inert_values[] = {
+    {"use_beam_search", "false"}, {"priority", "0"}, {"continue_final_message", "false"},
+    {"length_penalty", "1"}, {"spaces_between_special_tokens", "true"}, {"echo", "false"},
+    {"bad_words", "[]"}, {"allowed_token_ids", "[]"}, {"logits_processors", "[]"},
+};
+
+/* The inert value of refused field k as JSON text; NULL: only null is. */
+static const char *inert_value(const char *k)
+{
+    for (size_t i = 0; i < sizeof inert_values / sizeof inert_values[0]; i++)
+        if (!strcmp(inert_values[i].name, k))
+            return inert_values[i].value;
+    return NULL;
+}
+
+/* A refused field that changes nothing: null (as absent) or its default. */
+static int inert(const char *k, json_t *v)
+{
+    const char *text = inert_value(k);
+    if (json_is_null(v) || !text)
+        return json_is_null(v);
+    json_t *d = json_loads(text, JSON_DECODE_ANY, NULL);
+    int same = json_equal(d, v) || (json_is_number(d) && json_is_number(v) &&
+                                    json_number_value(d) == json_number_value(v));
+    json_decref(d);
+    return same;
+}
+
 static int check_fields(api_gen *g, json_t *body)
 {
     const char *k;
@@ -173,20 +211,27 @@ static int check_fields(api_gen *g, json_t *body)
     json_object_foreach(body, k, v) {
         if (in_list(g->chat ? chat_fields : completion_fields, k))
             continue;
-        if (in_list(refused_fields, k))
-            return api_gen_fail(g, 400, k, "'%s' is not supported by this server", k);
-        return api_gen_fail(g, 400, k, "Unrecognized request argument supplied: %s", k);
+        if (!in_list(refused_fields, k))
+            return api_gen_fail(g, 400, k, API_UNRECOGNIZED "%s", k);
+        const char *ok = inert_value(k);
+        if (!inert(k, v))
+            return api_gen_fail(g, 400, k, "'%s' is not supported by this server (only %s, "
+                                "which changes nothing)", k, ok ? ok : "null");
     }
-    /* Present but inert only in their do-nothing forms. */
-    json_t *t = json_object_get(body, "tools");
-    if (t && !json_is_null(t) && !(json_is_array(t) && json_array_size(t) == 0))
+    /* Tools are fine where no call can come back: tool_choice "none" (the
+     * template still shows them to the model, as vLLM does by default). */
+    json_t *t = json_object_get(body, "tools"), *tc = json_object_get(body, "tool_choice");
+    int no_calls = json_is_string(tc) && !strcmp(json_string_value(tc), "none");
+    if (t && !json_is_null(t) && !json_is_array(t))
+        return api_gen_fail(g, 400, "tools", "'tools' must be an array");
+    if (json_array_size(t) > 0 && !no_calls)
         return api_gen_fail(g, 400, "tools", "'tools' (function calling) is not supported by "
-                            "this server yet");
-    t = json_object_get(body, "tool_choice");
-    if (t && !json_is_null(t) && !(json_is_string(t) && !strcmp(json_string_value(t), "none")) &&
-        !(json_is_string(t) && !strcmp(json_string_value(t), "auto")))
+                            "this server yet; with tool_choice \"none\" they are only shown to "
+                            "the model");
+    if (tc && !json_is_null(tc) && !no_calls &&
+        !(json_is_string(tc) && !strcmp(json_string_value(tc), "auto")))
         return api_gen_fail(g, 400, "tool_choice", "'tool_choice' is not supported by this "
-                            "server yet (only \"none\" or \"auto\" without tools)");
+                            "server yet (only \"none\", or \"auto\" without tools)");
     t = json_object_get(body, "response_format");
     if (t && !json_is_null(t)) {
         json_t *ty = json_is_object(t) ? json_object_get(t, "type") : NULL;
@@ -374,8 +419,12 @@ static json_t *normalize_messages(api_gen *g, json_t *msgs)
             }
             json_object_set_new(nm, "content", json_string(s));
             free(s);
-        } else if (!json_is_string(c) &&
-                   !(json_is_null(c) && !strcmp(json_string_value(role), "assistant"))) {
+        } else if ((!c || json_is_null(c)) && !strcmp(json_string_value(role), "assistant")) {
+            /* OpenAI's way to send an assistant turn without text. Jinja2
+             * cannot concatenate None either; vLLM hands string templates
+             * "" for it, and so do we. */
+            json_object_set_new(nm, "content", json_string(""));
+        } else if (!json_is_string(c)) {
             json_decref(nm);
             api_gen_fail(g, 400, param, "messages[%zu].content must be a string or an array of "
                          "text parts", i);
@@ -414,6 +463,10 @@ int api_gen_chat_prompt(api_gen *g, json_t *body, int add_special, int32_t **ids
     json_object_set_new(req, "add_generation_prompt", json_boolean(agp));
     if (json_is_object(kw))
         json_object_set(req, "chat_template_kwargs", kw);
+    /* for chat, check_fields let tools through only with tool_choice "none" */
+    json_t *tools = json_object_get(body, "tools");
+    if (json_array_size(tools) > 0)
+        json_object_set(req, "tools", tools);
     char *text = NULL;
     size_t len = 0;
     int raised = 0, rc = -1;
@@ -600,6 +653,7 @@ static int check_lengths(api_gen *g)
             longest = g->n_prompt_tok[i];
     }
     const char *where = g->chat ? "messages" : "prompt";
+    g->err_code = "context_length_exceeded";   /* OpenAI's, for the two errors below */
     if (g->max_tokens < 0) {
         if (longest >= ctx)
             return api_gen_fail(g, 400, where, "This model's maximum context length is %d tokens. "
@@ -616,9 +670,14 @@ static int check_lengths(api_gen *g)
                                 "completion). Please reduce the length of the %s or completion.",
                                 ctx, longest + g->max_tokens, longest, where, g->max_tokens, where);
     }
+    g->err_code = NULL;
     if (g->s.max_tokens == 0 && !(g->echo && g->logprobs))
         return api_gen_fail(g, 400, "max_tokens", "'max_tokens' must be at least 1 (0 only with "
                             "echo and logprobs)");
+    /* here, not in the engine, whose refusal would name the prompt */
+    if (g->s.min_tokens > g->s.max_tokens)
+        return api_gen_fail(g, 400, "min_tokens", "'min_tokens' must be at most max_tokens "
+                            "(%d here), got %d", g->s.max_tokens, g->s.min_tokens);
     return 0;
 }
 
@@ -647,8 +706,10 @@ int api_gen_parse(api_gen *g, json_t *b)
             return api_gen_fail(g, 400, "stream_options", "'stream_options' must be an object");
         const char *k;
         json_t *v;
+        /* include_obfuscation pads chunks against length side channels; we
+         * send none, which is what false asks for and harmless for true */
         json_object_foreach(so, k, v)
-            if (strcmp(k, "include_usage"))
+            if (strcmp(k, "include_usage") && strcmp(k, "include_obfuscation"))
                 return api_gen_fail(g, 400, "stream_options", "unknown stream option '%s'", k);
         if (get_bool(g, json_object_get(so, "include_usage"), "stream_options.include_usage",
                      &g->include_usage))

@@ -12,40 +12,47 @@
 
 char *api_dump(json_t *j)
 {
-    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
-    return s ? s : strdup("{}");
+    return j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
 }
+
+/* What a client is told when its answer could not be built. */
+static const char unbuilt[] = "the server could not build its answer (out of memory?); see "
+                              "the server log";
 
 void api_set_json(api_response *r, int status, json_t *j)
 {
+    char *body = api_dump(j);
+    json_decref(j);
+    if (!body) {
+        /* A NULL j (a json_pack that failed) or an undumpable one: "{}"
+         * with the success status would tell the client all went well. */
+        fprintf(stderr, "inferd: a %d answer could not be serialised; sent 500 instead\n",
+                status);
+        api_set_error(r, 500, NULL, unbuilt);
+        return;
+    }
     r->status = status;
     r->content_type = "application/json";
-    r->body = api_dump(j);
-    r->len = strlen(r->body);
-    json_decref(j);
+    r->body = body;
+    r->len = strlen(body);
 }
 
 /* ---- errors ---- */
 
-char *api_error_body(int status, const char *param, const char *fmt, ...)
+/* OpenAI's error body; code NULL: the one status implies. */
+static char *error_body(int status, const char *param, const char *code, const char *msg)
 {
-    char msg[INFERD_ERR_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    const char *type = "invalid_request_error", *code = NULL;
-    switch (status) {
+    const char *type = "invalid_request_error";
+    switch (code ? 0 : status) {
     case 401: code = "invalid_api_key"; break;
     case 404: code = param && !strcmp(param, "model") ? "model_not_found" : "not_found"; break;
     case 405: code = "method_not_allowed"; break;
     case 413: code = "request_too_large"; break;
-    case 503: type = "server_error"; code = "overloaded"; break;
-    default:
-        if (status >= 500)
-            type = "server_error";
-        break;
+    case 503: code = "overloaded"; break;
+    default: break;
     }
+    if (status >= 500)
+        type = "server_error";
     /* msg may hold bytes of a client's invalid UTF-8; jansson refuses those. */
     json_t *m = json_string(msg);
     if (!m)
@@ -55,14 +62,32 @@ char *api_error_body(int status, const char *param, const char *fmt, ...)
                           code ? json_string(code) : json_null());
     char *s = api_dump(j);
     json_decref(j);
-    return s;
+    /* out of memory: a fixed body, still OpenAI's shape */
+    return s ? s : strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                          "\"param\":null,\"code\":null}}");
+}
+
+char *api_error_body(int status, const char *param, const char *fmt, ...)
+{
+    char msg[INFERD_ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return error_body(status, param, NULL, msg);
 }
 
 void api_set_error(api_response *r, int status, const char *param, const char *msg)
 {
+    api_set_error_code(r, status, param, NULL, msg);
+}
+
+void api_set_error_code(api_response *r, int status, const char *param, const char *code,
+                        const char *msg)
+{
     r->status = status;
     r->content_type = "application/json";
-    r->body = api_error_body(status, param, "%s", msg);
+    r->body = error_body(status, param, code, msg);
     r->len = strlen(r->body);
     if (status == 503)
         r->retry_after = 1;
@@ -80,9 +105,12 @@ void api_sse_data(strbuf *out, const char *data)
 void api_sse_json(strbuf *out, json_t *j)
 {
     char *s = api_dump(j);
+    json_decref(j);
+    /* mid-stream the status is sent: an error event is what is left */
+    if (!s)
+        s = api_error_body(500, NULL, "%s", unbuilt);
     api_sse_data(out, s);
     free(s);
-    json_decref(j);
 }
 
 /* As Python's decode(errors="replace") does, so that our text matches what
@@ -139,4 +167,18 @@ int api_check_model(const api_ctx *a, json_t *b, api_response *r)
         return -1;
     }
     return 0;
+}
+
+const char *api_unknown_field(json_t *b, const char *const *known)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(b, k, v) {
+        const char *const *l = known;
+        while (*l && strcmp(*l, k))
+            l++;
+        if (!*l)
+            return k;
+    }
+    return NULL;
 }

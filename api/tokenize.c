@@ -50,7 +50,7 @@ void api_on_tokenize(api_ctx *a, const api_call *c, api_response *r)
     strs = json_is_true(rs);
     if (is_chat) {
         if (api_gen_chat_prompt(g, b, add_special, &ids, &n)) {
-            api_set_error(r, g->err_status, g->err_param, g->err_msg);
+            api_set_error_code(r, g->err_status, g->err_param, g->err_code, g->err_msg);
             goto out;
         }
     } else if (json_is_string(prompt)) {

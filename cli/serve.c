@@ -39,8 +39,8 @@ static void serve_usage(FILE *f)
         "  --host ADDR                 address to bind (default 0.0.0.0)\n"
         "  --port N                    port (default 8000; 0 = any free port)\n"
         "  --served-model-name NAME    model id clients use (default: MODEL_DIR as given)\n"
-        "  --api-key KEY               require 'Authorization: Bearer KEY' on /v1/*,\n"
-        "                              /tokenize and /detokenize (default: $INFERD_API_KEY)\n"
+        "  --api-key KEY               require 'Authorization: Bearer KEY' on all but\n"
+        "                              /health and /metrics (default: $INFERD_API_KEY)\n"
         "  --max-model-len N           prompt + output tokens at most (default: the model's)\n"
         "  --max-num-seqs N            requests in the running batch at most (default 256)\n"
         "  --max-num-batched-tokens N  tokens per engine step (default 1024 on a GPU,\n"
@@ -73,12 +73,16 @@ static void serve_usage(FILE *f)
         "  --max-connections-per-ip N  connections one client address may hold, of 4096\n"
         "                              (default 1024; 0 = no cap; raise it behind a\n"
         "                              proxy or load balancer that is one address)\n"
-        "  --max-queue N               requests waiting beyond --max-num-seqs before 503\n"
-        "                              with Retry-After (default 1024; 0 = unlimited)\n"
+        "  --max-queue N               sequences (n x prompts) waiting beyond --max-num-seqs\n"
+        "                              before 503 + Retry-After (default 1024; 0 = no cap)\n"
         "  --shutdown-timeout SECONDS  on SIGINT/SIGTERM/SIGHUP, wait this long for\n"
         "                              requests in flight (default 30); a second\n"
         "                              signal stops at once\n"
         "  --disable-log-requests      no access log line per request\n"
+        "  --allowed-origins LIST      CORS: origins browsers may call from, as a,b or\n"
+        "                              vLLM's JSON list (default \"*\": any)\n"
+        "  --allowed-methods LIST      CORS: methods a preflight allows (default \"*\")\n"
+        "  --allowed-headers LIST      CORS: request headers a preflight allows (\"*\")\n"
         "  -h, --help                  this text\n\n"
         "Environment: INFERD_API_KEY (same as --api-key); INFERD_STEP_LOG=FILE (one line\n"
         "per engine step: batch shape and host/forward times, docs/benchmarks.md); INFERD_WARMUP=0\n"
@@ -202,7 +206,8 @@ int cli_serve(int argc, char **argv)
 {
     enum { O_HOST = 256, O_PORT, O_NAME, O_KEY, O_MAXLEN, O_SEQS, O_BATCHED, O_KV, O_NOPC,
            O_THREADS, O_DEVICE, O_PRECISION, O_GPU_UTIL, O_TMPL, O_SEED, O_LOGPROBS, O_MAXREQ, O_QUEUE, O_SHUT,
-           O_NOLOG, O_MODEL, O_READ_TIMEOUT, O_PER_IP, O_POOLING, O_POOLER_CONFIG };
+           O_NOLOG, O_MODEL, O_READ_TIMEOUT, O_PER_IP, O_POOLING, O_POOLER_CONFIG,
+           O_ORIGINS, O_METHODS, O_HEADERS };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST}, {"port", required_argument, 0, O_PORT},
         {"served-model-name", required_argument, 0, O_NAME},
@@ -226,10 +231,14 @@ int cli_serve(int argc, char **argv)
         {"model", required_argument, 0, O_MODEL},
         {"pooling", required_argument, 0, O_POOLING},
         {"pooler-config", required_argument, 0, O_POOLER_CONFIG},
+        {"allowed-origins", required_argument, 0, O_ORIGINS},
+        {"allowed-methods", required_argument, 0, O_METHODS},
+        {"allowed-headers", required_argument, 0, O_HEADERS},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *host = "0.0.0.0", *name = NULL, *key = getenv("INFERD_API_KEY");
     const char *dir = NULL, *tmpl_path = NULL, *device = "auto", *precision = NULL;
+    const char *origins = NULL, *methods = NULL, *headers = NULL;
     long port = 8000, maxlen = 0, seqs = 256, batched = 0, threads = 0, seed = 0;
     long max_logprobs = 20, maxreq = 32L << 20, queue = 1024, per_ip = 1024;
     double shutdown_timeout = 30, read_timeout = 30;
@@ -320,6 +329,9 @@ int cli_serve(int argc, char **argv)
                 normalize = n;
             break;
         }
+        case O_ORIGINS: origins = optarg; break;
+        case O_METHODS: methods = optarg; break;
+        case O_HEADERS: headers = optarg; break;
         case 'h': serve_usage(stdout); return 0;
         default: serve_usage(stderr); return 2;
         }
@@ -333,6 +345,8 @@ int cli_serve(int argc, char **argv)
     }
     if (!name)
         name = dir;
+    if (key && !*key) { fprintf(stderr, "inferd serve: --api-key (or INFERD_API_KEY) is empty: "
+                                "give a key, or unset it to serve without authentication\n"); return 2; }
 
     /* A handler, not sigwait: libraries (OpenBLAS) start threads before
      * main that do not block signals, so any thread may take SIGTERM. The
@@ -363,7 +377,9 @@ int cli_serve(int argc, char **argv)
     inferd_error e = {{0}};
     srv_options so = {.host = host, .port = (int)port, .api_key = key,
                       .max_request_bytes = (size_t)maxreq, .access_log = access_log,
-                      .request_read_timeout_s = read_timeout, .max_connections_per_ip = (int)per_ip};
+                      .request_read_timeout_s = read_timeout, .max_connections_per_ip = (int)per_ip,
+                      .allowed_origins = origins, .allowed_methods = methods,
+                      .allowed_headers = headers};
     if (srv_start(&so, &srv, &e))
         goto err;
     int bound = srv_port(srv);

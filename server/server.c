@@ -5,7 +5,9 @@
  * engine's events; either way it polls its own socket between waits, so a
  * client that hangs up cancels its request within ~100 ms and the engine
  * frees its KV blocks at its next step. A client that only half-closed
- * (shutdown(SHUT_WR) after sending) still gets its answer. */
+ * (shutdown(SHUT_WR) after sending) still gets its answer. Browsers get
+ * CORS headers, and their OPTIONS preflights an answer here, before the
+ * API key is asked for (a preflight never carries it). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -23,6 +25,10 @@
 
 #include "server/server.h"
 
+/* A client's X-Request-Id longer than this is replaced, not echoed: a
+ * header the client controls must not grow every answer without bound. */
+#define REQUEST_ID_MAX 128
+
 /* A connection as the read watchdog sees it (MHD's socket context). */
 typedef struct watch {
     struct watch *prev, *next;
@@ -34,6 +40,7 @@ struct srv_server {
     struct MHD_Daemon *d;
     srv_options o;
     char *api_key;
+    char *origins, *methods, *headers;   /* CORS lists as cors_canon has them */
     _Atomic(api_ctx *) api;
     /* Requests not yet fully answered: counted from the first call until the
      * body (or the stream's last byte) is handed to MHD, not until MHD's
@@ -43,6 +50,8 @@ struct srv_server {
     atomic_int aborting;         /* srv_stop: every wait gives up */
     int port;
     int quiesced;                /* no longer accepting */
+    uint64_t id_salt;            /* fresh request ids differ across restarts */
+    atomic_uint_fast64_t id_counter;
     /* The read watchdog: MHD renews its connection timeout with each byte,
      * so a client trickling bytes would hold a connection (and its thread)
      * for ever; this thread closes those whose deadline passed. */
@@ -65,6 +74,7 @@ typedef struct conn {
     double t0, probed_at;
     int status, prompt_tokens, completion_tokens;
     char method[16], path[256], peer[64];
+    char request_id[REQUEST_ID_MAX + 1];   /* the X-Request-Id of the answer */
 } conn;
 
 /* What an SSE response's callbacks need; it outlives the conn. */
@@ -159,8 +169,99 @@ static int key_equal(const char *got, const char *want)
     return d == 0;
 }
 
-static enum MHD_Result send_body(struct MHD_Connection *mc, int status, const char *ctype,
-                                 char *body, size_t len, int retry_after)
+/* As vLLM does: the client's X-Request-Id back, so that it can match its
+ * logs to ours, else a fresh one (what OpenAI's clients show as request_id).
+ * Only printable ASCII is echoed: anything else could split the header. */
+static void set_request_id(conn *c)
+{
+    const char *h = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = h ? strlen(h) : 0;
+    int ok = n > 0 && n <= REQUEST_ID_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = h[i] > 0x20 && h[i] < 0x7f;
+    if (ok) {
+        memcpy(c->request_id, h, n + 1);
+        return;
+    }
+    /* splitmix64 of a counter: distinct ids without a lock */
+    uint64_t x = c->s->id_salt +
+                 0x9E3779B97F4A7C15ull * (atomic_fetch_add(&c->s->id_counter, 1) + 1);
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    snprintf(c->request_id, sizeof c->request_id, "req-%016llx",
+             (unsigned long long)(x ^ (x >> 31)));
+}
+
+/* ---- CORS ---- */
+
+/* A CORS flag as srv_options has it ("a,b" or vLLM's ["a","b"]) as "a, b",
+ * malloc'd; NULL for NULL. */
+static char *cors_canon(const char *in)
+{
+    if (!in)
+        return NULL;
+    strbuf b = {0};
+    for (const char *p = in; *p;) {
+        p += strspn(p, "[\", \t");
+        size_t n = strcspn(p, "\",]");
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n) {
+            if (b.n)
+                sb_puts(&b, ", ");
+            sb_append(&b, p, n);
+        }
+        p += n;
+        p += strcspn(p, ",");
+    }
+    char *out = sb_steal(&b);
+    return out ? out : strdup("");   /* "" or "[]": nothing is allowed */
+}
+
+/* Whether item (n bytes) is in list ("a, b" from cors_canon): NULL or an
+ * item "*" takes anything; item NULL asks whether list takes anything.
+ * Origins and methods compare exactly, header names (icase) without case. */
+static int in_cors_list(const char *list, const char *item, size_t n, int icase)
+{
+    if (!list)
+        return 1;
+    for (const char *p = list; *p;) {
+        size_t k = strcspn(p, ",");
+        if ((k == 1 && *p == '*') ||
+            (item && k == n && !(icase ? strncasecmp(p, item, n) : memcmp(p, item, n))))
+            return 1;
+        p += k;
+        p += strspn(p, ", ");
+    }
+    return 0;
+}
+
+/* Access-Control-Allow-Origin for a request from an allowed Origin: "*"
+ * when any may call (no credentials are used), else the origin itself,
+ * with Vary so that a cache keeps one answer per origin. */
+static void add_cors(conn *c, struct MHD_Response *r)
+{
+    const char *origin = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Origin");
+    const char *allowed = c->s->origins;
+    if (!origin || !in_cors_list(allowed, origin, strlen(origin), 0))
+        return;
+    if (in_cors_list(allowed, NULL, 0, 0)) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+    } else {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(r, "Vary", "Origin");
+    }
+}
+
+/* What every answer carries, errors and streams included. */
+static void add_headers(conn *c, struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "X-Request-Id", c->request_id);
+    add_cors(c, r);
+}
+
+static enum MHD_Result send_body(conn *c, int status, const char *ctype, char *body, size_t len,
+                                 int retry_after)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE
@@ -169,6 +270,7 @@ static enum MHD_Result send_body(struct MHD_Connection *mc, int status, const ch
         free(body);
         return MHD_NO;
     }
+    add_headers(c, r);
     if (ctype)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (retry_after > 0) {
@@ -178,7 +280,7 @@ static enum MHD_Result send_body(struct MHD_Connection *mc, int status, const ch
     }
     if (status == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    enum MHD_Result ok = MHD_queue_response(mc, (unsigned)status, r);
+    enum MHD_Result ok = MHD_queue_response(c->mc, (unsigned)status, r);
     MHD_destroy_response(r);
     return ok;
 }
@@ -189,7 +291,7 @@ static enum MHD_Result send_error(conn *c, int status, const char *param, const 
     c->status = status;
     api_count_http(atomic_load(&c->s->api), status);
     char *body = api_error_body(status, param, "%s", msg);
-    return send_body(c->mc, status, "application/json", body, strlen(body), retry_after);
+    return send_body(c, status, "application/json", body, strlen(body), retry_after);
 }
 
 static void uncount(srv_server *s, int *counted)
@@ -362,6 +464,7 @@ static enum MHD_Result send_stream(conn *c, api_response *ar)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    add_headers(c, r);
     c->streamed = 1;
     c->status = 200;
     api_count_http(atomic_load(&c->s->api), 200);
@@ -372,10 +475,53 @@ static enum MHD_Result send_stream(conn *c, api_response *ar)
 
 /* ---- requests ---- */
 
+/* With --api-key every path needs the key but the probes a load balancer
+ * or Prometheus polls without one (as in vLLM): a list of what is open, not
+ * of what is closed, so a route added later (/classify was one) cannot be
+ * left open by forgetting it here. */
 static int needs_key(const char *path)
 {
-    return !strncmp(path, "/v1/", 4) || !strcmp(path, "/v1") || !strcmp(path, "/tokenize") ||
-           !strcmp(path, "/detokenize");
+    return strcmp(path, "/health") && strcmp(path, "/metrics");
+}
+
+/* A browser asks whether it may send the real request: 204 with what is
+ * allowed, or 400 naming what is not (as Starlette's CORSMiddleware, which
+ * vLLM uses, answers). Whether the path exists is the real request's
+ * business. */
+static enum MHD_Result preflight(conn *c)
+{
+    const srv_server *s = c->s;
+    const char *origin = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Origin");
+    const char *method = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND,
+                                                     "Access-Control-Request-Method");
+    const char *hdrs = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND,
+                                                   "Access-Control-Request-Headers");
+    if (!in_cors_list(s->origins, origin, strlen(origin), 0))
+        return send_error(c, 400, NULL, "Disallowed CORS origin (--allowed-origins)", 0);
+    if (!in_cors_list(s->methods, method, strlen(method), 0))
+        return send_error(c, 400, NULL, "Disallowed CORS method (--allowed-methods)", 0);
+    for (const char *p = hdrs ? hdrs : ""; *(p += strspn(p, ", \t"));) {
+        size_t n = strcspn(p, ", \t");
+        if (!in_cors_list(s->headers, p, n, 1))
+            return send_error(c, 400, NULL, "Disallowed CORS headers (--allowed-headers)", 0);
+        p += n;
+    }
+    c->status = 204;
+    api_count_http(atomic_load(&c->s->api), 204);
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (char *)"",
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    add_headers(c, r);
+    MHD_add_response_header(r, "Access-Control-Allow-Methods",
+                            in_cors_list(s->methods, NULL, 0, 0)
+                                ? "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT" : s->methods);
+    if (hdrs)   /* each passed the check above */
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", hdrs);
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    enum MHD_Result ok = MHD_queue_response(c->mc, 204, r);
+    MHD_destroy_response(r);
+    return ok;
 }
 
 static enum MHD_Result answer(conn *c)
@@ -390,6 +536,10 @@ static enum MHD_Result answer(conn *c)
                  "(--max-request-bytes)", s->o.max_request_bytes);
         return send_error(c, 413, NULL, msg, 0);
     }
+    if (!strcmp(c->method, "OPTIONS") &&
+        MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Origin") &&
+        MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Access-Control-Request-Method"))
+        return preflight(c);
     if (s->api_key && needs_key(c->path)) {
         const char *h = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND,
                                                     MHD_HTTP_HEADER_AUTHORIZATION);
@@ -422,8 +572,7 @@ static enum MHD_Result answer(conn *c)
     }
     char *body = ar.body;
     ar.body = NULL;
-    enum MHD_Result ok = send_body(c->mc, ar.status, ar.content_type, body, ar.len,
-                                   ar.retry_after);
+    enum MHD_Result ok = send_body(c, ar.status, ar.content_type, body, ar.len, ar.retry_after);
     api_response_clear(&ar);
     return ok;
 }
@@ -486,6 +635,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         }
         if (!c->peer[0])
             snprintf(c->peer, sizeof c->peer, "-");
+        set_request_id(c);
         *con_cls = c;
         c->counted = 1;
         atomic_fetch_add(&s->active, 1);
@@ -558,8 +708,28 @@ int srv_start(const srv_options *o, srv_server **out, inferd_error *e)
         s->o.request_read_timeout_s = 30;
     pthread_mutex_init(&s->wmu, NULL);
     pthread_cond_init(&s->wcv, NULL);
-    if (o->api_key && *o->api_key)
-        s->api_key = strdup(o->api_key);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    s->id_salt = ((uint64_t)now.tv_sec << 30) ^ (uint64_t)now.tv_nsec ^ ((uint64_t)getpid() << 48);
+    if (o->api_key) {
+        /* "" would match no "Bearer KEY" yet once meant "no key": a
+         * server the user asked to protect must not start open. */
+        if (!*o->api_key) {
+            err_set(e, "the API key is empty: give a key, or none to serve without "
+                    "authentication");
+            goto err;
+        }
+        if (!(s->api_key = strdup(o->api_key))) {
+            err_set(e, "out of memory");
+            goto err;
+        }
+    }
+    if ((o->allowed_origins && !(s->origins = cors_canon(o->allowed_origins))) ||
+        (o->allowed_methods && !(s->methods = cors_canon(o->allowed_methods))) ||
+        (o->allowed_headers && !(s->headers = cors_canon(o->allowed_headers)))) {
+        err_set(e, "out of memory");
+        goto err;
+    }
     const char *host = o->host && *o->host ? o->host : "0.0.0.0";
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -609,6 +779,9 @@ err:
     pthread_cond_destroy(&s->wcv);
     pthread_mutex_destroy(&s->wmu);
     free(s->api_key);
+    free(s->origins);
+    free(s->methods);
+    free(s->headers);
     free(s);
     return -1;
 }
@@ -652,5 +825,8 @@ void srv_stop(srv_server *s)
     pthread_cond_destroy(&s->wcv);
     pthread_mutex_destroy(&s->wmu);
     free(s->api_key);
+    free(s->origins);
+    free(s->methods);
+    free(s->headers);
     free(s);
 }

@@ -16,7 +16,7 @@ typedef struct srv_server srv_server;
 typedef struct srv_options {
     const char *host;            /* address to bind, "0.0.0.0" if NULL */
     int port;                    /* 0 = any free port (see srv_port) */
-    const char *api_key;         /* NULL or "": no authentication */
+    const char *api_key;         /* NULL: no authentication; "" is an error */
     size_t max_request_bytes;    /* larger bodies get 413 (default 32 MiB) */
     int access_log;              /* one line per request on stderr */
     /* Slow clients: a connection is closed when its request is not in whole
@@ -25,6 +25,9 @@ typedef struct srv_options {
      * one client address holds at most this many connections (0 = no cap). */
     double request_read_timeout_s;
     int max_connections_per_ip;
+    /* CORS, as vLLM's flags: comma-separated lists (or JSON arrays, as vLLM
+     * takes them); NULL = "*". Origins are matched exactly. */
+    const char *allowed_origins, *allowed_methods, *allowed_headers;
 } srv_options;
 
 /* Starts listening at once; until srv_set_api every route but /health and

@@ -1,7 +1,8 @@
 // End-to-end with the official `openai` npm client against `inferd serve`
 // on loopback (port picked by the kernel, API key required): chat and
 // completions, streaming and not, usage, logprobs, n, stop, seed, the
-// stream helper, and the client's error classes for 400, 401 and 404.
+// stream helper, models.retrieve, and the client's error classes for 400,
+// 401 and 404.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import OpenAI from 'openai';
@@ -35,6 +36,18 @@ const messages = [{ role: 'system', content: 'You are terse.' }, { role: 'user',
 try {
   const models = await client.models.list();
   check('models.list has the served model', models.data.some((m) => m.id === 'tiny'), models.data);
+  const withId = await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 2 });
+  check('chat completion has a _request_id', typeof withId._request_id === 'string'
+    && withId._request_id.length > 0, withId._request_id);
+  const one = await client.models.retrieve('tiny');
+  check('models.retrieve gives the served model', one.id === 'tiny' && one.object === 'model', one);
+  try {
+    await client.models.retrieve('other');
+    check('models.retrieve of another id throws NotFoundError', false);
+  } catch (e) {
+    check('models.retrieve of another id throws NotFoundError', e instanceof OpenAI.NotFoundError
+      && e.code === 'model_not_found', String(e));
+  }
 
   // Chat, not streamed and streamed: same greedy text, usage, role first.
   const greedy = { model: 'tiny', messages, max_tokens: 20, temperature: 0, ignore_eos: true };
