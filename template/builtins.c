@@ -586,12 +586,83 @@ static int str_method(jctx *c, const node *at, const val *s, const char *name, s
     return jn_fail(c, at, "str.%.*s() is not supported in templates", (int)n, name);
 }
 
+int jn_escape(jctx *c, const node *at, const val *v, val *out)
+{
+    if (v->t == V_STR && v->sub == SUB_MARKUP) { *out = *v; return 0; }
+    val s;
+    if (jn_str(c, at, v, &s)) return -1;
+    strbuf b = {0};
+    for (size_t i = 0; i < s.u.s.n; i++) {
+        char ch = s.u.s.p[i];
+        if (ch == '&') sb_puts(&b, "&amp;");
+        else if (ch == '<') sb_puts(&b, "&lt;");
+        else if (ch == '>') sb_puts(&b, "&gt;");
+        else if (ch == '"') sb_puts(&b, "&#34;");
+        else if (ch == '\'') sb_puts(&b, "&#39;");
+        else sb_putc(&b, ch);
+    }
+    if (mkstr(c, at, &b, out)) return -1;
+    out->sub = SUB_MARKUP;
+    return 0;
+}
+
+/* A Markup's string results, and the strings in its lists and tuples, are
+ * Markup again. Returns rc, for tail calls. */
+static int as_markup(int rc, val *out)
+{
+    if (rc) return rc;
+    if (out->t == V_STR) out->sub = SUB_MARKUP;
+    if (out->t == V_LIST || out->t == V_TUPLE)
+        for (size_t i = 0; i < out->u.l->n; i++)
+            if (out->u.l->items[i].t == V_STR) out->u.l->items[i].sub = SUB_MARKUP;
+    return 0;
+}
+
+static int markup_if(int mk, int rc, val *out) { return mk ? as_markup(rc, out) : rc; }
+
+/* Markup's methods as markupsafe wraps them: these escape their string
+ * arguments first (join escapes the items it joins); split and friends only
+ * wrap the result; the rest (find, startswith, is*) are str's own. */
+static const char *const MARKUP_ESCAPING[] = {
+    "capitalize", "title", "lower", "upper", "replace", "ljust", "rjust", "lstrip", "rstrip",
+    "center", "strip", "zfill", "casefold", "removeprefix", "removesuffix", "partition",
+    "rpartition", "format", "join", NULL};
+static const char *const MARKUP_WRAPPING[] = {"split", "rsplit", "splitlines", NULL};
+
+static int escape_all(jctx *c, const node *at, const val *in, size_t n, val **out)
+{
+    *out = n ? ar_alloc(c->ar, n * sizeof **out) : NULL;
+    if (n && !*out) return jn_oom(c, at);
+    for (size_t i = 0; i < n; i++)
+        if (in[i].t == V_STR ? jn_escape(c, at, &in[i], &(*out)[i]) : ((*out)[i] = in[i], 0)) return -1;
+    return 0;
+}
+
+static int markup_method(jctx *c, const node *at, const val *s, const char *name, size_t n,
+                         jargs *a, val *out)
+{
+    if (in_names(MARKUP_WRAPPING, name, n)) return as_markup(str_method(c, at, s, name, n, a, out), out);
+    if (!in_names(MARKUP_ESCAPING, name, n)) return str_method(c, at, s, name, n, a, out);
+    jargs e = *a;
+    if (escape_all(c, at, a->pos, a->npos, &e.pos) || escape_all(c, at, a->kwv, a->nkw, &e.kwv)) return -1;
+    if (NAMEIS("join") && e.npos) {
+        vlist *items, *l;
+        if (jn_iterate(c, at, &a->pos[0], &items)) return -1;
+        if (!(l = v_list_new(c->ar, items->n))) return jn_oom(c, at);
+        if (escape_all(c, at, items->items, items->n, &l->items)) return -1;
+        l->n = items->n;
+        e.pos[0] = mklist(l, V_LIST);
+    }
+    return as_markup(str_method(c, at, s, name, n, &e, out), out);
+}
+
 int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out)
 {
     const char *name = m->name;
     size_t n = strlen(name);
     val *self = &m->self;
     val *a0 = jn_arg(a, 0, NULL);
+    if (self->t == V_STR && self->sub == SUB_MARKUP) return markup_method(c, at, self, name, n, a, out);
     if (self->t == V_STR) return str_method(c, at, self, name, n, a, out);
     if (self->t == V_LOOP && NAMEIS("changed")) {
         /* true on the first call and whenever the arguments differ */
@@ -1206,8 +1277,15 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
 {
     val *a0 = jn_arg(a, 0, NULL);
     strbuf b = {0};
-    /* Markup(str(value)): the text stays, the type becomes a string */
-    if (NAMEIS("safe") || NAMEIS("forceescape")) return jn_str(c, at, &v, out);
+    if (NAMEIS("safe")) return as_markup(jn_str(c, at, &v, out), out);
+    if (NAMEIS("escape") || NAMEIS("e")) return jn_escape(c, at, &v, out);
+    if (NAMEIS("forceescape")) {
+        /* escape(str(value)): escapes a Markup's text too */
+        val s;
+        if (jn_str(c, at, &v, &s)) return -1;
+        s.sub = 0;
+        return jn_escape(c, at, &s, out);
+    }
     if (NAMEIS("default") || NAMEIS("d")) {
         val *dv = jn_arg(a, 0, "default_value"), *boolean = jn_arg(a, 1, "boolean");
         int use = v.t == V_UNDEF || (boolean && v_truthy(boolean) && !v_truthy(&v));
@@ -1332,34 +1410,25 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         /* jinja appends "\n" to the value first: only strings survive that */
         if (v.t != V_STR)
             return jn_fail(c, at, "unsupported operand type(s) for +=: '%s' and 'str'", v_typename(&v));
-        return do_indent(c, at, v, a, out);
+        return markup_if(v.sub == SUB_MARKUP, do_indent(c, at, v, a, out), out);
     }
-    /* the rest work on str(value) */
+    /* the rest work on str(value); trim, upper, lower, capitalize, center
+     * and format call the str's own method, so a Markup stays one */
     val s;
     if (jn_str(c, at, &v, &s)) return -1;
-    if (NAMEIS("trim")) { *out = strip(&s, jn_arg(a, 0, "chars"), 3); return 0; }
-    if (NAMEIS("upper")) { casemap(s.u.s.p, s.u.s.n, CASE_UPPER, &b); return mkstr(c, at, &b, out); }
-    if (NAMEIS("lower")) { casemap(s.u.s.p, s.u.s.n, CASE_LOWER, &b); return mkstr(c, at, &b, out); }
+    int mk = s.sub == SUB_MARKUP;
+    if (NAMEIS("trim")) { *out = strip(&s, jn_arg(a, 0, "chars"), 3); return markup_if(mk, 0, out); }
+    if (NAMEIS("upper")) { casemap(s.u.s.p, s.u.s.n, CASE_UPPER, &b); return markup_if(mk, mkstr(c, at, &b, out), out); }
+    if (NAMEIS("lower")) { casemap(s.u.s.p, s.u.s.n, CASE_LOWER, &b); return markup_if(mk, mkstr(c, at, &b, out), out); }
     if (NAMEIS("title")) { casemap(s.u.s.p, s.u.s.n, CASE_TITLE_JINJA, &b); return mkstr(c, at, &b, out); }
-    if (NAMEIS("capitalize")) { casemap(s.u.s.p, s.u.s.n, CASE_CAPITALIZE, &b); return mkstr(c, at, &b, out); }
+    if (NAMEIS("capitalize")) { casemap(s.u.s.p, s.u.s.n, CASE_CAPITALIZE, &b); return markup_if(mk, mkstr(c, at, &b, out), out); }
+    s.sub = 0; /* |replace and the others give a plain str */
     if (NAMEIS("replace")) {
         val *old = jn_arg(a, 0, "old"), *new = jn_arg(a, 1, "new"), *cnt = jn_arg(a, 2, "count");
         val os, ns;
         if (!old || !new) return jn_fail(c, at, "replace expects old and new strings");
         if (jn_str(c, at, old, &os) || jn_str(c, at, new, &ns)) return -1;
         return replace(c, at, &s, &os, &ns, cnt && is_num(cnt) ? inum(cnt) : -1, out);
-    }
-    if (NAMEIS("escape") || NAMEIS("e")) {
-        for (size_t i = 0; i < s.u.s.n; i++) {
-            char ch = s.u.s.p[i];
-            if (ch == '&') sb_puts(&b, "&amp;");
-            else if (ch == '<') sb_puts(&b, "&lt;");
-            else if (ch == '>') sb_puts(&b, "&gt;");
-            else if (ch == '"') sb_puts(&b, "&#34;");
-            else if (ch == '\'') sb_puts(&b, "&#39;");
-            else sb_putc(&b, ch);
-        }
-        return mkstr(c, at, &b, out);
     }
     if (NAMEIS("format")) {
         /* "%s, %s"|format(a, b) is Python's "%s, %s" % (a, b) */
@@ -1368,19 +1437,20 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         if (a->npos) memcpy(args->items, a->pos, a->npos * sizeof(val));
         args->n = a->npos;
         val tup = mklist(args, V_TUPLE);
+        s.sub = (uint8_t)(mk ? SUB_MARKUP : 0);
         return jn_percent_format(c, at, &s, &tup, out);
     }
     if (NAMEIS("center")) {
         val *w = jn_arg(a, 0, "width");
         int64_t width = w && is_num(w) ? inum(w) : 80, len = (int64_t)u8_len(s.u.s.p, s.u.s.n);
         if (width > 4096) width = 4096;
-        if (width <= len) { *out = s; return 0; }
+        if (width <= len) { *out = s; return markup_if(mk, 0, out); }
         /* Python puts the odd space on the right unless width is odd */
         int64_t pad = width - len, left = pad / 2 + (pad & width & 1);
         for (int64_t i = 0; i < left; i++) sb_putc(&b, ' ');
         sb_append(&b, s.u.s.p, s.u.s.n);
         for (int64_t i = 0; i < pad - left; i++) sb_putc(&b, ' ');
-        return mkstr(c, at, &b, out);
+        return markup_if(mk, mkstr(c, at, &b, out), out);
     }
     if (NAMEIS("wordcount")) {
         /* len(re.findall(r"\w+", s)): runs of letters, digits and '_' */

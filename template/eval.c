@@ -273,6 +273,7 @@ int jn_getitem(jctx *c, const node *at, val obj, val key, val *out)
             size_t a = u8_offset(obj.u.s.p, obj.u.s.n, (size_t)i);
             size_t b = u8_offset(obj.u.s.p, obj.u.s.n, (size_t)i + 1);
             *out = v_str(obj.u.s.p + a, b - a);
+            out->sub = obj.sub; /* Markup()[i] is a Markup */
             return 0;
         }
     } else if (obj.t == V_DICT) {
@@ -356,7 +357,11 @@ static int eval_slice(jctx *c, node *n, val *out)
         const char *p = obj.u.s.p;
         size_t len = u8_len(p, obj.u.s.n);
         if (slice_indices(c, n, vs, len, &start, &step, &count)) return -1;
-        if (len == obj.u.s.n && step == 1) { *out = v_str(p + start, count); return 0; }
+        if (len == obj.u.s.n && step == 1) {
+            *out = v_str(p + start, count);
+            out->sub = obj.sub;
+            return 0;
+        }
         /* offsets of every code point, then gather */
         size_t *off = malloc((len + 1) * sizeof *off);
         if (!off) return jn_oom(c, n);
@@ -372,7 +377,9 @@ static int eval_slice(jctx *c, node *n, val *out)
         free(off);
         *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
         sb_free(&b);
-        return out->t == V_STR ? 0 : jn_oom(c, n);
+        if (out->t != V_STR) return jn_oom(c, n);
+        out->sub = obj.sub;
+        return 0;
     }
     /* jinja compiles slices to plain Python subscription: no undefined */
     return jn_fail(c, n, "'%s' object is not subscriptable", v_typename(&obj));
@@ -409,6 +416,7 @@ static int repeat(jctx *c, const node *at, const val *s, int64_t times, val *out
         if (!p) return jn_oom(c, at);
         for (int64_t i = 0; i < times; i++) memcpy(p + (size_t)i * s->u.s.n, s->u.s.p, s->u.s.n);
         *out = v_str(p, n);
+        out->sub = s->sub;
         return 0;
     }
     size_t m = s->u.l->n;
@@ -433,8 +441,38 @@ static int type_error(jctx *c, const node *at, int op, const val *a, const val *
                    op == OP_POW ? "** or pow()" : OPSYM[op], v_typename(a), v_typename(b));
 }
 
-/* Python's `%` on a string, for the %s/%d/%i/%r forms templates use. */
+static int percent_format(jctx *c, const node *at, const val *fmt, const val *arg, val *out);
+
+/* Python's `%` on a string, for the %s/%d/%i/%r forms templates use. On a
+ * Markup, the string arguments are escaped and the result is a Markup
+ * (markupsafe escapes what %s prints; %r of a string is the one form where
+ * escaping first gives other text, and templates do not use it on Markup). */
 int jn_percent_format(jctx *c, const node *at, const val *fmt, const val *arg, val *out)
+{
+    if (fmt->sub != SUB_MARKUP) return percent_format(c, at, fmt, arg, out);
+    val one;
+    vlist *l = NULL;
+    if (arg->t == V_TUPLE) {
+        l = v_list_new(c->ar, arg->u.l->n);
+        if (!l) return jn_oom(c, at);
+        for (size_t i = 0; i < arg->u.l->n; i++) {
+            val *x = &arg->u.l->items[i];
+            if (x->t == V_STR ? jn_escape(c, at, x, &l->items[i]) : (l->items[i] = *x, 0)) return -1;
+        }
+        l->n = arg->u.l->n;
+        one = (val){.t = V_TUPLE};
+        one.u.l = l;
+    } else if (arg->t == V_STR) {
+        if (jn_escape(c, at, arg, &one)) return -1;
+    } else {
+        one = *arg;
+    }
+    if (percent_format(c, at, fmt, &one, out)) return -1;
+    out->sub = SUB_MARKUP;
+    return 0;
+}
+
+static int percent_format(jctx *c, const node *at, const val *fmt, const val *arg, val *out)
 {
     vlist one = {.items = (val *)arg, .n = 1};
     vlist *args = arg->t == V_TUPLE ? arg->u.l : &one;
@@ -600,13 +638,21 @@ static int arith(jctx *c, const node *at, int op, const val *a, const val *b, va
         }
         return jn_fail(c, at, "integer result too large");
     }
+    if (op == OP_ADD && a->t == V_STR && b->t == V_STR && (a->sub || b->sub)) {
+        /* Markup.__add__/__radd__: the plain side is escaped first */
+        val x, y;
+        if (jn_escape(c, at, a, &x) || jn_escape(c, at, b, &y) || str_concat(c, at, &x, &y, out))
+            return -1;
+        out->sub = SUB_MARKUP;
+        return 0;
+    }
     if (op == OP_ADD && a->t == V_STR && b->t == V_STR) return str_concat(c, at, a, b, out);
     if (op == OP_ADD && (a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t && !a->sub && !b->sub)
         return concat_seq(c, at, a, b, out);
     if (op == OP_MUL) {
-        if ((a->t == V_STR || a->t == V_LIST || a->t == V_TUPLE) && !a->sub && (b->t == V_INT || b->t == V_BOOL))
+        if ((a->t == V_STR || ((a->t == V_LIST || a->t == V_TUPLE) && !a->sub)) && (b->t == V_INT || b->t == V_BOOL))
             return repeat(c, at, a, inum(b), out);
-        if ((b->t == V_STR || b->t == V_LIST || b->t == V_TUPLE) && !b->sub && (a->t == V_INT || a->t == V_BOOL))
+        if ((b->t == V_STR || ((b->t == V_LIST || b->t == V_TUPLE) && !b->sub)) && (a->t == V_INT || a->t == V_BOOL))
             return repeat(c, at, b, inum(a), out);
     }
     if (op == OP_MOD && a->t == V_STR) return jn_percent_format(c, at, a, b, out);

@@ -37,6 +37,13 @@ typedef enum vtype {
 /* V_LIST subtypes: the dict views Python's keys()/values()/items() return,
  * which iterate like lists but print, test and serialize differently. */
 enum { SUB_LIST = 0, SUB_KEYS, SUB_VALUES, SUB_ITEMS };
+/* V_STR subtype: markupsafe's Markup, what |safe and |escape return. Even
+ * with autoescape off it changes what a template prints: `markup + str`
+ * HTML-escapes the str (functionary v3.1 builds its tool list that way),
+ * its methods, `*`, `%` and |upper-like filters keep it, and repr() in a
+ * container shows Markup('...'). `~`, |join, |replace and iteration give
+ * plain str, as Jinja2's do. */
+enum { SUB_MARKUP = 1 };
 
 typedef struct vlist vlist;
 typedef struct vdict vdict;
@@ -47,7 +54,7 @@ typedef struct vgen vgen;
 
 typedef struct val {
     uint8_t t;
-    uint8_t sub; /* V_LIST: SUB_* */
+    uint8_t sub; /* V_LIST: SUB_*; V_STR: SUB_MARKUP or 0 */
     union {
         int b;
         int64_t i;
@@ -219,6 +226,9 @@ int jn_oom(jctx *c, const node *at);
 int jn_too_deep(jctx *c, const node *at); /* a walk met JN_MAX_DEPTH */
 val jn_undef(jctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int jn_str(jctx *c, const node *at, const val *v, val *out);
+/* markupsafe.escape(v): a Markup stays as it is, anything else becomes the
+ * Markup of its str() with & < > ' " escaped. */
+int jn_escape(jctx *c, const node *at, const val *v, val *out);
 int jn_iterate(jctx *c, const node *at, const val *v, vlist **out);
 /* The items of a generator, made on first use (not consumed). */
 int jn_gen_items(jctx *c, vgen *g, vlist **out);

@@ -370,7 +370,11 @@ static int repr_at(const val *v, strbuf *b, int depth)
 {
     if (depth > JN_MAX_DEPTH) return -1;
     switch (v->t) {
-    case V_STR: str_repr(v->u.s.p, v->u.s.n, b); return 0;
+    case V_STR:
+        if (v->sub == SUB_MARKUP) sb_puts(b, "Markup(");
+        str_repr(v->u.s.p, v->u.s.n, b);
+        if (v->sub == SUB_MARKUP) sb_putc(b, ')');
+        return 0;
     case V_UNDEF: sb_puts(b, "Undefined"); return 0;
     case V_LIST: case V_TUPLE: {
         if (v->sub) {

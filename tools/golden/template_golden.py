@@ -16,6 +16,9 @@ Two references, one case list:
 Each chat case: {"id", "model": folder, "template": override file or null,
 "request": {...}} plus "text" (the rendering), or "raised" (raise_exception's
 message), or "error" (any other exception, type: message).
+
+The committed Jinja2 fixtures were made with Jinja2 3.1.6 and MarkupSafe 3.0.3
+(python3 -c 'import jinja2; print(jinja2.__version__)').
 """
 import argparse
 import json
@@ -458,6 +461,18 @@ def lang_cases():
     lang("{{ d.keys()[0] }}", d={"a": 1})
     lang("{{ n[1:] }}", n=5)
     lang("{{ raise_exception('émoji 🤖 in the message') }}")
+    # Markup (|safe, |escape) with autoescape off: + escapes the plain side
+    # (functionary v3.1's tool list), methods and some filters keep Markup
+    lang("{{ \"Use the function '\"|safe + t.name + \"' to '\"|safe + t.description + \"'\\n\"|safe + t|tojson }}",
+         t={"name": "f<x>", "description": "it's \"quoted\" & more"})
+    lang("{{ '<a>'|safe + '<b>' }} {{ '<b>' + '<a>'|safe }} {{ '<a>'|safe ~ '<b>' }} {{ '<'|e|e }} {{ '<'|escape + '<' }}")
+    lang("{{ ('<a>'|safe)|string + '<' }} {{ ('<a>'|safe) * 2 + '<' }} {{ ('%s<'|safe) % '<x>' }} {{ ('<%s'|safe)|format('<') }}")
+    lang("{{ ('<a>'|safe).upper() + '<' }} {{ ('<a>'|safe)|upper + '<' }} {{ ('<a>'|safe)|trim + '<' }} {{ ('<a>'|safe)|title + '<' }}")
+    lang("{{ ['<a>'|safe] }} {{ {'k': '<a>'|safe} }} {{ ('a b'|safe).split() }} {{ ('<a>'|safe)[0] + '<' }} {{ ('<a>'|safe)[1:] + '<' }}")
+    lang("{{ ('<a>'|safe)|replace('a', '<') + '<' }} {{ ('a'|safe).replace('a', '<') }} {{ ('<a>'|safe)|join('<') }} {{ ('&'|safe).join(['<', '>'|safe]) }}")
+    lang("{{ 1|safe + '<' }} {{ none|safe + '<' }} {{ ('<'|safe)|forceescape }} {{ ('<'|safe)|center(5) + '<' }} {{ ('<'|safe)|indent + '<' }}")
+    lang("{% set x = '<a>'|safe %}{% set x = x + '&' %}{{ x }} {{ x is string }} {{ x == '<a>&amp;' }} {{ ('<'|safe)|first + '<' }} {{ 'x' ~ ('<'|safe) + '<' }}")
+    lang("{{ ('a'|safe) + 1 }}")
     return list(L)
 
 
