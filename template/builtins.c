@@ -269,7 +269,8 @@ static int split(jctx *c, const node *at, const val *s, const val *sep, int64_t 
     return 0;
 }
 
-static int splitlines(jctx *c, const node *at, const val *s, vlist **out)
+/* str.splitlines(keepends): keepends leaves each line's break on it. */
+static int splitlines(jctx *c, const node *at, const val *s, int keepends, vlist **out)
 {
     vlist *l = v_list_new(c->ar, 0);
     if (!l) return jn_oom(c, at);
@@ -282,9 +283,10 @@ static int splitlines(jctx *c, const node *at, const val *s, vlist **out)
         int brk = cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || cp == 0x1C || cp == 0x1D ||
                   cp == 0x1E || cp == 0x85 || cp == 0x2028 || cp == 0x2029;
         if (brk) {
-            if (v_list_push(c->ar, l, v_str(p + st, i - st))) return jn_oom(c, at);
+            size_t line_end = i;
             i += (size_t)k;
             if (cp == '\r' && i < n && p[i] == '\n') i++;
+            if (v_list_push(c->ar, l, v_str(p + st, (keepends ? i : line_end) - st))) return jn_oom(c, at);
             st = i;
         } else {
             i += (size_t)k;
@@ -458,18 +460,51 @@ static int find(const val *s, const val *x, int rev, int64_t *out)
     return 0;
 }
 
+/* The part of s that find, count, startswith and endswith search when given
+ * the optional start and end (code points, negative from the end, None for
+ * the default), and the code-point offset where it starts. Python clamps end
+ * to the length but not start: *empty_ok is 0 when start lies past end, and
+ * then even an empty needle is not found. */
+static int str_bounds(jctx *c, const node *at, const val *s, const val *start, const val *end,
+                      val *sub, int64_t *off, int *empty_ok)
+{
+    int64_t len = (int64_t)u8_len(s->u.s.p, s->u.s.n), st = 0, en = len;
+    const val *bv[2] = {start, end};
+    int64_t *dst[2] = {&st, &en};
+    for (int k = 0; k < 2; k++) {
+        if (!bv[k] || bv[k]->t == V_NONE) continue;
+        if (bv[k]->t != V_INT && bv[k]->t != V_BOOL)
+            return jn_fail(c, at, "slice indices must be integers or None or have an __index__ method");
+        int64_t x = inum(bv[k]);
+        if (x < 0 && (x += len) < 0) x = 0;
+        *dst[k] = x;
+    }
+    if (en > len) en = len;
+    *empty_ok = st <= en;
+    *off = st;
+    *sub = *s;
+    if (st > en) st = en;
+    size_t b0 = u8_offset(s->u.s.p, s->u.s.n, (size_t)st), b1 = u8_offset(s->u.s.p, s->u.s.n, (size_t)en);
+    sub->u.s.p = s->u.s.p + b0;
+    sub->u.s.n = b1 - b0;
+    return 0;
+}
+
 static int str_method(jctx *c, const node *at, const val *s, const char *name, size_t n,
                       jargs *a, val *out)
 {
     val *a0 = jn_arg(a, 0, NULL), *a1 = jn_arg(a, 1, NULL);
     strbuf b = {0};
     if (NAMEIS("startswith") || NAMEIS("endswith")) {
-        int end = name[0] == 'e', r = 0;
+        int end = name[0] == 'e', r = 0, ok;
+        int64_t off;
+        val part;
         if (!a0) return jn_fail(c, at, "%.*s() takes at least 1 argument (0 given)", (int)n, name);
+        if (str_bounds(c, at, s, a1, jn_arg(a, 2, NULL), &part, &off, &ok)) return -1;
         if (a0->t == V_TUPLE || a0->t == V_LIST) {
-            for (size_t i = 0; i < a0->u.l->n; i++) r |= affix(s, &a0->u.l->items[i], end);
+            for (size_t i = 0; i < a0->u.l->n; i++) r |= ok && affix(&part, &a0->u.l->items[i], end);
         } else if (a0->t == V_STR) {
-            r = affix(s, a0, end);
+            r = ok && affix(&part, a0, end);
         } else {
             return jn_fail(c, at, "%.*s first arg must be str or a tuple of str, not %s", (int)n, name, v_typename(a0));
         }
@@ -515,23 +550,29 @@ static int str_method(jctx *c, const node *at, const val *s, const char *name, s
     }
     if (NAMEIS("find") || NAMEIS("rfind") || NAMEIS("index") || NAMEIS("rindex") || NAMEIS("count")) {
         if (!a0 || a0->t != V_STR) return jn_fail(c, at, "%.*s() expects a string argument", (int)n, name);
+        int ok;
+        int64_t off, r = -1;
+        val part;
+        if (str_bounds(c, at, s, a1, jn_arg(a, 2, NULL), &part, &off, &ok)) return -1;
         if (NAMEIS("count")) {
             int64_t k = 0;
-            if (!a0->u.s.n) k = (int64_t)u8_len(s->u.s.p, s->u.s.n) + 1;
+            if (!ok) k = 0;
+            else if (!a0->u.s.n) k = (int64_t)u8_len(part.u.s.p, part.u.s.n) + 1;
             else
-                for (const char *p = s->u.s.p, *e = p + s->u.s.n, *f; (f = memmem(p, (size_t)(e - p), a0->u.s.p, a0->u.s.n)); p = f + a0->u.s.n) k++;
+                for (const char *p = part.u.s.p, *e = p + part.u.s.n, *f; (f = memmem(p, (size_t)(e - p), a0->u.s.p, a0->u.s.n)); p = f + a0->u.s.n) k++;
             *out = v_int(k);
             return 0;
         }
-        int64_t r;
-        find(s, a0, name[0] == 'r', &r);
+        if (ok) find(&part, a0, name[0] == 'r', &r);
+        if (r >= 0) r += off;
         if (r < 0 && name[name[0] == 'r'] == 'i') return jn_fail(c, at, "substring not found");
         *out = v_int(r);
         return 0;
     }
     if (NAMEIS("splitlines")) {
         vlist *l;
-        if (splitlines(c, at, s, &l)) return -1;
+        val *ke = jn_arg(a, 0, "keepends");
+        if (splitlines(c, at, s, ke && v_truthy(ke), &l)) return -1;
         *out = mklist(l, V_LIST);
         return 0;
     }
@@ -1125,7 +1166,7 @@ static int do_indent(jctx *c, const node *at, val v, jargs *a, val *out)
     sb_free(&tmp);
     vlist *lines;
     if (sv.t != V_STR) { sb_free(&ind); return jn_oom(c, at); }
-    if (splitlines(c, at, &sv, &lines)) { sb_free(&ind); return -1; }
+    if (splitlines(c, at, &sv, 0, &lines)) { sb_free(&ind); return -1; }
     int bl = blank && v_truthy(blank);
     if (first && v_truthy(first)) sb_append(&b, ind.p ? ind.p : "", ind.n);
     for (size_t i = 0; i < lines->n; i++) {

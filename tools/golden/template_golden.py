@@ -473,6 +473,17 @@ def lang_cases():
     lang("{{ 1|safe + '<' }} {{ none|safe + '<' }} {{ ('<'|safe)|forceescape }} {{ ('<'|safe)|center(5) + '<' }} {{ ('<'|safe)|indent + '<' }}")
     lang("{% set x = '<a>'|safe %}{% set x = x + '&' %}{{ x }} {{ x is string }} {{ x == '<a>&amp;' }} {{ ('<'|safe)|first + '<' }} {{ 'x' ~ ('<'|safe) + '<' }}")
     lang("{{ ('a'|safe) + 1 }}")
+    # str methods with start/end (Python's bounds) and splitlines(keepends)
+    lang("{{ s.find('a', 1) }} {{ s.find('a', -2) }} {{ s.find('a', 1, 3) }} {{ s.rfind('a', 0, -1) }} {{ s.find('', 9) }} {{ s.find('', 5) }} {{ s.find('é', 2) }} {{ s.find('a', none, 2) }}",
+         s="aébaa")
+    lang("{{ s.index('b', 1) }} {{ s.rindex('a', -3, -1) }} {{ s.count('a', 1) }} {{ s.count('', 1, 3) }} {{ s.count('', 3, 1) }} {{ s.count('', 9) }} {{ s.count('a', -100, 100) }}",
+         s="aébaa")
+    lang("{{ s.startswith('b', 2) }} {{ s.startswith('é', 1, 2) }} {{ s.startswith(('x', 'ba'), 2) }} {{ s.endswith('b', 0, 3) }} {{ s.endswith(('x', 'é'), 0, -3) }} {{ s.startswith('', 5) }} {{ s.startswith('', 6) }} {{ s.endswith('', 3, 1) }}",
+         s="aébaa")
+    lang("{{ s.index('a', 4, 5) }}|{{ s.index('b', 3) }}", s="aébaa")
+    lang("{{ s.find('a', 'x') }}", s="aébaa")
+    lang("{{ s.splitlines(true) }} {{ s.splitlines(keepends=true) }} {{ s.splitlines(false) }} {{ 'x\\n'.splitlines(true) }}",
+         s="a\r\nb\nc\x85d\u2028e\r")
     return list(L)
 
 
