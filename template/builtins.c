@@ -971,8 +971,19 @@ static void msort(sortctx *s, val *items, val *keys, val *ti, val *tk, size_t n,
     memcpy(keys, tk, n * sizeof *keys);
 }
 
-static int sort_list(jctx *c, const node *at, vlist *in, const val *attr, int cs, int rev,
-                     int by_value, val *out)
+/* make_attrgetter(attribute, default=dflt): the item's attribute path; an
+ * undefined result becomes dflt unless that is None. */
+static int attr_or_default(jctx *c, const node *at, val item, const val *attr, const val *dflt,
+                           val *out)
+{
+    if (!attr || attr->t == V_NONE) { *out = item; return 0; }
+    if (attr_path(c, at, item, attr, out)) return -1;
+    if (out->t == V_UNDEF && dflt && dflt->t != V_NONE) *out = *dflt;
+    return 0;
+}
+
+static int sort_list(jctx *c, const node *at, vlist *in, const val *attr, const val *dflt, int cs,
+                     int rev, int by_value, val *out)
 {
     size_t n = in->n;
     vlist *l = v_list_new(c->ar, n);
@@ -982,7 +993,7 @@ static int sort_list(jctx *c, const node *at, vlist *in, const val *attr, int cs
     for (size_t i = 0; i < n; i++) {
         val k = in->items[i];
         if (by_value >= 0) k = k.u.l->items[by_value];
-        if (attr && attr->t != V_NONE && attr_path(c, at, k, attr, &k)) return -1;
+        if (attr_or_default(c, at, k, attr, dflt, &k)) return -1;
         if (key_lower(c, &k, cs, &keys[i])) return jn_oom(c, at);
         l->items[i] = in->items[i];
     }
@@ -991,6 +1002,47 @@ static int sort_list(jctx *c, const node *at, vlist *in, const val *attr, int cs
     msort(&s, l->items, keys, ti, tk, n, rev);
     if (s.err) return -1;
     *out = mklist(l, V_LIST);
+    return 0;
+}
+
+/* groupby(attribute, default, case_sensitive): sorted by the attribute, then
+ * a list of (grouper, items) tuples for runs of equal keys; without
+ * case_sensitive strings group lowercased, and the grouper is the first
+ * item's own value. */
+static int do_groupby(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *attr = jn_arg(a, 0, "attribute"), *dflt = jn_arg(a, 1, "default"),
+        *csv = jn_arg(a, 2, "case_sensitive");
+    int cs = csv && v_truthy(csv);
+    vlist *items, *groups = v_list_new(c->ar, 0);
+    val sorted;
+    if (!attr) return jn_fail(c, at, "groupby() missing 1 required positional argument: 'attribute'");
+    if (!groups) return jn_oom(c, at);
+    if (jn_iterate(c, at, &v, &items) || sort_list(c, at, items, attr, dflt, cs, 0, -1, &sorted)) return -1;
+    vlist *s = sorted.u.l, *run = NULL;
+    val runkey = V_NONE_VAL;
+    for (size_t i = 0; i < s->n; i++) {
+        val k, lk;
+        if (attr_or_default(c, at, s->items[i], attr, dflt, &k)) return -1;
+        if (key_lower(c, &k, cs, &lk)) return jn_oom(c, at);
+        int same = 0;
+        if (run) {
+            same = v_equal(&runkey, &lk);
+            if (same < 0) return jn_too_deep(c, at);
+        }
+        if (!same) {
+            vlist *g = v_list_new(c->ar, 2);
+            if (!g || !(run = v_list_new(c->ar, 0))) return jn_oom(c, at);
+            g->items[0] = k;
+            g->items[1] = mklist(run, V_LIST);
+            g->n = 2;
+            g->group = 1;
+            if (v_list_push(c->ar, groups, mklist(g, V_TUPLE))) return jn_oom(c, at);
+            runkey = lk;
+        }
+        if (v_list_push(c->ar, run, s->items[i])) return jn_oom(c, at);
+    }
+    *out = mklist(groups, V_LIST);
     return 0;
 }
 
@@ -1395,15 +1447,16 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         val *rev = jn_arg(a, 0, "reverse"), *cs = jn_arg(a, 1, "case_sensitive"), *attr = jn_arg(a, 2, "attribute");
         vlist *items;
         if (jn_iterate(c, at, &v, &items)) return -1;
-        return sort_list(c, at, items, attr, cs && v_truthy(cs), rev && v_truthy(rev), -1, out);
+        return sort_list(c, at, items, attr, NULL, cs && v_truthy(cs), rev && v_truthy(rev), -1, out);
     }
+    if (NAMEIS("groupby")) return do_groupby(c, at, v, a, out);
     if (NAMEIS("dictsort")) {
         val *cs = jn_arg(a, 0, "case_sensitive"), *by = jn_arg(a, 1, "by"), *rev = jn_arg(a, 2, "reverse");
         if (v.t != V_DICT) return jn_fail(c, at, "dictsort expects a mapping");
         val items;
         if (dict_items(c, at, v.u.d, 2, SUB_LIST, &items)) return -1;
         int byv = by && by->t == V_STR && by->u.s.n == 5 && !memcmp(by->u.s.p, "value", 5);
-        return sort_list(c, at, items.u.l, NULL, cs && v_truthy(cs), rev && v_truthy(rev), byv, out);
+        return sort_list(c, at, items.u.l, NULL, NULL, cs && v_truthy(cs), rev && v_truthy(rev), byv, out);
     }
     if (NAMEIS("reverse")) {
         if (v.t == V_STR) {

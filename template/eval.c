@@ -243,6 +243,10 @@ int jn_getattr(jctx *c, const node *at, val obj, const char *name, size_t n, val
         return 0;
     }
     if (jn_method_kind(obj.t, name, n)) return make_method(c, at, obj, name, n, out);
+    if (obj.t == V_TUPLE && obj.u.l->group && obj.u.l->n == 2) {
+        if (n == 7 && !memcmp(name, "grouper", 7)) { *out = obj.u.l->items[0]; return 0; }
+        if (n == 4 && !memcmp(name, "list", 4)) { *out = obj.u.l->items[1]; return 0; }
+    }
     if (obj.t == V_DICT) {
         val *v = v_dict_gets(obj.u.d, name, n);
         if (v) { *out = *v; return 0; }

@@ -71,7 +71,9 @@ typedef struct val {
     } u;
 } val;
 
-struct vlist { val *items; size_t n, cap; };
+/* group: a groupby _GroupTuple (grouper, list), whose two items are also
+ * its attributes .grouper and .list */
+struct vlist { val *items; size_t n, cap; int group; };
 struct vdict { val *keys, *vals; size_t n, cap; };
 struct vmethod { val self; const char *name; };
 

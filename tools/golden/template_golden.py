@@ -484,6 +484,15 @@ def lang_cases():
     lang("{{ s.find('a', 'x') }}", s="aébaa")
     lang("{{ s.splitlines(true) }} {{ s.splitlines(keepends=true) }} {{ s.splitlines(false) }} {{ 'x\\n'.splitlines(true) }}",
          s="a\r\nb\nc\x85d\u2028e\r")
+    # groupby: attribute paths, default, case_sensitive, .grouper/.list
+    people = [{"n": "a", "city": "Paris", "age": 3}, {"n": "b", "city": "berlin", "age": 1},
+              {"n": "c", "city": "paris", "age": 3}, {"n": "d", "age": 2}, {"n": "e", "city": "Berlin", "age": 1}]
+    lang("{% for g in p|groupby('city', default='?') %}{{ g.grouper }}:{{ g.list|map(attribute='n')|join }};{% endfor %}", p=people)
+    lang("{% for city, items in p|groupby('city', 'x', true) %}{{ city }}={{ items|length }} {% endfor %}{{ p|groupby('age')|list }}", p=people)
+    lang("{% for g in p|groupby('age') %}{{ g[0] }}{{ g['grouper'] }}{{ g|length }}{{ g.list[0].n }} {% endfor %}{{ (p|groupby('age'))[0] }}", p=people)
+    lang("{% for g in t|groupby('1.x') %}{{ g.grouper }}:{{ g.list }} {% endfor %}", t=[[0, {"x": 2}], [1, {"x": 1}], [2, {"x": 2}]])
+    lang("{{ p|groupby('city') }}", p=people)
+    lang("{{ p|groupby }}", p=people)
     return list(L)
 
 
