@@ -1046,6 +1046,39 @@ static int do_groupby(jctx *c, const node *at, val v, jargs *a, val *out)
     return 0;
 }
 
+/* truncate(length=255, killwords=False, end='...', leeway=5): text longer
+ * than length + leeway is cut to length - len(end) code points, back to the
+ * last space unless killwords, and end appended. */
+static int do_truncate(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *lv = jn_arg(a, 0, "length"), *kw = jn_arg(a, 1, "killwords"), *ev = jn_arg(a, 2, "end"),
+        *lw = jn_arg(a, 3, "leeway"), end = ev ? *ev : v_str("...", 3);
+    if (v.t == V_UNDEF) { *out = v; return 0; } /* len(Undefined) is 0 */
+    if (v.t != V_STR) return jn_fail(c, at, "truncate expects a string, not %s", v_typename(&v));
+    if ((lv && lv->t != V_INT) || (lw && lw->t != V_INT && lw->t != V_NONE) || end.t != V_STR)
+        return jn_fail(c, at, "truncate expects integer length and leeway and a string end");
+    int64_t length = lv ? lv->u.i : 255, leeway = lw && lw->t == V_INT ? lw->u.i : 5;
+    int64_t len = (int64_t)u8_len(v.u.s.p, v.u.s.n), elen = (int64_t)u8_len(end.u.s.p, end.u.s.n);
+    if (length < elen) return jn_fail(c, at, "expected length >= %lld, got %lld", (long long)elen, (long long)length);
+    if (leeway < 0) return jn_fail(c, at, "expected leeway >= 0, got %lld", (long long)leeway);
+    if (len <= length + leeway) { *out = v; return 0; }
+    val head = v;
+    head.u.s.n = u8_offset(v.u.s.p, v.u.s.n, (size_t)(length - elen));
+    if (!(kw && v_truthy(kw))) {
+        /* s.rsplit(" ", 1)[0] */
+        const char *sp = NULL;
+        for (size_t i = head.u.s.n; i-- > 0;)
+            if (head.u.s.p[i] == ' ') { sp = head.u.s.p + i; break; }
+        if (sp) head.u.s.n = (size_t)(sp - head.u.s.p);
+    }
+    if (v.sub == SUB_MARKUP && jn_escape(c, at, &end, &end)) return -1;
+    if (jn_str(c, at, &head, &head)) return -1;
+    strbuf b = {0};
+    sb_append(&b, head.u.s.p, head.u.s.n);
+    sb_append(&b, end.u.s.p, end.u.s.n);
+    return markup_if(v.sub == SUB_MARKUP, mkstr(c, at, &b, out), out);
+}
+
 static int apply_filter_or_test(jctx *c, const node *at, int is_test, const char *name, size_t n,
                                 val v, jargs *rest, val *out)
 {
@@ -1450,6 +1483,7 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         return sort_list(c, at, items, attr, NULL, cs && v_truthy(cs), rev && v_truthy(rev), -1, out);
     }
     if (NAMEIS("groupby")) return do_groupby(c, at, v, a, out);
+    if (NAMEIS("truncate")) return do_truncate(c, at, v, a, out);
     if (NAMEIS("dictsort")) {
         val *cs = jn_arg(a, 0, "case_sensitive"), *by = jn_arg(a, 1, "by"), *rev = jn_arg(a, 2, "reverse");
         if (v.t != V_DICT) return jn_fail(c, at, "dictsort expects a mapping");

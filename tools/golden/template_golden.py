@@ -493,6 +493,12 @@ def lang_cases():
     lang("{% for g in t|groupby('1.x') %}{{ g.grouper }}:{{ g.list }} {% endfor %}", t=[[0, {"x": 2}], [1, {"x": 1}], [2, {"x": 2}]])
     lang("{{ p|groupby('city') }}", p=people)
     lang("{{ p|groupby }}", p=people)
+    # truncate: length, killwords, end, leeway (code points)
+    lang("{{ s|truncate(9) }}|{{ s|truncate(9, true) }}|{{ s|truncate(9, leeway=0) }}|{{ s|truncate(9, true, '…', 0) }}|{{ s|truncate(12, end='>') }}|{{ s|truncate }}|{{ s|truncate(5, leeway=0) }}",
+         s="héllo wörld and more")
+    lang("{{ s|truncate(16) }}|{{ s|truncate(15) }}|{{ 'abcdefghijkl'|truncate(5, leeway=0) }}|{{ ('<a> b c d e f g'|safe)|truncate(4, end='<', leeway=0) + '<' }}|{{ u|truncate }}|", s="héllo wörld and more")
+    lang("{{ 'abcdef'|truncate(2) }}")
+    lang("{{ 'abcdefghijkl'|truncate(5, leeway=-1) }}")
     return list(L)
 
 
