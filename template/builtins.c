@@ -1167,6 +1167,52 @@ static int make_gen(jctx *c, const node *at, int kind, val input, jargs *a, int 
     return 0;
 }
 
+/* batch(linecount, fill_with) and slice(slices, fill_with): lists of
+ * linecount items (the last padded with fill_with unless it is None), or
+ * `slices` lists of near-equal length, the shorter ones padded. Both loops
+ * are Jinja2's own, so odd counts (0, negative) give what Jinja2 gives. */
+static int chunk_now(jctx *c, const node *at, val input, jargs *a, int by_slices, val *out)
+{
+    val *cnt = jn_arg(a, 0, by_slices ? "slices" : "linecount"), *fill = jn_arg(a, 1, "fill_with");
+    vlist *in, *res = v_list_new(c->ar, 0), *tmp = NULL;
+    if (!cnt || (cnt->t != V_INT && cnt->t != V_BOOL))
+        return jn_fail(c, at, "%s expects an integer count", by_slices ? "slice" : "batch");
+    int64_t k = inum(cnt);
+    int pad = fill && fill->t != V_NONE;
+    if (!res) return jn_oom(c, at);
+    if (jn_iterate(c, at, &input, &in)) return -1;
+    if (by_slices) {
+        if (k == 0) return jn_fail(c, at, "integer division or modulo by zero");
+        /* range(k) is empty for a negative k */
+        int64_t len = (int64_t)in->n, per = k > 0 ? len / k : 0, extra = k > 0 ? len % k : 0, off = 0;
+        for (int64_t i = 0; i < k; i++) {
+            int64_t st = off + i * per;
+            if (i < extra) off++;
+            int64_t en = off + (i + 1) * per;
+            if (!(tmp = v_list_new(c->ar, (size_t)(en - st) + 1))) return jn_oom(c, at);
+            for (int64_t j = st; j < en; j++) tmp->items[tmp->n++] = in->items[j];
+            if (pad && i >= extra) tmp->items[tmp->n++] = *fill;
+            if (v_list_push(c->ar, res, mklist(tmp, V_LIST))) return jn_oom(c, at);
+        }
+    } else {
+        if (!(tmp = v_list_new(c->ar, 0))) return jn_oom(c, at);
+        for (size_t i = 0; i < in->n; i++) {
+            if ((int64_t)tmp->n == k) {
+                if (v_list_push(c->ar, res, mklist(tmp, V_LIST))) return jn_oom(c, at);
+                if (!(tmp = v_list_new(c->ar, 0))) return jn_oom(c, at);
+            }
+            if (v_list_push(c->ar, tmp, in->items[i])) return jn_oom(c, at);
+        }
+        if (tmp->n) {
+            while (pad && (int64_t)tmp->n < k)
+                if (v_list_push(c->ar, tmp, *fill)) return jn_oom(c, at);
+            if (v_list_push(c->ar, res, mklist(tmp, V_LIST))) return jn_oom(c, at);
+        }
+    }
+    *out = mklist(res, V_LIST);
+    return 0;
+}
+
 int jn_gen_items(jctx *c, vgen *g, vlist **out)
 {
     if (g->items) { *out = g->items; return 0; }
@@ -1180,6 +1226,7 @@ int jn_gen_items(jctx *c, vgen *g, vlist **out)
     case GEN_SELECT: rc = select_now(c, g->at, g->input, g->args, g->attr, g->keep, &res); break;
     case GEN_MAP: rc = map_now(c, g->at, g->input, g->args, &res); break;
     case GEN_UNIQUE: rc = unique_now(c, g->at, g->input, g->args, &res); break;
+    case GEN_BATCH: case GEN_SLICE: rc = chunk_now(c, g->at, g->input, g->args, g->kind == GEN_SLICE, &res); break;
     case GEN_ITEMS:
         if (g->input.t == V_UNDEF) res.u.l = v_list_new(c->ar, 0);
         else if (g->input.t != V_DICT) return jn_fail(c, g->at, "Can only get item pairs from a mapping.");
@@ -1484,6 +1531,8 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
     }
     if (NAMEIS("groupby")) return do_groupby(c, at, v, a, out);
     if (NAMEIS("truncate")) return do_truncate(c, at, v, a, out);
+    if (NAMEIS("batch")) return make_gen(c, at, GEN_BATCH, v, a, 0, 0, out);
+    if (NAMEIS("slice")) return make_gen(c, at, GEN_SLICE, v, a, 0, 0, out);
     if (NAMEIS("dictsort")) {
         val *cs = jn_arg(a, 0, "case_sensitive"), *by = jn_arg(a, 1, "by"), *rev = jn_arg(a, 2, "reverse");
         if (v.t != V_DICT) return jn_fail(c, at, "dictsort expects a mapping");

@@ -186,7 +186,7 @@ struct vloop {
 /* Jinja's select/map/unique/items filters are Python generators: they run
  * when first iterated (errors included), are always true, have no len(), and
  * a second loop over one sees nothing. */
-enum { GEN_SELECT = 1, GEN_MAP, GEN_ITEMS, GEN_UNIQUE, GEN_REVERSED };
+enum { GEN_SELECT = 1, GEN_MAP, GEN_ITEMS, GEN_UNIQUE, GEN_REVERSED, GEN_BATCH, GEN_SLICE };
 struct vgen {
     int kind, attr, keep; /* keep/attr: select, reject, selectattr, rejectattr */
     val input;

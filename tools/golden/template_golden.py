@@ -499,6 +499,11 @@ def lang_cases():
     lang("{{ s|truncate(16) }}|{{ s|truncate(15) }}|{{ 'abcdefghijkl'|truncate(5, leeway=0) }}|{{ ('<a> b c d e f g'|safe)|truncate(4, end='<', leeway=0) + '<' }}|{{ u|truncate }}|", s="héllo wörld and more")
     lang("{{ 'abcdef'|truncate(2) }}")
     lang("{{ 'abcdefghijkl'|truncate(5, leeway=-1) }}")
+    # batch and slice (generators: iterated, listed, counted once)
+    lang("{{ l|batch(3)|list }} {{ l|batch(3, 'x')|list }} {{ l|batch(7)|list }} {{ l|batch(0)|list }} {{ []|batch(2)|list }} {{ 'abc'|batch(2)|list }}", l=[1, 2, 3, 4, 5, 6, 7])
+    lang("{{ l|slice(3)|list }} {{ l|slice(3, 0)|list }} {{ l|slice(9)|list }} {{ l|slice(-1)|list }} {{ l|slice(1, 'f')|list }}", l=[1, 2, 3, 4, 5, 6, 7])
+    lang("{% for row in l|batch(2, '-') %}[{% for x in row %}{{ x }}{% endfor %}]{% endfor %}{% for col in l|slice(2) %}<{{ col|join(',') }}>{% endfor %}{{ (l|batch(2)) is iterable }}", l="abcde")
+    lang("{{ l|slice(0)|list }}", l=[1, 2])
     return list(L)
 
 
