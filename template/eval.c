@@ -847,12 +847,15 @@ out:
     return rc;
 }
 
+static int call_loop(jctx *c, const node *at, vloop *lp, jargs *a, val *out);
+
 int jn_call(jctx *c, const node *at, val fn, jargs *a, val *out)
 {
     switch (fn.t) {
     case V_MACRO: return call_macro(c, at, fn.u.m, a, out);
     case V_FUNC: return jn_func(c, at, fn.u.fn, a, out);
     case V_METHOD: return jn_method(c, at, fn.u.meth, a, out);
+    case V_LOOP: return call_loop(c, at, fn.u.loop, a, out);
     case V_UNDEF: return jn_undef_fail(c, at, &fn);
     default: return jn_fail(c, at, "'%s' object is not callable", v_typename(&fn));
     }
@@ -1008,18 +1011,18 @@ static int assign(jctx *c, node *target, val v)
     return 0;
 }
 
-static int exec_for(jctx *c, node *n, strbuf *out)
+/* One level of a for loop over `it`, its frames children of scope; depth
+ * counts the levels of a recursive loop (loop.depth). */
+static int run_for(jctx *c, node *n, val it, jframe *scope, size_t depth, strbuf *out)
 {
-    val it;
     vlist *items;
-    if (eval(c, n->b, &it)) return X_ERR;
     if (jn_iterate(c, n, &it, &items)) return X_ERR;
     jframe *saved = c->f;
     if (n->c) {
         /* {% for x in xs if cond %}: loop.length counts the kept items */
         vlist *kept = v_list_new(c->ar, items->n);
         if (!kept) return jn_oom(c, n);
-        jframe *f = frame_new(c, saved);
+        jframe *f = frame_new(c, scope);
         if (!f) return jn_oom(c, n);
         for (size_t i = 0; i < items->n; i++) {
             if (++c->iters > c->max_iters)
@@ -1034,16 +1037,23 @@ static int exec_for(jctx *c, node *n, strbuf *out)
         }
         items = kept;
     }
-    if (!items->n) return exec_body(c, &n->orelse, out);
+    if (!items->n) {
+        c->f = frame_new(c, scope);
+        int x = c->f ? exec_body(c, &n->orelse, out) : jn_oom(c, n);
+        c->f = saved;
+        return x;
+    }
     vloop *lp = ar_alloc(c->ar, sizeof *lp);
     if (!lp) return jn_oom(c, n);
     lp->items = items;
-    lp->depth = 1; /* jinja counts depth only across recursive loops */
+    lp->depth = depth; /* jinja counts depth only across recursive loops */
+    lp->rec = n->neg ? n : NULL;
+    lp->scope = scope;
     val lv = {.t = V_LOOP};
     lv.u.loop = lp;
     /* one frame for all iterations, emptied each time: what jinja's
      * per-iteration scope means, without memory growing with the count */
-    jframe *f = frame_new(c, saved);
+    jframe *f = frame_new(c, scope);
     if (!f) return jn_oom(c, n);
     for (size_t i = 0; i < items->n; i++) {
         if (++c->iters > c->max_iters)
@@ -1058,6 +1068,37 @@ static int exec_for(jctx *c, node *n, strbuf *out)
         if (x == X_BREAK) break;
     }
     return X_OK;
+}
+
+static int exec_for(jctx *c, node *n, strbuf *out)
+{
+    val it;
+    if (eval(c, n->b, &it)) return X_ERR;
+    return run_for(c, n, it, c->f, 1, out);
+}
+
+/* loop(items) in a recursive for: the loop body again, one level deeper,
+ * rendered to a string. Each level is C recursion, so the levels count
+ * against the same bound as macro calls. */
+static int call_loop(jctx *c, const node *at, vloop *lp, jargs *a, val *out)
+{
+    if (!lp->rec)
+        return jn_fail(c, at, "The loop must have the 'recursive' marker to be called recursively.");
+    if (a->npos != 1 || a->nkw)
+        return jn_fail(c, at, "loop() of a recursive for takes exactly one iterable");
+    if (++c->depth > c->max_depth) {
+        c->depth--;
+        return jn_fail(c, at, "recursive loop nested deeper than %d levels (runaway recursion?)",
+                       c->max_depth);
+    }
+    strbuf b = {0};
+    int x = run_for(c, lp->rec, a->pos[0], lp->scope, lp->depth + 1, &b);
+    c->depth--;
+    c->live_out -= b.n;
+    if (x == X_ERR) { sb_free(&b); return -1; }
+    *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
+    sb_free(&b);
+    return out->t == V_STR ? 0 : jn_oom(c, at);
 }
 
 static int exec_filter_chain(jctx *c, node *chain, val in, val *out)

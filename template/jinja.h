@@ -97,7 +97,7 @@ enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_FLOORDIV, OP_MOD, OP_POW, OP_CONCAT,
 
 struct node {
     uint8_t kind, op;
-    uint8_t neg;       /* E_TEST: `is not` */
+    uint8_t neg;       /* E_TEST: `is not`; S_FOR: `recursive` */
     int line, col;
     const char *name;  /* name, attribute, filter, test, macro, text */
     size_t name_len;
@@ -181,6 +181,8 @@ struct vloop {
     size_t depth;
     val changed_last; /* loop.changed(): the arguments of its last call */
     int changed_called;
+    node *rec;        /* a recursive for: what loop(items) runs again */
+    jframe *scope;    /* where that for statement ran: what each level sees */
 };
 
 /* Jinja's select/map/unique/items filters are Python generators: they run

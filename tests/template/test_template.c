@@ -322,6 +322,30 @@ static void test_value_depth(void **s)
 #undef DEEP
 }
 
+/* A recursive for loop is C recursion too: loop(items) nested past the
+ * macro bound fails with a message on a connection thread's stack, with
+ * and without long filter chains at each level; a shallow one renders. */
+static void test_recursive_loop_depth(void **s)
+{
+    (void)s;
+#define TREE(n) "{% set ns = namespace(x=[]) %}{% for i in range(" n ") %}{% set ns.x = [ns.x] %}{% endfor %}"
+    char src[4096];
+    for (int n = 0; n < 300; n = n ? n * 4 : 1) {
+        char *p = src + sprintf(src, "%s{%% for y in ns.x recursive %%}{{ loop(y)", TREE("150"));
+        for (int i = 0; i < n; i++) p += sprintf(p, "|string|trim");
+        strcpy(p, " }}{% endfor %}");
+        /* long chains meet the expression bound first: also an error */
+        expect_small_stack_error(src, NULL, n ? "nested" : "recursive loop nested deeper than");
+    }
+    small_job r = on_small_stack(TREE("40") "{% for y in ns.x recursive %}{{ loop.depth }},{{ loop(y) }}"
+                                 "{% else %}.{% endfor %}", NULL);
+    if (r.rc) printf("%s\n", r.e.msg);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "1,2,3,") && strstr(r.out, "39,40,."));
+    free(r.out);
+#undef TREE
+}
+
 /* Hostile input at scale: thousands of random mutations of real chat
  * templates must each compile and render or fail with a message, never
  * crash, hang or leak (the SAN build checks the last two). */
@@ -612,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_strftime_now),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_value_depth),
+        cmocka_unit_test(test_recursive_loop_depth),
         cmocka_unit_test(test_mutated_templates),
         cmocka_unit_test(test_chat_named_templates),
         cmocka_unit_test(test_chat_file_precedence),

@@ -504,6 +504,16 @@ def lang_cases():
     lang("{{ l|slice(3)|list }} {{ l|slice(3, 0)|list }} {{ l|slice(9)|list }} {{ l|slice(-1)|list }} {{ l|slice(1, 'f')|list }}", l=[1, 2, 3, 4, 5, 6, 7])
     lang("{% for row in l|batch(2, '-') %}[{% for x in row %}{{ x }}{% endfor %}]{% endfor %}{% for col in l|slice(2) %}<{{ col|join(',') }}>{% endfor %}{{ (l|batch(2)) is iterable }}", l="abcde")
     lang("{{ l|slice(0)|list }}", l=[1, 2])
+    # recursive loops: loop(items), loop.depth/depth0, else and if at each
+    # level, each level seeing the scope of the for statement
+    tree = [{"n": "a", "c": [{"n": "b", "c": []}, {"n": "c", "c": [{"n": "d"}]}]}, {"n": "e"}]
+    lang("{% set top = 'T' %}{% for x in t recursive %}{% set y = x.n %}{{ loop.depth }}{{ loop.depth0 }}{{ y }}{{ top }}{{ z }}{{ loop.length }}{% if x.c is defined %}[{{ loop(x.c) }}]{% endif %}{% else %}E{% endfor %}", t=tree, z="Z")
+    lang("{% for x in t recursive %}{% set z = 1 %}{{ x.n }}{{ loop(x.c)|length if x.c is defined }}{% endfor %}|{% for a, b in [(1, [(2, [])])] recursive %}{{ a }}{{ loop(b) }}{% endfor %}", t=tree)
+    lang("{% for x in t if x.n != 'e' recursive %}{% for y in [1] %}{{ loop.depth }}{% endfor %}{{ loop.depth }}{{ x.n }}{% if x.c %}<{{ loop(x.c) }}>{% endif %}{% endfor %}", t=tree)
+    lang("<ul>\n{%- for item in sitemap recursive %}\n  <li>{{ item.title }}\n  {%- if item.children -%}\n    <ul>{{ loop(item.children) }}</ul>\n  {%- endif %}</li>\n{%- endfor %}\n</ul>",
+         sitemap=[{"title": "A", "children": [{"title": "A1"}, {"title": "A2", "children": [{"title": "A2a"}]}]}, {"title": "B"}])
+    lang("{% for x in [] %}{% else %}{% set y = 1 %}{% endfor %}[{{ y }}]")
+    lang("{% for x in [1] %}{{ loop([2]) }}{% endfor %}")
     return list(L)
 
 
