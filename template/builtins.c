@@ -705,6 +705,13 @@ int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out)
     val *a0 = jn_arg(a, 0, NULL);
     if (self->t == V_STR && self->sub == SUB_MARKUP) return markup_method(c, at, self, name, n, a, out);
     if (self->t == V_STR) return str_method(c, at, self, name, n, a, out);
+    if (self->t == V_CYCLER) {
+        vcycler *cy = self->u.cy;
+        if (NAMEIS("reset")) { cy->pos = 0; *out = V_NONE_VAL; return 0; }
+        *out = cy->items->items[cy->pos]; /* next() */
+        cy->pos = (cy->pos + 1) % cy->items->n;
+        return 0;
+    }
     if (self->t == V_LOOP && NAMEIS("changed")) {
         /* true on the first call and whenever the arguments differ */
         vloop *lp = self->u.loop;
@@ -785,6 +792,23 @@ int jn_func(jctx *c, const node *at, int fn, jargs *a, val *out)
         *out = mklist(l, V_LIST);
         return 0;
     }
+    case FN_CYCLER: case FN_JOINER: {
+        vcycler *cy = ar_alloc(c->ar, sizeof *cy);
+        if (!cy) return jn_oom(c, at);
+        if (fn == FN_CYCLER) {
+            if (!a->npos) return jn_fail(c, at, "at least one item has to be provided");
+            if (!(cy->items = v_list_new(c->ar, a->npos))) return jn_oom(c, at);
+            memcpy(cy->items->items, a->pos, a->npos * sizeof(val));
+            cy->items->n = a->npos;
+        } else {
+            val *sep = jn_arg(a, 0, "sep");
+            cy->joiner = 1;
+            cy->sep = sep ? *sep : v_str(", ", 2);
+        }
+        *out = (val){.t = V_CYCLER};
+        out->u.cy = cy;
+        return 0;
+    }
     case FN_DICT: case FN_NAMESPACE: {
         vdict *d = v_dict_new(c->ar, 0);
         if (!d) return jn_oom(c, at);
@@ -847,7 +871,10 @@ int jn_test(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a
     if (NAMEIS("mapping")) { *out = v.t == V_DICT; return 0; }
     if (NAMEIS("iterable")) { *out = test_sequence(&v) || v.t == V_LIST || v.t == V_GEN; return 0; }
     if (NAMEIS("sequence")) { *out = test_sequence(&v); return 0; }
-    if (NAMEIS("callable")) { *out = v.t == V_MACRO || v.t == V_FUNC || v.t == V_METHOD; return 0; }
+    if (NAMEIS("callable")) {
+        *out = v.t == V_MACRO || v.t == V_FUNC || v.t == V_METHOD || (v.t == V_CYCLER && v.u.cy->joiner);
+        return 0;
+    }
     if (NAMEIS("lower") || NAMEIS("upper")) {
         if (v.t != V_STR) { *out = 0; return 0; }
         strbuf b = {0};

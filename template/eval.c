@@ -100,7 +100,8 @@ static int set_var(jctx *c, const node *at, const char *name, size_t n, val v)
 
 static const struct { const char *name; int fn; } GLOBALS[] = {
     {"range", FN_RANGE}, {"dict", FN_DICT}, {"namespace", FN_NAMESPACE},
-    {"raise_exception", FN_RAISE}, {"strftime_now", FN_STRFTIME}, {NULL, 0},
+    {"raise_exception", FN_RAISE}, {"strftime_now", FN_STRFTIME}, {"cycler", FN_CYCLER},
+    {"joiner", FN_JOINER}, {NULL, 0},
 };
 
 static val lookup(jctx *c, const char *name, size_t n)
@@ -179,6 +180,7 @@ static const char *obj_type_repr(const val *v)
     case V_BOOL: return "bool object";
     case V_NS: return "jinja2.utils.Namespace object";
     case V_LOOP: return "jinja2.runtime.LoopContext object";
+    case V_CYCLER: return v->u.cy->joiner ? "jinja2.utils.Joiner object" : "jinja2.utils.Cycler object";
     default: return "object";
     }
 }
@@ -241,6 +243,13 @@ int jn_getattr(jctx *c, const node *at, val obj, const char *name, size_t n, val
         val *v = v_dict_gets(obj.u.d, name, n);
         *out = v ? *v : jn_undef(c, "'%s' has no attribute '%.*s'", obj_type_repr(&obj), (int)n, name);
         return 0;
+    }
+    if (obj.t == V_CYCLER && !obj.u.cy->joiner) {
+        vcycler *cy = obj.u.cy;
+        if (n == 7 && !memcmp(name, "current", 7)) { *out = cy->items->items[cy->pos]; return 0; }
+        if (n == 5 && !memcmp(name, "items", 5)) { *out = (val){.t = V_TUPLE}; out->u.l = cy->items; return 0; }
+        if ((n == 4 && !memcmp(name, "next", 4)) || (n == 5 && !memcmp(name, "reset", 5)))
+            return make_method(c, at, obj, name, n, out);
     }
     if (jn_method_kind(obj.t, name, n)) return make_method(c, at, obj, name, n, out);
     if (obj.t == V_TUPLE && obj.u.l->group && obj.u.l->n == 2) {
@@ -856,6 +865,12 @@ int jn_call(jctx *c, const node *at, val fn, jargs *a, val *out)
     case V_FUNC: return jn_func(c, at, fn.u.fn, a, out);
     case V_METHOD: return jn_method(c, at, fn.u.meth, a, out);
     case V_LOOP: return call_loop(c, at, fn.u.loop, a, out);
+    case V_CYCLER:
+        if (!fn.u.cy->joiner) return jn_fail(c, at, "'Cycler' object is not callable");
+        if (a->npos || a->nkw) return jn_fail(c, at, "a joiner takes no arguments");
+        *out = fn.u.cy->used ? fn.u.cy->sep : v_str("", 0);
+        fn.u.cy->used = 1;
+        return 0;
     case V_UNDEF: return jn_undef_fail(c, at, &fn);
     default: return jn_fail(c, at, "'%s' object is not callable", v_typename(&fn));
     }

@@ -32,6 +32,7 @@ typedef enum vtype {
     V_FUNC,   /* a global function (range, dict, namespace, ...) */
     V_METHOD, /* a method bound to its receiver (s.strip, d.items, ...) */
     V_GEN,    /* a lazy, single-use iterator (select, map, unique, ...) */
+    V_CYCLER, /* cycler() or joiner(): the other objects a template changes */
 } vtype;
 
 /* V_LIST subtypes: the dict views Python's keys()/values()/items() return,
@@ -51,6 +52,7 @@ typedef struct vloop vloop;
 typedef struct vmacro vmacro;
 typedef struct vmethod vmethod;
 typedef struct vgen vgen;
+typedef struct vcycler vcycler;
 
 typedef struct val {
     uint8_t t;
@@ -68,6 +70,7 @@ typedef struct val {
         int fn;         /* V_FUNC */
         vmethod *meth;
         vgen *gen;
+        vcycler *cy;
     } u;
 } val;
 
@@ -76,6 +79,9 @@ typedef struct val {
 struct vlist { val *items; size_t n, cap; int group; };
 struct vdict { val *keys, *vals; size_t n, cap; };
 struct vmethod { val self; const char *name; };
+/* cycler(*items): .next() hands out items[pos] and moves on; joiner(sep):
+ * calling it gives "" the first time, sep after. */
+struct vcycler { vlist *items; size_t pos; int joiner, used; val sep; };
 
 /* ---- AST ---- */
 typedef struct node node;
@@ -221,7 +227,7 @@ typedef struct jargs {
     size_t nkw;
 } jargs;
 
-enum { FN_RANGE = 1, FN_DICT, FN_NAMESPACE, FN_RAISE, FN_STRFTIME, FN_CYCLER_NEXT };
+enum { FN_RANGE = 1, FN_DICT, FN_NAMESPACE, FN_RAISE, FN_STRFTIME, FN_CYCLER, FN_JOINER };
 
 int jn_fail(jctx *c, const node *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -514,6 +514,12 @@ def lang_cases():
          sitemap=[{"title": "A", "children": [{"title": "A1"}, {"title": "A2", "children": [{"title": "A2a"}]}]}, {"title": "B"}])
     lang("{% for x in [] %}{% else %}{% set y = 1 %}{% endfor %}[{{ y }}]")
     lang("{% for x in [1] %}{{ loop([2]) }}{% endfor %}")
+    # cycler and joiner, the globals that keep state
+    lang("{% set c = cycler('a', 'b') %}{{ c.next() }}{{ c.next() }}{{ c.current }}{{ c.next() }}{% set _ = c.reset() %}{{ c.current }}{{ c.items }}{{ c is callable }}{{ c.missing is defined }}")
+    lang("{% set j = joiner(', ') %}{% for x in [1, 2, 3] %}{{ j() }}{{ x }}{% endfor %}{{ joiner()() }}|{% set k = joiner(sep=' | ') %}{{ k() }}{{ k() }}{{ k() }}{{ k is callable }}")
+    lang("{% set r = cycler('odd', 'even') %}{% for m in ['a', 'b', 'c'] %}<{{ r.next() }}:{{ m }}>{% endfor %}{% set ns = namespace(c=cycler(1, 2)) %}{{ ns.c.next() }}{{ ns.c.next() }}{{ ns.c.next() }}")
+    lang("{{ cycler().next() }}")
+    lang("{{ cycler(1)() }}")
     return list(L)
 
 
