@@ -855,10 +855,33 @@ static int test_sequence(const val *v)
            v->t == V_UNDEF;
 }
 
+/* The names Jinja2's environment (as transformers builds it) knows, which
+ * is what the `filter` and `test` tests answer, whether or not this
+ * interpreter implements each one. */
+static const char *const JINJA_FILTERS[] = {
+    "abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e",
+    "escape", "filesizeformat", "first", "float", "forceescape", "format", "groupby", "indent",
+    "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min", "pprint",
+    "random", "reject", "rejectattr", "replace", "reverse", "round", "safe", "select",
+    "selectattr", "slice", "sort", "string", "striptags", "sum", "title", "tojson", "trim",
+    "truncate", "unique", "upper", "urlencode", "urlize", "wordcount", "wordwrap", "xmlattr", NULL};
+static const char *const JINJA_TESTS[] = {
+    "!=", "<", "<=", "==", ">", ">=", "boolean", "callable", "defined", "divisibleby", "eq",
+    "equalto", "escaped", "even", "false", "filter", "float", "ge", "greaterthan", "gt", "in",
+    "integer", "iterable", "le", "lessthan", "lower", "lt", "mapping", "ne", "none", "number",
+    "odd", "sameas", "sequence", "string", "test", "true", "undefined", "upper", NULL};
+
 int jn_test(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a, int *out)
 {
     val *a0 = jn_arg(a, 0, NULL);
     if (NAMEIS("defined")) { *out = v.t != V_UNDEF; return 0; }
+    if (NAMEIS("filter") || NAMEIS("test")) {
+        /* `value in env.filters`: a dict lookup, so lists and dicts raise */
+        if (v.t == V_LIST || v.t == V_DICT || v.t == V_NS)
+            return jn_fail(c, at, "unhashable type: '%s'", v_typename(&v));
+        *out = v.t == V_STR && in_names(name[0] == 'f' ? JINJA_FILTERS : JINJA_TESTS, v.u.s.p, v.u.s.n);
+        return 0;
+    }
     if (NAMEIS("undefined")) { *out = v.t == V_UNDEF; return 0; }
     if (NAMEIS("none")) { *out = v.t == V_NONE; return 0; }
     if (NAMEIS("string")) { *out = v.t == V_STR; return 0; }

@@ -520,6 +520,9 @@ def lang_cases():
     lang("{% set r = cycler('odd', 'even') %}{% for m in ['a', 'b', 'c'] %}<{{ r.next() }}:{{ m }}>{% endfor %}{% set ns = namespace(c=cycler(1, 2)) %}{{ ns.c.next() }}{{ ns.c.next() }}{{ ns.c.next() }}")
     lang("{{ cycler().next() }}")
     lang("{{ cycler(1)() }}")
+    # the filter and test tests
+    lang("{{ 'upper' is filter }} {{ 'tojson' is filter }} {{ 'nope' is filter }} {{ 1 is filter }} {{ u is filter }} {{ 'odd' is test }} {{ '==' is test }} {{ 'upper' is test }} {{ 'groupby' is test }} {{ 'x' is not test }}")
+    lang("{{ [] is filter }}")
     return list(L)
 
 
