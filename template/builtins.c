@@ -1129,6 +1129,58 @@ static int do_truncate(jctx *c, const node *at, val v, jargs *a, val *out)
     return markup_if(v.sub == SUB_MARKUP, mkstr(c, at, &b, out), out);
 }
 
+/* Jinja2's url_quote: percent-encode the UTF-8 of str(v) but for
+ * unreserved bytes (and '/' outside query strings); in query strings a
+ * space becomes '+'. */
+static int url_quote(jctx *c, const node *at, const val *v, int for_qs, strbuf *b)
+{
+    val s;
+    if (jn_str(c, at, v, &s)) return -1;
+    for (size_t i = 0; i < s.u.s.n; i++) {
+        unsigned char ch = (unsigned char)s.u.s.p[i];
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            strchr("_.-~", ch) || (ch == '/' && !for_qs))
+            sb_putc(b, (char)ch);
+        else if (ch == ' ' && for_qs)
+            sb_putc(b, '+');
+        else
+            sb_printf(b, "%%%02X", ch);
+    }
+    return 0;
+}
+
+/* urlencode: a string (or any non-iterable) is quoted whole; a dict or a
+ * sequence of pairs becomes k=v&k=v. */
+static int do_urlencode(jctx *c, const node *at, val v, val *out)
+{
+    strbuf b = {0};
+    if (v.t == V_STR || v.t == V_NONE || v.t == V_BOOL || v.t == V_INT || v.t == V_FLOAT || v.t == V_UNDEF) {
+        if (url_quote(c, at, &v, 0, &b)) { sb_free(&b); return -1; }
+        return mkstr(c, at, &b, out);
+    }
+    vlist *pairs;
+    if (v.t == V_DICT) {
+        val it;
+        if (dict_items(c, at, v.u.d, 2, SUB_LIST, &it)) return -1;
+        pairs = it.u.l;
+    } else if (jn_iterate(c, at, &v, &pairs)) {
+        return -1;
+    }
+    for (size_t i = 0; i < pairs->n; i++) {
+        vlist *kv;
+        if (jn_iterate(c, at, &pairs->items[i], &kv)) { sb_free(&b); return -1; }
+        if (kv->n != 2) {
+            sb_free(&b);
+            return jn_fail(c, at, "urlencode needs (key, value) pairs, got %zu values", kv->n);
+        }
+        if (i) sb_putc(&b, '&');
+        if (url_quote(c, at, &kv->items[0], 1, &b)) { sb_free(&b); return -1; }
+        sb_putc(&b, '=');
+        if (url_quote(c, at, &kv->items[1], 1, &b)) { sb_free(&b); return -1; }
+    }
+    return mkstr(c, at, &b, out);
+}
+
 static int apply_filter_or_test(jctx *c, const node *at, int is_test, const char *name, size_t n,
                                 val v, jargs *rest, val *out)
 {
@@ -1581,6 +1633,7 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
     }
     if (NAMEIS("groupby")) return do_groupby(c, at, v, a, out);
     if (NAMEIS("truncate")) return do_truncate(c, at, v, a, out);
+    if (NAMEIS("urlencode")) return do_urlencode(c, at, v, out);
     if (NAMEIS("batch")) return make_gen(c, at, GEN_BATCH, v, a, 0, 0, out);
     if (NAMEIS("slice")) return make_gen(c, at, GEN_SLICE, v, a, 0, 0, out);
     if (NAMEIS("dictsort")) {

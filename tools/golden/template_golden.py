@@ -523,6 +523,9 @@ def lang_cases():
     # the filter and test tests
     lang("{{ 'upper' is filter }} {{ 'tojson' is filter }} {{ 'nope' is filter }} {{ 1 is filter }} {{ u is filter }} {{ 'odd' is test }} {{ '==' is test }} {{ 'upper' is test }} {{ 'groupby' is test }} {{ 'x' is not test }}")
     lang("{{ [] is filter }}")
+    # urlencode: strings and scalars whole, dicts and pairs as a query
+    lang("{{ 'a b/c?d=é&~_.-+%'|urlencode }} {{ 42|urlencode }} {{ none|urlencode }} {{ {'q': 'a b', 'x/y': 'é&', 'n': 1}|urlencode }} {{ [('k', 'v w'), ['a', none]]|urlencode }} {{ {}|urlencode }}")
+    lang("{{ [1, 2]|urlencode }}")
     return list(L)
 
 
