@@ -1463,23 +1463,55 @@ static int to_int(jctx *c, const node *at, val v, jargs *a, val *out)
     return 0;
 }
 
+/* Python's float(v) for numbers and numeric strings; -1 for the rest. */
+static int py_float(const val *v, double *f)
+{
+    if (is_num(v)) { *f = fnum(v); return 0; }
+    if (v->t != V_STR) return -1;
+    char buf[128];
+    val t = strip(v, NULL, 3);
+    if (!t.u.s.n || t.u.s.n >= sizeof buf) return -1;
+    memcpy(buf, t.u.s.p, t.u.s.n);
+    buf[t.u.s.n] = 0;
+    char *end;
+    *f = strtod(buf, &end);
+    return *end ? -1 : 0;
+}
+
 static int to_float(jctx *c, const node *at, val v, jargs *a, val *out)
 {
     val *d = jn_arg(a, 0, "default");
-    if (is_num(&v)) { *out = v_float(fnum(&v)); return 0; }
-    if (v.t == V_STR) {
-        char buf[128];
-        val t = strip(&v, NULL, 3);
-        if (t.u.s.n && t.u.s.n < sizeof buf) {
-            memcpy(buf, t.u.s.p, t.u.s.n);
-            buf[t.u.s.n] = 0;
-            char *end;
-            double f = strtod(buf, &end);
-            if (!*end) { *out = v_float(f); return 0; }
-        }
-    }
-    *out = d ? *d : v_float(0.0);
+    double f;
+    *out = !py_float(&v, &f) ? v_float(f) : d ? *d : v_float(0.0);
     return 0;
+}
+
+/* filesizeformat(binary=False): "1 Byte", "N Bytes", else one decimal in
+ * the largest unit (kB..YB by 1000, KiB..YiB by 1024) below the value. */
+static int do_filesizeformat(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    static const char *const DEC[] = {"kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"};
+    static const char *const BIN[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"};
+    /* 1000 ** (i + 2) as Python's int-to-float division rounds it */
+    static const double POW1000[] = {1e6, 1e9, 1e12, 1e15, 1e18, 1e21, 1e24, 1e27};
+    val *bin = jn_arg(a, 0, "binary");
+    int binary = bin && v_truthy(bin);
+    double bytes, base = binary ? 1024 : 1000, unit = 0;
+    if (py_float(&v, &bytes))
+        return jn_fail(c, at, "filesizeformat expects a number, not %s", v_typename(&v));
+    strbuf b = {0};
+    if (bytes == 1) sb_puts(&b, "1 Byte");
+    else if (bytes < base) sb_printf(&b, "%lld Bytes", (long long)bytes);
+    else {
+        int i = 0;
+        for (; i < 8; i++) {
+            unit = binary ? ldexp(1.0, 10 * (i + 2)) : POW1000[i];
+            if (bytes < unit) break;
+        }
+        if (i == 8) i = 7;
+        sb_printf(&b, "%.1f %s", base * bytes / unit, (binary ? BIN : DEC)[i]);
+    }
+    return mkstr(c, at, &b, out);
 }
 
 static int unique_now(jctx *c, const node *at, val v, jargs *a, val *out)
@@ -1634,6 +1666,7 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
     if (NAMEIS("groupby")) return do_groupby(c, at, v, a, out);
     if (NAMEIS("truncate")) return do_truncate(c, at, v, a, out);
     if (NAMEIS("urlencode")) return do_urlencode(c, at, v, out);
+    if (NAMEIS("filesizeformat")) return do_filesizeformat(c, at, v, a, out);
     if (NAMEIS("batch")) return make_gen(c, at, GEN_BATCH, v, a, 0, 0, out);
     if (NAMEIS("slice")) return make_gen(c, at, GEN_SLICE, v, a, 0, 0, out);
     if (NAMEIS("dictsort")) {

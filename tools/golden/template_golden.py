@@ -526,6 +526,9 @@ def lang_cases():
     # urlencode: strings and scalars whole, dicts and pairs as a query
     lang("{{ 'a b/c?d=é&~_.-+%'|urlencode }} {{ 42|urlencode }} {{ none|urlencode }} {{ {'q': 'a b', 'x/y': 'é&', 'n': 1}|urlencode }} {{ [('k', 'v w'), ['a', none]]|urlencode }} {{ {}|urlencode }}")
     lang("{{ [1, 2]|urlencode }}")
+    # filesizeformat, decimal and binary
+    lang("{% for n in [0, 1, 2, 999, 1000, 1023, 1024, 1500, 999999, 1000000, 123456789, 10**15, 10**18, 1e30, -5, 1.5, '2048', true] %}{{ n|filesizeformat }}|{{ n|filesizeformat(true) }};{% endfor %}")
+    lang("{{ 'x'|filesizeformat }}")
     return list(L)
 
 
