@@ -2,6 +2,7 @@
  * call, and the globals transformers adds (raise_exception, strftime_now).
  * Each follows the reference implementation's edge cases (jinja2/filters.py,
  * jinja2/tests.py, CPython's str methods), since templates depend on them. */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -1181,6 +1182,96 @@ static int do_urlencode(jctx *c, const node *at, val v, val *out)
     return mkstr(c, at, &b, out);
 }
 
+/* html.unescape for the references striptags meets in practice: &amp;
+ * &lt; &gt; &quot; &apos; &nbsp; and numeric ones of ordinary code points.
+ * Python knows 2,231 named entities and remaps odd numeric ones; any other
+ * reference is refused rather than decoded differently. */
+static int html_unescape(jctx *c, const node *at, const char *p, size_t n, strbuf *b)
+{
+    static const struct { const char *name, *text; } NAMED[] = {
+        {"amp;", "&"}, {"lt;", "<"}, {"gt;", ">"}, {"quot;", "\""}, {"apos;", "'"},
+        {"nbsp;", "\xC2\xA0"}, {NULL, NULL}};
+    for (size_t i = 0; i < n; i++) {
+        const char *r = p + i + 1;
+        size_t left = n - i - 1, k;
+        if (p[i] != '&' || !left || !(isalpha((unsigned char)*r) || *r == '#')) { sb_putc(b, p[i]); continue; }
+        for (k = 0; NAMED[k].name; k++) {
+            size_t ln = strlen(NAMED[k].name);
+            if (left >= ln && !memcmp(r, NAMED[k].name, ln)) break;
+        }
+        if (NAMED[k].name) {
+            sb_puts(b, NAMED[k].text);
+            i += strlen(NAMED[k].name);
+            continue;
+        }
+        if (*r == '#' && left > 2) {
+            int hex = r[1] == 'x' || r[1] == 'X';
+            char *end;
+            unsigned long cp = strtoul(r + 1 + hex, &end, hex ? 16 : 10);
+            int ok = end > r + 1 + hex && end < p + n && *end == ';' && isxdigit((unsigned char)r[1 + hex]);
+            ok = ok && (cp == 9 || cp == 10 || (cp >= 0x20 && cp < 0x7F) || (cp >= 0xA0 && cp < 0xD800) ||
+                        (cp >= 0xE000 && cp < 0xFDD0) || (cp >= 0xFDF0 && cp <= 0x10FFFF && (cp & 0xFFFE) != 0xFFFE));
+            if (ok) {
+                put_cp(b, (uint32_t)cp);
+                i = (size_t)(end - p);
+                continue;
+            }
+        }
+        size_t show = 1;
+        while (show < left && show < 12 && r[show] != ';' && !isspace((unsigned char)r[show])) show++;
+        return jn_fail(c, at, "striptags: the HTML reference '&%.*s' is not supported (only &amp; &lt; &gt; "
+                       "&quot; &apos; &nbsp; and numeric references of ordinary characters)", (int)show, r);
+    }
+    return 0;
+}
+
+/* Markup.striptags: drop <!-- comments -->, then <tags>, collapse white
+ * space, unescape. Jinja2 removes the first remaining match each round;
+ * one pass does the same, checking for a "<!--" that a removal joins. */
+static int do_striptags(jctx *c, const node *at, val v, val *out)
+{
+    val s;
+    if (jn_str(c, at, &v, &s)) return -1;
+    const char *p = s.u.s.p;
+    size_t n = s.u.s.n;
+    strbuf nc = {0}, nt = {0}, ws = {0}, b = {0};
+    for (size_t i = 0; i < n; i++) {
+        sb_putc(&nc, p[i]);
+        if (nc.n < 4 || memcmp(nc.p + nc.n - 4, "<!--", 4)) continue;
+        /* "-->" may reuse the "--" of the opening mark */
+        const char *e = NULL;
+        if (i + 1 < n && p[i + 1] == '>') e = p + i - 1;
+        else if (i + 2 < n && p[i + 1] == '-' && p[i + 2] == '>') e = p + i;
+        else e = memmem(p + i + 1, n - i - 1, "-->", 3);
+        if (!e) { sb_append(&nc, p + i + 1, n - i - 1); break; }
+        nc.n -= 4;
+        i = (size_t)(e - p) + 2;
+    }
+    for (size_t i = 0; i < nc.n; i++) {
+        const char *e = nc.p[i] == '<' ? memchr(nc.p + i, '>', nc.n - i) : NULL;
+        if (nc.p[i] == '<' && !e) { sb_append(&nt, nc.p + i, nc.n - i); break; }
+        if (e) i = (size_t)(e - nc.p);
+        else sb_putc(&nt, nc.p[i]);
+    }
+    /* " ".join(value.split()) */
+    for (size_t i = 0; i < nt.n;) {
+        uint32_t cp;
+        int k = utf8_decode(nt.p + i, nt.n - i, &cp);
+        if (k <= 0) { k = 1; cp = 0; }
+        if (py_isspace(cp)) { i += (size_t)k; continue; }
+        size_t st = i;
+        while (i < nt.n && ((k = utf8_decode(nt.p + i, nt.n - i, &cp)) <= 0 || !py_isspace(cp))) i += k > 0 ? (size_t)k : 1;
+        if (ws.n) sb_putc(&ws, ' ');
+        sb_append(&ws, nt.p + st, i - st);
+    }
+    int rc = html_unescape(c, at, ws.p ? ws.p : "", ws.n, &b);
+    sb_free(&nc);
+    sb_free(&nt);
+    sb_free(&ws);
+    if (rc) { sb_free(&b); return -1; }
+    return mkstr(c, at, &b, out);
+}
+
 static int apply_filter_or_test(jctx *c, const node *at, int is_test, const char *name, size_t n,
                                 val v, jargs *rest, val *out)
 {
@@ -1666,6 +1757,7 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
     if (NAMEIS("groupby")) return do_groupby(c, at, v, a, out);
     if (NAMEIS("truncate")) return do_truncate(c, at, v, a, out);
     if (NAMEIS("urlencode")) return do_urlencode(c, at, v, out);
+    if (NAMEIS("striptags")) return do_striptags(c, at, v, out);
     if (NAMEIS("filesizeformat")) return do_filesizeformat(c, at, v, a, out);
     if (NAMEIS("batch")) return make_gen(c, at, GEN_BATCH, v, a, 0, 0, out);
     if (NAMEIS("slice")) return make_gen(c, at, GEN_SLICE, v, a, 0, 0, out);

@@ -346,6 +346,20 @@ static void test_recursive_loop_depth(void **s)
 #undef TREE
 }
 
+/* striptags decodes the common HTML references; others are refused by
+ * name rather than decoded differently from Python's html.unescape. */
+static void test_striptags_refuses_rare_entities(void **s)
+{
+    (void)s;
+    small_job r = on_small_stack("{{ 'AT&T &copy; 1'|striptags }}", NULL);
+    assert_int_equal(r.rc, -1);
+    assert_non_null(strstr(r.e.msg, "'&T' is not supported"));
+    r = on_small_stack("{{ '<i>a</i> &amp;&#233;'|striptags }}", NULL);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, "a &\xC3\xA9");
+    free(r.out);
+}
+
 /* Hostile input at scale: thousands of random mutations of real chat
  * templates must each compile and render or fail with a message, never
  * crash, hang or leak (the SAN build checks the last two). */
@@ -637,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_value_depth),
         cmocka_unit_test(test_recursive_loop_depth),
+        cmocka_unit_test(test_striptags_refuses_rare_entities),
         cmocka_unit_test(test_mutated_templates),
         cmocka_unit_test(test_chat_named_templates),
         cmocka_unit_test(test_chat_file_precedence),

@@ -529,6 +529,10 @@ def lang_cases():
     # filesizeformat, decimal and binary
     lang("{% for n in [0, 1, 2, 999, 1000, 1023, 1024, 1500, 999999, 1000000, 123456789, 10**15, 10**18, 1e30, -5, 1.5, '2048', true] %}{{ n|filesizeformat }}|{{ n|filesizeformat(true) }};{% endfor %}")
     lang("{{ 'x'|filesizeformat }}")
+    # striptags: comments, tags, white space, the common references
+    lang("{{ s|striptags }}|{{ '<!-- x <b> -->y<br/>z<!--a-->b'|striptags }}|{{ '<!<!--x-->--w-->v'|striptags }}|{{ '<!-->a'|striptags }}|{{ '<!--->b'|striptags }}|{{ '<a'|striptags }}|{{ 'x > y'|striptags }}|{{ '<!-- open'|striptags }}|{{ 42|striptags }}|{{ u|striptags }}",
+         s="<p>Hi  &amp; <b>bye</b></p>\n\t&lt;tag&gt; &#65;&#x42;&#x1F600; &quot;q&apos;&nbsp;| a&1 & b")
+    lang("{{ ('<b>x</b> &lt;'|safe)|striptags + '<' }}")
     return list(L)
 
 
