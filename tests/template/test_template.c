@@ -346,18 +346,27 @@ static void test_recursive_loop_depth(void **s)
 #undef TREE
 }
 
-/* striptags decodes the common HTML references; others are refused by
- * name rather than decoded differently from Python's html.unescape. */
-static void test_striptags_refuses_rare_entities(void **s)
+/* Filters done for the cases templates use refuse the rest by name:
+ * striptags' rare HTML references, pprint past pformat's 80 columns. */
+static void test_partial_filters(void **s)
 {
     (void)s;
-    small_job r = on_small_stack("{{ 'AT&T &copy; 1'|striptags }}", NULL);
-    assert_int_equal(r.rc, -1);
-    assert_non_null(strstr(r.e.msg, "'&T' is not supported"));
-    r = on_small_stack("{{ '<i>a</i> &amp;&#233;'|striptags }}", NULL);
-    assert_int_equal(r.rc, 0);
-    assert_string_equal(r.out, "a &\xC3\xA9");
-    free(r.out);
+    static const struct { const char *src, *out, *err; } cases[] = {
+        {"{{ 'AT&T &copy; 1'|striptags }}", NULL, "'&T' is not supported"},
+        {"{{ '<i>a</i> &amp;&#233;'|striptags }}", "a &\xC3\xA9", NULL},
+        {"{{ range(40)|list|pprint }}", NULL, "pprint of a value whose repr is 150 characters"},
+        {"{{ {'b': 1, 'a': 2}|pprint }}", "{'a': 2, 'b': 1}", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].err) {
+            expect_small_stack_error(cases[i].src, NULL, cases[i].err);
+            continue;
+        }
+        small_job r = on_small_stack(cases[i].src, NULL);
+        assert_int_equal(r.rc, 0);
+        assert_string_equal(r.out, cases[i].out);
+        free(r.out);
+    }
 }
 
 /* Hostile input at scale: thousands of random mutations of real chat
@@ -651,7 +660,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_value_depth),
         cmocka_unit_test(test_recursive_loop_depth),
-        cmocka_unit_test(test_striptags_refuses_rare_entities),
+        cmocka_unit_test(test_partial_filters),
         cmocka_unit_test(test_mutated_templates),
         cmocka_unit_test(test_chat_named_templates),
         cmocka_unit_test(test_chat_file_precedence),

@@ -533,6 +533,9 @@ def lang_cases():
     lang("{{ s|striptags }}|{{ '<!-- x <b> -->y<br/>z<!--a-->b'|striptags }}|{{ '<!<!--x-->--w-->v'|striptags }}|{{ '<!-->a'|striptags }}|{{ '<!--->b'|striptags }}|{{ '<a'|striptags }}|{{ 'x > y'|striptags }}|{{ '<!-- open'|striptags }}|{{ 42|striptags }}|{{ u|striptags }}",
          s="<p>Hi  &amp; <b>bye</b></p>\n\t&lt;tag&gt; &#65;&#x42;&#x1F600; &quot;q&apos;&nbsp;| a&1 & b")
     lang("{{ ('<b>x</b> &lt;'|safe)|striptags + '<' }}")
+    # pprint of values whose repr fits in 80 columns
+    lang("{{ d|pprint }} {{ [d, (1, 'é'), none]|pprint }} {{ 'it\\'s'|pprint }} {{ 1.5|pprint }} {{ d.keys()|pprint }} {{ u|pprint }} {{ ('<'|safe)|pprint }}",
+         d={"b": 1, "a": [{"d": 2, "c": [1]}], "é": None, "A": 1.5})
     return list(L)
 
 
