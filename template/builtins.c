@@ -1325,6 +1325,116 @@ static int do_pprint(jctx *c, const node *at, val v, val *out)
     return mkstr(c, at, &b, out);
 }
 
+/* One chunk of textwrap's split: a run of ASCII white space or of other
+ * characters; n bytes, cps code points. */
+typedef struct wchunk { const char *p; size_t n, cps; int blank; } wchunk;
+
+/* str.strip() == '': every code point white space (Unicode's, not only
+ * the ASCII that textwrap splits on) */
+static int all_space(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int k = utf8_decode(p + i, n - i, &cp);
+        if (k <= 0 || !py_isspace(cp)) return 0;
+        i += (size_t)k;
+    }
+    return 1;
+}
+
+static int wrap_ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\v' || ch == '\f' || ch == '\r'; }
+
+/* textwrap.wrap(line, width, expand_tabs=False, replace_whitespace=False,
+ * break_long_words) with the lines joined by sep: the greedy loop of
+ * TextWrapper._wrap_chunks, dropping white space at line ends. */
+static int wrap_line(jctx *c, const node *at, const char *p, size_t n, int64_t width, int break_long,
+                     const val *sep, strbuf *b)
+{
+    size_t cap = n + 1, nc = 0, lines = 0;
+    wchunk *ch = ar_alloc(c->ar, cap * sizeof *ch);
+    if (!ch) return jn_oom(c, at);
+    for (size_t i = 0; i < n;) {
+        size_t st = i;
+        int ws = wrap_ws(p[i]);
+        while (i < n && wrap_ws(p[i]) == ws) i++;
+        ch[nc++] = (wchunk){p + st, i - st, u8_len(p + st, i - st), all_space(p + st, i - st)};
+    }
+    size_t ci = 0;
+    while (ci < nc) {
+        size_t cur = 0, first = b->n;
+        size_t last_n = 0;
+        int last_blank = 0, any = 0;
+        if (ch[ci].blank && lines) ci++;
+        if (lines && ci < nc) sb_append(b, sep->u.s.p, sep->u.s.n);
+        size_t line_start = b->n;
+        while (ci < nc && cur + ch[ci].cps <= (size_t)width) {
+            sb_append(b, ch[ci].p, ch[ci].n);
+            cur += ch[ci].cps;
+            last_n = ch[ci].n;
+            last_blank = ch[ci].blank;
+            any = 1;
+            ci++;
+        }
+        if (ci < nc && ch[ci].cps > (size_t)width) {
+            /* _handle_long_word */
+            size_t left = (size_t)width > cur ? (size_t)width - cur : 0;
+            if (width < 1) left = 1;
+            if (break_long) {
+                /* the piece goes on the line even when empty: then it is
+                 * the one dropped as white space, not the chunk before */
+                size_t cut = u8_offset(ch[ci].p, ch[ci].n, left);
+                sb_append(b, ch[ci].p, cut);
+                last_n = cut;
+                last_blank = all_space(ch[ci].p, cut);
+                any = 1;
+                ch[ci].p += cut;
+                ch[ci].n -= cut;
+                ch[ci].cps -= left;
+                ch[ci].blank = all_space(ch[ci].p, ch[ci].n);
+            } else if (!any) {
+                sb_append(b, ch[ci].p, ch[ci].n);
+                last_n = ch[ci].n;
+                last_blank = ch[ci].blank;
+                any = 1;
+                ci++;
+            }
+        }
+        if (any && last_blank) b->n -= last_n;
+        if (b->n == line_start) b->n = first; /* an empty line is not a line */
+        else lines++;
+    }
+    return 0;
+}
+
+/* wordwrap(width=79, break_long_words=True, wrapstring='\n',
+ * break_on_hyphens=True): each of s.splitlines() wrapped on its own. Lines
+ * with '-' are refused while break_on_hyphens is on: textwrap's hyphen
+ * rules (lookbehinds over letters and em-dashes) are not copied. */
+static int do_wordwrap(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *w = jn_arg(a, 0, "width"), *bl = jn_arg(a, 1, "break_long_words"),
+        *ws = jn_arg(a, 2, "wrapstring"), *bh = jn_arg(a, 3, "break_on_hyphens");
+    val nl = v_str("\n", 1), *sep = ws && ws->t != V_NONE ? ws : &nl;
+    int64_t width = w ? (w->t == V_INT ? w->u.i : -1) : 79;
+    if (v.t != V_STR) return jn_fail(c, at, "wordwrap expects a string, not %s", v_typename(&v));
+    if (width <= 0) return jn_fail(c, at, "invalid width %lld (must be > 0)", (long long)(w && w->t == V_INT ? w->u.i : 0));
+    if (sep->t != V_STR) return jn_fail(c, at, "wordwrap's wrapstring must be a string");
+    if ((!bh || v_truthy(bh)) && memchr(v.u.s.p, '-', v.u.s.n))
+        return jn_fail(c, at, "wordwrap of text with '-' breaks at hyphens by rules not supported here; "
+                       "pass break_on_hyphens=false");
+    vlist *lines;
+    strbuf b = {0};
+    if (splitlines(c, at, &v, 0, &lines)) return -1;
+    for (size_t i = 0; i < lines->n; i++) {
+        if (i) sb_append(&b, sep->u.s.p, sep->u.s.n);
+        if (wrap_line(c, at, lines->items[i].u.s.p, lines->items[i].u.s.n, width, !bl || v_truthy(bl), sep, &b)) {
+            sb_free(&b);
+            return -1;
+        }
+    }
+    return mkstr(c, at, &b, out);
+}
+
 static int apply_filter_or_test(jctx *c, const node *at, int is_test, const char *name, size_t n,
                                 val v, jargs *rest, val *out)
 {
@@ -1812,6 +1922,7 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
     if (NAMEIS("urlencode")) return do_urlencode(c, at, v, out);
     if (NAMEIS("striptags")) return do_striptags(c, at, v, out);
     if (NAMEIS("pprint")) return do_pprint(c, at, v, out);
+    if (NAMEIS("wordwrap")) return do_wordwrap(c, at, v, a, out);
     if (NAMEIS("filesizeformat")) return do_filesizeformat(c, at, v, a, out);
     if (NAMEIS("batch")) return make_gen(c, at, GEN_BATCH, v, a, 0, 0, out);
     if (NAMEIS("slice")) return make_gen(c, at, GEN_SLICE, v, a, 0, 0, out);

@@ -347,7 +347,8 @@ static void test_recursive_loop_depth(void **s)
 }
 
 /* Filters done for the cases templates use refuse the rest by name:
- * striptags' rare HTML references, pprint past pformat's 80 columns. */
+ * striptags' rare HTML references, pprint past pformat's 80 columns,
+ * wordwrap's hyphen rules. */
 static void test_partial_filters(void **s)
 {
     (void)s;
@@ -356,6 +357,8 @@ static void test_partial_filters(void **s)
         {"{{ '<i>a</i> &amp;&#233;'|striptags }}", "a &\xC3\xA9", NULL},
         {"{{ range(40)|list|pprint }}", NULL, "pprint of a value whose repr is 150 characters"},
         {"{{ {'b': 1, 'a': 2}|pprint }}", "{'a': 2, 'b': 1}", NULL},
+        {"{{ 'well-known words'|wordwrap(5) }}", NULL, "pass break_on_hyphens=false"},
+        {"{{ 'well-known words'|wordwrap(5, break_on_hyphens=false) }}", "well-\nknown\nwords", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (cases[i].err) {

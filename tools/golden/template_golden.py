@@ -536,6 +536,11 @@ def lang_cases():
     # pprint of values whose repr fits in 80 columns
     lang("{{ d|pprint }} {{ [d, (1, 'é'), none]|pprint }} {{ 'it\\'s'|pprint }} {{ 1.5|pprint }} {{ d.keys()|pprint }} {{ u|pprint }} {{ ('<'|safe)|pprint }}",
          d={"b": 1, "a": [{"d": 2, "c": [1]}], "é": None, "A": 1.5})
+    # wordwrap (text without hyphens, or break_on_hyphens=false)
+    lang("{{ s|wordwrap(10) }}|{{ s|wordwrap(4) }}|{{ s|wordwrap(4, false) }}|{{ s|wordwrap(7, wrapstring='<br>') }}|{{ s|wordwrap }}|{{ t|wordwrap(5, break_on_hyphens=false) }}|{{ '   '|wordwrap(2) }}|{{ ''|wordwrap(3) }}",
+         s="héllo wörld  aaa bbbbbbb\n\nc\tdddddddddddd e    f      g", t="well-known x--y a-b-c-d-e")
+    lang("{{ 'aaa bbbbbbb cc'|wordwrap(4) }}|{{ 'ab     cd'|wordwrap(3) }}|{{ ('a' * 200)|wordwrap(79) }}|{{ 'x y'|wordwrap(1) }}")
+    lang("{{ 'a b'|wordwrap(0) }}")
     return list(L)
 
 
