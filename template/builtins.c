@@ -2,6 +2,7 @@
  * call, and the globals transformers adds (raise_exception, strftime_now).
  * Each follows the reference implementation's edge cases (jinja2/filters.py,
  * jinja2/tests.py, CPython's str methods), since templates depend on them. */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -269,7 +270,8 @@ static int split(jctx *c, const node *at, const val *s, const val *sep, int64_t 
     return 0;
 }
 
-static int splitlines(jctx *c, const node *at, const val *s, vlist **out)
+/* str.splitlines(keepends): keepends leaves each line's break on it. */
+static int splitlines(jctx *c, const node *at, const val *s, int keepends, vlist **out)
 {
     vlist *l = v_list_new(c->ar, 0);
     if (!l) return jn_oom(c, at);
@@ -282,9 +284,10 @@ static int splitlines(jctx *c, const node *at, const val *s, vlist **out)
         int brk = cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || cp == 0x1C || cp == 0x1D ||
                   cp == 0x1E || cp == 0x85 || cp == 0x2028 || cp == 0x2029;
         if (brk) {
-            if (v_list_push(c->ar, l, v_str(p + st, i - st))) return jn_oom(c, at);
+            size_t line_end = i;
             i += (size_t)k;
             if (cp == '\r' && i < n && p[i] == '\n') i++;
+            if (v_list_push(c->ar, l, v_str(p + st, (keepends ? i : line_end) - st))) return jn_oom(c, at);
             st = i;
         } else {
             i += (size_t)k;
@@ -458,18 +461,51 @@ static int find(const val *s, const val *x, int rev, int64_t *out)
     return 0;
 }
 
+/* The part of s that find, count, startswith and endswith search when given
+ * the optional start and end (code points, negative from the end, None for
+ * the default), and the code-point offset where it starts. Python clamps end
+ * to the length but not start: *empty_ok is 0 when start lies past end, and
+ * then even an empty needle is not found. */
+static int str_bounds(jctx *c, const node *at, const val *s, const val *start, const val *end,
+                      val *sub, int64_t *off, int *empty_ok)
+{
+    int64_t len = (int64_t)u8_len(s->u.s.p, s->u.s.n), st = 0, en = len;
+    const val *bv[2] = {start, end};
+    int64_t *dst[2] = {&st, &en};
+    for (int k = 0; k < 2; k++) {
+        if (!bv[k] || bv[k]->t == V_NONE) continue;
+        if (bv[k]->t != V_INT && bv[k]->t != V_BOOL)
+            return jn_fail(c, at, "slice indices must be integers or None or have an __index__ method");
+        int64_t x = inum(bv[k]);
+        if (x < 0 && (x += len) < 0) x = 0;
+        *dst[k] = x;
+    }
+    if (en > len) en = len;
+    *empty_ok = st <= en;
+    *off = st;
+    *sub = *s;
+    if (st > en) st = en;
+    size_t b0 = u8_offset(s->u.s.p, s->u.s.n, (size_t)st), b1 = u8_offset(s->u.s.p, s->u.s.n, (size_t)en);
+    sub->u.s.p = s->u.s.p + b0;
+    sub->u.s.n = b1 - b0;
+    return 0;
+}
+
 static int str_method(jctx *c, const node *at, const val *s, const char *name, size_t n,
                       jargs *a, val *out)
 {
     val *a0 = jn_arg(a, 0, NULL), *a1 = jn_arg(a, 1, NULL);
     strbuf b = {0};
     if (NAMEIS("startswith") || NAMEIS("endswith")) {
-        int end = name[0] == 'e', r = 0;
+        int end = name[0] == 'e', r = 0, ok;
+        int64_t off;
+        val part;
         if (!a0) return jn_fail(c, at, "%.*s() takes at least 1 argument (0 given)", (int)n, name);
+        if (str_bounds(c, at, s, a1, jn_arg(a, 2, NULL), &part, &off, &ok)) return -1;
         if (a0->t == V_TUPLE || a0->t == V_LIST) {
-            for (size_t i = 0; i < a0->u.l->n; i++) r |= affix(s, &a0->u.l->items[i], end);
+            for (size_t i = 0; i < a0->u.l->n; i++) r |= ok && affix(&part, &a0->u.l->items[i], end);
         } else if (a0->t == V_STR) {
-            r = affix(s, a0, end);
+            r = ok && affix(&part, a0, end);
         } else {
             return jn_fail(c, at, "%.*s first arg must be str or a tuple of str, not %s", (int)n, name, v_typename(a0));
         }
@@ -515,23 +551,29 @@ static int str_method(jctx *c, const node *at, const val *s, const char *name, s
     }
     if (NAMEIS("find") || NAMEIS("rfind") || NAMEIS("index") || NAMEIS("rindex") || NAMEIS("count")) {
         if (!a0 || a0->t != V_STR) return jn_fail(c, at, "%.*s() expects a string argument", (int)n, name);
+        int ok;
+        int64_t off, r = -1;
+        val part;
+        if (str_bounds(c, at, s, a1, jn_arg(a, 2, NULL), &part, &off, &ok)) return -1;
         if (NAMEIS("count")) {
             int64_t k = 0;
-            if (!a0->u.s.n) k = (int64_t)u8_len(s->u.s.p, s->u.s.n) + 1;
+            if (!ok) k = 0;
+            else if (!a0->u.s.n) k = (int64_t)u8_len(part.u.s.p, part.u.s.n) + 1;
             else
-                for (const char *p = s->u.s.p, *e = p + s->u.s.n, *f; (f = memmem(p, (size_t)(e - p), a0->u.s.p, a0->u.s.n)); p = f + a0->u.s.n) k++;
+                for (const char *p = part.u.s.p, *e = p + part.u.s.n, *f; (f = memmem(p, (size_t)(e - p), a0->u.s.p, a0->u.s.n)); p = f + a0->u.s.n) k++;
             *out = v_int(k);
             return 0;
         }
-        int64_t r;
-        find(s, a0, name[0] == 'r', &r);
+        if (ok) find(&part, a0, name[0] == 'r', &r);
+        if (r >= 0) r += off;
         if (r < 0 && name[name[0] == 'r'] == 'i') return jn_fail(c, at, "substring not found");
         *out = v_int(r);
         return 0;
     }
     if (NAMEIS("splitlines")) {
         vlist *l;
-        if (splitlines(c, at, s, &l)) return -1;
+        val *ke = jn_arg(a, 0, "keepends");
+        if (splitlines(c, at, s, ke && v_truthy(ke), &l)) return -1;
         *out = mklist(l, V_LIST);
         return 0;
     }
@@ -586,13 +628,91 @@ static int str_method(jctx *c, const node *at, const val *s, const char *name, s
     return jn_fail(c, at, "str.%.*s() is not supported in templates", (int)n, name);
 }
 
+int jn_escape(jctx *c, const node *at, const val *v, val *out)
+{
+    if (v->t == V_STR && v->sub == SUB_MARKUP) { *out = *v; return 0; }
+    val s;
+    if (jn_str(c, at, v, &s)) return -1;
+    strbuf b = {0};
+    for (size_t i = 0; i < s.u.s.n; i++) {
+        char ch = s.u.s.p[i];
+        if (ch == '&') sb_puts(&b, "&amp;");
+        else if (ch == '<') sb_puts(&b, "&lt;");
+        else if (ch == '>') sb_puts(&b, "&gt;");
+        else if (ch == '"') sb_puts(&b, "&#34;");
+        else if (ch == '\'') sb_puts(&b, "&#39;");
+        else sb_putc(&b, ch);
+    }
+    if (mkstr(c, at, &b, out)) return -1;
+    out->sub = SUB_MARKUP;
+    return 0;
+}
+
+/* A Markup's string results, and the strings in its lists and tuples, are
+ * Markup again. Returns rc, for tail calls. */
+static int as_markup(int rc, val *out)
+{
+    if (rc) return rc;
+    if (out->t == V_STR) out->sub = SUB_MARKUP;
+    if (out->t == V_LIST || out->t == V_TUPLE)
+        for (size_t i = 0; i < out->u.l->n; i++)
+            if (out->u.l->items[i].t == V_STR) out->u.l->items[i].sub = SUB_MARKUP;
+    return 0;
+}
+
+static int markup_if(int mk, int rc, val *out) { return mk ? as_markup(rc, out) : rc; }
+
+/* Markup's methods as markupsafe wraps them: these escape their string
+ * arguments first (join escapes the items it joins); split and friends only
+ * wrap the result; the rest (find, startswith, is*) are str's own. */
+static const char *const MARKUP_ESCAPING[] = {
+    "capitalize", "title", "lower", "upper", "replace", "ljust", "rjust", "lstrip", "rstrip",
+    "center", "strip", "zfill", "casefold", "removeprefix", "removesuffix", "partition",
+    "rpartition", "format", "join", NULL};
+static const char *const MARKUP_WRAPPING[] = {"split", "rsplit", "splitlines", NULL};
+
+static int escape_all(jctx *c, const node *at, const val *in, size_t n, val **out)
+{
+    *out = n ? ar_alloc(c->ar, n * sizeof **out) : NULL;
+    if (n && !*out) return jn_oom(c, at);
+    for (size_t i = 0; i < n; i++)
+        if (in[i].t == V_STR ? jn_escape(c, at, &in[i], &(*out)[i]) : ((*out)[i] = in[i], 0)) return -1;
+    return 0;
+}
+
+static int markup_method(jctx *c, const node *at, const val *s, const char *name, size_t n,
+                         jargs *a, val *out)
+{
+    if (in_names(MARKUP_WRAPPING, name, n)) return as_markup(str_method(c, at, s, name, n, a, out), out);
+    if (!in_names(MARKUP_ESCAPING, name, n)) return str_method(c, at, s, name, n, a, out);
+    jargs e = *a;
+    if (escape_all(c, at, a->pos, a->npos, &e.pos) || escape_all(c, at, a->kwv, a->nkw, &e.kwv)) return -1;
+    if (NAMEIS("join") && e.npos) {
+        vlist *items, *l;
+        if (jn_iterate(c, at, &a->pos[0], &items)) return -1;
+        if (!(l = v_list_new(c->ar, items->n))) return jn_oom(c, at);
+        if (escape_all(c, at, items->items, items->n, &l->items)) return -1;
+        l->n = items->n;
+        e.pos[0] = mklist(l, V_LIST);
+    }
+    return as_markup(str_method(c, at, s, name, n, &e, out), out);
+}
+
 int jn_method(jctx *c, const node *at, vmethod *m, jargs *a, val *out)
 {
     const char *name = m->name;
     size_t n = strlen(name);
     val *self = &m->self;
     val *a0 = jn_arg(a, 0, NULL);
+    if (self->t == V_STR && self->sub == SUB_MARKUP) return markup_method(c, at, self, name, n, a, out);
     if (self->t == V_STR) return str_method(c, at, self, name, n, a, out);
+    if (self->t == V_CYCLER) {
+        vcycler *cy = self->u.cy;
+        if (NAMEIS("reset")) { cy->pos = 0; *out = V_NONE_VAL; return 0; }
+        *out = cy->items->items[cy->pos]; /* next() */
+        cy->pos = (cy->pos + 1) % cy->items->n;
+        return 0;
+    }
     if (self->t == V_LOOP && NAMEIS("changed")) {
         /* true on the first call and whenever the arguments differ */
         vloop *lp = self->u.loop;
@@ -673,6 +793,23 @@ int jn_func(jctx *c, const node *at, int fn, jargs *a, val *out)
         *out = mklist(l, V_LIST);
         return 0;
     }
+    case FN_CYCLER: case FN_JOINER: {
+        vcycler *cy = ar_alloc(c->ar, sizeof *cy);
+        if (!cy) return jn_oom(c, at);
+        if (fn == FN_CYCLER) {
+            if (!a->npos) return jn_fail(c, at, "at least one item has to be provided");
+            if (!(cy->items = v_list_new(c->ar, a->npos))) return jn_oom(c, at);
+            memcpy(cy->items->items, a->pos, a->npos * sizeof(val));
+            cy->items->n = a->npos;
+        } else {
+            val *sep = jn_arg(a, 0, "sep");
+            cy->joiner = 1;
+            cy->sep = sep ? *sep : v_str(", ", 2);
+        }
+        *out = (val){.t = V_CYCLER};
+        out->u.cy = cy;
+        return 0;
+    }
     case FN_DICT: case FN_NAMESPACE: {
         vdict *d = v_dict_new(c->ar, 0);
         if (!d) return jn_oom(c, at);
@@ -719,10 +856,33 @@ static int test_sequence(const val *v)
            v->t == V_UNDEF;
 }
 
+/* The names Jinja2's environment (as transformers builds it) knows, which
+ * is what the `filter` and `test` tests answer, whether or not this
+ * interpreter implements each one. */
+static const char *const JINJA_FILTERS[] = {
+    "abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e",
+    "escape", "filesizeformat", "first", "float", "forceescape", "format", "groupby", "indent",
+    "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min", "pprint",
+    "random", "reject", "rejectattr", "replace", "reverse", "round", "safe", "select",
+    "selectattr", "slice", "sort", "string", "striptags", "sum", "title", "tojson", "trim",
+    "truncate", "unique", "upper", "urlencode", "urlize", "wordcount", "wordwrap", "xmlattr", NULL};
+static const char *const JINJA_TESTS[] = {
+    "!=", "<", "<=", "==", ">", ">=", "boolean", "callable", "defined", "divisibleby", "eq",
+    "equalto", "escaped", "even", "false", "filter", "float", "ge", "greaterthan", "gt", "in",
+    "integer", "iterable", "le", "lessthan", "lower", "lt", "mapping", "ne", "none", "number",
+    "odd", "sameas", "sequence", "string", "test", "true", "undefined", "upper", NULL};
+
 int jn_test(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a, int *out)
 {
     val *a0 = jn_arg(a, 0, NULL);
     if (NAMEIS("defined")) { *out = v.t != V_UNDEF; return 0; }
+    if (NAMEIS("filter") || NAMEIS("test")) {
+        /* `value in env.filters`: a dict lookup, so lists and dicts raise */
+        if (v.t == V_LIST || v.t == V_DICT || v.t == V_NS)
+            return jn_fail(c, at, "unhashable type: '%s'", v_typename(&v));
+        *out = v.t == V_STR && in_names(name[0] == 'f' ? JINJA_FILTERS : JINJA_TESTS, v.u.s.p, v.u.s.n);
+        return 0;
+    }
     if (NAMEIS("undefined")) { *out = v.t == V_UNDEF; return 0; }
     if (NAMEIS("none")) { *out = v.t == V_NONE; return 0; }
     if (NAMEIS("string")) { *out = v.t == V_STR; return 0; }
@@ -735,7 +895,10 @@ int jn_test(jctx *c, const node *at, const char *name, size_t n, val v, jargs *a
     if (NAMEIS("mapping")) { *out = v.t == V_DICT; return 0; }
     if (NAMEIS("iterable")) { *out = test_sequence(&v) || v.t == V_LIST || v.t == V_GEN; return 0; }
     if (NAMEIS("sequence")) { *out = test_sequence(&v); return 0; }
-    if (NAMEIS("callable")) { *out = v.t == V_MACRO || v.t == V_FUNC || v.t == V_METHOD; return 0; }
+    if (NAMEIS("callable")) {
+        *out = v.t == V_MACRO || v.t == V_FUNC || v.t == V_METHOD || (v.t == V_CYCLER && v.u.cy->joiner);
+        return 0;
+    }
     if (NAMEIS("lower") || NAMEIS("upper")) {
         if (v.t != V_STR) { *out = 0; return 0; }
         strbuf b = {0};
@@ -859,8 +1022,19 @@ static void msort(sortctx *s, val *items, val *keys, val *ti, val *tk, size_t n,
     memcpy(keys, tk, n * sizeof *keys);
 }
 
-static int sort_list(jctx *c, const node *at, vlist *in, const val *attr, int cs, int rev,
-                     int by_value, val *out)
+/* make_attrgetter(attribute, default=dflt): the item's attribute path; an
+ * undefined result becomes dflt unless that is None. */
+static int attr_or_default(jctx *c, const node *at, val item, const val *attr, const val *dflt,
+                           val *out)
+{
+    if (!attr || attr->t == V_NONE) { *out = item; return 0; }
+    if (attr_path(c, at, item, attr, out)) return -1;
+    if (out->t == V_UNDEF && dflt && dflt->t != V_NONE) *out = *dflt;
+    return 0;
+}
+
+static int sort_list(jctx *c, const node *at, vlist *in, const val *attr, const val *dflt, int cs,
+                     int rev, int by_value, val *out)
 {
     size_t n = in->n;
     vlist *l = v_list_new(c->ar, n);
@@ -870,7 +1044,7 @@ static int sort_list(jctx *c, const node *at, vlist *in, const val *attr, int cs
     for (size_t i = 0; i < n; i++) {
         val k = in->items[i];
         if (by_value >= 0) k = k.u.l->items[by_value];
-        if (attr && attr->t != V_NONE && attr_path(c, at, k, attr, &k)) return -1;
+        if (attr_or_default(c, at, k, attr, dflt, &k)) return -1;
         if (key_lower(c, &k, cs, &keys[i])) return jn_oom(c, at);
         l->items[i] = in->items[i];
     }
@@ -880,6 +1054,385 @@ static int sort_list(jctx *c, const node *at, vlist *in, const val *attr, int cs
     if (s.err) return -1;
     *out = mklist(l, V_LIST);
     return 0;
+}
+
+/* groupby(attribute, default, case_sensitive): sorted by the attribute, then
+ * a list of (grouper, items) tuples for runs of equal keys; without
+ * case_sensitive strings group lowercased, and the grouper is the first
+ * item's own value. */
+static int do_groupby(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *attr = jn_arg(a, 0, "attribute"), *dflt = jn_arg(a, 1, "default"),
+        *csv = jn_arg(a, 2, "case_sensitive");
+    int cs = csv && v_truthy(csv);
+    vlist *items, *groups = v_list_new(c->ar, 0);
+    val sorted;
+    if (!attr) return jn_fail(c, at, "groupby() missing 1 required positional argument: 'attribute'");
+    if (!groups) return jn_oom(c, at);
+    if (jn_iterate(c, at, &v, &items) || sort_list(c, at, items, attr, dflt, cs, 0, -1, &sorted)) return -1;
+    vlist *s = sorted.u.l, *run = NULL;
+    val runkey = V_NONE_VAL;
+    for (size_t i = 0; i < s->n; i++) {
+        val k, lk;
+        if (attr_or_default(c, at, s->items[i], attr, dflt, &k)) return -1;
+        if (key_lower(c, &k, cs, &lk)) return jn_oom(c, at);
+        int same = 0;
+        if (run) {
+            same = v_equal(&runkey, &lk);
+            if (same < 0) return jn_too_deep(c, at);
+        }
+        if (!same) {
+            vlist *g = v_list_new(c->ar, 2);
+            if (!g || !(run = v_list_new(c->ar, 0))) return jn_oom(c, at);
+            g->items[0] = k;
+            g->items[1] = mklist(run, V_LIST);
+            g->n = 2;
+            g->group = 1;
+            if (v_list_push(c->ar, groups, mklist(g, V_TUPLE))) return jn_oom(c, at);
+            runkey = lk;
+        }
+        if (v_list_push(c->ar, run, s->items[i])) return jn_oom(c, at);
+    }
+    *out = mklist(groups, V_LIST);
+    return 0;
+}
+
+/* truncate(length=255, killwords=False, end='...', leeway=5): text longer
+ * than length + leeway is cut to length - len(end) code points, back to the
+ * last space unless killwords, and end appended. */
+static int do_truncate(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *lv = jn_arg(a, 0, "length"), *kw = jn_arg(a, 1, "killwords"), *ev = jn_arg(a, 2, "end"),
+        *lw = jn_arg(a, 3, "leeway"), end = ev ? *ev : v_str("...", 3);
+    if (v.t == V_UNDEF) { *out = v; return 0; } /* len(Undefined) is 0 */
+    if (v.t != V_STR) return jn_fail(c, at, "truncate expects a string, not %s", v_typename(&v));
+    if ((lv && lv->t != V_INT) || (lw && lw->t != V_INT && lw->t != V_NONE) || end.t != V_STR)
+        return jn_fail(c, at, "truncate expects integer length and leeway and a string end");
+    int64_t length = lv ? lv->u.i : 255, leeway = lw && lw->t == V_INT ? lw->u.i : 5;
+    int64_t len = (int64_t)u8_len(v.u.s.p, v.u.s.n), elen = (int64_t)u8_len(end.u.s.p, end.u.s.n);
+    if (length < elen) return jn_fail(c, at, "expected length >= %lld, got %lld", (long long)elen, (long long)length);
+    if (leeway < 0) return jn_fail(c, at, "expected leeway >= 0, got %lld", (long long)leeway);
+    if (len <= length + leeway) { *out = v; return 0; }
+    val head = v;
+    head.u.s.n = u8_offset(v.u.s.p, v.u.s.n, (size_t)(length - elen));
+    if (!(kw && v_truthy(kw))) {
+        /* s.rsplit(" ", 1)[0] */
+        const char *sp = NULL;
+        for (size_t i = head.u.s.n; i-- > 0;)
+            if (head.u.s.p[i] == ' ') { sp = head.u.s.p + i; break; }
+        if (sp) head.u.s.n = (size_t)(sp - head.u.s.p);
+    }
+    if (v.sub == SUB_MARKUP && jn_escape(c, at, &end, &end)) return -1;
+    if (jn_str(c, at, &head, &head)) return -1;
+    strbuf b = {0};
+    sb_append(&b, head.u.s.p, head.u.s.n);
+    sb_append(&b, end.u.s.p, end.u.s.n);
+    return markup_if(v.sub == SUB_MARKUP, mkstr(c, at, &b, out), out);
+}
+
+/* Jinja2's url_quote: percent-encode the UTF-8 of str(v) but for
+ * unreserved bytes (and '/' outside query strings); in query strings a
+ * space becomes '+'. */
+static int url_quote(jctx *c, const node *at, const val *v, int for_qs, strbuf *b)
+{
+    val s;
+    if (jn_str(c, at, v, &s)) return -1;
+    for (size_t i = 0; i < s.u.s.n; i++) {
+        unsigned char ch = (unsigned char)s.u.s.p[i];
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            strchr("_.-~", ch) || (ch == '/' && !for_qs))
+            sb_putc(b, (char)ch);
+        else if (ch == ' ' && for_qs)
+            sb_putc(b, '+');
+        else
+            sb_printf(b, "%%%02X", ch);
+    }
+    return 0;
+}
+
+/* urlencode: a string (or any non-iterable) is quoted whole; a dict or a
+ * sequence of pairs becomes k=v&k=v. */
+static int do_urlencode(jctx *c, const node *at, val v, val *out)
+{
+    strbuf b = {0};
+    if (v.t == V_STR || v.t == V_NONE || v.t == V_BOOL || v.t == V_INT || v.t == V_FLOAT || v.t == V_UNDEF) {
+        if (url_quote(c, at, &v, 0, &b)) { sb_free(&b); return -1; }
+        return mkstr(c, at, &b, out);
+    }
+    vlist *pairs;
+    if (v.t == V_DICT) {
+        val it;
+        if (dict_items(c, at, v.u.d, 2, SUB_LIST, &it)) return -1;
+        pairs = it.u.l;
+    } else if (jn_iterate(c, at, &v, &pairs)) {
+        return -1;
+    }
+    for (size_t i = 0; i < pairs->n; i++) {
+        vlist *kv;
+        if (jn_iterate(c, at, &pairs->items[i], &kv)) { sb_free(&b); return -1; }
+        if (kv->n != 2) {
+            sb_free(&b);
+            return jn_fail(c, at, "urlencode needs (key, value) pairs, got %zu values", kv->n);
+        }
+        if (i) sb_putc(&b, '&');
+        if (url_quote(c, at, &kv->items[0], 1, &b)) { sb_free(&b); return -1; }
+        sb_putc(&b, '=');
+        if (url_quote(c, at, &kv->items[1], 1, &b)) { sb_free(&b); return -1; }
+    }
+    return mkstr(c, at, &b, out);
+}
+
+/* html.unescape for the references striptags meets in practice: &amp;
+ * &lt; &gt; &quot; &apos; &nbsp; and numeric ones of ordinary code points.
+ * Python knows 2,231 named entities and remaps odd numeric ones; any other
+ * reference is refused rather than decoded differently. */
+static int html_unescape(jctx *c, const node *at, const char *p, size_t n, strbuf *b)
+{
+    static const struct { const char *name, *text; } NAMED[] = {
+        {"amp;", "&"}, {"lt;", "<"}, {"gt;", ">"}, {"quot;", "\""}, {"apos;", "'"},
+        {"nbsp;", "\xC2\xA0"}, {NULL, NULL}};
+    for (size_t i = 0; i < n; i++) {
+        const char *r = p + i + 1;
+        size_t left = n - i - 1, k;
+        if (p[i] != '&' || !left || !(isalpha((unsigned char)*r) || *r == '#')) { sb_putc(b, p[i]); continue; }
+        for (k = 0; NAMED[k].name; k++) {
+            size_t ln = strlen(NAMED[k].name);
+            if (left >= ln && !memcmp(r, NAMED[k].name, ln)) break;
+        }
+        if (NAMED[k].name) {
+            sb_puts(b, NAMED[k].text);
+            i += strlen(NAMED[k].name);
+            continue;
+        }
+        if (*r == '#' && left > 2) {
+            int hex = r[1] == 'x' || r[1] == 'X';
+            char *end;
+            unsigned long cp = strtoul(r + 1 + hex, &end, hex ? 16 : 10);
+            int ok = end > r + 1 + hex && end < p + n && *end == ';' && isxdigit((unsigned char)r[1 + hex]);
+            ok = ok && (cp == 9 || cp == 10 || (cp >= 0x20 && cp < 0x7F) || (cp >= 0xA0 && cp < 0xD800) ||
+                        (cp >= 0xE000 && cp < 0xFDD0) || (cp >= 0xFDF0 && cp <= 0x10FFFF && (cp & 0xFFFE) != 0xFFFE));
+            if (ok) {
+                put_cp(b, (uint32_t)cp);
+                i = (size_t)(end - p);
+                continue;
+            }
+        }
+        size_t show = 1;
+        while (show < left && show < 12 && r[show] != ';' && !isspace((unsigned char)r[show])) show++;
+        return jn_fail(c, at, "striptags: the HTML reference '&%.*s' is not supported (only &amp; &lt; &gt; "
+                       "&quot; &apos; &nbsp; and numeric references of ordinary characters)", (int)show, r);
+    }
+    return 0;
+}
+
+/* Markup.striptags: drop <!-- comments -->, then <tags>, collapse white
+ * space, unescape. Jinja2 removes the first remaining match each round;
+ * one pass does the same, checking for a "<!--" that a removal joins. */
+static int do_striptags(jctx *c, const node *at, val v, val *out)
+{
+    val s;
+    if (jn_str(c, at, &v, &s)) return -1;
+    const char *p = s.u.s.p;
+    size_t n = s.u.s.n;
+    strbuf nc = {0}, nt = {0}, ws = {0}, b = {0};
+    for (size_t i = 0; i < n; i++) {
+        sb_putc(&nc, p[i]);
+        if (nc.n < 4 || memcmp(nc.p + nc.n - 4, "<!--", 4)) continue;
+        /* "-->" may reuse the "--" of the opening mark */
+        const char *e = NULL;
+        if (i + 1 < n && p[i + 1] == '>') e = p + i - 1;
+        else if (i + 2 < n && p[i + 1] == '-' && p[i + 2] == '>') e = p + i;
+        else e = memmem(p + i + 1, n - i - 1, "-->", 3);
+        if (!e) { sb_append(&nc, p + i + 1, n - i - 1); break; }
+        nc.n -= 4;
+        i = (size_t)(e - p) + 2;
+    }
+    for (size_t i = 0; i < nc.n; i++) {
+        const char *e = nc.p[i] == '<' ? memchr(nc.p + i, '>', nc.n - i) : NULL;
+        if (nc.p[i] == '<' && !e) { sb_append(&nt, nc.p + i, nc.n - i); break; }
+        if (e) i = (size_t)(e - nc.p);
+        else sb_putc(&nt, nc.p[i]);
+    }
+    /* " ".join(value.split()) */
+    for (size_t i = 0; i < nt.n;) {
+        uint32_t cp;
+        int k = utf8_decode(nt.p + i, nt.n - i, &cp);
+        if (k <= 0) { k = 1; cp = 0; }
+        if (py_isspace(cp)) { i += (size_t)k; continue; }
+        size_t st = i;
+        while (i < nt.n && ((k = utf8_decode(nt.p + i, nt.n - i, &cp)) <= 0 || !py_isspace(cp))) i += k > 0 ? (size_t)k : 1;
+        if (ws.n) sb_putc(&ws, ' ');
+        sb_append(&ws, nt.p + st, i - st);
+    }
+    int rc = html_unescape(c, at, ws.p ? ws.p : "", ws.n, &b);
+    sb_free(&nc);
+    sb_free(&nt);
+    sb_free(&ws);
+    if (rc) { sb_free(&b); return -1; }
+    return mkstr(c, at, &b, out);
+}
+
+/* v with the keys of its dicts sorted, as pprint's safe repr prints them
+ * (dict views and namespaces print unsorted, as plain repr does). Keys
+ * other than strings would sort by pprint's type-name fallback: refused. */
+static int sorted_dicts(jctx *c, const node *at, val v, val *out, int depth)
+{
+    *out = v;
+    if (depth > JN_MAX_DEPTH) return jn_too_deep(c, at);
+    if ((v.t == V_LIST && !v.sub) || v.t == V_TUPLE) {
+        vlist *l = v_list_new(c->ar, v.u.l->n);
+        if (!l) return jn_oom(c, at);
+        for (size_t i = 0; i < v.u.l->n; i++)
+            if (sorted_dicts(c, at, v.u.l->items[i], &l->items[i], depth + 1)) return -1;
+        l->n = v.u.l->n;
+        *out = mklist(l, v.t);
+    } else if (v.t == V_DICT) {
+        vlist keys = {.items = v.u.d->keys, .n = v.u.d->n};
+        val sk;
+        for (size_t i = 0; i < keys.n; i++)
+            if (keys.items[i].t != V_STR)
+                return jn_fail(c, at, "pprint of a dict with %s keys is not supported", v_typename(&keys.items[i]));
+        if (sort_list(c, at, &keys, NULL, NULL, 1, 0, -1, &sk)) return -1;
+        vdict *d = v_dict_new(c->ar, keys.n);
+        if (!d) return jn_oom(c, at);
+        for (size_t i = 0; i < keys.n; i++) {
+            val x;
+            if (sorted_dicts(c, at, *v_dict_get(v.u.d, &sk.u.l->items[i]), &x, depth + 1) ||
+                v_dict_set(c->ar, d, sk.u.l->items[i], x))
+                return jn_oom(c, at);
+        }
+        *out = (val){.t = V_DICT};
+        out->u.d = d;
+    }
+    return 0;
+}
+
+/* pprint: pprint.pformat(value), whose output is the repr with sorted dict
+ * keys while that fits in 80 characters; longer values pformat breaks over
+ * lines by rules not copied here, so they are refused. */
+static int do_pprint(jctx *c, const node *at, val v, val *out)
+{
+    val s;
+    strbuf b = {0};
+    if (sorted_dicts(c, at, v, &s, 0)) return -1;
+    if (v_repr(&s, &b)) { sb_free(&b); return jn_too_deep(c, at); }
+    size_t len = u8_len(b.p ? b.p : "", b.n);
+    if (len > 80) {
+        sb_free(&b);
+        return jn_fail(c, at, "pprint of a value whose repr is %zu characters is not supported "
+                       "(pformat breaks lines past 80); use |tojson or |string", len);
+    }
+    return mkstr(c, at, &b, out);
+}
+
+/* One chunk of textwrap's split: a run of ASCII white space or of other
+ * characters; n bytes, cps code points. */
+typedef struct wchunk { const char *p; size_t n, cps; int blank; } wchunk;
+
+/* str.strip() == '': every code point white space (Unicode's, not only
+ * the ASCII that textwrap splits on) */
+static int all_space(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int k = utf8_decode(p + i, n - i, &cp);
+        if (k <= 0 || !py_isspace(cp)) return 0;
+        i += (size_t)k;
+    }
+    return 1;
+}
+
+static int wrap_ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\v' || ch == '\f' || ch == '\r'; }
+
+/* textwrap.wrap(line, width, expand_tabs=False, replace_whitespace=False,
+ * break_long_words) with the lines joined by sep: the greedy loop of
+ * TextWrapper._wrap_chunks, dropping white space at line ends. */
+static int wrap_line(jctx *c, const node *at, const char *p, size_t n, int64_t width, int break_long,
+                     const val *sep, strbuf *b)
+{
+    size_t cap = n + 1, nc = 0, lines = 0;
+    wchunk *ch = ar_alloc(c->ar, cap * sizeof *ch);
+    if (!ch) return jn_oom(c, at);
+    for (size_t i = 0; i < n;) {
+        size_t st = i;
+        int ws = wrap_ws(p[i]);
+        while (i < n && wrap_ws(p[i]) == ws) i++;
+        ch[nc++] = (wchunk){p + st, i - st, u8_len(p + st, i - st), all_space(p + st, i - st)};
+    }
+    size_t ci = 0;
+    while (ci < nc) {
+        size_t cur = 0, first = b->n;
+        size_t last_n = 0;
+        int last_blank = 0, any = 0;
+        if (ch[ci].blank && lines) ci++;
+        if (lines && ci < nc) sb_append(b, sep->u.s.p, sep->u.s.n);
+        size_t line_start = b->n;
+        while (ci < nc && cur + ch[ci].cps <= (size_t)width) {
+            sb_append(b, ch[ci].p, ch[ci].n);
+            cur += ch[ci].cps;
+            last_n = ch[ci].n;
+            last_blank = ch[ci].blank;
+            any = 1;
+            ci++;
+        }
+        if (ci < nc && ch[ci].cps > (size_t)width) {
+            /* _handle_long_word */
+            size_t left = (size_t)width > cur ? (size_t)width - cur : 0;
+            if (width < 1) left = 1;
+            if (break_long) {
+                /* the piece goes on the line even when empty: then it is
+                 * the one dropped as white space, not the chunk before */
+                size_t cut = u8_offset(ch[ci].p, ch[ci].n, left);
+                sb_append(b, ch[ci].p, cut);
+                last_n = cut;
+                last_blank = all_space(ch[ci].p, cut);
+                any = 1;
+                ch[ci].p += cut;
+                ch[ci].n -= cut;
+                ch[ci].cps -= left;
+                ch[ci].blank = all_space(ch[ci].p, ch[ci].n);
+            } else if (!any) {
+                sb_append(b, ch[ci].p, ch[ci].n);
+                last_n = ch[ci].n;
+                last_blank = ch[ci].blank;
+                any = 1;
+                ci++;
+            }
+        }
+        if (any && last_blank) b->n -= last_n;
+        if (b->n == line_start) b->n = first; /* an empty line is not a line */
+        else lines++;
+    }
+    return 0;
+}
+
+/* wordwrap(width=79, break_long_words=True, wrapstring='\n',
+ * break_on_hyphens=True): each of s.splitlines() wrapped on its own. Lines
+ * with '-' are refused while break_on_hyphens is on: textwrap's hyphen
+ * rules (lookbehinds over letters and em-dashes) are not copied. */
+static int do_wordwrap(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    val *w = jn_arg(a, 0, "width"), *bl = jn_arg(a, 1, "break_long_words"),
+        *ws = jn_arg(a, 2, "wrapstring"), *bh = jn_arg(a, 3, "break_on_hyphens");
+    val nl = v_str("\n", 1), *sep = ws && ws->t != V_NONE ? ws : &nl;
+    int64_t width = w ? (w->t == V_INT ? w->u.i : -1) : 79;
+    if (v.t != V_STR) return jn_fail(c, at, "wordwrap expects a string, not %s", v_typename(&v));
+    if (width <= 0) return jn_fail(c, at, "invalid width %lld (must be > 0)", (long long)(w && w->t == V_INT ? w->u.i : 0));
+    if (sep->t != V_STR) return jn_fail(c, at, "wordwrap's wrapstring must be a string");
+    if ((!bh || v_truthy(bh)) && memchr(v.u.s.p, '-', v.u.s.n))
+        return jn_fail(c, at, "wordwrap of text with '-' breaks at hyphens by rules not supported here; "
+                       "pass break_on_hyphens=false");
+    vlist *lines;
+    strbuf b = {0};
+    if (splitlines(c, at, &v, 0, &lines)) return -1;
+    for (size_t i = 0; i < lines->n; i++) {
+        if (i) sb_append(&b, sep->u.s.p, sep->u.s.n);
+        if (wrap_line(c, at, lines->items[i].u.s.p, lines->items[i].u.s.n, width, !bl || v_truthy(bl), sep, &b)) {
+            sb_free(&b);
+            return -1;
+        }
+    }
+    return mkstr(c, at, &b, out);
 }
 
 static int apply_filter_or_test(jctx *c, const node *at, int is_test, const char *name, size_t n,
@@ -970,6 +1523,52 @@ static int make_gen(jctx *c, const node *at, int kind, val input, jargs *a, int 
     return 0;
 }
 
+/* batch(linecount, fill_with) and slice(slices, fill_with): lists of
+ * linecount items (the last padded with fill_with unless it is None), or
+ * `slices` lists of near-equal length, the shorter ones padded. Both loops
+ * are Jinja2's own, so odd counts (0, negative) give what Jinja2 gives. */
+static int chunk_now(jctx *c, const node *at, val input, jargs *a, int by_slices, val *out)
+{
+    val *cnt = jn_arg(a, 0, by_slices ? "slices" : "linecount"), *fill = jn_arg(a, 1, "fill_with");
+    vlist *in, *res = v_list_new(c->ar, 0), *tmp = NULL;
+    if (!cnt || (cnt->t != V_INT && cnt->t != V_BOOL))
+        return jn_fail(c, at, "%s expects an integer count", by_slices ? "slice" : "batch");
+    int64_t k = inum(cnt);
+    int pad = fill && fill->t != V_NONE;
+    if (!res) return jn_oom(c, at);
+    if (jn_iterate(c, at, &input, &in)) return -1;
+    if (by_slices) {
+        if (k == 0) return jn_fail(c, at, "integer division or modulo by zero");
+        /* range(k) is empty for a negative k */
+        int64_t len = (int64_t)in->n, per = k > 0 ? len / k : 0, extra = k > 0 ? len % k : 0, off = 0;
+        for (int64_t i = 0; i < k; i++) {
+            int64_t st = off + i * per;
+            if (i < extra) off++;
+            int64_t en = off + (i + 1) * per;
+            if (!(tmp = v_list_new(c->ar, (size_t)(en - st) + 1))) return jn_oom(c, at);
+            for (int64_t j = st; j < en; j++) tmp->items[tmp->n++] = in->items[j];
+            if (pad && i >= extra) tmp->items[tmp->n++] = *fill;
+            if (v_list_push(c->ar, res, mklist(tmp, V_LIST))) return jn_oom(c, at);
+        }
+    } else {
+        if (!(tmp = v_list_new(c->ar, 0))) return jn_oom(c, at);
+        for (size_t i = 0; i < in->n; i++) {
+            if ((int64_t)tmp->n == k) {
+                if (v_list_push(c->ar, res, mklist(tmp, V_LIST))) return jn_oom(c, at);
+                if (!(tmp = v_list_new(c->ar, 0))) return jn_oom(c, at);
+            }
+            if (v_list_push(c->ar, tmp, in->items[i])) return jn_oom(c, at);
+        }
+        if (tmp->n) {
+            while (pad && (int64_t)tmp->n < k)
+                if (v_list_push(c->ar, tmp, *fill)) return jn_oom(c, at);
+            if (v_list_push(c->ar, res, mklist(tmp, V_LIST))) return jn_oom(c, at);
+        }
+    }
+    *out = mklist(res, V_LIST);
+    return 0;
+}
+
 int jn_gen_items(jctx *c, vgen *g, vlist **out)
 {
     if (g->items) { *out = g->items; return 0; }
@@ -983,6 +1582,7 @@ int jn_gen_items(jctx *c, vgen *g, vlist **out)
     case GEN_SELECT: rc = select_now(c, g->at, g->input, g->args, g->attr, g->keep, &res); break;
     case GEN_MAP: rc = map_now(c, g->at, g->input, g->args, &res); break;
     case GEN_UNIQUE: rc = unique_now(c, g->at, g->input, g->args, &res); break;
+    case GEN_BATCH: case GEN_SLICE: rc = chunk_now(c, g->at, g->input, g->args, g->kind == GEN_SLICE, &res); break;
     case GEN_ITEMS:
         if (g->input.t == V_UNDEF) res.u.l = v_list_new(c->ar, 0);
         else if (g->input.t != V_DICT) return jn_fail(c, g->at, "Can only get item pairs from a mapping.");
@@ -1054,7 +1654,7 @@ static int do_indent(jctx *c, const node *at, val v, jargs *a, val *out)
     sb_free(&tmp);
     vlist *lines;
     if (sv.t != V_STR) { sb_free(&ind); return jn_oom(c, at); }
-    if (splitlines(c, at, &sv, &lines)) { sb_free(&ind); return -1; }
+    if (splitlines(c, at, &sv, 0, &lines)) { sb_free(&ind); return -1; }
     int bl = blank && v_truthy(blank);
     if (first && v_truthy(first)) sb_append(&b, ind.p ? ind.p : "", ind.n);
     for (size_t i = 0; i < lines->n; i++) {
@@ -1117,23 +1717,55 @@ static int to_int(jctx *c, const node *at, val v, jargs *a, val *out)
     return 0;
 }
 
+/* Python's float(v) for numbers and numeric strings; -1 for the rest. */
+static int py_float(const val *v, double *f)
+{
+    if (is_num(v)) { *f = fnum(v); return 0; }
+    if (v->t != V_STR) return -1;
+    char buf[128];
+    val t = strip(v, NULL, 3);
+    if (!t.u.s.n || t.u.s.n >= sizeof buf) return -1;
+    memcpy(buf, t.u.s.p, t.u.s.n);
+    buf[t.u.s.n] = 0;
+    char *end;
+    *f = strtod(buf, &end);
+    return *end ? -1 : 0;
+}
+
 static int to_float(jctx *c, const node *at, val v, jargs *a, val *out)
 {
     val *d = jn_arg(a, 0, "default");
-    if (is_num(&v)) { *out = v_float(fnum(&v)); return 0; }
-    if (v.t == V_STR) {
-        char buf[128];
-        val t = strip(&v, NULL, 3);
-        if (t.u.s.n && t.u.s.n < sizeof buf) {
-            memcpy(buf, t.u.s.p, t.u.s.n);
-            buf[t.u.s.n] = 0;
-            char *end;
-            double f = strtod(buf, &end);
-            if (!*end) { *out = v_float(f); return 0; }
-        }
-    }
-    *out = d ? *d : v_float(0.0);
+    double f;
+    *out = !py_float(&v, &f) ? v_float(f) : d ? *d : v_float(0.0);
     return 0;
+}
+
+/* filesizeformat(binary=False): "1 Byte", "N Bytes", else one decimal in
+ * the largest unit (kB..YB by 1000, KiB..YiB by 1024) below the value. */
+static int do_filesizeformat(jctx *c, const node *at, val v, jargs *a, val *out)
+{
+    static const char *const DEC[] = {"kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"};
+    static const char *const BIN[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"};
+    /* 1000 ** (i + 2) as Python's int-to-float division rounds it */
+    static const double POW1000[] = {1e6, 1e9, 1e12, 1e15, 1e18, 1e21, 1e24, 1e27};
+    val *bin = jn_arg(a, 0, "binary");
+    int binary = bin && v_truthy(bin);
+    double bytes, base = binary ? 1024 : 1000, unit = 0;
+    if (py_float(&v, &bytes))
+        return jn_fail(c, at, "filesizeformat expects a number, not %s", v_typename(&v));
+    strbuf b = {0};
+    if (bytes == 1) sb_puts(&b, "1 Byte");
+    else if (bytes < base) sb_printf(&b, "%lld Bytes", (long long)bytes);
+    else {
+        int i = 0;
+        for (; i < 8; i++) {
+            unit = binary ? ldexp(1.0, 10 * (i + 2)) : POW1000[i];
+            if (bytes < unit) break;
+        }
+        if (i == 8) i = 7;
+        sb_printf(&b, "%.1f %s", base * bytes / unit, (binary ? BIN : DEC)[i]);
+    }
+    return mkstr(c, at, &b, out);
 }
 
 static int unique_now(jctx *c, const node *at, val v, jargs *a, val *out)
@@ -1206,8 +1838,15 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
 {
     val *a0 = jn_arg(a, 0, NULL);
     strbuf b = {0};
-    /* Markup(str(value)): the text stays, the type becomes a string */
-    if (NAMEIS("safe") || NAMEIS("forceescape")) return jn_str(c, at, &v, out);
+    if (NAMEIS("safe")) return as_markup(jn_str(c, at, &v, out), out);
+    if (NAMEIS("escape") || NAMEIS("e")) return jn_escape(c, at, &v, out);
+    if (NAMEIS("forceescape")) {
+        /* escape(str(value)): escapes a Markup's text too */
+        val s;
+        if (jn_str(c, at, &v, &s)) return -1;
+        s.sub = 0;
+        return jn_escape(c, at, &s, out);
+    }
     if (NAMEIS("default") || NAMEIS("d")) {
         val *dv = jn_arg(a, 0, "default_value"), *boolean = jn_arg(a, 1, "boolean");
         int use = v.t == V_UNDEF || (boolean && v_truthy(boolean) && !v_truthy(&v));
@@ -1276,15 +1915,24 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         val *rev = jn_arg(a, 0, "reverse"), *cs = jn_arg(a, 1, "case_sensitive"), *attr = jn_arg(a, 2, "attribute");
         vlist *items;
         if (jn_iterate(c, at, &v, &items)) return -1;
-        return sort_list(c, at, items, attr, cs && v_truthy(cs), rev && v_truthy(rev), -1, out);
+        return sort_list(c, at, items, attr, NULL, cs && v_truthy(cs), rev && v_truthy(rev), -1, out);
     }
+    if (NAMEIS("groupby")) return do_groupby(c, at, v, a, out);
+    if (NAMEIS("truncate")) return do_truncate(c, at, v, a, out);
+    if (NAMEIS("urlencode")) return do_urlencode(c, at, v, out);
+    if (NAMEIS("striptags")) return do_striptags(c, at, v, out);
+    if (NAMEIS("pprint")) return do_pprint(c, at, v, out);
+    if (NAMEIS("wordwrap")) return do_wordwrap(c, at, v, a, out);
+    if (NAMEIS("filesizeformat")) return do_filesizeformat(c, at, v, a, out);
+    if (NAMEIS("batch")) return make_gen(c, at, GEN_BATCH, v, a, 0, 0, out);
+    if (NAMEIS("slice")) return make_gen(c, at, GEN_SLICE, v, a, 0, 0, out);
     if (NAMEIS("dictsort")) {
         val *cs = jn_arg(a, 0, "case_sensitive"), *by = jn_arg(a, 1, "by"), *rev = jn_arg(a, 2, "reverse");
         if (v.t != V_DICT) return jn_fail(c, at, "dictsort expects a mapping");
         val items;
         if (dict_items(c, at, v.u.d, 2, SUB_LIST, &items)) return -1;
         int byv = by && by->t == V_STR && by->u.s.n == 5 && !memcmp(by->u.s.p, "value", 5);
-        return sort_list(c, at, items.u.l, NULL, cs && v_truthy(cs), rev && v_truthy(rev), byv, out);
+        return sort_list(c, at, items.u.l, NULL, NULL, cs && v_truthy(cs), rev && v_truthy(rev), byv, out);
     }
     if (NAMEIS("reverse")) {
         if (v.t == V_STR) {
@@ -1332,34 +1980,25 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         /* jinja appends "\n" to the value first: only strings survive that */
         if (v.t != V_STR)
             return jn_fail(c, at, "unsupported operand type(s) for +=: '%s' and 'str'", v_typename(&v));
-        return do_indent(c, at, v, a, out);
+        return markup_if(v.sub == SUB_MARKUP, do_indent(c, at, v, a, out), out);
     }
-    /* the rest work on str(value) */
+    /* the rest work on str(value); trim, upper, lower, capitalize, center
+     * and format call the str's own method, so a Markup stays one */
     val s;
     if (jn_str(c, at, &v, &s)) return -1;
-    if (NAMEIS("trim")) { *out = strip(&s, jn_arg(a, 0, "chars"), 3); return 0; }
-    if (NAMEIS("upper")) { casemap(s.u.s.p, s.u.s.n, CASE_UPPER, &b); return mkstr(c, at, &b, out); }
-    if (NAMEIS("lower")) { casemap(s.u.s.p, s.u.s.n, CASE_LOWER, &b); return mkstr(c, at, &b, out); }
+    int mk = s.sub == SUB_MARKUP;
+    if (NAMEIS("trim")) { *out = strip(&s, jn_arg(a, 0, "chars"), 3); return markup_if(mk, 0, out); }
+    if (NAMEIS("upper")) { casemap(s.u.s.p, s.u.s.n, CASE_UPPER, &b); return markup_if(mk, mkstr(c, at, &b, out), out); }
+    if (NAMEIS("lower")) { casemap(s.u.s.p, s.u.s.n, CASE_LOWER, &b); return markup_if(mk, mkstr(c, at, &b, out), out); }
     if (NAMEIS("title")) { casemap(s.u.s.p, s.u.s.n, CASE_TITLE_JINJA, &b); return mkstr(c, at, &b, out); }
-    if (NAMEIS("capitalize")) { casemap(s.u.s.p, s.u.s.n, CASE_CAPITALIZE, &b); return mkstr(c, at, &b, out); }
+    if (NAMEIS("capitalize")) { casemap(s.u.s.p, s.u.s.n, CASE_CAPITALIZE, &b); return markup_if(mk, mkstr(c, at, &b, out), out); }
+    s.sub = 0; /* |replace and the others give a plain str */
     if (NAMEIS("replace")) {
         val *old = jn_arg(a, 0, "old"), *new = jn_arg(a, 1, "new"), *cnt = jn_arg(a, 2, "count");
         val os, ns;
         if (!old || !new) return jn_fail(c, at, "replace expects old and new strings");
         if (jn_str(c, at, old, &os) || jn_str(c, at, new, &ns)) return -1;
         return replace(c, at, &s, &os, &ns, cnt && is_num(cnt) ? inum(cnt) : -1, out);
-    }
-    if (NAMEIS("escape") || NAMEIS("e")) {
-        for (size_t i = 0; i < s.u.s.n; i++) {
-            char ch = s.u.s.p[i];
-            if (ch == '&') sb_puts(&b, "&amp;");
-            else if (ch == '<') sb_puts(&b, "&lt;");
-            else if (ch == '>') sb_puts(&b, "&gt;");
-            else if (ch == '"') sb_puts(&b, "&#34;");
-            else if (ch == '\'') sb_puts(&b, "&#39;");
-            else sb_putc(&b, ch);
-        }
-        return mkstr(c, at, &b, out);
     }
     if (NAMEIS("format")) {
         /* "%s, %s"|format(a, b) is Python's "%s, %s" % (a, b) */
@@ -1368,19 +2007,20 @@ int jn_filter(jctx *c, const node *at, const char *name, size_t n, val v, jargs 
         if (a->npos) memcpy(args->items, a->pos, a->npos * sizeof(val));
         args->n = a->npos;
         val tup = mklist(args, V_TUPLE);
+        s.sub = (uint8_t)(mk ? SUB_MARKUP : 0);
         return jn_percent_format(c, at, &s, &tup, out);
     }
     if (NAMEIS("center")) {
         val *w = jn_arg(a, 0, "width");
         int64_t width = w && is_num(w) ? inum(w) : 80, len = (int64_t)u8_len(s.u.s.p, s.u.s.n);
         if (width > 4096) width = 4096;
-        if (width <= len) { *out = s; return 0; }
+        if (width <= len) { *out = s; return markup_if(mk, 0, out); }
         /* Python puts the odd space on the right unless width is odd */
         int64_t pad = width - len, left = pad / 2 + (pad & width & 1);
         for (int64_t i = 0; i < left; i++) sb_putc(&b, ' ');
         sb_append(&b, s.u.s.p, s.u.s.n);
         for (int64_t i = 0; i < pad - left; i++) sb_putc(&b, ' ');
-        return mkstr(c, at, &b, out);
+        return markup_if(mk, mkstr(c, at, &b, out), out);
     }
     if (NAMEIS("wordcount")) {
         /* len(re.findall(r"\w+", s)): runs of letters, digits and '_' */

@@ -100,7 +100,8 @@ static int set_var(jctx *c, const node *at, const char *name, size_t n, val v)
 
 static const struct { const char *name; int fn; } GLOBALS[] = {
     {"range", FN_RANGE}, {"dict", FN_DICT}, {"namespace", FN_NAMESPACE},
-    {"raise_exception", FN_RAISE}, {"strftime_now", FN_STRFTIME}, {NULL, 0},
+    {"raise_exception", FN_RAISE}, {"strftime_now", FN_STRFTIME}, {"cycler", FN_CYCLER},
+    {"joiner", FN_JOINER}, {NULL, 0},
 };
 
 static val lookup(jctx *c, const char *name, size_t n)
@@ -179,6 +180,7 @@ static const char *obj_type_repr(const val *v)
     case V_BOOL: return "bool object";
     case V_NS: return "jinja2.utils.Namespace object";
     case V_LOOP: return "jinja2.runtime.LoopContext object";
+    case V_CYCLER: return v->u.cy->joiner ? "jinja2.utils.Joiner object" : "jinja2.utils.Cycler object";
     default: return "object";
     }
 }
@@ -242,7 +244,18 @@ int jn_getattr(jctx *c, const node *at, val obj, const char *name, size_t n, val
         *out = v ? *v : jn_undef(c, "'%s' has no attribute '%.*s'", obj_type_repr(&obj), (int)n, name);
         return 0;
     }
+    if (obj.t == V_CYCLER && !obj.u.cy->joiner) {
+        vcycler *cy = obj.u.cy;
+        if (n == 7 && !memcmp(name, "current", 7)) { *out = cy->items->items[cy->pos]; return 0; }
+        if (n == 5 && !memcmp(name, "items", 5)) { *out = (val){.t = V_TUPLE}; out->u.l = cy->items; return 0; }
+        if ((n == 4 && !memcmp(name, "next", 4)) || (n == 5 && !memcmp(name, "reset", 5)))
+            return make_method(c, at, obj, name, n, out);
+    }
     if (jn_method_kind(obj.t, name, n)) return make_method(c, at, obj, name, n, out);
+    if (obj.t == V_TUPLE && obj.u.l->group && obj.u.l->n == 2) {
+        if (n == 7 && !memcmp(name, "grouper", 7)) { *out = obj.u.l->items[0]; return 0; }
+        if (n == 4 && !memcmp(name, "list", 4)) { *out = obj.u.l->items[1]; return 0; }
+    }
     if (obj.t == V_DICT) {
         val *v = v_dict_gets(obj.u.d, name, n);
         if (v) { *out = *v; return 0; }
@@ -273,6 +286,7 @@ int jn_getitem(jctx *c, const node *at, val obj, val key, val *out)
             size_t a = u8_offset(obj.u.s.p, obj.u.s.n, (size_t)i);
             size_t b = u8_offset(obj.u.s.p, obj.u.s.n, (size_t)i + 1);
             *out = v_str(obj.u.s.p + a, b - a);
+            out->sub = obj.sub; /* Markup()[i] is a Markup */
             return 0;
         }
     } else if (obj.t == V_DICT) {
@@ -356,7 +370,11 @@ static int eval_slice(jctx *c, node *n, val *out)
         const char *p = obj.u.s.p;
         size_t len = u8_len(p, obj.u.s.n);
         if (slice_indices(c, n, vs, len, &start, &step, &count)) return -1;
-        if (len == obj.u.s.n && step == 1) { *out = v_str(p + start, count); return 0; }
+        if (len == obj.u.s.n && step == 1) {
+            *out = v_str(p + start, count);
+            out->sub = obj.sub;
+            return 0;
+        }
         /* offsets of every code point, then gather */
         size_t *off = malloc((len + 1) * sizeof *off);
         if (!off) return jn_oom(c, n);
@@ -372,7 +390,9 @@ static int eval_slice(jctx *c, node *n, val *out)
         free(off);
         *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
         sb_free(&b);
-        return out->t == V_STR ? 0 : jn_oom(c, n);
+        if (out->t != V_STR) return jn_oom(c, n);
+        out->sub = obj.sub;
+        return 0;
     }
     /* jinja compiles slices to plain Python subscription: no undefined */
     return jn_fail(c, n, "'%s' object is not subscriptable", v_typename(&obj));
@@ -409,6 +429,7 @@ static int repeat(jctx *c, const node *at, const val *s, int64_t times, val *out
         if (!p) return jn_oom(c, at);
         for (int64_t i = 0; i < times; i++) memcpy(p + (size_t)i * s->u.s.n, s->u.s.p, s->u.s.n);
         *out = v_str(p, n);
+        out->sub = s->sub;
         return 0;
     }
     size_t m = s->u.l->n;
@@ -433,8 +454,38 @@ static int type_error(jctx *c, const node *at, int op, const val *a, const val *
                    op == OP_POW ? "** or pow()" : OPSYM[op], v_typename(a), v_typename(b));
 }
 
-/* Python's `%` on a string, for the %s/%d/%i/%r forms templates use. */
+static int percent_format(jctx *c, const node *at, const val *fmt, const val *arg, val *out);
+
+/* Python's `%` on a string, for the %s/%d/%i/%r forms templates use. On a
+ * Markup, the string arguments are escaped and the result is a Markup
+ * (markupsafe escapes what %s prints; %r of a string is the one form where
+ * escaping first gives other text, and templates do not use it on Markup). */
 int jn_percent_format(jctx *c, const node *at, const val *fmt, const val *arg, val *out)
+{
+    if (fmt->sub != SUB_MARKUP) return percent_format(c, at, fmt, arg, out);
+    val one;
+    vlist *l = NULL;
+    if (arg->t == V_TUPLE) {
+        l = v_list_new(c->ar, arg->u.l->n);
+        if (!l) return jn_oom(c, at);
+        for (size_t i = 0; i < arg->u.l->n; i++) {
+            val *x = &arg->u.l->items[i];
+            if (x->t == V_STR ? jn_escape(c, at, x, &l->items[i]) : (l->items[i] = *x, 0)) return -1;
+        }
+        l->n = arg->u.l->n;
+        one = (val){.t = V_TUPLE};
+        one.u.l = l;
+    } else if (arg->t == V_STR) {
+        if (jn_escape(c, at, arg, &one)) return -1;
+    } else {
+        one = *arg;
+    }
+    if (percent_format(c, at, fmt, &one, out)) return -1;
+    out->sub = SUB_MARKUP;
+    return 0;
+}
+
+static int percent_format(jctx *c, const node *at, const val *fmt, const val *arg, val *out)
 {
     vlist one = {.items = (val *)arg, .n = 1};
     vlist *args = arg->t == V_TUPLE ? arg->u.l : &one;
@@ -600,13 +651,21 @@ static int arith(jctx *c, const node *at, int op, const val *a, const val *b, va
         }
         return jn_fail(c, at, "integer result too large");
     }
+    if (op == OP_ADD && a->t == V_STR && b->t == V_STR && (a->sub || b->sub)) {
+        /* Markup.__add__/__radd__: the plain side is escaped first */
+        val x, y;
+        if (jn_escape(c, at, a, &x) || jn_escape(c, at, b, &y) || str_concat(c, at, &x, &y, out))
+            return -1;
+        out->sub = SUB_MARKUP;
+        return 0;
+    }
     if (op == OP_ADD && a->t == V_STR && b->t == V_STR) return str_concat(c, at, a, b, out);
     if (op == OP_ADD && (a->t == V_LIST || a->t == V_TUPLE) && a->t == b->t && !a->sub && !b->sub)
         return concat_seq(c, at, a, b, out);
     if (op == OP_MUL) {
-        if ((a->t == V_STR || a->t == V_LIST || a->t == V_TUPLE) && !a->sub && (b->t == V_INT || b->t == V_BOOL))
+        if ((a->t == V_STR || ((a->t == V_LIST || a->t == V_TUPLE) && !a->sub)) && (b->t == V_INT || b->t == V_BOOL))
             return repeat(c, at, a, inum(b), out);
-        if ((b->t == V_STR || b->t == V_LIST || b->t == V_TUPLE) && !b->sub && (a->t == V_INT || a->t == V_BOOL))
+        if ((b->t == V_STR || ((b->t == V_LIST || b->t == V_TUPLE) && !b->sub)) && (a->t == V_INT || a->t == V_BOOL))
             return repeat(c, at, b, inum(a), out);
     }
     if (op == OP_MOD && a->t == V_STR) return jn_percent_format(c, at, a, b, out);
@@ -797,12 +856,21 @@ out:
     return rc;
 }
 
+static int call_loop(jctx *c, const node *at, vloop *lp, jargs *a, val *out);
+
 int jn_call(jctx *c, const node *at, val fn, jargs *a, val *out)
 {
     switch (fn.t) {
     case V_MACRO: return call_macro(c, at, fn.u.m, a, out);
     case V_FUNC: return jn_func(c, at, fn.u.fn, a, out);
     case V_METHOD: return jn_method(c, at, fn.u.meth, a, out);
+    case V_LOOP: return call_loop(c, at, fn.u.loop, a, out);
+    case V_CYCLER:
+        if (!fn.u.cy->joiner) return jn_fail(c, at, "'Cycler' object is not callable");
+        if (a->npos || a->nkw) return jn_fail(c, at, "a joiner takes no arguments");
+        *out = fn.u.cy->used ? fn.u.cy->sep : v_str("", 0);
+        fn.u.cy->used = 1;
+        return 0;
     case V_UNDEF: return jn_undef_fail(c, at, &fn);
     default: return jn_fail(c, at, "'%s' object is not callable", v_typename(&fn));
     }
@@ -958,18 +1026,18 @@ static int assign(jctx *c, node *target, val v)
     return 0;
 }
 
-static int exec_for(jctx *c, node *n, strbuf *out)
+/* One level of a for loop over `it`, its frames children of scope; depth
+ * counts the levels of a recursive loop (loop.depth). */
+static int run_for(jctx *c, node *n, val it, jframe *scope, size_t depth, strbuf *out)
 {
-    val it;
     vlist *items;
-    if (eval(c, n->b, &it)) return X_ERR;
     if (jn_iterate(c, n, &it, &items)) return X_ERR;
     jframe *saved = c->f;
     if (n->c) {
         /* {% for x in xs if cond %}: loop.length counts the kept items */
         vlist *kept = v_list_new(c->ar, items->n);
         if (!kept) return jn_oom(c, n);
-        jframe *f = frame_new(c, saved);
+        jframe *f = frame_new(c, scope);
         if (!f) return jn_oom(c, n);
         for (size_t i = 0; i < items->n; i++) {
             if (++c->iters > c->max_iters)
@@ -984,16 +1052,23 @@ static int exec_for(jctx *c, node *n, strbuf *out)
         }
         items = kept;
     }
-    if (!items->n) return exec_body(c, &n->orelse, out);
+    if (!items->n) {
+        c->f = frame_new(c, scope);
+        int x = c->f ? exec_body(c, &n->orelse, out) : jn_oom(c, n);
+        c->f = saved;
+        return x;
+    }
     vloop *lp = ar_alloc(c->ar, sizeof *lp);
     if (!lp) return jn_oom(c, n);
     lp->items = items;
-    lp->depth = 1; /* jinja counts depth only across recursive loops */
+    lp->depth = depth; /* jinja counts depth only across recursive loops */
+    lp->rec = n->neg ? n : NULL;
+    lp->scope = scope;
     val lv = {.t = V_LOOP};
     lv.u.loop = lp;
     /* one frame for all iterations, emptied each time: what jinja's
      * per-iteration scope means, without memory growing with the count */
-    jframe *f = frame_new(c, saved);
+    jframe *f = frame_new(c, scope);
     if (!f) return jn_oom(c, n);
     for (size_t i = 0; i < items->n; i++) {
         if (++c->iters > c->max_iters)
@@ -1008,6 +1083,37 @@ static int exec_for(jctx *c, node *n, strbuf *out)
         if (x == X_BREAK) break;
     }
     return X_OK;
+}
+
+static int exec_for(jctx *c, node *n, strbuf *out)
+{
+    val it;
+    if (eval(c, n->b, &it)) return X_ERR;
+    return run_for(c, n, it, c->f, 1, out);
+}
+
+/* loop(items) in a recursive for: the loop body again, one level deeper,
+ * rendered to a string. Each level is C recursion, so the levels count
+ * against the same bound as macro calls. */
+static int call_loop(jctx *c, const node *at, vloop *lp, jargs *a, val *out)
+{
+    if (!lp->rec)
+        return jn_fail(c, at, "The loop must have the 'recursive' marker to be called recursively.");
+    if (a->npos != 1 || a->nkw)
+        return jn_fail(c, at, "loop() of a recursive for takes exactly one iterable");
+    if (++c->depth > c->max_depth) {
+        c->depth--;
+        return jn_fail(c, at, "recursive loop nested deeper than %d levels (runaway recursion?)",
+                       c->max_depth);
+    }
+    strbuf b = {0};
+    int x = run_for(c, lp->rec, a->pos[0], lp->scope, lp->depth + 1, &b);
+    c->depth--;
+    c->live_out -= b.n;
+    if (x == X_ERR) { sb_free(&b); return -1; }
+    *out = v_strdup(c->ar, b.p ? b.p : "", b.n);
+    sb_free(&b);
+    return out->t == V_STR ? 0 : jn_oom(c, at);
 }
 
 static int exec_filter_chain(jctx *c, node *chain, val in, val *out)

@@ -32,11 +32,19 @@ typedef enum vtype {
     V_FUNC,   /* a global function (range, dict, namespace, ...) */
     V_METHOD, /* a method bound to its receiver (s.strip, d.items, ...) */
     V_GEN,    /* a lazy, single-use iterator (select, map, unique, ...) */
+    V_CYCLER, /* cycler() or joiner(): the other objects a template changes */
 } vtype;
 
 /* V_LIST subtypes: the dict views Python's keys()/values()/items() return,
  * which iterate like lists but print, test and serialize differently. */
 enum { SUB_LIST = 0, SUB_KEYS, SUB_VALUES, SUB_ITEMS };
+/* V_STR subtype: markupsafe's Markup, what |safe and |escape return. Even
+ * with autoescape off it changes what a template prints: `markup + str`
+ * HTML-escapes the str (functionary v3.1 builds its tool list that way),
+ * its methods, `*`, `%` and |upper-like filters keep it, and repr() in a
+ * container shows Markup('...'). `~`, |join, |replace and iteration give
+ * plain str, as Jinja2's do. */
+enum { SUB_MARKUP = 1 };
 
 typedef struct vlist vlist;
 typedef struct vdict vdict;
@@ -44,10 +52,11 @@ typedef struct vloop vloop;
 typedef struct vmacro vmacro;
 typedef struct vmethod vmethod;
 typedef struct vgen vgen;
+typedef struct vcycler vcycler;
 
 typedef struct val {
     uint8_t t;
-    uint8_t sub; /* V_LIST: SUB_* */
+    uint8_t sub; /* V_LIST: SUB_*; V_STR: SUB_MARKUP or 0 */
     union {
         int b;
         int64_t i;
@@ -61,12 +70,18 @@ typedef struct val {
         int fn;         /* V_FUNC */
         vmethod *meth;
         vgen *gen;
+        vcycler *cy;
     } u;
 } val;
 
-struct vlist { val *items; size_t n, cap; };
+/* group: a groupby _GroupTuple (grouper, list), whose two items are also
+ * its attributes .grouper and .list */
+struct vlist { val *items; size_t n, cap; int group; };
 struct vdict { val *keys, *vals; size_t n, cap; };
 struct vmethod { val self; const char *name; };
+/* cycler(*items): .next() hands out items[pos] and moves on; joiner(sep):
+ * calling it gives "" the first time, sep after. */
+struct vcycler { vlist *items; size_t pos; int joiner, used; val sep; };
 
 /* ---- AST ---- */
 typedef struct node node;
@@ -88,7 +103,7 @@ enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_FLOORDIV, OP_MOD, OP_POW, OP_CONCAT,
 
 struct node {
     uint8_t kind, op;
-    uint8_t neg;       /* E_TEST: `is not` */
+    uint8_t neg;       /* E_TEST: `is not`; S_FOR: `recursive` */
     int line, col;
     const char *name;  /* name, attribute, filter, test, macro, text */
     size_t name_len;
@@ -172,12 +187,14 @@ struct vloop {
     size_t depth;
     val changed_last; /* loop.changed(): the arguments of its last call */
     int changed_called;
+    node *rec;        /* a recursive for: what loop(items) runs again */
+    jframe *scope;    /* where that for statement ran: what each level sees */
 };
 
 /* Jinja's select/map/unique/items filters are Python generators: they run
  * when first iterated (errors included), are always true, have no len(), and
  * a second loop over one sees nothing. */
-enum { GEN_SELECT = 1, GEN_MAP, GEN_ITEMS, GEN_UNIQUE, GEN_REVERSED };
+enum { GEN_SELECT = 1, GEN_MAP, GEN_ITEMS, GEN_UNIQUE, GEN_REVERSED, GEN_BATCH, GEN_SLICE };
 struct vgen {
     int kind, attr, keep; /* keep/attr: select, reject, selectattr, rejectattr */
     val input;
@@ -210,7 +227,7 @@ typedef struct jargs {
     size_t nkw;
 } jargs;
 
-enum { FN_RANGE = 1, FN_DICT, FN_NAMESPACE, FN_RAISE, FN_STRFTIME, FN_CYCLER_NEXT };
+enum { FN_RANGE = 1, FN_DICT, FN_NAMESPACE, FN_RAISE, FN_STRFTIME, FN_CYCLER, FN_JOINER };
 
 int jn_fail(jctx *c, const node *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -219,6 +236,9 @@ int jn_oom(jctx *c, const node *at);
 int jn_too_deep(jctx *c, const node *at); /* a walk met JN_MAX_DEPTH */
 val jn_undef(jctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int jn_str(jctx *c, const node *at, const val *v, val *out);
+/* markupsafe.escape(v): a Markup stays as it is, anything else becomes the
+ * Markup of its str() with & < > ' " escaped. */
+int jn_escape(jctx *c, const node *at, const val *v, val *out);
 int jn_iterate(jctx *c, const node *at, const val *v, vlist **out);
 /* The items of a generator, made on first use (not consumed). */
 int jn_gen_items(jctx *c, vgen *g, vlist **out);

@@ -1058,8 +1058,8 @@ static node *parse_for(parser *p, token *t)
         if (!(nd->c = parse_expr(p))) return NULL;
     }
     if (is_name(cur(p), "recursive")) {
-        perr(p, cur(p), "%s", "recursive for loops are not supported");
-        return NULL;
+        p->i++;
+        nd->neg = 1;
     }
     if (expect_block_end(p) || parse_body(p, &nd->body, END_FOR)) return NULL;
     token *e = end_tag(p);

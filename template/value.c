@@ -215,6 +215,7 @@ static int equal_at(const val *a, const val *b, int depth)
     case V_MACRO: return a->u.m == b->u.m;
     case V_FUNC: return a->u.fn == b->u.fn;
     case V_GEN: return a->u.gen == b->u.gen;
+    case V_CYCLER: return a->u.cy == b->u.cy;
     default: return 0;
     }
 }
@@ -240,6 +241,7 @@ const char *v_typename(const val *v)
     case V_LOOP: return "LoopContext";
     case V_MACRO: return "Macro";
     case V_FUNC: return "function";
+    case V_CYCLER: return v->u.cy->joiner ? "Joiner" : "Cycler";
     default: return "method";
     }
 }
@@ -370,7 +372,11 @@ static int repr_at(const val *v, strbuf *b, int depth)
 {
     if (depth > JN_MAX_DEPTH) return -1;
     switch (v->t) {
-    case V_STR: str_repr(v->u.s.p, v->u.s.n, b); return 0;
+    case V_STR:
+        if (v->sub == SUB_MARKUP) sb_puts(b, "Markup(");
+        str_repr(v->u.s.p, v->u.s.n, b);
+        if (v->sub == SUB_MARKUP) sb_putc(b, ')');
+        return 0;
     case V_UNDEF: sb_puts(b, "Undefined"); return 0;
     case V_LIST: case V_TUPLE: {
         if (v->sub) {
@@ -418,6 +424,7 @@ static int to_str_at(const val *v, strbuf *b, int depth)
     case V_MACRO: sb_puts(b, "<Macro>"); return 0;
     case V_FUNC: sb_puts(b, "<function>"); return 0;
     case V_GEN: sb_printf(b, "<%s object>", v_typename(v)); return 0;
+    case V_CYCLER: sb_printf(b, "<jinja2.utils.%s object>", v_typename(v)); return 0;
     default: sb_puts(b, "<built-in method>"); return 0;
     }
 }

@@ -322,6 +322,56 @@ static void test_value_depth(void **s)
 #undef DEEP
 }
 
+/* A recursive for loop is C recursion too: loop(items) nested past the
+ * macro bound fails with a message on a connection thread's stack, with
+ * and without long filter chains at each level; a shallow one renders. */
+static void test_recursive_loop_depth(void **s)
+{
+    (void)s;
+#define TREE(n) "{% set ns = namespace(x=[]) %}{% for i in range(" n ") %}{% set ns.x = [ns.x] %}{% endfor %}"
+    char src[4096];
+    for (int n = 0; n < 300; n = n ? n * 4 : 1) {
+        char *p = src + sprintf(src, "%s{%% for y in ns.x recursive %%}{{ loop(y)", TREE("150"));
+        for (int i = 0; i < n; i++) p += sprintf(p, "|string|trim");
+        strcpy(p, " }}{% endfor %}");
+        /* long chains meet the expression bound first: also an error */
+        expect_small_stack_error(src, NULL, n ? "nested" : "recursive loop nested deeper than");
+    }
+    small_job r = on_small_stack(TREE("40") "{% for y in ns.x recursive %}{{ loop.depth }},{{ loop(y) }}"
+                                 "{% else %}.{% endfor %}", NULL);
+    if (r.rc) printf("%s\n", r.e.msg);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(strstr(r.out, "1,2,3,") && strstr(r.out, "39,40,."));
+    free(r.out);
+#undef TREE
+}
+
+/* Filters done for the cases templates use refuse the rest by name:
+ * striptags' rare HTML references, pprint past pformat's 80 columns,
+ * wordwrap's hyphen rules. */
+static void test_partial_filters(void **s)
+{
+    (void)s;
+    static const struct { const char *src, *out, *err; } cases[] = {
+        {"{{ 'AT&T &copy; 1'|striptags }}", NULL, "'&T' is not supported"},
+        {"{{ '<i>a</i> &amp;&#233;'|striptags }}", "a &\xC3\xA9", NULL},
+        {"{{ range(40)|list|pprint }}", NULL, "pprint of a value whose repr is 150 characters"},
+        {"{{ {'b': 1, 'a': 2}|pprint }}", "{'a': 2, 'b': 1}", NULL},
+        {"{{ 'well-known words'|wordwrap(5) }}", NULL, "pass break_on_hyphens=false"},
+        {"{{ 'well-known words'|wordwrap(5, break_on_hyphens=false) }}", "well-\nknown\nwords", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].err) {
+            expect_small_stack_error(cases[i].src, NULL, cases[i].err);
+            continue;
+        }
+        small_job r = on_small_stack(cases[i].src, NULL);
+        assert_int_equal(r.rc, 0);
+        assert_string_equal(r.out, cases[i].out);
+        free(r.out);
+    }
+}
+
 /* Hostile input at scale: thousands of random mutations of real chat
  * templates must each compile and render or fail with a message, never
  * crash, hang or leak (the SAN build checks the last two). */
@@ -612,6 +662,8 @@ int main(void)
         cmocka_unit_test(test_strftime_now),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_value_depth),
+        cmocka_unit_test(test_recursive_loop_depth),
+        cmocka_unit_test(test_partial_filters),
         cmocka_unit_test(test_mutated_templates),
         cmocka_unit_test(test_chat_named_templates),
         cmocka_unit_test(test_chat_file_precedence),

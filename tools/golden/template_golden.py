@@ -16,6 +16,9 @@ Two references, one case list:
 Each chat case: {"id", "model": folder, "template": override file or null,
 "request": {...}} plus "text" (the rendering), or "raised" (raise_exception's
 message), or "error" (any other exception, type: message).
+
+The committed Jinja2 fixtures were made with Jinja2 3.1.6 and MarkupSafe 3.0.3
+(python3 -c 'import jinja2; print(jinja2.__version__)').
 """
 import argparse
 import json
@@ -458,6 +461,86 @@ def lang_cases():
     lang("{{ d.keys()[0] }}", d={"a": 1})
     lang("{{ n[1:] }}", n=5)
     lang("{{ raise_exception('émoji 🤖 in the message') }}")
+    # Markup (|safe, |escape) with autoescape off: + escapes the plain side
+    # (functionary v3.1's tool list), methods and some filters keep Markup
+    lang("{{ \"Use the function '\"|safe + t.name + \"' to '\"|safe + t.description + \"'\\n\"|safe + t|tojson }}",
+         t={"name": "f<x>", "description": "it's \"quoted\" & more"})
+    lang("{{ '<a>'|safe + '<b>' }} {{ '<b>' + '<a>'|safe }} {{ '<a>'|safe ~ '<b>' }} {{ '<'|e|e }} {{ '<'|escape + '<' }}")
+    lang("{{ ('<a>'|safe)|string + '<' }} {{ ('<a>'|safe) * 2 + '<' }} {{ ('%s<'|safe) % '<x>' }} {{ ('<%s'|safe)|format('<') }}")
+    lang("{{ ('<a>'|safe).upper() + '<' }} {{ ('<a>'|safe)|upper + '<' }} {{ ('<a>'|safe)|trim + '<' }} {{ ('<a>'|safe)|title + '<' }}")
+    lang("{{ ['<a>'|safe] }} {{ {'k': '<a>'|safe} }} {{ ('a b'|safe).split() }} {{ ('<a>'|safe)[0] + '<' }} {{ ('<a>'|safe)[1:] + '<' }}")
+    lang("{{ ('<a>'|safe)|replace('a', '<') + '<' }} {{ ('a'|safe).replace('a', '<') }} {{ ('<a>'|safe)|join('<') }} {{ ('&'|safe).join(['<', '>'|safe]) }}")
+    lang("{{ 1|safe + '<' }} {{ none|safe + '<' }} {{ ('<'|safe)|forceescape }} {{ ('<'|safe)|center(5) + '<' }} {{ ('<'|safe)|indent + '<' }}")
+    lang("{% set x = '<a>'|safe %}{% set x = x + '&' %}{{ x }} {{ x is string }} {{ x == '<a>&amp;' }} {{ ('<'|safe)|first + '<' }} {{ 'x' ~ ('<'|safe) + '<' }}")
+    lang("{{ ('a'|safe) + 1 }}")
+    # str methods with start/end (Python's bounds) and splitlines(keepends)
+    lang("{{ s.find('a', 1) }} {{ s.find('a', -2) }} {{ s.find('a', 1, 3) }} {{ s.rfind('a', 0, -1) }} {{ s.find('', 9) }} {{ s.find('', 5) }} {{ s.find('é', 2) }} {{ s.find('a', none, 2) }}",
+         s="aébaa")
+    lang("{{ s.index('b', 1) }} {{ s.rindex('a', -3, -1) }} {{ s.count('a', 1) }} {{ s.count('', 1, 3) }} {{ s.count('', 3, 1) }} {{ s.count('', 9) }} {{ s.count('a', -100, 100) }}",
+         s="aébaa")
+    lang("{{ s.startswith('b', 2) }} {{ s.startswith('é', 1, 2) }} {{ s.startswith(('x', 'ba'), 2) }} {{ s.endswith('b', 0, 3) }} {{ s.endswith(('x', 'é'), 0, -3) }} {{ s.startswith('', 5) }} {{ s.startswith('', 6) }} {{ s.endswith('', 3, 1) }}",
+         s="aébaa")
+    lang("{{ s.index('a', 4, 5) }}|{{ s.index('b', 3) }}", s="aébaa")
+    lang("{{ s.find('a', 'x') }}", s="aébaa")
+    lang("{{ s.splitlines(true) }} {{ s.splitlines(keepends=true) }} {{ s.splitlines(false) }} {{ 'x\\n'.splitlines(true) }}",
+         s="a\r\nb\nc\x85d\u2028e\r")
+    # groupby: attribute paths, default, case_sensitive, .grouper/.list
+    people = [{"n": "a", "city": "Paris", "age": 3}, {"n": "b", "city": "berlin", "age": 1},
+              {"n": "c", "city": "paris", "age": 3}, {"n": "d", "age": 2}, {"n": "e", "city": "Berlin", "age": 1}]
+    lang("{% for g in p|groupby('city', default='?') %}{{ g.grouper }}:{{ g.list|map(attribute='n')|join }};{% endfor %}", p=people)
+    lang("{% for city, items in p|groupby('city', 'x', true) %}{{ city }}={{ items|length }} {% endfor %}{{ p|groupby('age')|list }}", p=people)
+    lang("{% for g in p|groupby('age') %}{{ g[0] }}{{ g['grouper'] }}{{ g|length }}{{ g.list[0].n }} {% endfor %}{{ (p|groupby('age'))[0] }}", p=people)
+    lang("{% for g in t|groupby('1.x') %}{{ g.grouper }}:{{ g.list }} {% endfor %}", t=[[0, {"x": 2}], [1, {"x": 1}], [2, {"x": 2}]])
+    lang("{{ p|groupby('city') }}", p=people)
+    lang("{{ p|groupby }}", p=people)
+    # truncate: length, killwords, end, leeway (code points)
+    lang("{{ s|truncate(9) }}|{{ s|truncate(9, true) }}|{{ s|truncate(9, leeway=0) }}|{{ s|truncate(9, true, '…', 0) }}|{{ s|truncate(12, end='>') }}|{{ s|truncate }}|{{ s|truncate(5, leeway=0) }}",
+         s="héllo wörld and more")
+    lang("{{ s|truncate(16) }}|{{ s|truncate(15) }}|{{ 'abcdefghijkl'|truncate(5, leeway=0) }}|{{ ('<a> b c d e f g'|safe)|truncate(4, end='<', leeway=0) + '<' }}|{{ u|truncate }}|", s="héllo wörld and more")
+    lang("{{ 'abcdef'|truncate(2) }}")
+    lang("{{ 'abcdefghijkl'|truncate(5, leeway=-1) }}")
+    # batch and slice (generators: iterated, listed, counted once)
+    lang("{{ l|batch(3)|list }} {{ l|batch(3, 'x')|list }} {{ l|batch(7)|list }} {{ l|batch(0)|list }} {{ []|batch(2)|list }} {{ 'abc'|batch(2)|list }}", l=[1, 2, 3, 4, 5, 6, 7])
+    lang("{{ l|slice(3)|list }} {{ l|slice(3, 0)|list }} {{ l|slice(9)|list }} {{ l|slice(-1)|list }} {{ l|slice(1, 'f')|list }}", l=[1, 2, 3, 4, 5, 6, 7])
+    lang("{% for row in l|batch(2, '-') %}[{% for x in row %}{{ x }}{% endfor %}]{% endfor %}{% for col in l|slice(2) %}<{{ col|join(',') }}>{% endfor %}{{ (l|batch(2)) is iterable }}", l="abcde")
+    lang("{{ l|slice(0)|list }}", l=[1, 2])
+    # recursive loops: loop(items), loop.depth/depth0, else and if at each
+    # level, each level seeing the scope of the for statement
+    tree = [{"n": "a", "c": [{"n": "b", "c": []}, {"n": "c", "c": [{"n": "d"}]}]}, {"n": "e"}]
+    lang("{% set top = 'T' %}{% for x in t recursive %}{% set y = x.n %}{{ loop.depth }}{{ loop.depth0 }}{{ y }}{{ top }}{{ z }}{{ loop.length }}{% if x.c is defined %}[{{ loop(x.c) }}]{% endif %}{% else %}E{% endfor %}", t=tree, z="Z")
+    lang("{% for x in t recursive %}{% set z = 1 %}{{ x.n }}{{ loop(x.c)|length if x.c is defined }}{% endfor %}|{% for a, b in [(1, [(2, [])])] recursive %}{{ a }}{{ loop(b) }}{% endfor %}", t=tree)
+    lang("{% for x in t if x.n != 'e' recursive %}{% for y in [1] %}{{ loop.depth }}{% endfor %}{{ loop.depth }}{{ x.n }}{% if x.c %}<{{ loop(x.c) }}>{% endif %}{% endfor %}", t=tree)
+    lang("<ul>\n{%- for item in sitemap recursive %}\n  <li>{{ item.title }}\n  {%- if item.children -%}\n    <ul>{{ loop(item.children) }}</ul>\n  {%- endif %}</li>\n{%- endfor %}\n</ul>",
+         sitemap=[{"title": "A", "children": [{"title": "A1"}, {"title": "A2", "children": [{"title": "A2a"}]}]}, {"title": "B"}])
+    lang("{% for x in [] %}{% else %}{% set y = 1 %}{% endfor %}[{{ y }}]")
+    lang("{% for x in [1] %}{{ loop([2]) }}{% endfor %}")
+    # cycler and joiner, the globals that keep state
+    lang("{% set c = cycler('a', 'b') %}{{ c.next() }}{{ c.next() }}{{ c.current }}{{ c.next() }}{% set _ = c.reset() %}{{ c.current }}{{ c.items }}{{ c is callable }}{{ c.missing is defined }}")
+    lang("{% set j = joiner(', ') %}{% for x in [1, 2, 3] %}{{ j() }}{{ x }}{% endfor %}{{ joiner()() }}|{% set k = joiner(sep=' | ') %}{{ k() }}{{ k() }}{{ k() }}{{ k is callable }}")
+    lang("{% set r = cycler('odd', 'even') %}{% for m in ['a', 'b', 'c'] %}<{{ r.next() }}:{{ m }}>{% endfor %}{% set ns = namespace(c=cycler(1, 2)) %}{{ ns.c.next() }}{{ ns.c.next() }}{{ ns.c.next() }}")
+    lang("{{ cycler().next() }}")
+    lang("{{ cycler(1)() }}")
+    # the filter and test tests
+    lang("{{ 'upper' is filter }} {{ 'tojson' is filter }} {{ 'nope' is filter }} {{ 1 is filter }} {{ u is filter }} {{ 'odd' is test }} {{ '==' is test }} {{ 'upper' is test }} {{ 'groupby' is test }} {{ 'x' is not test }}")
+    lang("{{ [] is filter }}")
+    # urlencode: strings and scalars whole, dicts and pairs as a query
+    lang("{{ 'a b/c?d=é&~_.-+%'|urlencode }} {{ 42|urlencode }} {{ none|urlencode }} {{ {'q': 'a b', 'x/y': 'é&', 'n': 1}|urlencode }} {{ [('k', 'v w'), ['a', none]]|urlencode }} {{ {}|urlencode }}")
+    lang("{{ [1, 2]|urlencode }}")
+    # filesizeformat, decimal and binary
+    lang("{% for n in [0, 1, 2, 999, 1000, 1023, 1024, 1500, 999999, 1000000, 123456789, 10**15, 10**18, 1e30, -5, 1.5, '2048', true] %}{{ n|filesizeformat }}|{{ n|filesizeformat(true) }};{% endfor %}")
+    lang("{{ 'x'|filesizeformat }}")
+    # striptags: comments, tags, white space, the common references
+    lang("{{ s|striptags }}|{{ '<!-- x <b> -->y<br/>z<!--a-->b'|striptags }}|{{ '<!<!--x-->--w-->v'|striptags }}|{{ '<!-->a'|striptags }}|{{ '<!--->b'|striptags }}|{{ '<a'|striptags }}|{{ 'x > y'|striptags }}|{{ '<!-- open'|striptags }}|{{ 42|striptags }}|{{ u|striptags }}",
+         s="<p>Hi  &amp; <b>bye</b></p>\n\t&lt;tag&gt; &#65;&#x42;&#x1F600; &quot;q&apos;&nbsp;| a&1 & b")
+    lang("{{ ('<b>x</b> &lt;'|safe)|striptags + '<' }}")
+    # pprint of values whose repr fits in 80 columns
+    lang("{{ d|pprint }} {{ [d, (1, 'é'), none]|pprint }} {{ 'it\\'s'|pprint }} {{ 1.5|pprint }} {{ d.keys()|pprint }} {{ u|pprint }} {{ ('<'|safe)|pprint }}",
+         d={"b": 1, "a": [{"d": 2, "c": [1]}], "é": None, "A": 1.5})
+    # wordwrap (text without hyphens, or break_on_hyphens=false)
+    lang("{{ s|wordwrap(10) }}|{{ s|wordwrap(4) }}|{{ s|wordwrap(4, false) }}|{{ s|wordwrap(7, wrapstring='<br>') }}|{{ s|wordwrap }}|{{ t|wordwrap(5, break_on_hyphens=false) }}|{{ '   '|wordwrap(2) }}|{{ ''|wordwrap(3) }}",
+         s="héllo wörld  aaa bbbbbbb\n\nc\tdddddddddddd e    f      g", t="well-known x--y a-b-c-d-e")
+    lang("{{ 'aaa bbbbbbb cc'|wordwrap(4) }}|{{ 'ab     cd'|wordwrap(3) }}|{{ ('a' * 200)|wordwrap(79) }}|{{ 'x y'|wordwrap(1) }}")
+    lang("{{ 'a b'|wordwrap(0) }}")
     return list(L)
 
 
