@@ -53,7 +53,20 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)
 # both see the same machine.
 declare -A PF DC
 BINS="build/inferd"; [ -n "${BASE:-}" ] && BINS="$BINS $BASE"
+LLAMA_BENCH="$LLAMA_CPP/src/build-cpu/bin/llama-bench"
+LP=""; LD=""; BWS="$BW "
+# Round by round: every engine (and the bandwidth probe) once a round, so a
+# machine that drifts within minutes drifts for all of them alike.
 for i in $(seq "$RUNS"); do
+    if [ $peer = 1 ] && [ -f "$DIR/model-bf16.gguf" ]; then
+        J=$("$LLAMA_BENCH" -m "$DIR/model-bf16.gguf" -t "$THREADS" -p "$PLEN" -n "$NEW" -r 1 \
+            -o json 2>/dev/null)
+        lp=$(/usr/bin/python3 -c "import json,sys; print(round([r['avg_ts'] for r in json.loads(sys.argv[1]) if r['n_prompt']>0][0],1))" "$J")
+        ld=$(/usr/bin/python3 -c "import json,sys; print(round([r['avg_ts'] for r in json.loads(sys.argv[1]) if r['n_gen']>0][0],1))" "$J")
+        echo "llama.cpp run $i: pp$PLEN $lp tok/s, tg$NEW $ld tok/s"
+        LP+="$lp "; LD+="$ld "
+    fi
+    BWS+="$(OMP_NUM_THREADS=$THREADS bench/out/membw 1) "
     for bin in $BINS; do
         for prec in float32 bfloat16; do
             key=$prec; [ "$bin" != build/inferd ] && key=base-$prec
@@ -73,13 +86,9 @@ if [ -n "${BASE:-}" ]; then
     OBPF=$(median ${PF[base-bfloat16]}); OBDC=$(median ${DC[base-bfloat16]})
 fi
 LPF=-; LDC=-
-if [ $peer = 1 ] && [ -f "$DIR/model-bf16.gguf" ]; then
-    J=$("$LLAMA_CPP/src/build-cpu/bin/llama-bench" -m "$DIR/model-bf16.gguf" -t "$THREADS" \
-        -p "$PLEN" -n "$NEW" -r "$RUNS" -o json 2>/dev/null)
-    LPF=$(/usr/bin/python3 -c "import json,sys; print(round([r['avg_ts'] for r in json.loads(sys.argv[1]) if r['n_prompt']>0][0],1))" "$J")
-    LDC=$(/usr/bin/python3 -c "import json,sys; print(round([r['avg_ts'] for r in json.loads(sys.argv[1]) if r['n_gen']>0][0],1))" "$J")
-    echo "llama.cpp: pp$PLEN $LPF tok/s, tg$NEW $LDC tok/s"
-fi
+[ -n "$LP" ] && { LPF=$(median $LP); LDC=$(median $LD); echo "llama.cpp: pp$PLEN $LPF tok/s, tg$NEW $LDC tok/s (median of $RUNS)"; }
+BW=$(median $BWS)
+echo "memory read bandwidth over the run: $BWS-> median $BW GB/s"
 MB=$(du -bc "$DIR"/model*.safetensors | tail -1 | cut -f1)
 LIMIT=$(/usr/bin/python3 -c "print(round($BW * 1e9 / $MB, 1))")
 DATE=$(date -u +%Y-%m-%d); COMMIT=$(git rev-parse --short HEAD)
@@ -88,8 +97,8 @@ CPU=$(lscpu | sed -n 's/^Model name: *//p')
     echo
     echo "## $DATE CPU, Qwen2.5-0.5B shape, bf16 random weights, inferd vs llama.cpp (commit $COMMIT)"
     echo
-    echo "- machine: $CPU, $THREADS cores, $(free -g | awk '/Mem:/{print $2}') GiB; memory read $BW GB/s → decode limit ≈ $LIMIT tok/s for $((MB / 1000000)) MB of weights"
-    echo "- command: \`bench/cpu.sh $PLEN $NEW $RUNS\` (inferd: \`inferd generate --timing [--matmul-precision bfloat16]\`, median of $RUNS${BASE:+, interleaved with BASE run for run}; llama.cpp: \`llama-bench -t $THREADS -p $PLEN -n $NEW -r $RUNS\`)"
+    echo "- machine: $CPU, $THREADS cores, $(free -g | awk '/Mem:/{print $2}') GiB; memory read $BW GB/s (median of the probe at the start and in every round) → decode limit ≈ $LIMIT tok/s for $((MB / 1000000)) MB of weights"
+    echo "- command: \`bench/cpu.sh $PLEN $NEW $RUNS\` (inferd: \`inferd generate --timing [--matmul-precision bfloat16]\`, median of $RUNS${BASE:+, interleaved with BASE run for run}; llama.cpp: \`llama-bench -t $THREADS -p $PLEN -n $NEW -r 1\` once a round, median of $RUNS; every engine once a round, interleaved)"
     echo
     echo "| engine | prefill pp$PLEN tok/s | decode tg$NEW tok/s |"
     echo "|---|---|---|"
@@ -100,6 +109,9 @@ CPU=$(lscpu | sed -n 's/^Model name: *//p')
         echo "| inferd ${BASE_NAME:-$BASE} (BASE) | $OPF | $ODC |"
         echo "| inferd ${BASE_NAME:-$BASE} (BASE) --matmul-precision bfloat16 | $OBPF | $OBDC |"
     fi
+    pct() { [ "$1" = - ] && echo - || /usr/bin/python3 -c "print(round(100 * $1 / $LIMIT))"; }
+    echo
+    echo "Decode as a share of the limit: inferd $(pct $IDC) %, bfloat16 $(pct $BDC) %, llama.cpp $(pct $LDC) %."
 } >> bench/RESULTS.md
 for row in "inferd $IPF $IDC" "inferd-bf16 $BPF $BDC" "llama.cpp $LPF $LDC" \
     "inferd-base $OPF $ODC" "inferd-base-bf16 $OBPF $OBDC"; do
